@@ -1,0 +1,51 @@
+"""Developer sessions: ``nox -s tests lint typecheck`` is the gate CI runs; ``docs`` and
+``bench`` build the documentation and run the benchmark suite."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+# Branch-coverage floor for the test suite. Only ever raise it.
+COVERAGE_FLOOR = 85
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite with branch coverage; extra arguments go to pytest."""
+    session.install("-e", ".[test]")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "report", f"--fail-under={COVERAGE_FLOOR}")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff's linter and formatter check over the whole tree."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".[typecheck]")
+    session.run("mypy", "trio_pool")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx documentation; any warning fails the build."""
+    session.install("-e", ".[docs]")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (extra arguments go to benchmarks/run.py)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,33 @@
+"""trio_pool: Trio-native, structured-concurrency pools.
+
+HTTP/1.1 connection pools on h11 (``Client``, ``Pool``, ``BalancedPool``) and a generic
+resource pool (``ResourcePool``, ``Cluster``). Every public name is re-exported here.
+"""
+
+from ._errors import AcquireTimeoutError as AcquireTimeoutError
+from ._errors import BalancedPoolMissingUpstreamError as BalancedPoolMissingUpstreamError
+from ._errors import BodyTimeoutError as BodyTimeoutError
+from ._errors import ClientClosedError as ClientClosedError
+from ._errors import ClientDestroyedError as ClientDestroyedError
+from ._errors import ConnectError as ConnectError
+from ._errors import ConnectTimeoutError as ConnectTimeoutError
+from ._errors import HeadersOverflowError as HeadersOverflowError
+from ._errors import HeadersTimeoutError as HeadersTimeoutError
+from ._errors import HTTPParserError as HTTPParserError
+from ._errors import InformationalError as InformationalError
+from ._errors import InvalidArgumentError as InvalidArgumentError
+from ._errors import NoCapablePoolError as NoCapablePoolError
+from ._errors import PoolBailedError as PoolBailedError
+from ._errors import PoolDestroyedError as PoolDestroyedError
+from ._errors import PoolEndingError as PoolEndingError
+from ._errors import PoolFullError as PoolFullError
+from ._errors import RequestAbortedError as RequestAbortedError
+from ._errors import RequestContentLengthMismatchError as RequestContentLengthMismatchError
+from ._errors import RequestTimeoutError as RequestTimeoutError
+from ._errors import ResponseContentLengthMismatchError as ResponseContentLengthMismatchError
+from ._errors import ResponseExceededMaxSizeError as ResponseExceededMaxSizeError
+from ._errors import ResponseStatusError as ResponseStatusError
+from ._errors import SocketError as SocketError
+from ._errors import TrioPoolError as TrioPoolError
+
+__version__ = "0.1.0"

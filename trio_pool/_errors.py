@@ -1,0 +1,209 @@
+"""Every exception trio_pool raises.
+
+All of them derive from :class:`TrioPoolError`, so ``except trio_pool.TrioPoolError`` catches
+anything the library itself raises. The three HTTP timeout errors and the two resource-pool
+timeout errors also derive from :class:`trio.TooSlowError`, so code that already handles Trio's
+own ``fail_after`` handles them too.
+
+Each docstring says when the error is raised and how it differs from its neighbours.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from .http._models import Response
+
+__all__ = [
+    "AcquireTimeoutError",
+    "BalancedPoolMissingUpstreamError",
+    "BodyTimeoutError",
+    "ClientClosedError",
+    "ClientDestroyedError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "HTTPParserError",
+    "HeadersOverflowError",
+    "HeadersTimeoutError",
+    "InformationalError",
+    "InvalidArgumentError",
+    "NoCapablePoolError",
+    "PoolBailedError",
+    "PoolDestroyedError",
+    "PoolEndingError",
+    "PoolFullError",
+    "RequestAbortedError",
+    "RequestContentLengthMismatchError",
+    "RequestTimeoutError",
+    "ResponseContentLengthMismatchError",
+    "ResponseExceededMaxSizeError",
+    "ResponseStatusError",
+    "SocketError",
+    "TrioPoolError",
+]
+
+
+class TrioPoolError(Exception):
+    """Base class of every error trio_pool raises."""
+
+
+class InvalidArgumentError(TrioPoolError, ValueError):
+    """An argument is out of its domain; raised at construction or call time.
+
+    The message names the argument. Also a :class:`ValueError`, so generic validation code
+    catches it. Raising it never changes the state of the object it was raised by.
+    """
+
+
+# --------------------------------------------------------------------------- HTTP lifecycle
+
+
+class ClientClosedError(TrioPoolError):
+    """A request was made after ``close()`` began (or after the ``async with`` block ended).
+
+    Work accepted before ``close()`` still completes; only new work is refused.
+    """
+
+
+class ClientDestroyedError(TrioPoolError):
+    """The dispatcher was destroyed: outstanding requests are aborted with this error.
+
+    Also raised by requests made after ``destroy()`` and by ``close()`` after ``destroy()``.
+    """
+
+
+# --------------------------------------------------------------------------- HTTP connect
+
+
+class ConnectError(TrioPoolError):
+    """The TCP or TLS connection to the origin could not be established.
+
+    ``__cause__`` is the underlying :class:`OSError` (refused, unreachable, DNS) or
+    :class:`ssl.SSLError` (handshake or certificate verification).
+    """
+
+
+class ConnectTimeoutError(ConnectError, trio.TooSlowError):
+    """Connecting (TCP + TLS) took longer than ``connect_timeout``.
+
+    A :class:`ConnectError` too, since the request failed before anything was sent.
+    """
+
+
+# --------------------------------------------------------------------------- HTTP exchange
+
+
+class HeadersTimeoutError(TrioPoolError, trio.TooSlowError):
+    """The response headers did not arrive within ``headers_timeout`` of the request being sent."""
+
+
+class BodyTimeoutError(TrioPoolError, trio.TooSlowError):
+    """No response body data arrived for ``body_timeout`` seconds (an idle gap, not a total)."""
+
+
+class HeadersOverflowError(TrioPoolError):
+    """The response headers exceeded ``max_header_size`` bytes."""
+
+
+class ResponseExceededMaxSizeError(TrioPoolError):
+    """The response body exceeded ``max_response_size`` bytes."""
+
+
+class RequestContentLengthMismatchError(TrioPoolError):
+    """The request body's length differs from its ``content-length`` header.
+
+    Raised only when ``strict_content_length`` is on (the default).
+    """
+
+
+class ResponseContentLengthMismatchError(TrioPoolError):
+    """The server closed the response body before ``content-length`` bytes arrived."""
+
+
+class SocketError(TrioPoolError):
+    """The connection broke (reset, closed by the server, write failed) during an exchange.
+
+    ``__cause__`` is the underlying error. Differs from :class:`ConnectError`: the connection
+    had been established.
+    """
+
+
+class InformationalError(TrioPoolError):
+    """Not a failure of a request: passed to ``"disconnect"`` listeners to say why a
+    connection was closed normally (for example ``"socket idle timeout"``)."""
+
+
+class HTTPParserError(TrioPoolError):
+    """The server violated HTTP/1.1 (malformed status line, headers or framing)."""
+
+
+class RequestAbortedError(TrioPoolError):
+    """The request was aborted by its own handler (``controller.abort()``) or by an error a
+    handler method raised; ``__cause__`` holds that reason when it is an exception."""
+
+
+class ResponseStatusError(TrioPoolError):
+    """Raised by ``Response.raise_for_status()`` for a 4xx or 5xx status.
+
+    Attributes:
+        response: the :class:`~trio_pool.Response` that carried the status.
+    """
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.response = response
+
+    @property
+    def status(self) -> int:
+        """The HTTP status code of :attr:`response`."""
+        return self.response.status
+
+
+class BalancedPoolMissingUpstreamError(TrioPoolError):
+    """A ``BalancedPool`` has no upstream that can take the request: none at all, or none with
+    the requested capability (the message names it)."""
+
+
+# --------------------------------------------------------------------------- resource pools
+
+
+class PoolFullError(TrioPoolError):
+    """``max_requests`` acquirers are already waiting, so this one is refused at once."""
+
+
+class PoolEndingError(TrioPoolError):
+    """``end()`` has begun: the pool refuses new acquires while it winds down."""
+
+
+class PoolDestroyedError(TrioPoolError):
+    """The pool has shut down completely (``end()`` finished or the block was left)."""
+
+
+class RequestTimeoutError(TrioPoolError, trio.TooSlowError):
+    """An acquirer waited ``request_timeout`` seconds without getting a resource.
+
+    The pool itself is unaffected; differs from :class:`AcquireTimeoutError`, which is about
+    creating one resource.
+    """
+
+
+class AcquireTimeoutError(TrioPoolError, trio.TooSlowError):
+    """Creating one resource (``acquire``/``open``) took longer than ``acquire_timeout``.
+
+    The pool retries on its backoff schedule; this error is what a bailing pool reports as
+    the cause, and what ``end()`` lists for a dispose that timed out.
+    """
+
+
+class PoolBailedError(TrioPoolError):
+    """No allocation ever succeeded within ``bail_after`` seconds, so the pool gave up.
+
+    Every waiting and later acquire raises it. ``__cause__`` is the last allocation error.
+    """
+
+
+class NoCapablePoolError(TrioPoolError):
+    """A ``Cluster`` has no pool with the requested capability (the message names it)."""

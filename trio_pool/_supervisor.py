@@ -1,0 +1,134 @@
+"""Ownership of an object's background tasks, and the one place exceptions are unwrapped.
+
+Theory of operation
+-------------------
+Every pool is an async context manager whose block is the lifetime of its background tasks
+(connection tasks, resource tasks, timers). Those tasks need a nursery, but the user's block
+must not sit inside the cancel scope that stops them: ``await pool.destroy()`` called from
+inside the block would otherwise cancel the caller itself. So :meth:`Supervisor.enter` opens
+an *outer* nursery and starts one *host* task in it; the host opens the *inner* nursery that
+runs every background task. Cancelling the inner nursery stops the library's tasks and
+nothing else.
+
+The outer nursery's exit is where Trio (strict exception groups) would wrap the user's own
+exception in an ``ExceptionGroup``. :meth:`Supervisor.exit` unwraps it: when the group holds
+nothing but the user's exception and ``Cancelled`` copies of an outer cancellation, the
+user's exception leaves the ``async with`` as itself. Background tasks never raise (they
+deliver their errors to the request or acquirer they affect), so anything else in the group
+is a bug in this library and is left loud.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import attrs
+import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["Supervisor"]
+
+
+@attrs.define(eq=False)
+class Supervisor:
+    """Runs an owner's background tasks inside a nursery that excludes the owner's block."""
+
+    _outer_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
+    _inner: trio.Nursery | None = None
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`enter` and :meth:`exit`."""
+        return self._inner is not None
+
+    async def enter(self) -> None:
+        """Open the nurseries. A checkpoint."""
+        if self._outer_cm is not None:
+            raise RuntimeError("this object's async with block was already entered")
+        cm = trio.open_nursery()
+        outer = await cm.__aenter__()
+        try:
+            self._inner = await outer.start(self._host)
+        except BaseException as exc:  # pragma: no cover - only a cancellation can get here
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._outer_cm = cm
+
+    async def _host(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        async with trio.open_nursery() as inner:
+            task_status.started(inner)
+            await trio.sleep_forever()
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Start a background task; it must catch its own errors. Not a checkpoint."""
+        if self._inner is None:
+            raise RuntimeError("background task started outside the owner's async with block")
+        self._inner.start_soon(fn, *args, name=name)
+
+    def cancel(self) -> None:
+        """Cancel every background task (the owner's block is not affected)."""
+        if self._inner is not None:
+            self._inner.cancel_scope.cancel()
+
+    async def exit(
+        self,
+        exc: BaseException | None,
+        *,
+        graceful: Callable[[], Awaitable[object]],
+        abort: Callable[[], object],
+    ) -> None:
+        """Leave the owner's block: gracefully if ``exc`` is None, else abort. A checkpoint.
+
+        ``graceful`` is awaited when the block ended normally (close/end); if it is itself
+        interrupted (an outer cancellation), ``abort`` runs and that exception propagates.
+        ``abort`` is called when the block raised. Then the background tasks are cancelled and
+        the nurseries closed. The caller's ``__aexit__`` returns False afterwards, so the
+        user's exception propagates as itself.
+        """
+        raised: BaseException | None = None
+        if exc is None:
+            try:
+                await graceful()
+            except BaseException as late:
+                raised = late
+                abort()
+        else:
+            abort()
+        self.cancel()
+        self._inner = None
+        cm, self._outer_cm = self._outer_cm, None
+        assert cm is not None, "exit() without enter()"
+        pending = exc if exc is not None else raised
+        try:
+            await cm.__aexit__(
+                type(pending) if pending is not None else None,
+                pending,
+                pending.__traceback__ if pending is not None else None,
+            )
+        except BaseExceptionGroup as group:
+            _raise_unwrapped(group, pending)
+        if raised is not None:
+            raise raised
+
+
+def _raise_unwrapped(group: BaseExceptionGroup[BaseException], pending: BaseException | None) -> None:
+    """Re-raise ``group`` unless it holds only ``pending`` and copies of ``Cancelled``.
+
+    Returns normally when ``pending`` should propagate as itself (the caller lets it); raises
+    a lone ``Cancelled`` bare; raises anything else as the group it is.
+    """
+    others = group.subgroup(lambda e: not (e is pending or isinstance(e, trio.Cancelled)))
+    if others is not None:
+        raise group
+    if pending is None:
+        cancelled = group.subgroup(lambda e: isinstance(e, trio.Cancelled))
+        assert cancelled is not None
+        first: BaseException = cancelled
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first
