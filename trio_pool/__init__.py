@@ -31,3 +31,7 @@ from ._errors import SocketError as SocketError
 from ._errors import TrioPoolError as TrioPoolError
 
 __version__ = "0.1.0"
+from .resources._backoff import Backoff as Backoff
+from .resources._cluster import Cluster as Cluster
+from .resources._pool import ResourcePool as ResourcePool
+from .resources._pool import ResourcePoolStats as ResourcePoolStats

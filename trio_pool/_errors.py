@@ -10,12 +10,9 @@ Each docstring says when the error is raised and how it differs from its neighbo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
-
-if TYPE_CHECKING:
-    from .http._models import Response
 
 __all__ = [
     "AcquireTimeoutError",
@@ -44,6 +41,13 @@ __all__ = [
     "SocketError",
     "TrioPoolError",
 ]
+
+
+class _HasStatus(Protocol):
+    """What :class:`ResponseStatusError` needs of a response."""
+
+    @property
+    def status(self) -> int: ...
 
 
 class TrioPoolError(Exception):
@@ -152,7 +156,7 @@ class ResponseStatusError(TrioPoolError):
         response: the :class:`~trio_pool.Response` that carried the status.
     """
 
-    def __init__(self, message: str, response: Response) -> None:
+    def __init__(self, message: str, response: _HasStatus) -> None:
         super().__init__(message)
         self.response = response
 

@@ -116,19 +116,31 @@ class Supervisor:
             raise raised
 
 
-def _raise_unwrapped(group: BaseExceptionGroup[BaseException], pending: BaseException | None) -> None:
+def _raise_unwrapped(
+    group: BaseExceptionGroup[BaseException], pending: BaseException | None
+) -> None:
     """Re-raise ``group`` unless it holds only ``pending`` and copies of ``Cancelled``.
 
     Returns normally when ``pending`` should propagate as itself (the caller lets it); raises
     a lone ``Cancelled`` bare; raises anything else as the group it is.
     """
-    others = group.subgroup(lambda e: not (e is pending or isinstance(e, trio.Cancelled)))
-    if others is not None:
+    if _holds_other_than(group, pending):
         raise group
     if pending is None:
-        cancelled = group.subgroup(lambda e: isinstance(e, trio.Cancelled))
-        assert cancelled is not None
-        first: BaseException = cancelled
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first
+        raise _first_leaf(group)
+
+
+def _holds_other_than(exc: BaseException, pending: BaseException | None) -> bool:
+    # Walked by hand: BaseExceptionGroup.subgroup() tests the group itself first, and
+    # ``pending`` may itself be a group the user raised.
+    if exc is pending or isinstance(exc, trio.Cancelled):
+        return False
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_holds_other_than(inner, pending) for inner in exc.exceptions)
+    return True
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

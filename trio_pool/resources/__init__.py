@@ -1,0 +1,1 @@
+"""The generic resource pool (pool2 in Trio): ResourcePool, Cluster, Backoff."""
