@@ -254,6 +254,8 @@ class ResourcePool(Generic[T]):
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> ResourcePool[T]:
+        if self._state is not _State.NEW:
+            raise PoolDestroyedError("Pool is destroyed: a pool's async with block runs once")
         await self._supervisor.enter()
         self._state = _State.OPEN
         self._started_at = trio.current_time()
@@ -371,12 +373,15 @@ class ResourcePool(Generic[T]):
             self._check_drained()
             return trio.lowlevel.Abort.SUCCEEDED
 
-        with trio.CancelScope(deadline=deadline) as scope:
+        if deadline == _INF:  # the common case; a cancel scope costs a little on a hot path
             await trio.lowlevel.wait_task_rescheduled(abort)
-        if scope.cancelled_caught:
-            raise RequestTimeoutError(
-                f"no resource within request_timeout={self._request_timeout}s"
-            )
+        else:
+            with trio.CancelScope(deadline=deadline) as scope:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            if scope.cancelled_caught:
+                raise RequestTimeoutError(
+                    f"no resource within request_timeout={self._request_timeout}s"
+                )
         if waiter.error is not None:
             raise waiter.error
         assert waiter.slot is not None
