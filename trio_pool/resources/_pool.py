@@ -254,7 +254,7 @@ class ResourcePool(Generic[T]):
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> ResourcePool[T]:
-        if self._state is not _State.NEW:
+        if self._state is _State.DESTROYED:
             raise PoolDestroyedError("Pool is destroyed: a pool's async with block runs once")
         await self._supervisor.enter()
         self._state = _State.OPEN
