@@ -66,6 +66,9 @@ T = TypeVar("T")
 
 _INF = math.inf
 
+# A ping interrupted by the acquirer's request_timeout (not a verdict on the resource).
+_CUT_SHORT = trio.TooSlowError("ping cut short by request_timeout")
+
 
 @attrs.frozen
 class ResourcePoolStats:
@@ -106,6 +109,7 @@ class _Slot:
     graceful: bool = True  # dispose when retired (False: destroyed, no dispose)
     abandoned: bool = False  # creation cancelled by end(): not an allocation failure
     dead: bool = False  # its task ended while the resource was checked out
+    disposed: bool = False  # dispose (or leaving open()'s block) completed
     destroy_called: bool = False
 
 
@@ -329,15 +333,17 @@ class ResourcePool(Generic[T]):
     async def _checkout(self) -> _Slot:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_accepting()
+        # request_timeout bounds the caller's whole wait: queueing and pinging.
+        deadline = self._wait_deadline()
         if self._idle:
             slot = self._lend(self._idle.pop())
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             if self._max_requests is not None and len(self._waiters) >= self._max_requests:
                 raise PoolFullError("Pool is full")
-            slot = await self._wait(self._wait_deadline(), front=False)
+            slot = await self._wait(deadline, front=False)
         if self._ping is not None:
-            slot = await self._pinged(slot)
+            slot = await self._pinged(slot, deadline)
         return slot
 
     def _accepting(self) -> bool:
@@ -379,43 +385,51 @@ class ResourcePool(Generic[T]):
             with trio.CancelScope(deadline=deadline) as scope:
                 await trio.lowlevel.wait_task_rescheduled(abort)
             if scope.cancelled_caught:
-                raise RequestTimeoutError(
-                    f"no resource within request_timeout={self._request_timeout}s"
-                )
+                raise self._request_timed_out()
         if waiter.error is not None:
             raise waiter.error
         assert waiter.slot is not None
         return waiter.slot
 
-    async def _pinged(self, slot: _Slot) -> _Slot:
+    def _request_timed_out(self) -> RequestTimeoutError:
+        return RequestTimeoutError(f"no resource within request_timeout={self._request_timeout}s")
+
+    async def _pinged(self, slot: _Slot, deadline: float) -> _Slot:
         """Ping ``slot`` and return it, or replace it (keeping the queue place) until one
-        passes."""
-        assert self._ping is not None
-        deadline = self._wait_deadline()
+        passes. ``deadline`` is the acquirer's request deadline."""
         while True:
-            failure: BaseException | None = None
-            try:
-                with trio.CancelScope(deadline=_deadline_after(self._ping_timeout)) as scope:
-                    await self._ping(slot.resource)
-                if scope.cancelled_caught:
-                    failure = trio.TooSlowError(
-                        f"ping took over ping_timeout={self._ping_timeout}s"
-                    )
-            except Exception as exc:
-                failure = exc
-            except BaseException:
-                # Interrupted mid-ping: the resource's state is unknown, so it goes.
-                self._remove_busy(slot, graceful=True)
-                raise
+            failure = await self._ping_once(slot, deadline)
             if failure is None:
                 return slot
             logger.debug("%r: ping failed (%r); replacing the resource", self, failure)
             self._remove_busy(slot, graceful=True)
+            if failure is _CUT_SHORT:
+                raise self._request_timed_out()
             if self._idle:
                 slot = self._lend(self._idle.pop())
             else:
                 self._check_accepting_waiter()
                 slot = await self._wait(deadline, front=True)
+
+    async def _ping_once(self, slot: _Slot, deadline: float) -> BaseException | None:
+        """Run one ping; return None if it passed, else why not (``_CUT_SHORT`` when the
+        request deadline interrupted it)."""
+        assert self._ping is not None
+        ping_deadline = _deadline_after(self._ping_timeout)
+        try:
+            with trio.CancelScope(deadline=min(ping_deadline, deadline)) as scope:
+                await self._ping(slot.resource)
+        except Exception as exc:
+            return exc
+        except BaseException:
+            # Interrupted mid-ping by the caller: the resource's state is unknown, so it goes.
+            self._remove_busy(slot, graceful=True)
+            raise
+        if not scope.cancelled_caught:
+            return None
+        if ping_deadline > deadline:
+            return _CUT_SHORT
+        return trio.TooSlowError(f"ping took over ping_timeout={self._ping_timeout}s")
 
     def _check_accepting_waiter(self) -> None:
         """An acquirer already accepted may still be served while the pool is ending."""
@@ -512,6 +526,7 @@ class ResourcePool(Generic[T]):
             assert slot.scope is not None
             slot.scope.cancel()
         self._maybe_allocate()
+        self._check_drained()
 
     def _call_destroy(self, slot: _Slot) -> None:
         if self._destroy is None or slot.destroy_called:
@@ -553,6 +568,7 @@ class ResourcePool(Generic[T]):
                         async with self._open() as resource:
                             if self._created(slot, resource):
                                 await self._live_until_retired(slot)
+                        slot.disposed = slot.graceful
                     else:
                         assert self._acquire is not None
                         resource = await self._acquire()
@@ -561,11 +577,15 @@ class ResourcePool(Generic[T]):
                         if slot.graceful:
                             assert self._dispose is not None
                             await self._dispose(resource)
+                            slot.disposed = True
                 except Exception as exc:
                     self._task_failed(slot, exc)
             if scope.cancelled_caught:
                 self._task_failed(slot, None)
         finally:
+            if slot.retired.is_set() and not slot.disposed:
+                # Its dispose was cut short (the pool torn down, or it failed): last resort.
+                self._call_destroy(slot)
             self._tasks -= 1
             if self._tasks == 0 and self._tasks_done is not None:
                 self._tasks_done.set()
@@ -574,6 +594,12 @@ class ResourcePool(Generic[T]):
         """The task has a resource: hand it over. False if it is unwanted or late."""
         assert slot.scope is not None
         slot.resource = resource
+        if self._state is _State.DESTROYED:
+            # The pool was torn down while this creation ignored its cancellation: the
+            # resource arrives to nobody, so it gets the same treatment as the rest.
+            slot.graceful = False
+            self._call_destroy(slot)
+            return False
         late = trio.current_time() >= slot.scope.deadline
         slot.scope.deadline = _INF
         if late or slot.abandoned:
