@@ -400,6 +400,10 @@ class ResourcePool(Generic[T]):
         while True:
             failure = await self._ping_once(slot, deadline)
             if failure is None:
+                if self._state is _State.DESTROYED:
+                    # Torn down mid-ping: that resource was destroyed with the rest.
+                    self._busy.pop(id(slot.resource), None)
+                    raise PoolDestroyedError("Pool is destroyed")
                 return slot
             logger.debug("%r: ping failed (%r); replacing the resource", self, failure)
             self._remove_busy(slot, graceful=True)
@@ -559,63 +563,91 @@ class ResourcePool(Generic[T]):
             self._supervisor.start_soon(self._resource_task, slot, name=f"{self!r} resource")
 
     async def _resource_task(self, slot: _Slot) -> None:
-        """One resource's whole life: create, hand over, park, dispose."""
+        """One resource's whole life: create, hand over, park until retired, dispose."""
         try:
-            with trio.CancelScope(deadline=_deadline_after(self._acquire_timeout)) as scope:
-                slot.scope = scope
-                try:
-                    if self._open is not None:
-                        async with self._open() as resource:
-                            if self._created(slot, resource):
-                                await self._live_until_retired(slot)
-                        slot.disposed = slot.graceful
-                    else:
-                        assert self._acquire is not None
-                        resource = await self._acquire()
-                        if self._created(slot, resource):
-                            await self._live_until_retired(slot)
-                        if slot.graceful:
-                            assert self._dispose is not None
-                            await self._dispose(resource)
-                            slot.disposed = True
-                except Exception as exc:
-                    self._task_failed(slot, exc)
-            if scope.cancelled_caught:
-                self._task_failed(slot, None)
+            if self._open is not None:
+                await self._run_opened(slot)
+            else:
+                await self._run_acquired(slot)
         finally:
             if slot.retired.is_set() and not slot.disposed:
-                # Its dispose was cut short (the pool torn down, or it failed): last resort.
+                # Its dispose was cut short (it failed, timed out, or the pool was torn
+                # down): the destroy callback is the last resort.
                 self._call_destroy(slot)
             self._tasks -= 1
             if self._tasks == 0 and self._tasks_done is not None:
                 self._tasks_done.set()
 
-    def _created(self, slot: _Slot, resource: Any) -> bool:
+    async def _run_acquired(self, slot: _Slot) -> None:
+        """The acquire/dispose form: one cancel scope per phase, so a creation that ran
+        past its deadline still gets a dispose with a deadline of its own."""
+        assert self._acquire is not None
+        assert self._dispose is not None
+        deadline = _deadline_after(self._acquire_timeout)
+        with trio.CancelScope(deadline=deadline) as slot.scope:
+            try:
+                resource = await self._acquire()
+            except Exception as exc:
+                self._task_failed(slot, exc)
+                return
+        if slot.scope.cancelled_caught:
+            self._task_failed(slot, None)
+            return
+        if self._created(slot, resource, deadline):
+            with trio.CancelScope() as slot.scope:  # destroy() cancels it
+                await slot.retired.wait()
+        if not slot.graceful:
+            return
+        logger.debug("%r: disposing %r", self, resource)
+        with trio.CancelScope(deadline=_deadline_after(self._dispose_timeout)) as slot.scope:
+            try:
+                await self._dispose(resource)
+                slot.disposed = True
+            except Exception as exc:
+                self._task_failed(slot, exc)
+        if slot.scope.cancelled_caught:
+            self._task_failed(slot, None)
+
+    async def _run_opened(self, slot: _Slot) -> None:
+        """The open= form: one cancel scope around the whole context manager, since its
+        exit must happen inside every scope its entry was inside. Its deadline moves from
+        creation (acquire_timeout) to forever to disposal (dispose_timeout). A creation that
+        ignored its deadline therefore exits under that expired deadline; if the exit
+        awaits anything, it is cut short and the destroy callback finishes the job."""
+        assert self._open is not None
+        deadline = _deadline_after(self._acquire_timeout)
+        with trio.CancelScope(deadline=deadline) as slot.scope:
+            try:
+                async with self._open() as resource:
+                    if self._created(slot, resource, deadline):
+                        slot.scope.deadline = _INF
+                        await slot.retired.wait()
+                        logger.debug("%r: disposing %r", self, resource)
+                    slot.scope.deadline = _deadline_after(self._dispose_timeout)
+                slot.disposed = slot.graceful
+            except Exception as exc:
+                self._task_failed(slot, exc)
+        if slot.scope.cancelled_caught:
+            self._task_failed(slot, None)
+
+    def _created(self, slot: _Slot, resource: Any, deadline: float) -> bool:
         """The task has a resource: hand it over. False if it is unwanted or late."""
-        assert slot.scope is not None
         slot.resource = resource
+        self._creating.discard(slot)
         if self._state is _State.DESTROYED:
             # The pool was torn down while this creation ignored its cancellation: the
             # resource arrives to nobody, so it gets the same treatment as the rest.
             slot.graceful = False
             self._call_destroy(slot)
             return False
-        late = trio.current_time() >= slot.scope.deadline
-        slot.scope.deadline = _INF
+        late = trio.current_time() >= deadline
         if late or slot.abandoned:
-            # Either the creation ignored its deadline (it is over; dispose, and count a
-            # failure if it was late) or end() no longer needs it.
-            self._creating.discard(slot)
+            # Either the creation ignored its deadline (it is over: dispose, and count a
+            # failure) or end() no longer needs it.
             if late:
-                self._creation_failed(
-                    AcquireTimeoutError(
-                        f"acquire took over acquire_timeout={self._acquire_timeout}s"
-                    )
-                )
+                self._creation_failed(self._acquire_timed_out())
             slot.retired.set()  # retired from birth: a failing dispose is reported as such
-            self._set_dispose_deadline(slot)
             return False
-        self._creating.discard(slot)
         self._live = True
         self._failures = 0
         self._retry_at = -_INF
@@ -624,14 +656,8 @@ class ResourcePool(Generic[T]):
         self._maybe_allocate()
         return True
 
-    async def _live_until_retired(self, slot: _Slot) -> None:
-        await slot.retired.wait()
-        self._set_dispose_deadline(slot)
-        logger.debug("%r: disposing %r", self, slot.resource)
-
-    def _set_dispose_deadline(self, slot: _Slot) -> None:
-        assert slot.scope is not None
-        slot.scope.deadline = _deadline_after(self._dispose_timeout)
+    def _acquire_timed_out(self) -> AcquireTimeoutError:
+        return AcquireTimeoutError(f"acquire took over acquire_timeout={self._acquire_timeout}s")
 
     def _task_failed(self, slot: _Slot, exc: BaseException | None) -> None:
         """The resource task ended abnormally: ``exc`` raised, or its deadline expired."""
@@ -639,11 +665,7 @@ class ResourcePool(Generic[T]):
             self._creating.discard(slot)
             if slot.abandoned:
                 return
-            if exc is None:
-                exc = AcquireTimeoutError(
-                    f"acquire took over acquire_timeout={self._acquire_timeout}s"
-                )
-            self._creation_failed(exc)
+            self._creation_failed(exc if exc is not None else self._acquire_timed_out())
         elif slot.retired.is_set() or not slot.graceful:
             # Disposing failed or timed out: the last resort, and a report for end().
             if not slot.graceful:
