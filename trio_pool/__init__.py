@@ -29,9 +29,20 @@ from ._errors import ResponseExceededMaxSizeError as ResponseExceededMaxSizeErro
 from ._errors import ResponseStatusError as ResponseStatusError
 from ._errors import SocketError as SocketError
 from ._errors import TrioPoolError as TrioPoolError
-
-__version__ = "0.1.0"
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster
 from .resources._pool import ResourcePool as ResourcePool
 from .resources._pool import ResourcePoolStats as ResourcePoolStats
+
+__version__ = "0.1.0"
+
+
+def _publish_under_package_name() -> None:
+    # Public classes live in private modules; give them the name users import them by, so
+    # reprs, tracebacks, pickles and the docs say ``trio_pool.Pool``, not ``trio_pool.http._pool``.
+    for value in list(globals().values()):
+        if isinstance(value, type) and value.__module__.startswith("trio_pool."):
+            value.__module__ = __name__
+
+
+_publish_under_package_name()

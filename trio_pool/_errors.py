@@ -197,8 +197,8 @@ class RequestTimeoutError(TrioPoolError, trio.TooSlowError):
 class AcquireTimeoutError(TrioPoolError, trio.TooSlowError):
     """Creating one resource (``acquire``/``open``) took longer than ``acquire_timeout``.
 
-    The pool retries on its backoff schedule; this error is what a bailing pool reports as
-    the cause, and what ``end()`` lists for a dispose that timed out.
+    The pool retries on its backoff schedule, so acquirers do not see this error directly:
+    it is the ``__cause__`` of :class:`PoolBailedError` when the last attempt timed out.
     """
 
 

@@ -8,12 +8,13 @@ handful: a primary and its replicas), so it costs O(number of pools) per acquire
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
 import trio
 
 from .._errors import InvalidArgumentError, NoCapablePoolError, PoolDestroyedError
-from ._pool import ResourcePool, _AcquireContext
+from ._pool import ResourcePool
 
 __all__ = ["Cluster"]
 
@@ -70,7 +71,7 @@ class Cluster(Generic[T]):
                 return
         raise InvalidArgumentError(f"invalid pool: {pool!r} is not in this cluster")
 
-    def acquire(self, capability: str | None = None) -> _AcquireContext[T]:
+    def acquire(self, capability: str | None = None) -> AbstractAsyncContextManager[T]:
         """``async with cluster.acquire(capability) as resource:`` from the best capable pool.
 
         The pool is chosen when this is called; entering the block is a checkpoint and

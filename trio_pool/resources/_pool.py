@@ -75,17 +75,17 @@ class ResourcePoolStats:
     """A snapshot of a :class:`ResourcePool`, returned by :meth:`ResourcePool.statistics`."""
 
     min: int
-    """The ``min`` option: resources kept open."""
+    """Resources kept open (the ``min`` option)."""
     max: int
-    """The ``max`` option: the cap on :attr:`allocated`."""
+    """The cap on :attr:`allocated` (the ``max`` option)."""
     allocated: int
-    """Resources that exist or are being created: checked out + idle + being created."""
+    """Resources checked out, idle or being created."""
     available: int
     """Idle resources, ready to be handed out at once."""
     queued: int
     """Acquirers waiting for a resource."""
     max_requests: int | None
-    """The ``max_requests`` option: the cap on :attr:`queued` (None: no cap)."""
+    """The cap on :attr:`queued`, or None for no cap (the ``max_requests`` option)."""
     live: bool
     """Whether an allocation has ever succeeded."""
 
@@ -306,7 +306,7 @@ class ResourcePool(Generic[T]):
 
     # ------------------------------------------------------------------ acquiring
 
-    def acquire(self) -> _AcquireContext[T]:
+    def acquire(self) -> AbstractAsyncContextManager[T]:
         """``async with pool.acquire() as resource:``: check out a resource for the block.
 
         Waiters are served first come, first served. Entering is a checkpoint; it runs
@@ -341,7 +341,7 @@ class ResourcePool(Generic[T]):
         else:
             if self._max_requests is not None and len(self._waiters) >= self._max_requests:
                 raise PoolFullError("Pool is full")
-            slot = await self._wait(deadline, front=False)
+            slot = await self._wait(deadline)
         if self._ping is not None:
             slot = await self._pinged(slot, deadline)
         return slot
@@ -365,12 +365,22 @@ class ResourcePool(Generic[T]):
             return _INF
         return trio.current_time() + self._request_timeout
 
-    async def _wait(self, deadline: float, *, front: bool) -> _Slot:
-        """Park until a slot is handed over; ``front`` keeps a ping-failed acquirer's place."""
+    async def _wait(
+        self, deadline: float, *, front: bool = False, replacing: _Slot | None = None
+    ) -> _Slot:
+        """Park until a slot is handed over.
+
+        ``front`` and ``replacing`` serve an acquirer whose ping failed: it keeps its place
+        at the head of the queue, and gives back the failed slot only once it is queued, so
+        the pool never sees a moment with nobody holding or waiting (which would let end()
+        finish under it) and counts its demand when replacing the slot.
+        """
         waiter = _Waiter(trio.lowlevel.current_task())
         self._waiters[waiter] = None
         if front:
             self._waiters.move_to_end(waiter, last=False)
+        if replacing is not None:
+            self._remove_busy(replacing, graceful=True)
         self._maybe_allocate()
 
         def abort(_: object) -> trio.lowlevel.Abort:
@@ -406,14 +416,15 @@ class ResourcePool(Generic[T]):
                     raise PoolDestroyedError("Pool is destroyed")
                 return slot
             logger.debug("%r: ping failed (%r); replacing the resource", self, failure)
-            self._remove_busy(slot, graceful=True)
-            if failure is _CUT_SHORT:
-                raise self._request_timed_out()
-            if self._idle:
+            if failure is _CUT_SHORT or self._idle or not self._serves_accepted():
+                self._remove_busy(slot, graceful=True)
+                if failure is _CUT_SHORT:
+                    raise self._request_timed_out()
+                if not self._idle:
+                    self._check_accepting()  # raises why this acquirer cannot be served
                 slot = self._lend(self._idle.pop())
             else:
-                self._check_accepting_waiter()
-                slot = await self._wait(deadline, front=True)
+                slot = await self._wait(deadline, front=True, replacing=slot)
 
     async def _ping_once(self, slot: _Slot, deadline: float) -> BaseException | None:
         """Run one ping; return None if it passed, else why not (``_CUT_SHORT`` when the
@@ -435,10 +446,9 @@ class ResourcePool(Generic[T]):
             return _CUT_SHORT
         return trio.TooSlowError(f"ping took over ping_timeout={self._ping_timeout}s")
 
-    def _check_accepting_waiter(self) -> None:
-        """An acquirer already accepted may still be served while the pool is ending."""
-        if self._state is not _State.ENDING or self._bail_error is not None:
-            self._check_accepting()
+    def _serves_accepted(self) -> bool:
+        """Whether an acquirer accepted earlier may still be served (also while ending)."""
+        return self._state in (_State.OPEN, _State.ENDING) and self._bail_error is None
 
     def _lend(self, slot: _Slot) -> _Slot:
         slot.lease += 1
