@@ -1,0 +1,155 @@
+"""trio_pool's benchmark suite: ``python benchmarks/run.py [--quick] [--only NAME] [--json PATH]``.
+
+Each benchmark is a module next to this file, registered in ``BENCHMARKS`` below (name →
+module). A module exposes ``TITLE: str`` and ``run(options: Options) -> Result`` (see
+``_common.py``); modules are imported only when selected, so a benchmark whose optional
+dependencies (httpx, aiohttp, urllib3, ...) are missing does not stop the others.
+
+To add a benchmark: write ``benchmarks/<name>.py`` with ``TITLE`` and ``run``, add it to
+``BENCHMARKS``, describe it in ``benchmarks/README.md``.
+
+Exit status: 0; 1 with ``--check`` when a benchmark missed one of its targets, or when a
+benchmark failed to run; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # `python benchmarks/run.py` already has it; be robust anyway
+    sys.path.insert(0, str(HERE))
+if importlib.util.find_spec("trio_pool") is None:  # not installed: use the working tree
+    sys.path.insert(1, str(HERE.parent))
+
+from _common import Options, Result  # noqa: E402
+
+# name -> module in benchmarks/, in the order they run.
+BENCHMARKS: dict[str, str] = {
+    "resource_pool": "resource_pool",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description="Run trio_pool's benchmarks and print a table per benchmark.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="short run (the whole suite in < 30 s)"
+    )
+    parser.add_argument(
+        "--only",
+        metavar="NAME",
+        action="append",
+        choices=list(BENCHMARKS),
+        help="run only this benchmark (repeatable); see --list",
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", type=Path, help="also save all results as JSON to PATH"
+    )
+    parser.add_argument("--reps", metavar="N", type=int, help="override the number of repetitions")
+    parser.add_argument(
+        "--check", action="store_true", help="exit with status 1 if any target is missed"
+    )
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    return parser
+
+
+def _environment() -> dict[str, Any]:
+    import trio
+
+    import trio_pool
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "trio": trio.__version__,
+        "trio_pool": trio_pool.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.reps is not None and args.reps < 1:
+        parser.error("--reps must be >= 1")
+
+    if args.list:
+        for name, module_name in BENCHMARKS.items():
+            try:
+                title = importlib.import_module(module_name).TITLE
+            except ImportError as exc:
+                title = f"(unavailable: {exc})"
+            print(f"{name:20} {title}")
+        return 0
+
+    options = Options(quick=args.quick, repetitions=args.reps)
+    selected = args.only or list(BENCHMARKS)
+    env = _environment()
+    mode = "quick" if args.quick else "full"
+    print(
+        f"trio_pool {env['trio_pool']} benchmarks ({mode}) - {env['implementation']} "
+        f"{env['python']}, trio {env['trio']}, {env['cpus']} CPUs, {env['platform']}"
+    )
+    if env["load_average"] is not None:
+        load = ", ".join(f"{x:.2f}" for x in env["load_average"])
+        print(f"load average before the run: {load} (anything near the CPU count means noise)")
+
+    report: dict[str, Any] = {"environment": env, "mode": mode, "results": {}}
+    missed: list[str] = []
+    crashed: list[str] = []
+    started = time.perf_counter()
+    for name in selected:
+        print(f"\n== {name} ==", flush=True)
+        t0 = time.perf_counter()
+        try:
+            module = importlib.import_module(BENCHMARKS[name])
+            result: Result = module.run(options)
+        except Exception:
+            traceback.print_exc()
+            crashed.append(name)
+            report["results"][name] = {"error": traceback.format_exc()}
+            continue
+        elapsed = time.perf_counter() - t0
+        print(module.TITLE)
+        print(result.text)
+        for failure in result.failures:
+            print(f"MISSED: {failure}")
+        print(f"({elapsed:.1f} s)", flush=True)
+        missed += [f"{name}: {f}" for f in result.failures]
+        report["results"][name] = {
+            "data": result.data,
+            "failures": result.failures,
+            "seconds": elapsed,
+        }
+
+    total = time.perf_counter() - started
+    report["seconds"] = total
+    print(f"\ntotal {total:.1f} s; {len(missed)} target(s) missed; {len(crashed)} crashed")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"results saved to {args.json}")
+    if crashed or (args.check and missed):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
