@@ -148,5 +148,6 @@ async def test_a_block_cannot_be_entered_twice() -> None:
     rec = Recorder()
     pool = rec.pool()
     async with pool:
-        with pytest.raises(RuntimeError, match="already entered"):
+        with pytest.raises(RuntimeError, match="already entered") as caught:
             await pool.__aenter__()
+        assert isinstance(caught.value, trio_pool.TrioPoolError)

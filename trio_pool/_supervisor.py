@@ -29,10 +29,20 @@ from typing import Any
 import attrs
 import trio
 
+from ._errors import TrioPoolError
+
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Supervisor"]
+__all__ = ["AlreadyEnteredError", "Supervisor"]
+
+
+class AlreadyEnteredError(TrioPoolError, RuntimeError):
+    """An object's ``async with`` block was entered while it was already running.
+
+    A programming error, hence also a :class:`RuntimeError`; still a :class:`TrioPoolError`
+    like everything the library raises.
+    """
 
 
 @attrs.define(eq=False)
@@ -50,7 +60,7 @@ class Supervisor:
     async def enter(self) -> None:
         """Open the nurseries. A checkpoint."""
         if self._outer_cm is not None:
-            raise RuntimeError("this object's async with block was already entered")
+            raise AlreadyEnteredError("this object's async with block was already entered")
         cm = trio.open_nursery()
         outer = await cm.__aenter__()
         try:

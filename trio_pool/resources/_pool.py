@@ -241,7 +241,7 @@ class ResourcePool(Generic[T]):
         self._busy: dict[int, _Slot] = {}
         self._creating: set[_Slot] = set()
         self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
-        self._tasks = 0  # live resource tasks, in any phase
+        self._alive: set[_Slot] = set()  # slots whose resource task runs, in any phase
         self._live = False
         self._started_at = 0.0
         self._failures = 0  # consecutive failed creations
@@ -569,7 +569,7 @@ class ResourcePool(Generic[T]):
         for _ in range(min(wanted, room)):
             slot = _Slot()
             self._creating.add(slot)
-            self._tasks += 1
+            self._alive.add(slot)
             self._supervisor.start_soon(self._resource_task, slot, name=f"{self!r} resource")
 
     async def _resource_task(self, slot: _Slot) -> None:
@@ -584,8 +584,8 @@ class ResourcePool(Generic[T]):
                 # Its dispose was cut short (it failed, timed out, or the pool was torn
                 # down): the destroy callback is the last resort.
                 self._call_destroy(slot)
-            self._tasks -= 1
-            if self._tasks == 0 and self._tasks_done is not None:
+            self._alive.discard(slot)
+            if not self._alive and self._tasks_done is not None:
                 self._tasks_done.set()
 
     async def _run_acquired(self, slot: _Slot) -> None:
@@ -619,25 +619,32 @@ class ResourcePool(Generic[T]):
             self._task_failed(slot, None)
 
     async def _run_opened(self, slot: _Slot) -> None:
-        """The open= form: one cancel scope around the whole context manager, since its
-        exit must happen inside every scope its entry was inside. Its deadline moves from
-        creation (acquire_timeout) to forever to disposal (dispose_timeout). A creation that
-        ignored its deadline therefore exits under that expired deadline; if the exit
-        awaits anything, it is cut short and the destroy callback finishes the job."""
+        """The open= form: the context manager's exit must happen inside every scope its
+        entry was inside, so both scopes enclose all of it: ``creation`` carries the
+        acquire_timeout, ``slot.scope`` (inside it) is what destroy() and end() cancel and
+        what carries the dispose_timeout. A creation that ignored its deadline returns into
+        a ``creation`` scope that has fired for good; shielding ``slot.scope`` then lets the
+        late resource's exit run as a real dispose, bounded by its own deadline (a teardown
+        cancels ``slot.scope`` directly, shield or not)."""
         assert self._open is not None
         deadline = _deadline_after(self._acquire_timeout)
-        with trio.CancelScope(deadline=deadline) as slot.scope:
+        with (
+            trio.CancelScope(deadline=deadline) as creation,
+            trio.CancelScope() as slot.scope,
+        ):
             try:
                 async with self._open() as resource:
                     if self._created(slot, resource, deadline):
-                        slot.scope.deadline = _INF
+                        creation.deadline = _INF
                         await slot.retired.wait()
                         logger.debug("%r: disposing %r", self, resource)
+                    elif slot.graceful:
+                        slot.scope.shield = True
                     slot.scope.deadline = _deadline_after(self._dispose_timeout)
                 slot.disposed = slot.graceful
             except Exception as exc:
                 self._task_failed(slot, exc)
-        if slot.scope.cancelled_caught:
+        if creation.cancelled_caught or slot.scope.cancelled_caught:
             self._task_failed(slot, None)
 
     def _created(self, slot: _Slot, resource: Any, deadline: float) -> bool:
@@ -835,7 +842,7 @@ class ResourcePool(Generic[T]):
         idle, self._idle = self._idle, []
         for slot in idle:
             self._retire(slot, graceful=True)
-        if self._tasks:
+        if self._alive:
             await self._tasks_done.wait()
         self._finish()
 
@@ -861,6 +868,11 @@ class ResourcePool(Generic[T]):
             self._call_destroy(slot)
         self._idle.clear()
         self._creating.clear()
+        for slot in self._alive:
+            # The supervisor's cancellation reaches every task but a late open= resource
+            # disposing under a shield; cancelling each scope reaches that one too.
+            if slot.scope is not None:
+                slot.scope.cancel()
         if self._ended is None:
             self._ended = trio.Event()
         self._ended.set()
