@@ -133,11 +133,25 @@ def _raise_unwrapped(
 def _holds_other_than(exc: BaseException, pending: BaseException | None) -> bool:
     # Walked by hand: BaseExceptionGroup.subgroup() tests the group itself first, and
     # ``pending`` may itself be a group the user raised.
-    if exc is pending or isinstance(exc, trio.Cancelled):
+    if exc is pending or isinstance(exc, trio.Cancelled) or _is_copy_of(exc, pending):
         return False
     if isinstance(exc, BaseExceptionGroup):
         return any(_holds_other_than(inner, pending) for inner in exc.exceptions)
     return True
+
+
+def _is_copy_of(exc: BaseException, pending: BaseException | None) -> bool:
+    """Whether ``exc`` is the user's group as Trio re-derived it on its way out of a cancel
+    scope (filtering ``Cancelled`` builds a new group around the same leaves)."""
+    if not isinstance(exc, BaseExceptionGroup) or not isinstance(pending, BaseExceptionGroup):
+        return False
+    return exc.message == pending.message and _leaves(exc) == _leaves(pending)
+
+
+def _leaves(exc: BaseException) -> list[int]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [id(exc)]
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
