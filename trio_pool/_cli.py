@@ -481,8 +481,10 @@ async def run_load(
 
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
-    if exc.__cause__ is not None:
-        text += f" ({type(exc.__cause__).__name__}: {exc.__cause__})"
+    cause = exc.__cause__
+    if cause is not None and str(cause) != str(exc):
+        text += f" ({type(cause).__name__}: {cause})"
+    # One line, whatever the messages hold: this ends up as a one-line error or a table cell.
     return " ".join(text.split())
 
 
