@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -248,9 +249,25 @@ def test_unreachable_server_is_one_line_and_non_zero(
 
 @attrs.define
 class ScriptedServer:
-    """An h11 server answering 200, 404, 503 in turn; every tenth request is dropped."""
+    """An h11 server answering ``statuses`` in turn and dropping every ``drop_every``-th request
+    (closing its connection without an answer)."""
 
+    statuses: tuple[int, ...] = (200,)
+    drop_every: int | None = None
     requests: list[h11.Request] = attrs.field(factory=list)
+
+    async def start(self, nursery: trio.Nursery) -> int:
+        """Serve on 127.0.0.1 in ``nursery``; return the port."""
+        serve = partial(trio.serve_tcp, host="127.0.0.1")
+        listeners = await nursery.start(serve, self.handle, 0)
+        port: int = listeners[0].socket.getsockname()[1]
+        return port
+
+    def status_of(self, number: int) -> int | None:
+        """The status of request ``number`` (counted from 0), None if it is dropped."""
+        if self.drop_every is not None and number % self.drop_every == self.drop_every - 1:
+            return None
+        return self.statuses[number % len(self.statuses)]
 
     async def handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -263,9 +280,9 @@ class ScriptedServer:
                 self.requests.append(event)
                 while not isinstance(await self._next(conn, stream), h11.EndOfMessage):
                     pass
-                if number % 10 == 9:
+                status = self.status_of(number)
+                if status is None:
                     return  # drop the connection without answering
-                status = (200, 404, 503)[number % 3]
                 body = b"scripted %d" % status
                 for out in (
                     h11.Response(status_code=status, headers=[("content-length", str(len(body)))]),
@@ -285,10 +302,9 @@ class ScriptedServer:
 
 
 async def test_json_against_a_scripted_server() -> None:
-    server = ScriptedServer()
+    server = ScriptedServer(statuses=(200, 404, 503), drop_every=10)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), server.handle, 0)
-        port = listeners[0].socket.getsockname()[1]
+        port = await server.start(nursery)
         url = f"http://127.0.0.1:{port}/path?x=1&y=2"
         command = _command(url, "--json", "-n", "30", "-c", "3", "--concurrency", "3")
         completed = await _run_subprocess([*command, "-m", "POST"], 30.0)
@@ -297,13 +313,25 @@ async def test_json_against_a_scripted_server() -> None:
     result = _check_json(completed.stdout.decode())
     # POST is not idempotent, so a dropped request is an error, never silently retried.
     assert (result["requests"], result["errors"]) == (27, 3)
-    answered = [n for n in range(30) if n % 10 != 9]
-    expected = {
-        str(status): sum(1 for n in answered if (200, 404, 503)[n % 3] == status)
-        for status in (200, 404, 503)
-    }
+    expected = Counter(str(server.status_of(n)) for n in range(30) if server.status_of(n))
     assert result["status_counts"] == expected
     assert len(server.requests) == 30
     for request in server.requests:
         assert (request.method, request.target) == (b"POST", b"/path?x=1&y=2")
         assert (b"host", f"127.0.0.1:{port}".encode()) in list(request.headers)
+
+
+async def test_several_urls_are_balanced() -> None:
+    servers = [ScriptedServer(), ScriptedServer()]
+    async with trio.open_nursery() as nursery:
+        urls = [f"http://127.0.0.1:{await server.start(nursery)}/lb" for server in servers]
+        command = _command(*urls, "--json", "-n", "200", "-c", "2", "--concurrency", "4")
+        completed = await _run_subprocess(command, 30.0)
+        nursery.cancel_scope.cancel()
+    assert completed.returncode == 0, completed.stderr
+    result = _check_json(completed.stdout.decode())
+    assert result["status_counts"] == {"200": 200}
+    served = [len(server.requests) for server in servers]
+    assert sum(served) == 200
+    assert min(served) >= 50, served  # weighted round-robin over two healthy upstreams
+    assert {request.target for server in servers for request in server.requests} == {b"/lb"}
