@@ -1,0 +1,247 @@
+"""One HTTP/1.1 connection: a Trio stream plus an h11 state machine, and nothing else.
+
+Theory of operation
+-------------------
+:class:`Connection` does the I/O of exactly one socket and maps every failure to the
+library's errors, with the original as ``__cause__``: connect problems become
+``ConnectError``/``ConnectTimeoutError``, a broken stream ``SocketError``, an h11
+``RemoteProtocolError`` ``HTTPParserError`` (or ``HeadersOverflowError`` for h11's 431 hint,
+or ``ResponseContentLengthMismatchError`` when the peer closed a content-length body early).
+It owns no task and makes no policy decision: the connection task in ``_client.py`` decides
+when to write, read, reuse or close.
+
+h11 cannot have a second request outstanding, so a request written while an earlier response
+is still open (pipelining) is serialised by a throwaway h11 connection and later *replayed*
+into the main one (its bytes discarded) when its response is due, so the main state machine
+knows the method (HEAD) and connection semantics of the response it parses.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+
+from .._errors import (
+    ConnectError,
+    ConnectTimeoutError,
+    HeadersOverflowError,
+    HTTPParserError,
+    RequestContentLengthMismatchError,
+    ResponseContentLengthMismatchError,
+    SocketError,
+    TrioPoolError,
+)
+
+if TYPE_CHECKING:
+    from ._options import ClientOptions
+    from ._origin import Origin
+    from ._request import Request
+
+__all__ = ["Connection", "Connector"]
+
+Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
+"""A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
+
+_RECEIVE_SIZE = 65536
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class Connection:
+    """The I/O of one connection. No method here is safe to call from two tasks at once."""
+
+    __slots__ = (
+        "_options",
+        "_received_eof",
+        "connected_at",
+        "expected_length",
+        "h11",
+        "idle_deadline",
+        "received_bytes",
+        "requests_started",
+        "responses",
+        "stream",
+    )
+
+    def __init__(self, stream: trio.abc.Stream, options: ClientOptions) -> None:
+        self.stream = stream
+        self._options = options
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=options.max_header_size)
+        self.connected_at = trio.current_time()
+        self.requests_started = 0
+        self.responses = 0  # complete responses: a connection with any is "reused"
+        self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
+        self.expected_length: int | None = None  # content-length of the response being read
+        self.idle_deadline = math.inf
+        self._received_eof = False
+
+    @classmethod
+    async def open(
+        cls, origin: Origin, options: ClientOptions, connector: Connector | None
+    ) -> Connection:
+        """Connect (TCP, then TLS for https) within ``connect_timeout``. A checkpoint.
+
+        Raises:
+            ConnectTimeoutError: the timeout expired.
+            ConnectError: refused, unreachable, DNS, TLS handshake or verification failed.
+        """
+        stream: trio.abc.Stream | None = None
+        with trio.move_on_after(options.connect_timeout or math.inf) as scope:
+            try:
+                if connector is not None:
+                    stream = await connector(origin)
+                else:
+                    stream = await trio.open_tcp_stream(origin.host, origin.port)
+                    if origin.is_https:
+                        context = options.ssl_context or _default_ssl_context()
+                        stream = trio.SSLStream(
+                            stream, context, server_hostname=origin.host, https_compatible=True
+                        )
+                        await stream.do_handshake()
+            except (*_STREAM_ERRORS, ssl.SSLError) as exc:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
+                raise ConnectError(f"cannot connect to {origin.text}: {cause}") from cause
+            except BaseException:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                raise
+        if scope.cancelled_caught:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise ConnectTimeoutError(
+                f"connecting to {origin.text} took longer than {options.connect_timeout} s"
+            )
+        assert stream is not None
+        return cls(stream, options)
+
+    async def aclose(self) -> None:
+        """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
+        await trio.aclose_forcefully(self.stream)
+
+    # ------------------------------------------------------------------ writing
+
+    async def send_request(self, request: Request) -> None:
+        """Write the whole request. A checkpoint.
+
+        An interrupted write (error or cancellation) leaves the connection unusable; h11 is
+        told so with ``send_failed()``.
+        """
+        self.requests_started += 1
+        writer = self.h11
+        if writer.our_state is not h11.IDLE:
+            # Pipelined behind a response still being read: serialise on the side.
+            writer = h11.Connection(h11.CLIENT)
+            request.replay = True
+        try:
+            head = writer.send(
+                h11.Request(method=request.method, target=request.target, headers=request.headers)
+            )
+            assert head is not None
+            body = request.body
+            if body is None or isinstance(body, bytes):
+                data = head + _send(writer, h11.Data(data=body)) if body else head
+                await self.stream.send_all(data + _send(writer, h11.EndOfMessage()))
+            else:
+                await self.stream.send_all(head)
+                if isinstance(body, AsyncIterable):
+                    async for chunk in body:
+                        await self._send_chunk(writer, chunk)
+                else:
+                    for chunk in body:
+                        await self._send_chunk(writer, chunk)
+                await self.stream.send_all(_send(writer, h11.EndOfMessage()))
+        except h11.LocalProtocolError as exc:
+            writer.send_failed()
+            raise RequestContentLengthMismatchError(
+                f"request body does not match its content-length: {exc}"
+            ) from exc
+        except _STREAM_ERRORS as exc:
+            writer.send_failed()
+            raise SocketError(f"writing the request failed: {exc!r}") from exc
+        except BaseException:
+            writer.send_failed()
+            raise
+
+    async def _send_chunk(self, writer: h11.Connection, chunk: bytes) -> None:
+        if chunk:
+            await self.stream.send_all(_send(writer, h11.Data(data=chunk)))
+
+    def replay(self, request: Request) -> None:
+        """Tell the main h11 machine about a request written through a side serialiser."""
+        self.h11.send(
+            h11.Request(method=request.method, target=request.target, headers=request.headers)
+        )
+        body = request.body
+        if body:
+            assert isinstance(body, bytes)
+            self.h11.send(h11.Data(data=body))
+        self.h11.send(h11.EndOfMessage())
+
+    # ------------------------------------------------------------------ reading
+
+    async def next_event(self, timeout: float | None, on_timeout: type[TrioPoolError]) -> h11.Event:
+        """The next h11 event of the response; waits at most ``timeout`` for each read.
+
+        ``timeout`` bounds each wait for bytes (an idle gap), so passing the remaining time
+        of a total deadline is the caller's choice. A checkpoint only when it has to read.
+        """
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        return await self.next_event_by(deadline, on_timeout)
+
+    async def next_event_by(self, deadline: float, on_timeout: type[TrioPoolError]) -> h11.Event:
+        """Like :meth:`next_event`, with an absolute deadline for every read."""
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._protocol_error(exc) from exc
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            with trio.CancelScope(deadline=deadline) as scope:
+                try:
+                    data = await self.stream.receive_some(_RECEIVE_SIZE)
+                except _STREAM_ERRORS as exc:
+                    raise SocketError(f"reading the response failed: {exc!r}") from exc
+            if scope.cancelled_caught:
+                raise on_timeout(f"{on_timeout.__name__.removesuffix('Error')}: no data in time")
+            if data:
+                self.received_bytes += len(data)
+            else:
+                self._received_eof = True
+            self.h11.receive_data(bytes(data) if type(data) is not bytes else data)
+
+    def _protocol_error(self, exc: h11.RemoteProtocolError) -> TrioPoolError:
+        if exc.error_status_hint == 431:
+            return HeadersOverflowError(
+                f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
+            )
+        if self._received_eof:
+            if self.expected_length is not None and self.h11.their_state is h11.SEND_BODY:
+                return ResponseContentLengthMismatchError(
+                    f"the server closed the connection before the whole body: {exc}"
+                )
+            return SocketError("other side closed")
+        return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
+
+
+def _send(writer: h11.Connection, event: h11.Event) -> bytes:
+    data = writer.send(event)
+    assert data is not None
+    return data
+
+
+_default_context: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    # Building a context loads the trust store (milliseconds): do it once per process.
+    global _default_context
+    if _default_context is None:
+        _default_context = ssl.create_default_context()
+    return _default_context
