@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn, Protocol, TextIO
+from typing import NoReturn, Protocol, TextIO
 from urllib.parse import urlsplit
 
 import attrs
@@ -49,6 +50,7 @@ import trio
 import trio_pool
 
 from ._errors import ConnectError, TrioPoolError
+from .http._pool import Pool
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
@@ -270,7 +272,7 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
         targets.add(target)
     if len(targets) > 1:
         raise UsageError("several URLs must share one path and query (they are balanced)")
-    if len(origins) > 1 and not hasattr(trio_pool, "BalancedPool"):
+    if len(origins) > 1 and _balanced_pool_class() is None:
         raise UsageError("several URLs need trio_pool.BalancedPool, which this version lacks")
     return BenchConfig(
         origins=tuple(origins),
@@ -351,21 +353,25 @@ class _Dispatcher(Protocol):
     async def request(self, method: str, path: str) -> _Response: ...
 
 
+_DispatcherFactory = Callable[..., AbstractAsyncContextManager[_Dispatcher]]
+
+
+def _balanced_pool_class() -> _DispatcherFactory | None:
+    """``trio_pool.BalancedPool``, or None in a version of the package without it."""
+    # Looked up by name: BalancedPool is not part of every build yet, and the CLI must work
+    # with one URL either way. parse_args refuses several URLs when this returns None.
+    found: _DispatcherFactory | None = vars(trio_pool).get("BalancedPool")
+    return found
+
+
 def _open_dispatcher(
     origins: Sequence[str], config: BenchConfig
 ) -> AbstractAsyncContextManager[_Dispatcher]:
-    options: dict[str, Any] = {
-        "connections": config.connections,
-        "pipelining": config.pipelining,
-    }
     if len(origins) == 1:
-        pool: AbstractAsyncContextManager[_Dispatcher] = trio_pool.Pool(origins[0], **options)
-        return pool
-    # parse_args checked that BalancedPool exists before accepting several URLs.
-    balanced: AbstractAsyncContextManager[_Dispatcher] = trio_pool.BalancedPool(
-        list(origins), **options
-    )
-    return balanced
+        return Pool(origins[0], connections=config.connections, pipelining=config.pipelining)
+    balanced = _balanced_pool_class()
+    assert balanced is not None, "parse_args accepts several URLs only with BalancedPool"
+    return balanced(list(origins), connections=config.connections, pipelining=config.pipelining)
 
 
 @attrs.define(eq=False)
@@ -607,6 +613,30 @@ async def _bench(config: BenchConfig, out: TextIO, err: TextIO) -> None:
     out.flush()
 
 
+async def _interruptible_bench(config: BenchConfig, out: TextIO, err: TextIO) -> bool:
+    """Run :func:`_bench`, turning Ctrl-C into a cancellation; return True if interrupted.
+
+    A ``KeyboardInterrupt`` can be raised inside whichever task happens to run, the pool's
+    own connection tasks included. A cancellation instead unwinds every task in order: the
+    load stops, the pool is closed, the embedded server is stopped.
+    """
+    interrupted = False
+
+    async def cancel_on_sigint(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+        nonlocal interrupted
+        async for _ in signals:
+            interrupted = True
+            scope.cancel()
+            return
+
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_on_sigint, signals, nursery.cancel_scope)
+            await _bench(config, out, err)
+            nursery.cancel_scope.cancel()
+    return interrupted
+
+
 def _sole(exc: BaseException) -> BaseException:
     """The one exception inside nested single-member groups (Trio wraps what nurseries raise)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -632,14 +662,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     try:
-        trio.run(_bench, config, sys.stdout, sys.stderr)
+        interrupted = trio.run(_interruptible_bench, config, sys.stdout, sys.stderr)
     except BaseException as exc:
         sole = _sole(exc)
-        if isinstance(sole, KeyboardInterrupt):
-            print(f"{PROG} bench: interrupted", file=sys.stderr)
-            return 130
         if isinstance(sole, BenchFailed):
             print(f"{PROG} bench: error: {sole}", file=sys.stderr)
             return 1
-        raise
+        # Ctrl-C before the signal receiver was installed, or after it was removed.
+        interrupted = isinstance(sole, KeyboardInterrupt)
+        if not interrupted:
+            raise
+    if interrupted:
+        print(f"{PROG} bench: interrupted", file=sys.stderr)
+        return 130
     return 0

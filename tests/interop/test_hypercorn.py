@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 import trio_pool
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -433,3 +437,36 @@ async def test_tls_with_the_wrong_host_name(
             assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
             assert_idle(pool)
         stop()
+
+
+# --------------------------------------------------------------------------- interruption
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+async def test_keyboard_interrupt_in_a_connection_task_stops_the_pool(origin: str) -> None:
+    # A streamed body is iterated by the pool's connection task, which is also where a real
+    # Ctrl-C lands when that task happens to be running. The interrupt must end the pool's
+    # block promptly, not be absorbed while the pool respawns connection tasks forever.
+    async def body() -> AsyncIterator[bytes]:
+        yield b"x"
+        raise KeyboardInterrupt
+
+    started = trio.current_time()
+    caught: BaseException | None = None
+    with trio.move_on_after(5):
+        try:
+            async with trio_pool.Pool(origin) as pool:
+                await pool.request("POST", "/echo", body=body())
+        except BaseException as exc:  # KeyboardInterrupt, bare or in a group
+            caught = exc
+    elapsed = trio.current_time() - started
+    assert caught is not None
+    leaves = _leaves(caught)
+    kinds = sorted({type(leaf).__name__ for leaf in leaves})
+    assert elapsed < 5, f"still running after 5 s: {len(leaves)} exceptions of kinds {kinds}"
+    assert any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves), kinds
