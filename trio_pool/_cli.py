@@ -20,6 +20,9 @@ Theory of operation
 4. A connect error before any response means the server is unreachable: the load stops at
    once and the command fails with one line, instead of failing ``-n`` times.
 5. The results are summarised (nearest-rank percentiles) and printed as a table or as JSON.
+6. Ctrl-C (SIGINT) is received as a signal and cancels the run instead of raising
+   ``KeyboardInterrupt`` in whichever task happens to be running: everything unwinds in
+   order (load, pool, embedded server) and the exit status is 130.
 
 A response with any status counts as a request; ``errors`` are requests that got no response
 (connect, socket, protocol or timeout errors). So ``requests + errors`` is ``-n``, and the

@@ -214,6 +214,24 @@ async def test_many_concurrent_requests_share_the_connections(pool: trio_pool.Po
     assert pool.statistics().connected <= 4
 
 
+async def test_pipelined_requests(origin: str) -> None:
+    # hypercorn answers pipelined requests one at a time, in order.
+    bodies: list[bytes] = []
+
+    async def one(i: int) -> None:
+        response = await pool.request("GET", "/inspect", query={"i": str(i)})
+        bodies.append(response.body)
+        assert response.json()["query_string"] == f"i={i}"
+
+    async with trio_pool.Pool(origin, connections=2, pipelining=4) as pool:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in range(400):
+                    nursery.start_soon(one, i)
+        assert len(bodies) == 400
+        assert_idle(pool)
+
+
 async def test_reason_phrase_and_http_version(pool: trio_pool.Pool) -> None:
     response = await pool.request("GET", "/status/404")
     assert (response.status, response.http_version) == (404, "1.1")
