@@ -222,7 +222,7 @@ class Connection:
                 f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
             )
         if self._received_eof:
-            if self.expected_length is not None and self.h11.their_state is h11.SEND_BODY:
+            if self.expected_length is not None:
                 return ResponseContentLengthMismatchError(
                     f"the server closed the connection before the whole body: {exc}"
                 )

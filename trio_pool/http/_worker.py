@@ -35,6 +35,7 @@ import trio
 from .._errors import (
     BodyTimeoutError,
     ConnectError,
+    HeadersOverflowError,
     HeadersTimeoutError,
     InformationalError,
     ResponseExceededMaxSizeError,
@@ -276,6 +277,12 @@ class Worker:
             event = await conn.next_event_by(deadline, HeadersTimeoutError)
         if not isinstance(event, h11.Response):
             return SocketError(f"unexpected {event!r} instead of a response")
+        # h11 bounds only an *incomplete* head; one that arrived whole is measured here.
+        size = sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
+        if size > options.max_header_size:
+            raise HeadersOverflowError(
+                f"response headers exceed max_header_size ({options.max_header_size} bytes)"
+            )
         headers = Headers._from_raw(event.headers)
         length = headers.get("content-length")
         conn.expected_length = int(length) if length is not None else None
