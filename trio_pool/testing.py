@@ -179,6 +179,7 @@ class H11Server:
         connections: how many connections were accepted.
         refuse: while True, the in-memory connector refuses connections (``ECONNREFUSED``).
         hang: while True, the in-memory connector never completes a connect.
+        connect_delay: seconds the in-memory connector takes to connect.
     """
 
     script: Script
@@ -188,6 +189,7 @@ class H11Server:
     connections: int = 0
     refuse: bool = False
     hang: bool = False
+    connect_delay: float = 0.0
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until either side closes it."""
@@ -217,6 +219,8 @@ class H11Server:
         """The ``connector=`` option for ``Client``/``Pool``: a new in-memory connection."""
         if self.hang:
             await trio.sleep_forever()
+        if self.connect_delay:
+            await trio.sleep(self.connect_delay)
         if self.refuse:
             raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused (test)")
         client_end, server_end = trio.testing.memory_stream_pair()

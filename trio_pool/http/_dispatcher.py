@@ -292,8 +292,9 @@ class Dispatcher(Emitter, Owner):
         if scope is not None:
             scope.cancel()  # mid-exchange: its connection task closes the connection
         if state is State.ASSIGNED and worker is not None:
-            self._refresh(worker)
-        self._check_shutdown()
+            self._worker_ready(worker)  # its capacity goes to the next waiter
+        else:
+            self._check_shutdown()
 
     # Reports from connection tasks.
 

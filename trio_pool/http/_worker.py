@@ -339,21 +339,29 @@ class Worker:
         deadline = conn.idle_deadline
         if ttl is not None:
             deadline = min(deadline, conn.connected_at + ttl)
-        received: bytes | bytearray | BaseException | None = None
-        with trio.CancelScope(deadline=deadline) as self._idle_scope:
-            try:
-                received = await conn.stream.receive_some(_RECEIVE_SIZE)
-            except _STREAM_ERRORS as exc:
-                received = exc
-        self._idle_scope = None
-        if received is None:
+        leftover, closed = conn.h11.trailing_data
+        if leftover or closed:  # arrived with the last response
+            self.retiring = True
+            return SocketError("unsolicited bytes" if leftover else "other side closed")
+        while True:
+            received: bytes | bytearray | BaseException | None = None
+            with trio.CancelScope(deadline=deadline) as self._idle_scope:
+                try:
+                    received = await conn.stream.receive_some(_RECEIVE_SIZE)
+                except _STREAM_ERRORS as exc:
+                    received = exc
+            self._idle_scope = None
+            if received is not None:
+                break
             if self.assigned:
                 return None
             if self.retiring:
                 return InformationalError("connection retired")
-            if ttl is not None and trio.current_time() >= conn.connected_at + ttl:
-                return InformationalError("client_ttl expired")
-            return InformationalError("socket idle timeout")
+            if trio.current_time() >= deadline:
+                if ttl is not None and deadline == conn.connected_at + ttl:
+                    return InformationalError("client_ttl expired")
+                return InformationalError("socket idle timeout")
+            # Woken for a request whose caller gave up before it was written: keep waiting.
         # A FIN, an error or bytes nobody asked for: this connection is unusable. Requests
         # assigned in the meantime were not written; the dispatcher re-sends them.
         self.retiring = True
@@ -361,9 +369,7 @@ class Worker:
             error: BaseException = SocketError(f"idle connection failed: {received!r}")
             error.__cause__ = received
             return error
-        if received:
-            return SocketError("unsolicited bytes on an idle connection")
-        return SocketError("other side closed")
+        return SocketError("unsolicited bytes" if received else "other side closed")
 
 
 async def _call(method: object, *args: object) -> None:
