@@ -126,18 +126,16 @@ class Connection:
 
     # ------------------------------------------------------------------ writing
 
-    async def send_request(self, request: Request) -> None:
-        """Write the whole request. A checkpoint.
+    async def send_request(self, request: Request, *, pipelined: bool) -> None:
+        """Write the whole request; ``pipelined``: responses to earlier ones are still due.
+        A checkpoint.
 
         An interrupted write (error or cancellation) leaves the connection unusable; h11 is
         told so with ``send_failed()``.
         """
         self.requests_started += 1
-        writer = self.h11
-        if writer.our_state is not h11.IDLE:
-            # Pipelined behind a response still being read: serialise on the side.
-            writer = h11.Connection(h11.CLIENT)
-            request.replay = True
+        request.replay = pipelined
+        writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
         try:
             head = writer.send(
                 h11.Request(method=request.method, target=request.target, headers=request.headers)

@@ -206,7 +206,7 @@ class Worker:
         reused = conn.responses > 0
         with trio.CancelScope() as request.scope:
             try:
-                await conn.send_request(request)
+                await conn.send_request(request, pipelined=len(self.inflight) > 1)
             except TrioPoolError as exc:
                 # A write that failed on a reused connection never reached the server's
                 # application, as far as we can know: the 1.6 retry applies.
