@@ -119,6 +119,17 @@ class ServerConnection:
         """End the body (with trailers, if the response is chunked)."""
         await self._send(h11.EndOfMessage(headers=_raw(trailers)))
 
+    async def switch_protocols(self, status: int = 101, headers: _Headers = ()) -> bytes:
+        """Accept an upgrade (101) or a CONNECT (2xx): afterwards :attr:`stream` carries the
+        new protocol. Returns bytes the client sent after its request (already read)."""
+        event: h11.Event
+        if status == 101:
+            event = h11.InformationalResponse(status_code=101, headers=_raw(headers))
+        else:
+            event = h11.Response(status_code=status, headers=_raw(headers))
+        await self._send(event)
+        return self.h11.trailing_data[0]
+
     async def send_raw(self, data: bytes) -> None:
         """Send bytes as they are, bypassing HTTP framing."""
         await self.stream.send_all(data)

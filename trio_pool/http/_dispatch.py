@@ -18,7 +18,7 @@ import trio
 
 from .._errors import RequestAbortedError
 from ._headers import Headers
-from ._models import Response
+from ._models import Response, Upgraded
 from ._request import State
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from ._request import Request
 
-__all__ = ["BufferHandler", "Controller", "Handler", "StreamHandler", "call"]
+__all__ = ["BufferHandler", "Controller", "Handler", "StreamHandler", "UpgradeHandler", "call"]
 
 
 class Handler(Protocol):
@@ -160,3 +160,17 @@ class StreamHandler:
         if self._request.state is not State.DONE:
             assert self._request.controller is not None
             self._request.controller.abort("the stream was closed before its body was read")
+
+
+class UpgradeHandler(BufferHandler):
+    """Receives the connection of ``upgrade()``/``connect()``; a refused switch is buffered
+    like any response, so its status and body can be reported."""
+
+    __slots__ = ("upgraded",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.upgraded: Upgraded | None = None
+
+    def on_upgrade(self, status: int, headers: Headers, stream: trio.abc.Stream) -> None:
+        self.upgraded = Upgraded(stream, status, headers)

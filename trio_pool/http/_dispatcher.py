@@ -38,11 +38,12 @@ from .._errors import (
     InformationalError,
     InvalidArgumentError,
     RequestAbortedError,
+    SocketError,
 )
 from .._supervisor import Supervisor
-from ._dispatch import BufferHandler, Controller, Handler, StreamHandler, call
+from ._dispatch import BufferHandler, Controller, Handler, StreamHandler, UpgradeHandler, call
 from ._events import Emitter, emit_along
-from ._models import PoolStats, RequestOptions, Response, StreamResponse
+from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
 from ._request import Owner, Request, State, prepare
 from ._worker import Worker
@@ -339,8 +340,12 @@ class Dispatcher(Emitter, Owner):
 
     # ------------------------------------------------------------------ requests
 
-    def _prepare(self, options: RequestOptions) -> Request:
-        request = prepare(options, self._origin, self._options)
+    def _prepare(
+        self, options: RequestOptions, *, protocol: str | None = None, authority: str | None = None
+    ) -> Request:
+        request = prepare(
+            options, self._origin, self._options, protocol=protocol, authority=authority
+        )
         request.owner = self
         request.controller = Controller(request, self._abort)
         return request
@@ -446,6 +451,53 @@ class Dispatcher(Emitter, Owner):
             yield StreamResponse(status, reason, "1.1", response_headers, source=handler)
         finally:
             handler.close()
+
+    @asynccontextmanager
+    async def upgrade(
+        self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """``GET path`` with ``upgrade: protocol``; the block gets the connection once the
+        server switched (101). Entering is a checkpoint; leaving closes the connection.
+
+        Raises:
+            SocketError: the server answered with another status ("bad upgrade").
+            Like :meth:`request` otherwise.
+        """
+        request = self._prepare(RequestOptions("GET", path, headers=headers), protocol=protocol)
+        async with self._switching(request, "upgrade") as upgraded:
+            yield upgraded
+
+    @asynccontextmanager
+    async def connect(
+        self, authority: str, *, headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """``CONNECT authority`` (a tunnel through a proxy); the block gets the connection
+        once the server answered 2xx. Entering is a checkpoint; leaving closes it.
+
+        Raises:
+            SocketError: the server answered with another status ("bad connect").
+            Like :meth:`request` otherwise.
+        """
+        request = self._prepare(
+            RequestOptions("CONNECT", "/", headers=headers), authority=authority
+        )
+        async with self._switching(request, "connect") as upgraded:
+            yield upgraded
+
+    @asynccontextmanager
+    async def _switching(self, request: Request, what: str) -> AsyncIterator[Upgraded]:
+        request.handler = handler = UpgradeHandler()
+        self._submit(request)
+        await self._wait(request, request.finished)
+        if request.error is not None:
+            raise request.error
+        if handler.upgraded is None:
+            assert handler.response is not None
+            raise SocketError(f"bad {what}: the server answered {handler.response.status}")
+        try:
+            yield handler.upgraded
+        finally:
+            await trio.aclose_forcefully(handler.upgraded.stream)
 
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
         """Send a request described by ``options``, driving ``handler`` (see API.md 1.3).

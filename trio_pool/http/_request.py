@@ -214,17 +214,25 @@ def prepare(
     origin: Origin,
     client_options: ClientOptions,
     *,
-    extra_headers: Iterable[tuple[bytes, bytes]] = (),
-    target: bytes | None = None,
+    protocol: str | None = None,
+    authority: str | None = None,
 ) -> Request:
-    """Validate ``options`` and build the :class:`Request`. Raises ``InvalidArgumentError``."""
+    """Validate ``options`` and build the :class:`Request`. Raises ``InvalidArgumentError``.
+
+    ``protocol`` makes it an upgrade request (``upgrade: protocol``); ``authority`` a
+    ``CONNECT authority`` request. Either way the connection is handed over afterwards.
+    """
     method = options.method
     if not isinstance(method, str) or not _TOKEN.match(method.encode("latin-1", "replace")):
         raise InvalidArgumentError(f"invalid method {method!r}")
     headers = _header_pairs(options.headers)
     body = _body(options.body)
-    if target is None:
+    if authority is None:
         target = _target(options.path, options.query)
+    elif isinstance(authority, str) and _TOKEN.match(re.sub(r"[:\[\]]", "", authority).encode()):
+        target = authority.encode("ascii")
+    else:
+        raise InvalidArgumentError(f"invalid authority {authority!r}: expected host:port")
     names = {name for name, _ in headers}
     if b"host" not in names:
         headers.insert(0, (b"host", origin.authority.encode("ascii")))
@@ -245,7 +253,10 @@ def prepare(
             headers.append((b"content-length", str(actual).encode("ascii")))
     elif declared is None:
         headers.append((b"transfer-encoding", b"chunked"))
-    headers.extend(extra_headers)
+    if protocol is not None:
+        if not isinstance(protocol, str) or not _TOKEN.match(protocol.encode("latin-1", "replace")):
+            raise InvalidArgumentError(f"invalid protocol {protocol!r}")
+        headers += [(b"connection", b"upgrade"), (b"upgrade", protocol.encode("ascii"))]
     closing = any(n == b"connection" and v.lower() == b"close" for n, v in headers)
     if (client_options.pipelining == 0 or options.reset) and not closing:
         headers.append((b"connection", b"close"))
@@ -258,5 +269,5 @@ def prepare(
         headers,
         body,
         idempotent=bool(idempotent),
-        upgrade=bool(extra_headers) or method == "CONNECT",
+        upgrade=protocol is not None or authority is not None,
     )

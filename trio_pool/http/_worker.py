@@ -42,8 +42,8 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
-from ._connection import _RECEIVE_SIZE, _STREAM_ERRORS, Connection
-from ._dispatch import call
+from ._connection import _RECEIVE_SIZE, _STREAM_ERRORS, Connection, PrefixedStream
+from ._dispatch import UpgradeHandler, call
 from ._headers import Headers
 from ._request import State
 
@@ -73,6 +73,7 @@ class Worker:
         "assigned",
         "client",
         "conn",
+        "handed_over",
         "inflight",
         "owner",
         "retiring",
@@ -87,6 +88,7 @@ class Worker:
         self.unpipelineable = 0  # requests in the two deques that nothing may follow
         self.conn: Connection | None = None
         self.retiring = False  # takes no more requests; closes once its work is done
+        self.handed_over = False  # upgrade()/connect(): the socket is the caller's now
         self._scope: trio.CancelScope | None = None
         self._idle_scope: trio.CancelScope | None = None
 
@@ -161,7 +163,7 @@ class Worker:
                 self.owner._worker_connected(self)
                 reason = await self._serve(self.conn)
         finally:
-            if self.conn is not None:
+            if self.conn is not None and not self.handed_over:
                 await self.conn.aclose()
             self.owner._worker_ended(self, reason)
 
@@ -274,9 +276,13 @@ class Worker:
         conn.expected_length = None
         event = await conn.next_event_by(deadline, HeadersTimeoutError)
         while isinstance(event, h11.InformationalResponse):
+            if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
+                return self._hand_over(conn, request, event)
             event = await conn.next_event_by(deadline, HeadersTimeoutError)
         if not isinstance(event, h11.Response):
             return SocketError(f"unexpected {event!r} instead of a response")
+        if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 2xx to a CONNECT
+            return self._hand_over(conn, request, event)
         # h11 bounds only an *incomplete* head; one that arrived whole is measured here.
         size = sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
         if size > options.max_header_size:
@@ -312,6 +318,21 @@ class Worker:
         await _call(handler.on_response_end, controller, Headers._from_raw(event.headers))
         request.finish(None)
         return reason
+
+    def _hand_over(
+        self, conn: Connection, request: Request, event: h11.InformationalResponse | h11.Response
+    ) -> BaseException:
+        """Give the connection to the caller of ``upgrade()``/``connect()``."""
+        handler = request.handler
+        assert isinstance(handler, UpgradeHandler)
+        if request.state is State.DONE:  # its caller gave up as the switch arrived
+            return InformationalError("request aborted while its response was read")
+        leftover, _ = conn.h11.trailing_data
+        stream = PrefixedStream(conn.stream, leftover) if leftover else conn.stream
+        handler.on_upgrade(event.status_code, Headers._from_raw(event.headers), stream)
+        self.handed_over = self.retiring = True
+        request.finish(None)
+        return InformationalError("the connection was handed over (upgrade or CONNECT)")
 
     def _keep_alive(self, conn: Connection, headers: Headers) -> BaseException | None:
         """After a response: start h11's next cycle and set the idle lifetime, or say why the
