@@ -61,10 +61,13 @@ class Connection:
         "expected_length",
         "h11",
         "idle_deadline",
+        "leftover",
         "received_bytes",
         "requests_started",
         "responses",
         "stream",
+        "waiting_for",
+        "waiting_timeout",
     )
 
     def __init__(self, stream: trio.abc.Stream, options: ClientOptions) -> None:
@@ -77,6 +80,9 @@ class Connection:
         self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
         self.expected_length: int | None = None  # content-length of the response being read
         self.idle_deadline = math.inf
+        self.leftover = False  # bytes or EOF arrived with the last response
+        self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
+        self.waiting_timeout: float | None = None
         self._received_eof = False
 
     @classmethod
@@ -183,17 +189,21 @@ class Connection:
 
     # ------------------------------------------------------------------ reading
 
-    async def next_event(self, timeout: float | None, on_timeout: type[TrioPoolError]) -> h11.Event:
-        """The next h11 event of the response; waits at most ``timeout`` for each read.
+    async def next_event(
+        self,
+        scope: trio.CancelScope,
+        on_timeout: type[TrioPoolError],
+        timeout: float | None,
+        *,
+        deadline: float | None = None,
+    ) -> h11.Event:
+        """The next h11 event of the response. A checkpoint only when it has to read.
 
-        ``timeout`` bounds each wait for bytes (an idle gap), so passing the remaining time
-        of a total deadline is the caller's choice. A checkpoint only when it has to read.
+        Each read runs with ``scope``'s deadline set to ``deadline`` (a total, for headers)
+        or else to ``timeout`` from now (an idle gap, for the body); the caller's request
+        scope is reused, so no scope is created per read. When it expires, the caller
+        raises ``waiting_for`` (``on_timeout``).
         """
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        return await self.next_event_by(deadline, on_timeout)
-
-    async def next_event_by(self, deadline: float, on_timeout: type[TrioPoolError]) -> h11.Event:
-        """Like :meth:`next_event`, with an absolute deadline for every read."""
         while True:
             try:
                 event = self.h11.next_event()
@@ -201,13 +211,17 @@ class Connection:
                 raise self._protocol_error(exc) from exc
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
-            with trio.CancelScope(deadline=deadline) as scope:
-                try:
-                    data = await self.stream.receive_some(_RECEIVE_SIZE)
-                except _STREAM_ERRORS as exc:
-                    raise SocketError(f"reading the response failed: {exc!r}") from exc
-            if scope.cancelled_caught:
-                raise on_timeout(f"{on_timeout.__name__.removesuffix('Error')}: no data in time")
+            if timeout is not None:
+                scope.deadline = trio.current_time() + timeout if deadline is None else deadline
+                self.waiting_for = on_timeout
+                self.waiting_timeout = timeout
+            try:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+            except _STREAM_ERRORS as exc:
+                raise SocketError(f"reading the response failed: {exc!r}") from exc
+            if timeout is not None:
+                # Handler methods (backpressure) run in the same scope: no deadline there.
+                scope.deadline = math.inf
             if data:
                 self.received_bytes += len(data)
             else:

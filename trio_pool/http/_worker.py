@@ -187,46 +187,81 @@ class Worker:
             while self.assigned:
                 request = self.assigned.popleft()
                 self.inflight.append(request)
-                failure = await self._write(conn, request)
+                # Alone on the connection (the usual case): write and read in one go.
+                alone = len(self.inflight) == 1 and not self.assigned
+                failure = await self._process(conn, request, write=True, read=alone)
                 if failure is not None:
                     return failure
-            head = self.inflight[0]
-            if head.state is State.DONE:
-                # Its caller gave up after it was written: its response would be read
-                # for nothing, and what follows it cannot be read before it.
-                return InformationalError("a pipelined request was aborted")
-            failure = await self._read(conn, head)
-            if failure is not None:
-                return failure
-            self.inflight.popleft()
-            if not head.pipelineable:
-                self.unpipelineable -= 1
-            self.owner._worker_ready(self)
+                if alone:
+                    self._done_with_head()
+                    break
+            else:
+                head = self.inflight[0]
+                if head.state is State.DONE:
+                    # Its caller gave up after it was written: its response would be read
+                    # for nothing, and what follows it cannot be read before it.
+                    return InformationalError("a pipelined request was aborted")
+                failure = await self._process(conn, head, write=False, read=True)
+                if failure is not None:
+                    return failure
+                self._done_with_head()
 
-    async def _write(self, conn: Connection, request: Request) -> BaseException | None:
-        request.move(State.RUNNING)
+    def _done_with_head(self) -> None:
+        head = self.inflight.popleft()
+        if not head.pipelineable:
+            self.unpipelineable -= 1
+        self.owner._worker_ready(self)
+
+    async def _process(
+        self, conn: Connection, request: Request, *, write: bool, read: bool
+    ) -> BaseException | None:
+        """Write and/or read ``request`` in one cancel scope, which its caller's abort
+        cancels and whose deadline is the current read's timeout. None = the connection
+        can go on."""
+        # The 1.6 retry needs "reused, and no response byte yet": nothing received since
+        # this point, nothing left over from the previous response.
         reused = conn.responses > 0
-        with trio.CancelScope() as request.scope:
+        fresh = not conn.leftover
+        mark = conn.received_bytes
+        with trio.CancelScope() as scope:
+            request.scope = scope
             try:
-                await conn.send_request(request, pipelined=len(self.inflight) > 1)
+                if write:
+                    await self._write(conn, request)
+                if read:
+                    if request.replay:
+                        conn.replay(request)
+                    return await self._exchange(conn, request, scope)
+            except _HandlerFailed as exc:
+                request.finish(exc.error)
+                return exc.error
             except TrioPoolError as exc:
-                # A write that failed on a reused connection never reached the server's
-                # application, as far as we can know: the 1.6 retry applies.
-                return self._failed(request, exc, retryable=reused and isinstance(exc, SocketError))
+                nothing = fresh and conn.received_bytes == mark
+                return self._failed(
+                    request, exc, retryable=reused and nothing and isinstance(exc, SocketError)
+                )
             except Exception as exc:  # the caller's body iterable raised
                 request.finish(exc)
                 return exc
-        if request.state is State.DONE:
-            return InformationalError("request aborted while being written")
-        request.scope = None
+        if not scope.cancelled_caught:  # written ahead; its response is read later
+            request.scope = None
+            return None
+        if request.state is State.DONE:  # aborted by its caller (the scope was cancelled)
+            return InformationalError("request aborted")
+        timeout = conn.waiting_for  # the read deadline expired
+        request.finish(timeout(f"no response data within {conn.waiting_timeout} s"))
+        return request.error
+
+    async def _write(self, conn: Connection, request: Request) -> None:
+        request.move(State.RUNNING)
+        await conn.send_request(request, pipelined=len(self.inflight) > 1)
+        request.written_at = trio.current_time()
         options = self.client._options
         if conn.h11.our_state is h11.MUST_CLOSE or (
             options.max_requests_per_client is not None
             and conn.requests_started >= options.max_requests_per_client
         ):
             self.retiring = True
-        request.written_at = trio.current_time()
-        return None
 
     def _failed(self, request: Request, error: BaseException, *, retryable: bool) -> BaseException:
         """Deliver ``error`` to ``request``, unless it is retried once (it stays unfinished and
@@ -243,29 +278,9 @@ class Worker:
             request.finish(error)
         return error
 
-    async def _read(self, conn: Connection, request: Request) -> BaseException | None:
-        """Read ``request``'s response into its handler; None if the connection is reusable."""
-        if request.replay:
-            conn.replay(request)
-        # "Before any response byte": nothing received since it was sent, nothing buffered.
-        reused = conn.responses > 0
-        fresh = not conn.h11.trailing_data[0]
-        mark = conn.received_bytes
-        with trio.CancelScope() as request.scope:
-            try:
-                return await self._exchange(conn, request)
-            except _HandlerFailed as exc:
-                request.finish(exc.error)
-                return exc.error
-            except TrioPoolError as exc:
-                nothing = fresh and conn.received_bytes == mark
-                return self._failed(
-                    request, exc, retryable=reused and nothing and isinstance(exc, SocketError)
-                )
-        # Cancelled: the request was aborted (it is DONE already).
-        return InformationalError("request aborted while its response was read")
-
-    async def _exchange(self, conn: Connection, request: Request) -> BaseException | None:
+    async def _exchange(
+        self, conn: Connection, request: Request, scope: trio.CancelScope
+    ) -> BaseException | None:
         options = self.client._options
         handler = request.handler
         controller = request.controller
@@ -274,11 +289,11 @@ class Worker:
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
         conn.expected_length = None
-        event = await conn.next_event_by(deadline, HeadersTimeoutError)
+        event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
         while isinstance(event, h11.InformationalResponse):
             if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
                 return self._hand_over(conn, request, event)
-            event = await conn.next_event_by(deadline, HeadersTimeoutError)
+            event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
         if not isinstance(event, h11.Response):
             return SocketError(f"unexpected {event!r} instead of a response")
         if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 2xx to a CONNECT
@@ -301,8 +316,9 @@ class Worker:
         )
         total = 0
         limit = options.max_response_size
+        gap = options.body_timeout
         while True:
-            event = await conn.next_event(options.body_timeout, BodyTimeoutError)
+            event = await conn.next_event(scope, BodyTimeoutError, gap)
             if type(event) is h11.Data:
                 total += len(event.data)
                 if limit is not None and total > limit:
@@ -342,6 +358,8 @@ class Worker:
             return InformationalError("the connection is not persistent (connection: close)")
         h.start_next_cycle()
         conn.responses += 1
+        leftover, closed = h.trailing_data
+        conn.leftover = bool(leftover) or closed
         options = self.client._options
         lifetime = options.keep_alive_timeout
         hint = _keep_alive_hint(headers.get("keep-alive"))
@@ -360,10 +378,9 @@ class Worker:
         deadline = conn.idle_deadline
         if ttl is not None:
             deadline = min(deadline, conn.connected_at + ttl)
-        leftover, closed = conn.h11.trailing_data
-        if leftover or closed:  # arrived with the last response
+        if conn.leftover:  # bytes or a FIN arrived with the last response
             self.retiring = True
-            return SocketError("unsolicited bytes" if leftover else "other side closed")
+            return SocketError("unsolicited bytes or FIN after the last response")
         while True:
             received: bytes | bytearray | BaseException | None = None
             with trio.CancelScope(deadline=deadline) as self._idle_scope:
