@@ -321,3 +321,31 @@ async def test_client_ttl_retires_connections(autojump_clock: trio.testing.MockC
             await trio.sleep(6)
             assert reasons == ["client_ttl expired"]
             assert (await pool.request("GET", "/")).body == b"1"
+
+
+async def test_body_without_timeout_after_headers_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def slow_body(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_head(200, [("content-length", "2")])
+        await trio.sleep(50)
+        await conn.send_data(b"ok")
+        await conn.send_end()
+
+    async with serve_memory(slow_body) as server:
+        options = {"headers_timeout": 10, "body_timeout": None}
+        async with Pool(server.origin, connector=server.connector, **options) as pool:  # type: ignore[arg-type]
+            assert (await pool.request("GET", "/")).body == b"ok"
+
+
+async def test_async_handler_backpressure_is_not_a_body_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def body(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=b"x" * 10)
+
+    async with serve_memory(body) as server:
+        async with Pool(server.origin, connector=server.connector, body_timeout=5) as pool:
+            async with pool.stream("GET", "/") as response:
+                await trio.sleep(60)  # a slow reader is not a slow server
+                assert await response.read() == b"x" * 10

@@ -211,7 +211,9 @@ class Connection:
                 raise self._protocol_error(exc) from exc
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
-            if timeout is not None:
+            if timeout is None:
+                scope.deadline = math.inf
+            else:
                 scope.deadline = trio.current_time() + timeout if deadline is None else deadline
                 self.waiting_for = on_timeout
                 self.waiting_timeout = timeout
@@ -219,9 +221,6 @@ class Connection:
                 data = await self.stream.receive_some(_RECEIVE_SIZE)
             except _STREAM_ERRORS as exc:
                 raise SocketError(f"reading the response failed: {exc!r}") from exc
-            if timeout is not None:
-                # Handler methods (backpressure) run in the same scope: no deadline there.
-                scope.deadline = math.inf
             if data:
                 self.received_bytes += len(data)
             else:

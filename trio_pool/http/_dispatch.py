@@ -22,11 +22,19 @@ from ._models import Response, Upgraded
 from ._request import State
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from ._request import Request
 
-__all__ = ["BufferHandler", "Controller", "Handler", "StreamHandler", "UpgradeHandler", "call"]
+__all__ = [
+    "BufferHandler",
+    "Controller",
+    "Handler",
+    "StreamHandler",
+    "UpgradeHandler",
+    "call",
+    "start_call",
+]
 
 
 class Handler(Protocol):
@@ -41,11 +49,20 @@ class Handler(Protocol):
     def on_response_error(self, controller: Controller, error: BaseException) -> object: ...
 
 
+def start_call(method: Callable[..., object], *args: Any) -> Awaitable[object] | None:
+    """Call a handler method; return what must still be awaited if it is async, else None
+    (a plain method costs no coroutine and no checkpoint)."""
+    result = method(*args)
+    if result is not None and inspect.isawaitable(result):
+        return result
+    return None
+
+
 async def call(method: Callable[..., object], *args: Any) -> None:
     """Call a handler method, awaiting it if it is async. A checkpoint only if it is async."""
-    result = method(*args)
-    if inspect.isawaitable(result):
-        await result
+    pending = start_call(method, *args)
+    if pending is not None:
+        await pending
 
 
 class Controller:

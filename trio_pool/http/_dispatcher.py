@@ -86,7 +86,7 @@ class Dispatcher(Emitter, Owner):
         self._idle: dict[Worker, None] = {}  # connected, nothing to do; last = most recent
         self._spare: dict[Worker, None] = {}  # busy, room for a pipelined request
         self._workers: set[Worker] = set()
-        self._counts = dict.fromkeys(State, 0)
+        self._counts = [0] * len(State)  # requests per State, indexed by it
         self._connected = 0
         self._need_drain = False
         self._closed = False

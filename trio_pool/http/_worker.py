@@ -43,11 +43,13 @@ from .._errors import (
     TrioPoolError,
 )
 from ._connection import _RECEIVE_SIZE, _STREAM_ERRORS, Connection, PrefixedStream
-from ._dispatch import UpgradeHandler, call
+from ._dispatch import UpgradeHandler, start_call
 from ._headers import Headers
 from ._request import State
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._client import Client
     from ._dispatcher import Dispatcher
     from ._request import Request
@@ -308,6 +310,7 @@ class Worker:
         length = headers.get("content-length")
         conn.expected_length = int(length) if length is not None else None
         await _call(
+            scope,
             handler.on_response_start,
             controller,
             event.status_code,
@@ -325,13 +328,13 @@ class Worker:
                     raise ResponseExceededMaxSizeError(
                         f"response body exceeds max_response_size ({limit} bytes)"
                     )
-                await _call(handler.on_response_data, controller, bytes(event.data))
+                await _call(scope, handler.on_response_data, controller, bytes(event.data))
             elif type(event) is h11.EndOfMessage:
                 break
             else:
                 return SocketError(f"unexpected {event!r} in a response body")
         reason = self._keep_alive(conn, headers)
-        await _call(handler.on_response_end, controller, Headers._from_raw(event.headers))
+        await _call(scope, handler.on_response_end, controller, Headers._from_raw(event.headers))
         request.finish(None)
         return reason
 
@@ -410,9 +413,14 @@ class Worker:
         return SocketError("unsolicited bytes" if received else "other side closed")
 
 
-async def _call(method: object, *args: object) -> None:
+async def _call(scope: trio.CancelScope, method: Callable[..., object], *args: object) -> None:
+    """Call a handler method from the connection task; what it raises becomes
+    :class:`_HandlerFailed`. An async method runs with no read deadline on ``scope``."""
     try:
-        await call(method, *args)  # type: ignore[arg-type]
+        pending = start_call(method, *args)
+        if pending is not None:
+            scope.deadline = math.inf
+            await pending
     except Exception as exc:
         raise _HandlerFailed(exc) from exc
 
