@@ -7,6 +7,7 @@ import socket
 import h11
 import pytest
 import trio
+import trio.testing
 
 import trio_pool
 from trio_pool import Client, Pool
@@ -210,28 +211,31 @@ async def test_keep_alive_lifetime(
 
 @pytest.mark.parametrize("unsolicited", [b"", b"HTTP/1.1 200 OK\r\n\r\n"])
 async def test_idle_connection_closed_by_server_is_not_reused(unsolicited: bytes) -> None:
+    hung_up = trio.Event()
+
     async def script(request: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, body=b"x")
         if request.connection == 0:
             if unsolicited:
                 await conn.send_raw(unsolicited)
+                hung_up.set()
                 await trio.sleep_forever()
             await conn.close()
+            hung_up.set()
 
-    async with (
-        serve_memory(script) as server,
-        Pool(server.origin, connector=server.connector) as pool,
-    ):
-        gone = trio.Event()
+    # Real TCP: the FIN (or the bytes) is in the client's kernel once the server is done.
+    async with serve_h11(script) as server, Pool(server.origin) as pool:
         errors: list[BaseException] = []
-        pool.on("disconnect", lambda o, t, e: (errors.append(e), gone.set()))
+        pool.on("disconnect", lambda o, t, e: errors.append(e))
         await pool.request("GET", "/")
-        await gone.wait()
-        assert isinstance(errors[0], trio_pool.SocketError)
-        assert pool.statistics().connected == 0
+        await hung_up.wait()
         assert (await pool.request("GET", "/")).status == 200
         assert server.connections == 2
-        assert len(server.requests) == 2  # evicted while idle: nothing was sent twice
+        assert len(server.requests) == 2  # evicted before hand-out: nothing was sent twice
+        assert pool.statistics().connected == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(errors) == 1
+        assert isinstance(errors[0], trio_pool.SocketError)
 
 
 async def test_stale_keep_alive_race_retries_idempotent_once() -> None:

@@ -19,6 +19,8 @@ knows the method (HEAD) and connection semantics of the response it parses.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -56,6 +58,7 @@ class Connection:
 
     __slots__ = (
         "_options",
+        "_probe",
         "_received_eof",
         "connected_at",
         "expected_length",
@@ -84,6 +87,30 @@ class Connection:
         self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
         self.waiting_timeout: float | None = None
         self._received_eof = False
+        self._probe = _probe_socket(stream)
+
+    def alive(self) -> bool:
+        """False if the peer closed the connection or sent bytes nobody asked for while it
+        was idle (RFC 9112 9.3.1 makes a request on it a lost cause). Not a checkpoint: a
+        non-blocking ``MSG_PEEK`` on the TCP socket, one system call.
+
+        Streams that are not (TLS over) a trio socket — e.g. in-memory test streams — cannot
+        be probed and count as alive; their failure then shows on the next request (and an
+        idempotent one is retried).
+        """
+        if self.leftover:
+            return False
+        if self._probe is None:
+            return True
+        try:
+            self._probe.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        # b"" is a FIN; anything else is unsolicited (for TLS: possibly a close_notify or a
+        # late session ticket; either way this connection is not worth the risk).
+        return False
 
     @classmethod
     async def open(
@@ -128,7 +155,16 @@ class Connection:
 
     async def aclose(self) -> None:
         """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
+        if self._probe is not None:
+            self._probe.close()
         await trio.aclose_forcefully(self.stream)
+
+    def detach(self) -> trio.abc.Stream:
+        """Stop owning the transport (``upgrade()``/``connect()`` hand it over)."""
+        if self._probe is not None:
+            self._probe.close()
+        leftover, _ = self.h11.trailing_data
+        return PrefixedStream(self.stream, leftover) if leftover else self.stream
 
     # ------------------------------------------------------------------ writing
 
@@ -281,3 +317,14 @@ class PrefixedStream(trio.abc.Stream):
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+def _probe_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """A non-blocking duplicate of the TCP socket under ``stream``, for :meth:`alive`."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    probe = socket.socket(fileno=os.dup(stream.socket.fileno()))
+    probe.setblocking(False)
+    return probe

@@ -7,8 +7,9 @@ content-length) and builds the wire form *before* the request enters any queue, 
 argument raises ``InvalidArgumentError`` at call time and nothing is ever half-written.
 
 A :class:`Request` then moves through ``QUEUED`` (in the dispatcher's FIFO) → ``ASSIGNED``
-(owned by a connection, not yet written) → ``RUNNING`` (being written or awaiting/reading its
-response) → ``DONE``. Every move goes through :meth:`Request.move`, which keeps the owner's
+(waiting for the connection being opened for it, or holding a lease it has not used yet) →
+``RUNNING`` (being written or awaiting/reading its response) → ``DONE``. Every move goes
+through :meth:`Request.move`, which keeps the owner's
 counters exact, so ``statistics()`` is O(1) and always consistent. ``DONE`` is final:
 whoever gets there first (the connection finishing the response, the caller being
 cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -28,7 +29,6 @@ from .._errors import InvalidArgumentError, RequestContentLengthMismatchError
 from ._models import RequestOptions
 
 if TYPE_CHECKING:
-    from ._dispatch import Controller, Handler
     from ._options import ClientOptions
     from ._origin import Origin
 
@@ -67,11 +67,9 @@ class Request:
 
     __slots__ = (
         "body",
-        "controller",
-        "done",
         "error",
-        "finished",
-        "handler",
+        "event",
+        "exchange",
         "headers",
         "idempotent",
         "method",
@@ -82,6 +80,7 @@ class Request:
         "scope",
         "state",
         "target",
+        "turn",
         "upgrade",
         "worker",
         "written_at",
@@ -107,15 +106,14 @@ class Request:
         self.upgrade = upgrade
         self.state = State.NEW
         self.owner: Owner | None = None
-        self.handler: Handler | None = None
-        self.controller: Controller | None = None
+        # The connection it holds a lease on, or is waiting for while it connects.
         self.worker: Any = None
-        # The connection task's cancel scope while it works on this request; aborting the
-        # request cancels it.
+        # The caller's cancel scope while it runs the exchange; aborting cancels it.
         self.scope: trio.CancelScope | None = None
         self.error: BaseException | None = None
-        self.finished = trio.Event()
-        self.done: Callable[[], None] | None = None  # extra wake-up hook (stream bodies)
+        self.event: trio.Event | None = None  # set when its caller waits for a connection
+        self.exchange: Any = None  # its latest exchange (whose read may have timed out)
+        self.turn: trio.Event | None = None  # set when it waits for its pipelining turn
         self.retried = False
         self.replay = False  # written through a side serializer (pipelined): replay into h11
         self.written_at = 0.0  # trio time the last byte was written (headers_timeout's start)
@@ -126,16 +124,27 @@ class Request:
         assert self.owner is not None
         self.owner._count(old, new)
 
+    @property
+    def ended(self) -> bool:
+        """``DONE`` (a property, so type checkers do not assume it unchanged by an await)."""
+        return self.state is State.DONE
+
+    def wake(self) -> None:
+        """Wake the caller if it waits for a connection."""
+        event = self.event
+        if event is not None:
+            self.event = None
+            event.set()
+
     def finish(self, error: BaseException | None) -> None:
         """Mark the request DONE (first caller wins) and wake its caller."""
         if self.state is State.DONE:
             return
         self.error = error
-        self.scope = None
         self.move(State.DONE)
-        self.finished.set()
-        if self.done is not None:
-            self.done()
+        self.wake()
+        if self.turn is not None:
+            self.turn.set()
 
 
 def _bytes(value: object, what: str) -> bytes:
