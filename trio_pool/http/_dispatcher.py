@@ -310,6 +310,8 @@ class Dispatcher(Emitter, Owner):
     def _pump(self) -> None:
         """Open connections for queued requests while the limit allows."""
         queue = self._queue
+        if self._destroyed:
+            return
         while queue and (self._max_workers is None or len(self._workers) < self._max_workers):
             request = next(iter(queue))
             del queue[request]
@@ -373,8 +375,7 @@ class Dispatcher(Emitter, Owner):
             self._connected -= 1
             self._log.debug("disconnected from %s: %r", self._origin.text, reason)
             emit_along(targets, "disconnect", self._origin.text, reason)
-        if not self._destroyed:
-            self._pump()
+        self._pump()
         self._check_shutdown()
 
     # ------------------------------------------------------------------ running requests
@@ -382,6 +383,8 @@ class Dispatcher(Emitter, Owner):
     async def _connection_for(self, request: Request, *, front: bool = False) -> Worker | None:
         """A leased connection for ``request``, or None if it ended meanwhile (its error is
         on it). A checkpoint only if it has to wait; a cancelled caller aborts it at once."""
+        if request.ended:  # aborted while its last try was failing
+            return None
         worker = self._acquire(request, front=front)
         if worker is not None:
             return worker

@@ -10,8 +10,8 @@ itself (``_exchange.py``), so a request costs no task switch beyond waiting for 
 (the hand-written trio + h11 loop is the yardstick).
 
 While the connection is idle the task sleeps in a cancel scope whose deadline is the idle
-expiry; a lease moves that deadline to infinity and a release moves it back, both
-synchronously, so the task wakes only to close the connection. Whether an idle connection
+expiry, which a release re-arms synchronously, so the task wakes only to close the
+connection (or once, harmlessly, if the deadline passes while the connection is leased). Whether an idle connection
 is still usable is checked when it is handed out (:meth:`Connection.alive`, a non-blocking
 peek): a server's FIN or unsolicited bytes evict it before any request touches it.
 
@@ -114,7 +114,8 @@ class Worker:
         self.to_write.append(request)
         if not request.pipelineable:
             self.unpipelineable += 1
-        self._set_expiry(math.inf)
+        # The idle deadline stays armed: should it fire during the lease, the task wakes
+        # once, sees the lease and sleeps on (cheaper than re-arming twice per request).
 
     def retire(self, reason: BaseException | None = None) -> None:
         """Take no new lease; close once the leases are given back."""
@@ -249,7 +250,8 @@ class Worker:
         """Sleep until the connection is retired or its idle time is up."""
         ttl = self.owner._client_ttl
         while True:
-            with trio.CancelScope(deadline=self._expiry) as self._wake:
+            deadline = self._expiry if self.idle() else math.inf
+            with trio.CancelScope(deadline=deadline) as self._wake:
                 await trio.sleep_forever()
             self._wake = None
             if not self.idle():
