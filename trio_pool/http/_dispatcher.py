@@ -388,7 +388,7 @@ class Dispatcher(Emitter, Owner):
         worker = self._acquire(request, front=front)
         if worker is not None:
             return worker
-        if request.ended:
+        if request.state is State.DONE:  # a failing factory
             return None
         request.event = event = trio.Event()
         try:

@@ -11,9 +11,10 @@ itself (``_exchange.py``), so a request costs no task switch beyond waiting for 
 
 While the connection is idle the task sleeps in a cancel scope whose deadline is the idle
 expiry, which a release re-arms synchronously, so the task wakes only to close the
-connection (or once, harmlessly, if the deadline passes while the connection is leased). Whether an idle connection
-is still usable is checked when it is handed out (:meth:`Connection.alive`, a non-blocking
-peek): a server's FIN or unsolicited bytes evict it before any request touches it.
+connection (or once, harmlessly, if the deadline passes while the connection is leased).
+Whether an idle connection is still usable is checked when it is handed out
+(:meth:`Connection.alive`, a non-blocking peek): a server's FIN or unsolicited bytes evict
+it before any request touches it.
 
 With ``pipelining > 1`` several requests hold leases at once. They write in lease order
 (``to_write``) and read in the same order (``to_read``); a request waits for its turn on
