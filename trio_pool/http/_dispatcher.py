@@ -181,8 +181,9 @@ class Dispatcher(Emitter, Owner):
             + self._counts[State.RUNNING]
         ):
             return
-        for worker in list(self._idle):
+        for worker in self._idle:
             worker.retire()
+        self._idle.clear()
         if not self._workers:
             self._shut.set()
 
