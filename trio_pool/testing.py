@@ -29,8 +29,10 @@ Example::
 from __future__ import annotations
 
 import errno
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import h11
@@ -222,7 +224,7 @@ class H11Server:
                 except h11.LocalProtocolError:
                     break
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            pass  # the client hung up (or the TLS handshake failed)
         finally:
             await trio.aclose_forcefully(stream)
 
@@ -240,14 +242,21 @@ class H11Server:
 
 
 @asynccontextmanager
-async def serve_h11(script: Script) -> AsyncIterator[H11Server]:
-    """Run ``script`` behind a TCP server on ``127.0.0.1`` (port 0) for the block."""
+async def serve_h11(
+    script: Script, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[H11Server]:
+    """Run ``script`` behind a TCP server on ``127.0.0.1`` (port 0) for the block; with
+    ``ssl_context`` (a server context, e.g. from ``trustme``) it speaks https."""
     async with _supervised() as supervisor:
         server = H11Server(script, supervisor)
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        tcp = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = tcp[0].socket.getsockname()[1]
+        listeners: list[trio.abc.Listener[Any]] = list(tcp)
+        if ssl_context is not None:
+            listeners = [trio.SSLListener(listener, ssl_context) for listener in tcp]
         supervisor.start_soon(trio.serve_listeners, server.serve_stream, listeners)
-        port = listeners[0].socket.getsockname()[1]
-        server.origin = f"http://127.0.0.1:{port}"
+        scheme = "http" if ssl_context is None else "https"
+        server.origin = f"{scheme}://127.0.0.1:{port}"
         yield server
 
 

@@ -282,3 +282,17 @@ async def test_requests_need_the_async_with_block() -> None:
     pool = Pool("http://127.0.0.1:1")
     with pytest.raises(RuntimeError, match="async with"):
         await pool.request("GET", "/")
+
+
+async def test_reset_closes_the_connection_after_the_request() -> None:
+    async def numbered(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=str(conn.number).encode())
+
+    async with (
+        serve_memory(numbered) as server,
+        Pool(server.origin, connector=server.connector) as pool,
+    ):
+        assert (await pool.request("GET", "/", reset=True)).body == b"0"
+        assert server.requests[0].header("connection") == "close"
+        assert (await pool.request("GET", "/")).body == b"1"
+        assert (await pool.request("GET", "/")).body == b"1"

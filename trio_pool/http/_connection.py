@@ -7,8 +7,8 @@ library's errors, with the original as ``__cause__``: connect problems become
 ``ConnectError``/``ConnectTimeoutError``, a broken stream ``SocketError``, an h11
 ``RemoteProtocolError`` ``HTTPParserError`` (or ``HeadersOverflowError`` for h11's 431 hint,
 or ``ResponseContentLengthMismatchError`` when the peer closed a content-length body early).
-It owns no task and makes no policy decision: the connection task in ``_client.py`` decides
-when to write, read, reuse or close.
+It owns no task and makes no policy decision: the exchange (``_exchange.py``) and the
+connection's worker (``_worker.py``) decide when to write, read, reuse or close.
 
 h11 cannot have a second request outstanding, so a request written while an earlier response
 is still open (pipelining) is serialised by a throwaway h11 connection and later *replayed*

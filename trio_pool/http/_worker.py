@@ -25,7 +25,6 @@ gives up its lease with :class:`Broken`, and the dispatcher re-sends it (API.md 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from typing import TYPE_CHECKING
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
     from ._request import Request
 
 __all__ = ["Broken", "Worker"]
-
-_log = logging.getLogger("trio_pool.client")
 
 
 class Broken(Exception):
