@@ -36,9 +36,9 @@ from .http._models import RequestOptions as RequestOptions
 from .http._models import Response as Response
 from .http._models import StreamResponse as StreamResponse
 from .http._pool import Pool as Pool
-
-__version__ = "0.1.0"
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster
 from .resources._pool import ResourcePool as ResourcePool
 from .resources._pool import ResourcePoolStats as ResourcePoolStats
+
+__version__ = "0.1.0"

@@ -7,8 +7,8 @@ library's errors, with the original as ``__cause__``: connect problems become
 ``ConnectError``/``ConnectTimeoutError``, a broken stream ``SocketError``, an h11
 ``RemoteProtocolError`` ``HTTPParserError`` (or ``HeadersOverflowError`` for h11's 431 hint,
 or ``ResponseContentLengthMismatchError`` when the peer closed a content-length body early).
-It owns no task and makes no policy decision: the connection task in ``_client.py`` decides
-when to write, read, reuse or close.
+It owns no task and makes no policy decision: the exchange (``_exchange.py``) and the
+connection's worker (``_worker.py``) decide when to write, read, reuse or close.
 
 h11 cannot have a second request outstanding, so a request written while an earlier response
 is still open (pipelining) is serialised by a throwaway h11 connection and later *replayed*
@@ -19,6 +19,8 @@ knows the method (HEAD) and connection semantics of the response it parses.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -56,15 +58,19 @@ class Connection:
 
     __slots__ = (
         "_options",
+        "_probe",
         "_received_eof",
         "connected_at",
         "expected_length",
         "h11",
         "idle_deadline",
+        "leftover",
         "received_bytes",
         "requests_started",
         "responses",
         "stream",
+        "waiting_for",
+        "waiting_timeout",
     )
 
     def __init__(self, stream: trio.abc.Stream, options: ClientOptions) -> None:
@@ -77,7 +83,34 @@ class Connection:
         self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
         self.expected_length: int | None = None  # content-length of the response being read
         self.idle_deadline = math.inf
+        self.leftover = False  # bytes or EOF arrived with the last response
+        self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
+        self.waiting_timeout: float | None = None
         self._received_eof = False
+        self._probe = _probe_socket(stream)
+
+    def alive(self) -> bool:
+        """False if the peer closed the connection or sent bytes nobody asked for while it
+        was idle (RFC 9112 9.3.1 makes a request on it a lost cause). Not a checkpoint: a
+        non-blocking ``MSG_PEEK`` on the TCP socket, one system call.
+
+        Streams that are not (TLS over) a trio socket — e.g. in-memory test streams — cannot
+        be probed and count as alive; their failure then shows on the next request (and an
+        idempotent one is retried).
+        """
+        if self.leftover:
+            return False
+        if self._probe is None:
+            return True
+        try:
+            self._probe.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        # b"" is a FIN; anything else is unsolicited (for TLS: possibly a close_notify or a
+        # late session ticket; either way this connection is not worth the risk).
+        return False
 
     @classmethod
     async def open(
@@ -122,22 +155,29 @@ class Connection:
 
     async def aclose(self) -> None:
         """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
+        if self._probe is not None:
+            self._probe.close()
         await trio.aclose_forcefully(self.stream)
+
+    def detach(self) -> trio.abc.Stream:
+        """Stop owning the transport (``upgrade()``/``connect()`` hand it over)."""
+        if self._probe is not None:
+            self._probe.close()
+        leftover, _ = self.h11.trailing_data
+        return PrefixedStream(self.stream, leftover) if leftover else self.stream
 
     # ------------------------------------------------------------------ writing
 
-    async def send_request(self, request: Request) -> None:
-        """Write the whole request. A checkpoint.
+    async def send_request(self, request: Request, *, pipelined: bool) -> None:
+        """Write the whole request; ``pipelined``: responses to earlier ones are still due.
+        A checkpoint.
 
         An interrupted write (error or cancellation) leaves the connection unusable; h11 is
         told so with ``send_failed()``.
         """
         self.requests_started += 1
-        writer = self.h11
-        if writer.our_state is not h11.IDLE:
-            # Pipelined behind a response still being read: serialise on the side.
-            writer = h11.Connection(h11.CLIENT)
-            request.replay = True
+        request.replay = pipelined
+        writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
         try:
             head = writer.send(
                 h11.Request(method=request.method, target=request.target, headers=request.headers)
@@ -185,17 +225,21 @@ class Connection:
 
     # ------------------------------------------------------------------ reading
 
-    async def next_event(self, timeout: float | None, on_timeout: type[TrioPoolError]) -> h11.Event:
-        """The next h11 event of the response; waits at most ``timeout`` for each read.
+    async def next_event(
+        self,
+        scope: trio.CancelScope,
+        on_timeout: type[TrioPoolError],
+        timeout: float | None,
+        *,
+        deadline: float | None = None,
+    ) -> h11.Event:
+        """The next h11 event of the response. A checkpoint only when it has to read.
 
-        ``timeout`` bounds each wait for bytes (an idle gap), so passing the remaining time
-        of a total deadline is the caller's choice. A checkpoint only when it has to read.
+        Each read runs with ``scope``'s deadline set to ``deadline`` (a total, for headers)
+        or else to ``timeout`` from now (an idle gap, for the body); the caller's request
+        scope is reused, so no scope is created per read. When it expires, the caller
+        raises ``waiting_for`` (``on_timeout``).
         """
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        return await self.next_event_by(deadline, on_timeout)
-
-    async def next_event_by(self, deadline: float, on_timeout: type[TrioPoolError]) -> h11.Event:
-        """Like :meth:`next_event`, with an absolute deadline for every read."""
         while True:
             try:
                 event = self.h11.next_event()
@@ -203,13 +247,16 @@ class Connection:
                 raise self._protocol_error(exc) from exc
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
-            with trio.CancelScope(deadline=deadline) as scope:
-                try:
-                    data = await self.stream.receive_some(_RECEIVE_SIZE)
-                except _STREAM_ERRORS as exc:
-                    raise SocketError(f"reading the response failed: {exc!r}") from exc
-            if scope.cancelled_caught:
-                raise on_timeout(f"{on_timeout.__name__.removesuffix('Error')}: no data in time")
+            if timeout is None:
+                scope.deadline = math.inf
+            else:
+                scope.deadline = trio.current_time() + timeout if deadline is None else deadline
+                self.waiting_for = on_timeout
+                self.waiting_timeout = timeout
+            try:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+            except _STREAM_ERRORS as exc:
+                raise SocketError(f"reading the response failed: {exc!r}") from exc
             if data:
                 self.received_bytes += len(data)
             else:
@@ -222,7 +269,7 @@ class Connection:
                 f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
             )
         if self._received_eof:
-            if self.expected_length is not None and self.h11.their_state is h11.SEND_BODY:
+            if self.expected_length is not None:
                 return ResponseContentLengthMismatchError(
                     f"the server closed the connection before the whole body: {exc}"
                 )
@@ -245,3 +292,39 @@ def _default_ssl_context() -> ssl.SSLContext:
     if _default_context is None:
         _default_context = ssl.create_default_context()
     return _default_context
+
+
+class PrefixedStream(trio.abc.Stream):
+    """A handed-over connection: bytes h11 had already read come first."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _probe_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """A non-blocking duplicate of the TCP socket under ``stream``, for :meth:`alive`."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    probe = socket.socket(fileno=os.dup(stream.socket.fileno()))
+    probe.setblocking(False)
+    return probe

@@ -2,22 +2,24 @@
 
 Theory of operation
 -------------------
-A dispatcher owns a FIFO queue of requests and a set of connection tasks (:class:`Worker`),
-at most ``max_workers`` of them (1 for a ``Client``). Every scheduling decision is a plain
-synchronous method here — nothing awaits between deciding and recording the decision — so a
-cancellation can never strand a request half-moved (httpcore#830):
+A dispatcher owns a FIFO queue of waiting requests and a set of connections
+(:class:`Worker`), at most ``max_workers`` of them (1 for a ``Client``). A request's own task
+does its I/O: it *leases* a connection, runs the exchange (``_exchange.py``) and gives the
+lease back. Every scheduling decision is a plain synchronous method here — nothing awaits
+between deciding and recording the decision — so a cancellation can never strand a request
+half-moved (httpcore#830):
 
-* :meth:`_submit` (a new request) and :meth:`_pump` (after any change) place the queue's
-  head on the most recently used idle connection, else on a busy one with spare pipelining
-  capacity, else on a new connection if the limit allows; otherwise it waits in the queue.
-  Idle connections are a LIFO (a dict used as an ordered set), so each step is O(1) and the
-  oldest connection is not always the one picked (undici#3648).
+* :meth:`_acquire` leases the most recently used idle connection that is still alive, else
+  one with spare pipelining capacity, else opens a new connection for the request if the
+  limit allows (the request waits for it), else queues the request. Idle connections are a
+  LIFO (a dict used as an ordered set), so each step is O(1) and the oldest connection is
+  not always the one picked (undici#3648).
+* A lease given back (:meth:`_released`) goes straight to the queue's head, whose task is
+  woken with the lease in hand; if that task was cancelled at that instant, its
+  cancellation gives the lease back again and the next waiter gets it (aiohttp#9670).
 * A request whose caller is cancelled is removed at once (:meth:`_abort`): from the queue,
-  from its connection's assignments, or — mid-exchange — by cancelling the scope its
-  connection task works in, which then closes that connection.
-* A connection task reports back with :meth:`_worker_connected`, :meth:`_worker_ready`
-  and :meth:`_worker_ended`; the last re-queues, at the head, the requests it did not finish
-  (retries and pipelined requests behind a failure).
+  from the connection being opened for it (which carries on and serves someone else), or
+  — mid-exchange — its exchange closes the connection on the way out.
 
 Requests are counted per state on every move, so ``statistics()`` is O(1).
 """
@@ -25,9 +27,10 @@ Requests are counted per state on every move, so ``statistics()`` is O(1).
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 import trio
@@ -38,14 +41,17 @@ from .._errors import (
     InformationalError,
     InvalidArgumentError,
     RequestAbortedError,
+    SocketError,
+    TrioPoolError,
 )
 from .._supervisor import Supervisor
-from ._dispatch import BufferHandler, Controller, Handler, StreamHandler, call
+from ._dispatch import Controller, Handler, call, start_call
 from ._events import Emitter, emit_along
-from ._models import PoolStats, RequestOptions, Response, StreamResponse
+from ._exchange import Exchange
+from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
 from ._request import Owner, Request, State, prepare
-from ._worker import Worker
+from ._worker import Broken, Worker
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
 
     from ._client import Client
     from ._connection import Connector
+    from ._headers import Headers
     from ._models import BodyType, HeadersType, QueryType
     from ._options import ClientOptions
 
@@ -85,7 +92,7 @@ class Dispatcher(Emitter, Owner):
         self._idle: dict[Worker, None] = {}  # connected, nothing to do; last = most recent
         self._spare: dict[Worker, None] = {}  # busy, room for a pipelined request
         self._workers: set[Worker] = set()
-        self._counts = dict.fromkeys(State, 0)
+        self._counts = [0] * len(State)  # requests per State, indexed by it
         self._connected = 0
         self._need_drain = False
         self._closed = False
@@ -161,7 +168,7 @@ class Dispatcher(Emitter, Owner):
         for request in list(self._queue):
             self._abort(request, error or ClientDestroyedError("the dispatcher was destroyed"))
         for worker in list(self._workers):
-            for request in worker.leftovers():
+            for request in worker.requests():
                 self._abort(request, error or ClientDestroyedError("the dispatcher was destroyed"))
             worker.cancel()
         self._check_shutdown()
@@ -174,8 +181,9 @@ class Dispatcher(Emitter, Owner):
             + self._counts[State.RUNNING]
         ):
             return
-        for worker in list(self._idle):
+        for worker in self._idle:
             worker.retire()
+        self._idle.clear()
         if not self._workers:
             self._shut.set()
 
@@ -213,102 +221,145 @@ class Dispatcher(Emitter, Owner):
         """The ``Client`` whose options a new connection uses (``Pool`` calls its factory)."""
         raise NotImplementedError
 
-    def _submit(self, request: Request) -> None:
+    def _accept(self, options: RequestOptions, **special: str | None) -> Request:
+        """Validate a new request; refuse it if the dispatcher does not take requests."""
         if self._destroyed:
             raise ClientDestroyedError(f"{type(self).__name__} was destroyed")
         if self._closed:
             raise ClientClosedError(f"{type(self).__name__} is closed")
         if not self._supervisor.running:
             raise RuntimeError(f"use {type(self).__name__} in an 'async with' block")
-        if self._queue or not self._place(request):
-            request.move(State.QUEUED)
-            self._queue[request] = None
-            self._need_drain = True
+        request = prepare(options, self._origin, self._options, **special)
+        request.owner = self
+        return request
 
-    def _place(self, request: Request) -> bool:
-        """Give ``request`` to a connection now if one can take it. O(1)."""
-        if self._idle:
-            worker, _ = self._idle.popitem()
-        elif request.pipelineable and self._spare:
-            worker = next(reversed(self._spare))
-        elif self._max_workers is None or len(self._workers) < self._max_workers:
-            try:
-                client = self._new_client()
-            except Exception as exc:  # a user factory failed: that is this request's error
-                request.finish(exc)
-                return True
-            worker = Worker(self, client)
-            self._workers.add(worker)
-            self._log.debug("opening a connection to %s", self._origin.text)
-            worker.take(request)
-            self._supervisor.start_soon(worker.run, name=f"trio_pool: {self._origin.text}")
-            return True
-        else:
-            return False
-        worker.take(request)
-        self._refresh(worker)
-        return True
+    def _acquire(self, request: Request, *, front: bool) -> Worker | None:
+        """Lease a connection to ``request`` now, or arrange for it to get one (a new
+        connection, or the queue; ``front`` = a re-send, at the head). O(1)."""
+        if not self._queue or front:
+            worker = self._pick(request)
+            if worker is not None:
+                worker.lease(request)
+                self._refresh(worker)
+                return worker
+            if self._max_workers is None or len(self._workers) < self._max_workers:
+                self._spawn(request)
+                return None
+        request.move(State.QUEUED)
+        queue = self._queue
+        queue[request] = None
+        if front:
+            queue.move_to_end(request, last=False)
+        self._need_drain = True
+        return None
+
+    def _pick(self, request: Request) -> Worker | None:
+        idle = self._idle
+        while idle:
+            worker, _ = idle.popitem()
+            assert worker.conn is not None
+            if worker.conn.alive():
+                return worker
+            worker.retire(SocketError("the server closed the idle connection (or sent bytes)"))
+        if request.pipelineable and self._spare:
+            return next(reversed(self._spare))
+        return None
+
+    def _spawn(self, request: Request) -> None:
+        try:
+            client = self._new_client()
+        except Exception as exc:  # a user factory failed: that is this request's error
+            request.finish(exc)
+            return
+        worker = Worker(self, client, request)
+        request.worker = worker
+        request.move(State.ASSIGNED)
+        self._workers.add(worker)
+        self._log.debug("opening a connection to %s", self._origin.text)
+        self._supervisor.start_soon(worker.run, name=f"trio_pool: {self._origin.text}")
+
+    def _hand(self, worker: Worker, request: Request) -> None:
+        """Lease ``worker`` to the waiting ``request`` and wake its task."""
+        worker.lease(request)
+        request.wake()
 
     def _refresh(self, worker: Worker) -> None:
-        """Re-file ``worker`` as idle, spare or busy after its load changed."""
+        """Re-file ``worker`` as idle, spare or busy after its leases changed."""
         self._idle.pop(worker, None)
         self._spare.pop(worker, None)
         if not worker.capacity(None):
             return
-        if worker.idle():
-            if self._closed and not self._queue:
-                worker.retire()
-            else:
-                self._idle[worker] = None
-        else:
+        if not worker.idle():
             self._spare[worker] = None
+        elif self._closed and not self._queue:
+            worker.retire()
+        else:
+            self._idle[worker] = None
+            worker.released_idle()
 
-    def _pump(self) -> None:
-        """Place queued requests while connections can take them (FIFO)."""
+    def _feed(self, worker: Worker) -> None:
+        """Hand queued requests to ``worker`` while it can take them (FIFO)."""
         queue = self._queue
         while queue:
             request = next(iter(queue))
+            if not worker.capacity(request):
+                break
             del queue[request]
-            request.move(State.NEW)
-            if not self._place(request):
-                request.move(State.QUEUED)
-                queue[request] = None
-                queue.move_to_end(request, last=False)
-                return
+            self._hand(worker, request)
+        self._refresh(worker)
+
+    def _pump(self) -> None:
+        """Open connections for queued requests while the limit allows."""
+        queue = self._queue
+        if self._destroyed:
+            return
+        while queue and (self._max_workers is None or len(self._workers) < self._max_workers):
+            request = next(iter(queue))
+            del queue[request]
+            self._spawn(request)
 
     def _abort(self, request: Request, error: BaseException) -> None:
         """End ``request`` with ``error`` now, wherever it is. Not a checkpoint."""
         state = request.state
         if state is State.DONE:
             return
-        scope = request.scope
         worker: Worker | None = request.worker
         if state is State.QUEUED:
             del self._queue[request]
-        elif state is State.ASSIGNED:
-            assert worker is not None
-            worker.drop(request)
         request.finish(error)
-        if scope is not None:
-            scope.cancel()  # mid-exchange: its connection task closes the connection
         if state is State.ASSIGNED and worker is not None:
-            self._refresh(worker)
+            if worker.first is request:
+                worker.first = None  # the connection carries on, for someone else
+            else:
+                worker.release(request, reusable=True)  # an unused lease goes on
+        elif state is State.RUNNING and request.scope is not None:
+            request.scope.cancel()  # its exchange closes the connection on the way out
         self._check_shutdown()
 
-    # Reports from connection tasks.
+    # Reports from connections.
 
     def _worker_connected(self, worker: Worker) -> None:
         self._connected += 1
         self._log.debug("connected to %s", self._origin.text)
         emit_along(self._targets(worker), "connect", self._origin.text)
-        self._worker_ready(worker)
+        first, worker.first = worker.first, None
+        if first is not None:
+            self._hand(worker, first)
+        self._released(worker)
 
-    def _worker_ready(self, worker: Worker) -> None:
-        self._refresh(worker)
-        self._pump()
-        if self._need_drain and not self._queue and (worker in self._idle or worker in self._spare):
-            self._need_drain = False
-            emit_along(self._targets(worker), "drain", self._origin.text)
+    def _released(self, worker: Worker) -> None:
+        """A lease was given back (or the connection is new): serve the queue from it."""
+        if worker.retiring:
+            self._idle.pop(worker, None)
+            self._spare.pop(worker, None)
+            if worker.idle():
+                worker.retire()
+            self._pump()
+        else:
+            self._feed(worker)
+            if self._need_drain and not self._queue:
+                self._need_drain = False
+                emit_along(self._targets(worker), "drain", self._origin.text)
         self._check_shutdown()
 
     def _worker_ended(self, worker: Worker, reason: BaseException | None) -> None:
@@ -325,32 +376,80 @@ class Dispatcher(Emitter, Owner):
             self._connected -= 1
             self._log.debug("disconnected from %s: %r", self._origin.text, reason)
             emit_along(targets, "disconnect", self._origin.text, reason)
-        for request in reversed(worker.leftovers()):
-            # Not written, or retried: back to the head of the queue, order kept.
-            request.worker = None
-            request.scope = None
-            request.move(State.QUEUED)
-            self._queue[request] = None
-            self._queue.move_to_end(request, last=False)
-        if not self._destroyed:
-            self._pump()
+        self._pump()
         self._check_shutdown()
 
-    # ------------------------------------------------------------------ requests
+    # ------------------------------------------------------------------ running requests
 
-    def _prepare(self, options: RequestOptions) -> Request:
-        request = prepare(options, self._origin, self._options)
-        request.owner = self
-        request.controller = Controller(request, self._abort)
-        return request
-
-    async def _wait(self, request: Request, event: trio.Event) -> None:
-        """Wait for ``event``; a cancelled caller aborts its request at once. A checkpoint."""
+    async def _connection_for(self, request: Request, *, front: bool = False) -> Worker | None:
+        """A leased connection for ``request``, or None if it ended meanwhile (its error is
+        on it). A checkpoint only if it has to wait; a cancelled caller aborts it at once."""
+        if request.ended:  # aborted while its last try was failing
+            return None
+        worker = self._acquire(request, front=front)
+        if worker is not None:
+            return worker
+        if request.state is State.DONE:  # a failing factory
+            return None
+        request.event = event = trio.Event()
         try:
             await event.wait()
         except BaseException:
             self._abort(request, RequestAbortedError("the caller was cancelled"))
             raise
+        return None if request.ended else request.worker  # type: ignore[no-any-return]
+
+    async def _begin(self, request: Request, scope: trio.CancelScope) -> Exchange | None:
+        """Lease a connection, write the request and read the response head, re-sending it
+        as API.md 1.6 allows. None if the request failed (its error is on it). Runs in
+        ``scope`` (set up by the caller: timeouts and aborts cancel it)."""
+        front = False
+        while True:
+            worker = await self._connection_for(request, front=front)
+            if worker is None:
+                return None
+            exchange = Exchange(worker, request)
+            try:
+                await exchange.send()
+                await exchange.receive_head(scope)
+            except Broken:
+                pass  # pipelined behind a request that broke the connection: re-send
+            except TrioPoolError as exc:
+                if not exchange.retryable(exc):
+                    request.finish(exc)
+                    exchange.close(exc)
+                    return None
+                self._log.debug("re-sending %s after: %r", request.method, exc)
+                exchange.close(exc)
+            except BaseException as exc:  # the body iterable, a timeout, an abort, a cancel
+                exchange.close(exc)
+                raise
+            else:
+                return exchange
+            exchange.close()
+            scope.deadline = math.inf
+            front = True
+
+    def _ended(self, request: Request, scope: trio.CancelScope) -> None:
+        """After an exchange's scope: a deadline that expired is the request's error."""
+        if scope.cancelled_caught and not request.ended:
+            exchange: Exchange = request.exchange
+            request.finish(exchange.timeout_error())
+
+    @contextmanager
+    def _scope_for(self, request: Request) -> Iterator[trio.CancelScope]:
+        """The cancel scope a request runs its exchange in; a caller cancelled from outside
+        (or any unexpected error) ends the request at once."""
+        scope = trio.CancelScope()
+        request.scope = scope
+        try:
+            with scope:
+                yield scope
+        except BaseException:
+            self._abort(request, RequestAbortedError("the caller was cancelled"))
+            raise
+        finally:
+            request.scope = None
 
     async def request(
         self,
@@ -375,7 +474,7 @@ class Dispatcher(Emitter, Owner):
             ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
             TrioPoolError: the request failed (see API.md 1.7).
         """
-        request = self._prepare(
+        request = self._accept(
             RequestOptions(
                 method,
                 path,
@@ -387,13 +486,27 @@ class Dispatcher(Emitter, Owner):
                 capability=capability,
             )
         )
-        request.handler = handler = BufferHandler()
-        self._submit(request)
-        await self._wait(request, request.finished)
+        chunks: list[bytes] = []
+        exchange = None
+        with self._scope_for(request) as scope:
+            exchange = await self._begin(request, scope)
+            if exchange is not None:
+                try:
+                    while (chunk := await exchange.receive_data(scope)) is not None:
+                        chunks.append(chunk)
+                    request.finish(None)
+                except TrioPoolError as exc:
+                    request.finish(exc)
+                finally:
+                    exchange.close(request.error)
+        self._ended(request, scope)
         if request.error is not None:
             raise request.error
-        assert handler.response is not None
-        return handler.response
+        assert exchange is not None
+        assert exchange.head is not None
+        status, response_headers, reason = exchange.head
+        body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return Response(status, reason, "1.1", response_headers, exchange.trailers, body_bytes)
 
     @asynccontextmanager
     async def stream(
@@ -409,45 +522,107 @@ class Dispatcher(Emitter, Owner):
         capability: str | None = None,
     ) -> AsyncIterator[StreamResponse]:
         """Send a request; the block gets the response once its head arrived, and reads the
-        body as it comes (``async for chunk in resp.body``). Entering is a checkpoint.
+        body as it comes (``async for chunk in resp.body``, in the reader's task). Entering
+        is a checkpoint.
 
         Leaving the block before the body ended closes the connection (never leaked).
         Raises like :meth:`request`.
         """
-        options = RequestOptions(
-            method,
-            path,
-            headers=headers,
-            body=body,
-            query=query,
-            idempotent=idempotent,
-            reset=reset,
-            capability=capability,
+        request = self._accept(
+            RequestOptions(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            )
         )
-        async with self._streaming(options) as response:
-            yield response
+        exchange = None
+        with self._scope_for(request) as scope:
+            exchange = await self._begin(request, scope)
+        self._ended(request, scope)
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        source = _BodySource(self, exchange)
+        status, response_headers, reason = exchange.head
+        try:
+            yield StreamResponse(status, reason, "1.1", response_headers, source=source)
+        finally:
+            source.close()
 
     pipeline = stream
     """``pipeline(method, path, body=async_iterable, ...)``: like :meth:`stream`, for a body
     produced as it is sent. The body is written completely before the response is read."""
 
     @asynccontextmanager
-    async def _streaming(self, options: RequestOptions) -> AsyncIterator[StreamResponse]:
-        request = self._prepare(options)
-        request.handler = handler = StreamHandler(request)
-        self._submit(request)
-        await self._wait(request, handler.head_ready)
-        if handler.head is None:
-            assert request.error is not None
+    async def upgrade(
+        self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """``GET path`` with ``upgrade: protocol``; the block gets the connection once the
+        server switched (101). Entering is a checkpoint; leaving closes the connection.
+
+        Raises:
+            SocketError: the server answered with another status ("bad upgrade").
+            Like :meth:`request` otherwise.
+        """
+        request = self._accept(RequestOptions("GET", path, headers=headers), protocol=protocol)
+        async with self._switching(request, "upgrade") as upgraded:
+            yield upgraded
+
+    @asynccontextmanager
+    async def connect(
+        self, authority: str, *, headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """``CONNECT authority`` (a tunnel through a proxy); the block gets the connection
+        once the server answered 2xx. Entering is a checkpoint; leaving closes it.
+
+        Raises:
+            SocketError: the server answered with another status ("bad connect").
+            Like :meth:`request` otherwise.
+        """
+        request = self._accept(RequestOptions("CONNECT", "/", headers=headers), authority=authority)
+        async with self._switching(request, "connect") as upgraded:
+            yield upgraded
+
+    @asynccontextmanager
+    async def _switching(self, request: Request, what: str) -> AsyncIterator[Upgraded]:
+        exchange = None
+        stream: trio.abc.Stream | None = None
+        with self._scope_for(request) as scope:
+            exchange = await self._begin(request, scope)
+            if exchange is not None:
+                try:
+                    if exchange.switched:
+                        stream = exchange.conn.detach()
+                    else:  # refused: read the answer, so the connection stays usable
+                        while await exchange.receive_data(scope) is not None:
+                            pass
+                    request.finish(None)
+                except TrioPoolError as exc:
+                    request.finish(exc)
+                finally:
+                    exchange.close(request.error)
+        self._ended(request, scope)
+        if request.error is not None:
             raise request.error
-        status, response_headers, reason = handler.head
+        assert exchange is not None
+        assert exchange.head is not None
+        status, response_headers, _ = exchange.head
+        if stream is None:
+            raise SocketError(f"bad {what}: the server answered {status}")
         try:
-            yield StreamResponse(status, reason, "1.1", response_headers, source=handler)
+            yield Upgraded(stream, status, response_headers)
         finally:
-            handler.close()
+            await trio.aclose_forcefully(stream)
 
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
-        """Send a request described by ``options``, driving ``handler`` (see API.md 1.3).
+        """Send a request described by ``options``, driving ``handler`` (see API.md 1.3) in
+        this task.
 
         Returns when the request has ended; failures go to ``handler.on_response_error``,
         not to the caller. A checkpoint.
@@ -458,16 +633,102 @@ class Dispatcher(Emitter, Owner):
         """
         if not isinstance(options, RequestOptions):
             raise InvalidArgumentError("invalid options: expected a RequestOptions")
-        request = self._prepare(options)
-        request.handler = handler
-        controller = request.controller
-        assert controller is not None
+        request = self._accept(options)
+        controller = Controller(request, self._abort)
         try:
             await call(handler.on_request_start, controller)
         except Exception as exc:
             controller.abort(exc)
         if request.state is State.NEW:
-            self._submit(request)
-            await self._wait(request, request.finished)
+            exchange = None
+            with self._scope_for(request) as scope:
+                exchange = await self._begin(request, scope)
+                if exchange is not None:
+                    try:
+                        await _drive(exchange, scope, handler, controller)
+                    except _HandlerFailed as exc:
+                        request.finish(exc.error)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
+            self._ended(request, scope)
         if request.error is not None:
             await call(handler.on_response_error, controller, request.error)
+
+
+class _HandlerFailed(Exception):
+    """A handler method raised; carries what it raised (delivered to the request as is)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+async def _handle(scope: trio.CancelScope, method: Callable[..., object], *args: object) -> None:
+    """Call a handler method; an async one runs with no read deadline on ``scope``."""
+    try:
+        pending = start_call(method, *args)
+        if pending is not None:
+            scope.deadline = math.inf
+            await pending
+    except Exception as exc:
+        raise _HandlerFailed(exc) from exc
+
+
+async def _drive(
+    exchange: Exchange, scope: trio.CancelScope, handler: Handler, controller: Controller
+) -> None:
+    """Feed the response to ``handler``; stop as soon as the request is aborted."""
+    request = exchange.request
+    assert exchange.head is not None
+    await _handle(scope, handler.on_response_start, controller, *exchange.head)
+    while request.state is not State.DONE:
+        chunk = await exchange.receive_data(scope)
+        if chunk is None:
+            await _handle(scope, handler.on_response_end, controller, exchange.trailers)
+            request.finish(None)
+            return
+        await _handle(scope, handler.on_response_data, controller, chunk)
+
+
+class _BodySource:
+    """The body of a ``StreamResponse``, read in the reader's task."""
+
+    __slots__ = ("_dispatcher", "_exchange")
+
+    def __init__(self, dispatcher: Dispatcher, exchange: Exchange) -> None:
+        self._dispatcher = dispatcher
+        self._exchange = exchange
+
+    async def receive(self) -> bytes | None:
+        exchange = self._exchange
+        request = exchange.request
+        if request.state is State.DONE:
+            if request.error is not None:
+                raise request.error
+            return None
+        chunk = None
+        with self._dispatcher._scope_for(request) as scope:
+            try:
+                chunk = await exchange.receive_data(scope)
+            except TrioPoolError as exc:
+                request.finish(exc)
+            finally:
+                if chunk is None:
+                    if request.error is None and exchange.complete:
+                        request.finish(None)
+                    exchange.close(request.error)
+        self._dispatcher._ended(request, scope)
+        if request.error is not None:
+            exchange.close(request.error)
+            raise request.error
+        return chunk
+
+    def trailers(self) -> Headers:
+        return self._exchange.trailers
+
+    def close(self) -> None:
+        exchange = self._exchange
+        if exchange.request.state is not State.DONE:
+            exchange.request.finish(RequestAbortedError("the stream was closed before its end"))
+        exchange.close()

@@ -20,6 +20,7 @@ __all__ = [
     "RequestOptions",
     "Response",
     "StreamResponse",
+    "Upgraded",
 ]
 
 HeaderValue: TypeAlias = str | bytes
@@ -185,3 +186,19 @@ class _Body:
             self._response._finished = True
             raise StopAsyncIteration
         return chunk
+
+
+@attrs.frozen
+class Upgraded:
+    """A connection handed over by ``upgrade()`` (status 101) or ``connect()`` (2xx).
+
+    Attributes:
+        stream: the connection, as a :class:`trio.abc.Stream`; it no longer belongs to the
+            dispatcher. Leaving the ``async with`` block closes it.
+        status: the response status.
+        headers: the response headers.
+    """
+
+    stream: trio.abc.Stream
+    status: int
+    headers: Headers

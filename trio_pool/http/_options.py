@@ -8,15 +8,15 @@ convention for ``0``, Trio's for ``None``), stored as ``None``.
 
 from __future__ import annotations
 
-import math
 import ssl
 from typing import Any
 
 import attrs
 
 from .._errors import InvalidArgumentError
+from .._validate import check_count, check_timeout
 
-__all__ = ["ClientOptions", "timeout_option"]
+__all__ = ["ClientOptions"]
 
 _TIMEOUTS = (
     "connect_timeout",
@@ -25,24 +25,6 @@ _TIMEOUTS = (
     "keep_alive_timeout",
     "keep_alive_max_timeout",
 )
-
-
-def timeout_option(value: object, name: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise InvalidArgumentError(f"invalid {name}: expected seconds as a number or None")
-    if value < 0:
-        raise InvalidArgumentError(f"invalid {name}: must not be negative")
-    return float(value) if value else None
-
-
-def _count(value: object, name: str, *, minimum: int, optional: bool) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"invalid {name}: expected an int >= {minimum}")
-    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -73,23 +55,21 @@ class ClientOptions:
         values = dict(kwargs)
         for name in _TIMEOUTS:
             if name in values:
-                values[name] = timeout_option(values[name], name)
+                values[name] = check_timeout(name, values[name])
         if "keep_alive_timeout_threshold" in values:
-            threshold = timeout_option(
-                values["keep_alive_timeout_threshold"], "keep_alive_timeout_threshold"
+            threshold = check_timeout(
+                "keep_alive_timeout_threshold", values["keep_alive_timeout_threshold"]
             )
             values["keep_alive_timeout_threshold"] = threshold or 0.0
-        if "pipelining" in values:
-            values["pipelining"] = _count(
-                values["pipelining"], "pipelining", minimum=0, optional=False
-            )
-        for name, minimum in (("max_requests_per_client", 1), ("max_response_size", 0)):
+        counts = (
+            ("pipelining", 0, False),
+            ("max_requests_per_client", 1, True),
+            ("max_response_size", 0, True),
+            ("max_header_size", 1, False),
+        )
+        for name, minimum, optional in counts:
             if name in values:
-                values[name] = _count(values[name], name, minimum=minimum, optional=True)
-        if "max_header_size" in values:
-            values["max_header_size"] = _count(
-                values["max_header_size"], "max_header_size", minimum=1, optional=False
-            )
+                values[name] = check_count(name, values[name], minimum=minimum, allow_none=optional)
         for name in ("strict_content_length", "retry_idempotent"):
             if name in values and not isinstance(values[name], bool):
                 raise InvalidArgumentError(f"invalid {name}: expected a bool")
@@ -97,7 +77,3 @@ class ClientOptions:
         if context is not None and not isinstance(context, ssl.SSLContext):
             raise InvalidArgumentError("invalid ssl_context: expected an ssl.SSLContext or None")
         return cls(**values)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments again (what ``Pool`` passes to ``factory``)."""
-        return attrs.asdict(self, recurse=False)

@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidArgumentError
+from .._validate import check_count, check_timeout
 from ._client import Client
 from ._dispatcher import Dispatcher
-from ._options import ClientOptions, timeout_option
+from ._options import ClientOptions
 
 if TYPE_CHECKING:
     from ._connection import Connector
@@ -47,10 +48,7 @@ class Pool(Dispatcher):
         connector: Connector | None = None,
         **options: Any,
     ) -> None:
-        if connections is not None and (
-            isinstance(connections, bool) or not isinstance(connections, int) or connections < 0
-        ):
-            raise InvalidArgumentError("invalid connections")
+        connections = check_count("connections", connections, allow_none=True)
         if factory is not None and not callable(factory):
             raise InvalidArgumentError("invalid factory: expected a callable")
         validated = ClientOptions.from_kwargs(options)
@@ -59,7 +57,7 @@ class Pool(Dispatcher):
             validated,
             max_workers=connections or None,
             connector=connector,
-            client_ttl=timeout_option(client_ttl, "client_ttl"),
+            client_ttl=check_timeout("client_ttl", client_ttl),
         )
         self._factory = factory
         self._client_kwargs = options

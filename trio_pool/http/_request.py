@@ -7,8 +7,9 @@ content-length) and builds the wire form *before* the request enters any queue, 
 argument raises ``InvalidArgumentError`` at call time and nothing is ever half-written.
 
 A :class:`Request` then moves through ``QUEUED`` (in the dispatcher's FIFO) → ``ASSIGNED``
-(owned by a connection, not yet written) → ``RUNNING`` (being written or awaiting/reading its
-response) → ``DONE``. Every move goes through :meth:`Request.move`, which keeps the owner's
+(waiting for the connection being opened for it, or holding a lease it has not used yet) →
+``RUNNING`` (being written or awaiting/reading its response) → ``DONE``. Every move goes
+through :meth:`Request.move`, which keeps the owner's
 counters exact, so ``statistics()`` is O(1) and always consistent. ``DONE`` is final:
 whoever gets there first (the connection finishing the response, the caller being
 cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -28,7 +29,6 @@ from .._errors import InvalidArgumentError, RequestContentLengthMismatchError
 from ._models import RequestOptions
 
 if TYPE_CHECKING:
-    from ._dispatch import Controller, Handler
     from ._options import ClientOptions
     from ._origin import Origin
 
@@ -41,14 +41,18 @@ _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 
 
-class State(enum.Enum):
-    """Where a request is in its life (see the module docstring)."""
+class State(enum.IntEnum):
+    """Where a request is in its life (see the module docstring).
 
-    NEW = "new"
-    QUEUED = "queued"
-    ASSIGNED = "assigned"
-    RUNNING = "running"
-    DONE = "done"
+    An ``IntEnum`` so the owner counts states in a list (no Python-level ``__hash__`` on
+    the hot path).
+    """
+
+    NEW = 0
+    QUEUED = 1
+    ASSIGNED = 2
+    RUNNING = 3
+    DONE = 4
 
 
 class Owner:
@@ -63,11 +67,9 @@ class Request:
 
     __slots__ = (
         "body",
-        "controller",
-        "done",
         "error",
-        "finished",
-        "handler",
+        "event",
+        "exchange",
         "headers",
         "idempotent",
         "method",
@@ -78,6 +80,7 @@ class Request:
         "scope",
         "state",
         "target",
+        "turn",
         "upgrade",
         "worker",
         "written_at",
@@ -103,15 +106,14 @@ class Request:
         self.upgrade = upgrade
         self.state = State.NEW
         self.owner: Owner | None = None
-        self.handler: Handler | None = None
-        self.controller: Controller | None = None
+        # The connection it holds a lease on, or is waiting for while it connects.
         self.worker: Any = None
-        # The connection task's cancel scope while it works on this request; aborting the
-        # request cancels it.
+        # The caller's cancel scope while it runs the exchange; aborting cancels it.
         self.scope: trio.CancelScope | None = None
         self.error: BaseException | None = None
-        self.finished = trio.Event()
-        self.done: Callable[[], None] | None = None  # extra wake-up hook (stream bodies)
+        self.event: trio.Event | None = None  # set when its caller waits for a connection
+        self.exchange: Any = None  # its latest exchange (whose read may have timed out)
+        self.turn: trio.Event | None = None  # set when it waits for its pipelining turn
         self.retried = False
         self.replay = False  # written through a side serializer (pipelined): replay into h11
         self.written_at = 0.0  # trio time the last byte was written (headers_timeout's start)
@@ -122,16 +124,27 @@ class Request:
         assert self.owner is not None
         self.owner._count(old, new)
 
+    @property
+    def ended(self) -> bool:
+        """``DONE`` (a property, so type checkers do not assume it unchanged by an await)."""
+        return self.state is State.DONE
+
+    def wake(self) -> None:
+        """Wake the caller if it waits for a connection."""
+        event = self.event
+        if event is not None:
+            self.event = None
+            event.set()
+
     def finish(self, error: BaseException | None) -> None:
         """Mark the request DONE (first caller wins) and wake its caller."""
         if self.state is State.DONE:
             return
         self.error = error
-        self.scope = None
         self.move(State.DONE)
-        self.finished.set()
-        if self.done is not None:
-            self.done()
+        self.wake()
+        if self.turn is not None:
+            self.turn.set()
 
 
 def _bytes(value: object, what: str) -> bytes:
@@ -214,17 +227,25 @@ def prepare(
     origin: Origin,
     client_options: ClientOptions,
     *,
-    extra_headers: Iterable[tuple[bytes, bytes]] = (),
-    target: bytes | None = None,
+    protocol: str | None = None,
+    authority: str | None = None,
 ) -> Request:
-    """Validate ``options`` and build the :class:`Request`. Raises ``InvalidArgumentError``."""
+    """Validate ``options`` and build the :class:`Request`. Raises ``InvalidArgumentError``.
+
+    ``protocol`` makes it an upgrade request (``upgrade: protocol``); ``authority`` a
+    ``CONNECT authority`` request. Either way the connection is handed over afterwards.
+    """
     method = options.method
     if not isinstance(method, str) or not _TOKEN.match(method.encode("latin-1", "replace")):
         raise InvalidArgumentError(f"invalid method {method!r}")
     headers = _header_pairs(options.headers)
     body = _body(options.body)
-    if target is None:
+    if authority is None:
         target = _target(options.path, options.query)
+    elif isinstance(authority, str) and _TOKEN.match(re.sub(r"[:\[\]]", "", authority).encode()):
+        target = authority.encode("ascii")
+    else:
+        raise InvalidArgumentError(f"invalid authority {authority!r}: expected host:port")
     names = {name for name, _ in headers}
     if b"host" not in names:
         headers.insert(0, (b"host", origin.authority.encode("ascii")))
@@ -245,7 +266,10 @@ def prepare(
             headers.append((b"content-length", str(actual).encode("ascii")))
     elif declared is None:
         headers.append((b"transfer-encoding", b"chunked"))
-    headers.extend(extra_headers)
+    if protocol is not None:
+        if not isinstance(protocol, str) or not _TOKEN.match(protocol.encode("latin-1", "replace")):
+            raise InvalidArgumentError(f"invalid protocol {protocol!r}")
+        headers += [(b"connection", b"upgrade"), (b"upgrade", protocol.encode("ascii"))]
     closing = any(n == b"connection" and v.lower() == b"close" for n, v in headers)
     if (client_options.pipelining == 0 or options.reset) and not closing:
         headers.append((b"connection", b"close"))
@@ -258,5 +282,5 @@ def prepare(
         headers,
         body,
         idempotent=bool(idempotent),
-        upgrade=bool(extra_headers) or method == "CONNECT",
+        upgrade=protocol is not None or authority is not None,
     )

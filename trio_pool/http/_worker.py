@@ -1,30 +1,30 @@
-"""The connection task: one connection's whole life, run in its owner's nursery.
+"""One connection: its lifetime task, its leases, and the turns of pipelined requests.
 
 Theory of operation
 -------------------
-A :class:`Worker` is created by a dispatcher (``Client`` or ``Pool``) together with the
-request that needed it, and its :meth:`Worker.run` is started as a background task of the
-dispatcher. The task connects, then loops: write every request it has been assigned (more
-than one only with ``pipelining > 1``, each only after the previous responses' heads were
-seen or while they are read), read the oldest response, tell the dispatcher it has capacity
-again, and when it has nothing to do, wait *idle*, reading the socket: a FIN or unsolicited
-bytes then end the connection before it is handed out again, and the keep-alive deadline
-(or ``client_ttl``) ends it after its idle lifetime.
+A :class:`Worker` is one connection. Its *task* runs in the dispatcher's nursery and owns
+the connection's life — connecting (so a caller that gives up never orphans a connection
+being made, httpcore#1093), the keep-alive and ``client_ttl`` deadlines, and closing — but
+it does no request I/O: a request's own task *leases* the connection and does the exchange
+itself (``_exchange.py``), so a request costs no task switch beyond waiting for the network
+(the hand-written trio + h11 loop is the yardstick).
 
-All I/O of a connection happens in its own task, so a caller never does I/O on a pooled
-socket: a cancelled caller only marks its request ``DONE`` (synchronously) and cancels the
-scope this task runs that request in; the task then closes the socket (a half-read response
-cannot be resumed) and ends. A connection being created belongs to the dispatcher, never to
-the caller, so nothing is orphaned when the caller gives up (httpcore#1093).
+While the connection is idle the task sleeps in a cancel scope whose deadline is the idle
+expiry, which a release re-arms synchronously, so the task wakes only to close the
+connection (or once, harmlessly, if the deadline passes while the connection is leased).
+Whether an idle connection is still usable is checked when it is handed out
+(:meth:`Connection.alive`, a non-blocking peek): a server's FIN or unsolicited bytes evict
+it before any request touches it.
 
-The task never raises: each failure is delivered to the request it affects (``finish``),
-and requests it had not finished are handed back to the dispatcher (``worker_ended``) to be
-re-sent — the idempotent retry of 1.6 and "pipelined requests behind a failed head".
+With ``pipelining > 1`` several requests hold leases at once. They write in lease order
+(``to_write``) and read in the same order (``to_read``); a request waits for its turn on
+an event its predecessor sets. If the connection breaks, every waiting holder is woken and
+gives up its lease with :class:`Broken`, and the dispatcher re-sends it (API.md 1.6:
+"pipelined requests behind a failed head are re-sent").
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from typing import TYPE_CHECKING
@@ -32,71 +32,67 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
-from .._errors import (
-    BodyTimeoutError,
-    ConnectError,
-    HeadersTimeoutError,
-    InformationalError,
-    ResponseExceededMaxSizeError,
-    SocketError,
-    TrioPoolError,
-)
-from ._connection import _RECEIVE_SIZE, _STREAM_ERRORS, Connection
-from ._dispatch import call
-from ._headers import Headers
+from .._errors import ConnectError, InformationalError
+from ._connection import Connection
 from ._request import State
 
 if TYPE_CHECKING:
     from ._client import Client
     from ._dispatcher import Dispatcher
+    from ._headers import Headers
     from ._request import Request
 
-__all__ = ["Worker"]
-
-_log = logging.getLogger("trio_pool.client")
+__all__ = ["Broken", "Worker"]
 
 
-class _HandlerFailed(Exception):
-    """A handler method raised; carries what it raised (delivered to the request as is)."""
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+class Broken(Exception):
+    """Internal: the leased connection broke before this request's turn; re-send it."""
 
 
 class Worker:
-    """One connection: its task, its assigned and in-flight requests."""
+    """One connection (see the module docstring)."""
 
     __slots__ = (
-        "_idle_scope",
+        "_expiry",
+        "_reason",
         "_scope",
-        "assigned",
+        "_wake",
+        "broken",
         "client",
         "conn",
-        "inflight",
+        "first",
+        "handed_over",
         "owner",
         "retiring",
+        "to_read",
+        "to_write",
         "unpipelineable",
     )
 
-    def __init__(self, owner: Dispatcher, client: Client) -> None:
+    def __init__(self, owner: Dispatcher, client: Client, first: Request) -> None:
         self.owner = owner
         self.client = client
-        self.assigned: deque[Request] = deque()  # ASSIGNED: to be written, in order
-        self.inflight: deque[Request] = deque()  # RUNNING: written, responses in order
-        self.unpipelineable = 0  # requests in the two deques that nothing may follow
+        self.first: Request | None = first  # the request this connection is opened for
         self.conn: Connection | None = None
-        self.retiring = False  # takes no more requests; closes once its work is done
+        self.to_write: deque[Request] = deque()  # leased, not yet written, in order
+        self.to_read: deque[Request] = deque()  # written, response not finished, in order
+        self.unpipelineable = 0  # leases that nothing may be pipelined with
+        self.retiring = False  # takes no new lease; closes once the leases are given back
+        self.broken = False  # unusable: lease holders give up and are re-sent
+        self.handed_over = False  # upgrade()/connect(): the transport is the caller's now
+        self._reason: BaseException | None = None
+        self._expiry = math.inf
         self._scope: trio.CancelScope | None = None
-        self._idle_scope: trio.CancelScope | None = None
+        self._wake: trio.CancelScope | None = None
 
     # ------------------------------------------------------------------ scheduler side
-    # Called synchronously by the dispatcher, never across an await.
+    # Synchronous: the dispatcher calls these without an await in between.
 
     def capacity(self, request: Request | None) -> bool:
-        """Can this connection take ``request`` (any request if None) right now?"""
+        """Can this connection take ``request`` (any request if None) now?"""
         if self.conn is None or self.retiring:
             return False
-        load = len(self.assigned) + len(self.inflight)
+        load = len(self.to_write) + len(self.to_read)
         if load == 0:
             return True
         return (
@@ -106,40 +102,123 @@ class Worker:
         )
 
     def idle(self) -> bool:
-        """Connected with nothing to do."""
-        return not self.assigned and not self.inflight
+        """No lease is held."""
+        return not self.to_write and not self.to_read
 
-    def take(self, request: Request) -> None:
-        """Own ``request``; wakes the task if it waits idle."""
+    def lease(self, request: Request) -> None:
+        """Give ``request`` a lease (it writes after the leases before it)."""
         request.worker = self
         request.move(State.ASSIGNED)
-        self.assigned.append(request)
+        self.to_write.append(request)
         if not request.pipelineable:
             self.unpipelineable += 1
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        # The idle deadline stays armed: should it fire during the lease, the task wakes
+        # once, sees the lease and sleeps on (cheaper than re-arming twice per request).
 
-    def drop(self, request: Request) -> None:
-        """Forget an ASSIGNED request its caller gave up on."""
-        self.assigned.remove(request)
-        if not request.pipelineable:
-            self.unpipelineable -= 1
-
-    def retire(self) -> None:
-        """Finish the work at hand, then close (idle: close now)."""
+    def retire(self, reason: BaseException | None = None) -> None:
+        """Take no new lease; close once the leases are given back."""
         self.retiring = True
-        if self._idle_scope is not None:
-            self._idle_scope.cancel()
+        if self._reason is None:
+            self._reason = reason
+        if self.idle() and self._wake is not None:
+            self._wake.cancel()
 
     def cancel(self) -> None:
-        """Stop the task now (``destroy()``)."""
+        """Stop the task and close the connection now (``destroy()``)."""
         self.retiring = True
         if self._scope is not None:
             self._scope.cancel()
 
-    def leftovers(self) -> list[Request]:
-        """Requests not finished, in the order they were to be sent."""
-        return [r for r in (*self.inflight, *self.assigned) if r.state is not State.DONE]
+    def requests(self) -> list[Request]:
+        """The unfinished requests that wait for or hold this connection."""
+        waiting = [] if self.first is None else [self.first]
+        return [r for r in (*waiting, *self.to_write, *self.to_read) if not r.ended]
+
+    def _set_expiry(self, when: float) -> None:
+        self._expiry = when
+        if self._wake is not None:
+            self._wake.deadline = when
+
+    # ------------------------------------------------------------------ lease holder side
+
+    async def write_turn(self, request: Request) -> None:
+        """Wait until the leases before ``request`` are written. A checkpoint only if it
+        has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
+        while not self.broken and self.to_write[0] is not request:
+            await self._park(request)
+        if self.broken:
+            raise Broken
+
+    def written(self, request: Request) -> None:
+        """``request`` is on the wire: the next lease may write, and it reads in turn."""
+        self.to_write.popleft()
+        self.to_read.append(request)
+        if self.to_write:
+            _wake(self.to_write[0])
+
+    async def read_turn(self, request: Request) -> None:
+        """Wait until the responses before ``request``'s have been read. A checkpoint only
+        if it has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
+        while not self.broken and self.to_read[0] is not request:
+            await self._park(request)
+        if self.broken:
+            raise Broken
+
+    async def _park(self, request: Request) -> None:
+        request.turn = event = trio.Event()
+        await event.wait()
+
+    def release(
+        self, request: Request, *, reusable: bool, reason: BaseException | None = None
+    ) -> None:
+        """``request`` gives its lease back; ``reusable`` says the connection is fine, else
+        ``reason`` says why it must close."""
+        if not request.pipelineable:
+            self.unpipelineable -= 1
+        if request in self.to_write:
+            # Never written: nothing of it is on the wire.
+            head = self.to_write[0] is request
+            self.to_write.remove(request)
+            if head and self.to_write:
+                _wake(self.to_write[0])
+        elif self.to_read and self.to_read[0] is request:
+            self.to_read.popleft()
+            if self.to_read:
+                # The next response is due; one whose caller gave up cannot be skipped.
+                if self.to_read[0].state is State.DONE:
+                    reusable = False
+                else:
+                    _wake(self.to_read[0])
+        elif request in self.to_read:
+            if not self.broken:
+                # Its caller gave up while it waited for its turn to read: its response
+                # will still come, so it stays as a placeholder and the connection ends
+                # when the responses before it are read.
+                self.retiring = True
+                request.worker = None
+                self.owner._released(self)
+                return
+            self.to_read.remove(request)
+        request.worker = None
+        if not reusable:
+            self._break(reason)
+        self.owner._released(self)
+
+    def _break(self, reason: BaseException | None) -> None:
+        if self.broken:
+            return
+        self.broken = self.retiring = True
+        if self._reason is None:
+            self._reason = reason
+        for waiting in (*self.to_write, *self.to_read):
+            if waiting.state is State.DONE:  # abandoned placeholders
+                self._drop(waiting)
+            else:
+                _wake(waiting)
+
+    def _drop(self, request: Request) -> None:
+        if request in self.to_read:
+            self.to_read.remove(request)
 
     # ------------------------------------------------------------------ the task
 
@@ -155,215 +234,78 @@ class Worker:
                     )
                 except ConnectError as exc:
                     reason = exc
-                    self._fail_all(exc)
+                    if self.first is not None:
+                        self.first.finish(exc)
                     return
                 self.owner._worker_connected(self)
-                reason = await self._serve(self.conn)
+                reason = await self._live()
         finally:
-            if self.conn is not None:
-                await self.conn.aclose()
             self.owner._worker_ended(self, reason)
+            if self.conn is not None and not self.handed_over:
+                await self.conn.aclose()
 
-    def _fail_all(self, error: BaseException) -> None:
-        for request in self.leftovers():
-            request.finish(error)
-        self.assigned.clear()
-        self.inflight.clear()
-        self.unpipelineable = 0
-
-    async def _serve(self, conn: Connection) -> BaseException:
-        """Serve requests until the connection must close; return why it closed."""
+    async def _live(self) -> BaseException:
+        """Sleep until the connection is retired or its idle time is up."""
+        ttl = self.owner._client_ttl
         while True:
-            if not self.assigned and not self.inflight:
-                if self.retiring:
-                    return InformationalError("connection retired")
-                reason = await self._wait_idle(conn)
-                if reason is not None:
-                    return reason
-                continue
-            while self.assigned:
-                request = self.assigned.popleft()
-                self.inflight.append(request)
-                failure = await self._write(conn, request)
-                if failure is not None:
-                    return failure
-            head = self.inflight[0]
-            if head.state is State.DONE:
-                # Its caller gave up after it was written: its response would be read
-                # for nothing, and what follows it cannot be read before it.
-                return InformationalError("a pipelined request was aborted")
-            failure = await self._read(conn, head)
-            if failure is not None:
-                return failure
-            self.inflight.popleft()
-            if not head.pipelineable:
-                self.unpipelineable -= 1
-            self.owner._worker_ready(self)
+            deadline = self._expiry if self.idle() else math.inf
+            with trio.CancelScope(deadline=deadline) as self._wake:
+                await trio.sleep_forever()
+            self._wake = None
+            if not self.idle():
+                continue  # leased as the deadline fired
+            if self.retiring:
+                return self._reason or InformationalError("connection retired")
+            if trio.current_time() >= self._expiry:
+                self.retiring = True
+                self.owner._refresh(self)
+                assert self.conn is not None
+                if ttl is not None and self._expiry == self.conn.connected_at + ttl:
+                    return InformationalError("client_ttl expired")
+                return InformationalError("socket idle timeout")
 
-    async def _write(self, conn: Connection, request: Request) -> BaseException | None:
-        request.move(State.RUNNING)
-        reused = conn.responses > 0
-        with trio.CancelScope() as request.scope:
-            try:
-                await conn.send_request(request)
-            except TrioPoolError as exc:
-                # A write that failed on a reused connection never reached the server's
-                # application, as far as we can know: the 1.6 retry applies.
-                return self._failed(request, exc, retryable=reused and isinstance(exc, SocketError))
-            except Exception as exc:  # the caller's body iterable raised
-                request.finish(exc)
-                return exc
-        if request.state is State.DONE:
-            return InformationalError("request aborted while being written")
-        request.scope = None
-        options = self.client._options
-        if conn.h11.our_state is h11.MUST_CLOSE or (
-            options.max_requests_per_client is not None
-            and conn.requests_started >= options.max_requests_per_client
-        ):
-            self.retiring = True
-        request.written_at = trio.current_time()
-        return None
-
-    def _failed(self, request: Request, error: BaseException, *, retryable: bool) -> BaseException:
-        """Deliver ``error`` to ``request``, unless it is retried once (it stays unfinished and
-        the dispatcher re-sends it on a fresh connection)."""
-        if (
-            retryable
-            and request.idempotent
-            and not request.retried
-            and self.client._options.retry_idempotent
-        ):
-            request.retried = True
-            _log.debug("retrying %s on a new connection after: %r", request.method, error)
-        else:
-            request.finish(error)
-        return error
-
-    async def _read(self, conn: Connection, request: Request) -> BaseException | None:
-        """Read ``request``'s response into its handler; None if the connection is reusable."""
-        if request.replay:
-            conn.replay(request)
-        # "Before any response byte": nothing received since it was sent, nothing buffered.
-        reused = conn.responses > 0
-        fresh = not conn.h11.trailing_data[0]
-        mark = conn.received_bytes
-        with trio.CancelScope() as request.scope:
-            try:
-                return await self._exchange(conn, request)
-            except _HandlerFailed as exc:
-                request.finish(exc.error)
-                return exc.error
-            except TrioPoolError as exc:
-                nothing = fresh and conn.received_bytes == mark
-                return self._failed(
-                    request, exc, retryable=reused and nothing and isinstance(exc, SocketError)
-                )
-        # Cancelled: the request was aborted (it is DONE already).
-        return InformationalError("request aborted while its response was read")
-
-    async def _exchange(self, conn: Connection, request: Request) -> BaseException | None:
-        options = self.client._options
-        handler = request.handler
-        controller = request.controller
-        assert handler is not None
-        assert controller is not None
-        timeout = options.headers_timeout
-        deadline = math.inf if timeout is None else request.written_at + timeout
-        conn.expected_length = None
-        event = await conn.next_event_by(deadline, HeadersTimeoutError)
-        while isinstance(event, h11.InformationalResponse):
-            event = await conn.next_event_by(deadline, HeadersTimeoutError)
-        if not isinstance(event, h11.Response):
-            return SocketError(f"unexpected {event!r} instead of a response")
-        headers = Headers._from_raw(event.headers)
-        length = headers.get("content-length")
-        conn.expected_length = int(length) if length is not None else None
-        await _call(
-            handler.on_response_start,
-            controller,
-            event.status_code,
-            headers,
-            event.reason.decode("latin-1"),
-        )
-        total = 0
-        limit = options.max_response_size
-        while True:
-            event = await conn.next_event(options.body_timeout, BodyTimeoutError)
-            if type(event) is h11.Data:
-                total += len(event.data)
-                if limit is not None and total > limit:
-                    raise ResponseExceededMaxSizeError(
-                        f"response body exceeds max_response_size ({limit} bytes)"
-                    )
-                await _call(handler.on_response_data, controller, bytes(event.data))
-            elif type(event) is h11.EndOfMessage:
-                break
-            else:
-                return SocketError(f"unexpected {event!r} in a response body")
-        reason = self._keep_alive(conn, headers)
-        await _call(handler.on_response_end, controller, Headers._from_raw(event.headers))
-        request.finish(None)
-        return reason
-
-    def _keep_alive(self, conn: Connection, headers: Headers) -> BaseException | None:
-        """After a response: start h11's next cycle and set the idle lifetime, or say why the
-        connection must close."""
+    def keep_alive(self, headers: Headers) -> bool:
+        """After a complete response: start h11's next cycle and set the idle lifetime
+        (honouring a ``Keep-Alive: timeout=N`` hint); False if the connection must close."""
+        conn = self.conn
+        assert conn is not None
         h = conn.h11
         if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
-            return InformationalError("the connection is not persistent (connection: close)")
+            self._reason = InformationalError("the connection is not persistent")
+            return False
         h.start_next_cycle()
         conn.responses += 1
+        leftover, closed = h.trailing_data
+        conn.leftover = bool(leftover) or closed
         options = self.client._options
         lifetime = options.keep_alive_timeout
         hint = _keep_alive_hint(headers.get("keep-alive"))
         if hint is not None:
             lifetime = hint - options.keep_alive_timeout_threshold
             if lifetime <= 0:
-                return InformationalError("the server's keep-alive timeout is too short to reuse")
+                self._reason = InformationalError("the server's keep-alive timeout is too short")
+                return False
             if options.keep_alive_max_timeout is not None:
                 lifetime = min(lifetime, options.keep_alive_max_timeout)
         conn.idle_deadline = math.inf if lifetime is None else trio.current_time() + lifetime
-        return None
+        return True
 
-    async def _wait_idle(self, conn: Connection) -> BaseException | None:
-        """Wait for work while watching the socket; None when work arrived."""
+    def released_idle(self) -> None:
+        """Called by the dispatcher when the connection went back to idle: arm the expiry."""
+        conn = self.conn
+        assert conn is not None
+        expiry = conn.idle_deadline
         ttl = self.owner._client_ttl
-        deadline = conn.idle_deadline
         if ttl is not None:
-            deadline = min(deadline, conn.connected_at + ttl)
-        received: bytes | bytearray | BaseException | None = None
-        with trio.CancelScope(deadline=deadline) as self._idle_scope:
-            try:
-                received = await conn.stream.receive_some(_RECEIVE_SIZE)
-            except _STREAM_ERRORS as exc:
-                received = exc
-        self._idle_scope = None
-        if received is None:
-            if self.assigned:
-                return None
-            if self.retiring:
-                return InformationalError("connection retired")
-            if ttl is not None and trio.current_time() >= conn.connected_at + ttl:
-                return InformationalError("client_ttl expired")
-            return InformationalError("socket idle timeout")
-        # A FIN, an error or bytes nobody asked for: this connection is unusable. Requests
-        # assigned in the meantime were not written; the dispatcher re-sends them.
-        self.retiring = True
-        if isinstance(received, BaseException):
-            error: BaseException = SocketError(f"idle connection failed: {received!r}")
-            error.__cause__ = received
-            return error
-        if received:
-            return SocketError("unsolicited bytes on an idle connection")
-        return SocketError("other side closed")
+            expiry = min(expiry, conn.connected_at + ttl)
+        self._set_expiry(expiry)
 
 
-async def _call(method: object, *args: object) -> None:
-    try:
-        await call(method, *args)  # type: ignore[arg-type]
-    except Exception as exc:
-        raise _HandlerFailed(exc) from exc
+def _wake(request: Request) -> None:
+    event = request.turn
+    if event is not None:
+        request.turn = None
+        event.set()
 
 
 def _keep_alive_hint(value: str | None) -> float | None:
