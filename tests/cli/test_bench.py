@@ -335,3 +335,18 @@ async def test_several_urls_are_balanced() -> None:
     assert sum(served) == 200
     assert min(served) >= 50, served  # weighted round-robin over two healthy upstreams
     assert {request.target for server in servers for request in server.requests} == {b"/lb"}
+
+
+async def test_no_response_at_all_is_a_failure() -> None:
+    server = ScriptedServer(drop_every=1)
+    async with trio.open_nursery() as nursery:
+        port = await server.start(nursery)
+        command = _command(f"http://127.0.0.1:{port}/", "-n", "20", "-m", "POST", "--json")
+        completed = await _run_subprocess(command, 30.0)
+        nursery.cancel_scope.cancel()
+    assert completed.returncode == 1
+    assert completed.stdout == b""
+    stderr = completed.stderr.decode()
+    assert stderr.count("\n") == 1
+    assert stderr.startswith("trio-pool bench: error: no request got a response: ")
+    assert len(server.requests) == 20
