@@ -141,3 +141,24 @@ async def test_cancelled_pipelined_request_closes_the_connection_and_others_reco
                 scopes["/middle"].cancel()
             assert results == {"/slow": b"/slow", "/last": b"/last"}
             assert client.statistics().size == 0
+
+
+async def test_pipelining_respects_max_requests_per_client() -> None:
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=request.target.encode())
+
+    async with serve_memory(script) as server:
+        options = {"pipelining": 4, "max_requests_per_client": 2}
+        async with Client(server.origin, connector=server.connector, **options) as client:  # type: ignore[arg-type]
+            results: list[bytes] = []
+
+            async def run(path: str) -> None:
+                results.append((await client.request("GET", path)).body)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(5):
+                    nursery.start_soon(run, f"/{i}")
+            assert sorted(results) == [f"/{i}".encode() for i in range(5)]
+            per_connection = [r.connection for r in server.requests]
+            assert max(per_connection.count(n) for n in set(per_connection)) <= 2
+            assert client.statistics().size == 0

@@ -262,7 +262,10 @@ class Dispatcher(Emitter, Owner):
                 return worker
             worker.retire(SocketError("the server closed the idle connection (or sent bytes)"))
         if request.pipelineable and self._spare:
-            return next(reversed(self._spare))
+            worker = next(reversed(self._spare))
+            if worker.capacity(request):
+                return worker
+            self._refresh(worker)  # a stale entry (it began to retire): drop it
         return None
 
     def _spawn(self, request: Request) -> None:

@@ -102,6 +102,7 @@ class Exchange:
             and conn.requests_started >= options.max_requests_per_client
         ):
             worker.retiring = True
+            worker.owner._refresh(worker)  # no more pipelined requests on it
 
     async def receive_head(self, scope: trio.CancelScope) -> Head:
         """Read the response head, after the responses before it. A checkpoint.

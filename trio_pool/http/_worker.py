@@ -92,11 +92,15 @@ class Worker:
         """Can this connection take ``request`` (any request if None) now?"""
         if self.conn is None or self.retiring:
             return False
+        options = self.client._options
+        limit = options.max_requests_per_client
+        if limit is not None and self.conn.requests_started + len(self.to_write) >= limit:
+            return False
         load = len(self.to_write) + len(self.to_read)
         if load == 0:
             return True
         return (
-            load < self.client._options.pipelining
+            load < options.pipelining
             and self.unpipelineable == 0
             and (request is None or request.pipelineable)
         )
