@@ -100,7 +100,15 @@ examples:
 
 
 class UsageError(Exception):
-    """A bad command line: reported as one line on stderr, exit status 2."""
+    """A bad command line: reported as one line on stderr, exit status 2.
+
+    Attributes:
+        prog: The (sub)command the message is about, e.g. ``"trio-pool bench"``.
+    """
+
+    def __init__(self, message: str, prog: str = f"{PROG} bench") -> None:
+        super().__init__(message)
+        self.prog = prog
 
 
 class BenchFailed(Exception):
@@ -129,7 +137,7 @@ class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line (the default adds the usage text)."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+        raise UsageError(message, self.prog)
 
 
 def _integer(minimum: int) -> Callable[[str], int]:
@@ -168,9 +176,9 @@ def _build_parser() -> _Parser:
         "bench",
         help="load-test an HTTP/1.1 server through a trio_pool Pool",
         description=(
-            "Send HTTP/1.1 requests through a trio_pool Pool (one URL) or BalancedPool "
-            "(several URLs with the same path) and report throughput and latency. Without a "
-            "URL, an embedded server is started on 127.0.0.1 in a child process."
+            "Send HTTP/1.1 requests through a trio_pool Pool (one URL) or BalancedPool\n"
+            "(several URLs with the same path) and report throughput and latency.\n"
+            "Without a URL, an embedded server is started on 127.0.0.1 in a child process."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -265,7 +273,11 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
         UsageError: Any bad argument; the message is one line.
         SystemExit: ``--help`` (status 0).
     """
-    args = _build_parser().parse_args(argv)
+    # parse_known_args: leftovers are reported against "bench", where argparse would name
+    # the top-level program.
+    args, unknown = _build_parser().parse_known_args(argv)
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
     origins: list[str] = []
     targets: set[str] = set()
     for url in args.urls:
@@ -660,7 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
-        print(f"{PROG} bench: error: {exc}", file=sys.stderr)
+        print(f"{exc.prog}: error: {exc}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0

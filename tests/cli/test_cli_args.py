@@ -49,7 +49,8 @@ def test_bad_arguments_are_one_line_and_exit_2(
     assert captured.out == ""
     assert captured.err.count("\n") == 1
     assert captured.err.endswith("\n")
-    assert captured.err.startswith("trio-pool bench: error: ")
+    prog = "trio-pool" if argv[:1] != ["bench"] else "trio-pool bench"
+    assert captured.err.startswith(f"{prog}: error: ")
     assert expected in captured.err
 
 
