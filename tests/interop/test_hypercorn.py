@@ -125,12 +125,13 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _serve(
-    nursery: trio.Nursery, *, certfile: Path | None = None
+    nursery: trio.Nursery, *, certfile: Path | None = None, keep_alive_timeout: float = 5.0
 ) -> tuple[str, Callable[[], None]]:
     """Start hypercorn's trio worker on 127.0.0.1:0; return its origin and a stop function."""
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.graceful_timeout = 1.0
+    config.keep_alive_timeout = keep_alive_timeout
     if certfile is not None:
         config.certfile = config.keyfile = str(certfile)
     stop = trio.Event()
@@ -373,6 +374,39 @@ async def test_no_body_statuses(pool: trio_pool.Pool, status: int) -> None:
     assert (response.status, response.body) == (status, b"")
     # The connection is still usable afterwards: the framing was understood.
     assert (await pool.request("GET", "/status/200")).body == b"status 200"
+
+
+# --------------------------------------------------------------------------- connection reuse
+
+
+async def test_cancelled_mid_response_leaves_the_pool_usable(pool: trio_pool.Pool) -> None:
+    with trio.CancelScope() as scope:
+        async with pool.stream("GET", "/big", query={"size": str(LARGE)}) as response:
+            async for _ in response.body:
+                scope.cancel()
+                await trio.lowlevel.checkpoint()
+    assert scope.cancelled_caught
+    # The half-read connection was not handed out again: the next exchanges are clean.
+    for _ in range(3):
+        assert (await pool.request("GET", "/status/200")).body == b"status 200"
+
+
+async def test_connections_the_server_closed_while_idle_are_not_reused() -> None:
+    # hypercorn closes idle connections after 0.3 s, well before the pool's own 4 s.
+    async with trio.open_nursery() as nursery:
+        url, stop = await _serve(nursery, keep_alive_timeout=0.3)
+        async with trio_pool.Pool(url, connections=2) as pool:
+            async with trio.open_nursery() as requests:
+                for _ in range(2):
+                    requests.start_soon(partial(pool.request, "GET", "/status/200"))
+            assert pool.statistics().connected == 2
+            await trio.sleep(0.8)  # real sockets: the server's FINs arrive meanwhile
+            # POST is not idempotent: it must not be sent on a connection the server closed.
+            for _ in range(3):
+                report = await _inspect(pool, "POST", "/inspect", body=b"after idle")
+                assert report["body_length"] == 10
+            assert_idle(pool)
+        stop()
 
 
 # --------------------------------------------------------------------------- status errors
