@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -34,6 +35,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+# The directory holding the trio_pool package under test, for a child process's PYTHONPATH.
+PACKAGE_PARENT = str(Path(trio_pool.__file__).resolve().parent.parent)
 # Big enough to take many socket reads and writes (and hypercorn flow control) both ways.
 LARGE = 5 * 1024 * 1024
 CHUNKS = [b"chunk-%d;" % i * 100 for i in range(20)]
@@ -522,3 +525,26 @@ async def test_keyboard_interrupt_in_a_connection_task_stops_the_pool(origin: st
     kinds = sorted({type(leaf).__name__ for leaf in leaves})
     assert elapsed < 5, f"still running after 5 s: {len(leaves)} exceptions of kinds {kinds}"
     assert any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves), kinds
+
+
+# --------------------------------------------------------------------------- the bench command
+
+
+async def test_bench_command_over_tls(tls_origin: str, ca: trustme.CA, tmp_path: Path) -> None:
+    # The command uses ssl.create_default_context(), which honours SSL_CERT_FILE.
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    env = {**os.environ, "SSL_CERT_FILE": str(ca_file), "PYTHONPATH": PACKAGE_PARENT}
+    command = [sys.executable, "-m", "trio_pool", "bench", f"{tls_origin}/inspect?q=1"]
+    with trio.fail_after(30):
+        completed = await trio.run_process(
+            [*command, "--json", "-n", "300", "-c", "3", "-m", "PUT"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
+    assert (result["requests"], result["errors"]) == (300, 0)
+    assert result["status_counts"] == {"200": 300}
