@@ -350,3 +350,21 @@ async def test_no_response_at_all_is_a_failure() -> None:
     assert stderr.count("\n") == 1
     assert stderr.startswith("trio-pool bench: error: no request got a response: ")
     assert len(server.requests) == 20
+
+
+async def test_table_reports_the_kinds_of_errors() -> None:
+    server = ScriptedServer(drop_every=2)
+    async with trio.open_nursery() as nursery:
+        port = await server.start(nursery)
+        command = _command(f"http://127.0.0.1:{port}/t?a=b", "-n", "10", "-m", "POST")
+        completed = await _run_subprocess(command, 30.0)
+        nursery.cancel_scope.cancel()
+    assert completed.returncode == 0, completed.stderr
+    rows = {line.split(None, 1)[0]: line for line in completed.stdout.decode().splitlines()}
+    assert rows["target"].split() == ["target", f"http://127.0.0.1:{port}/t?a=b"]
+    assert rows["requests"].split() == ["requests", "5"]
+    assert rows["errors"].split() == ["errors", "5"]
+    assert rows["statuses"].split(None, 1)[1] == "200: 5"
+    # A connection dropped before the response is a SocketError (API.md 1.6).
+    assert rows["error"].startswith("error kinds  SocketError: 5")
+    assert "first error  SocketError: " in completed.stdout.decode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h11
@@ -17,10 +18,18 @@ import trio
 
 import trio_pool
 from trio_pool._cli import embedded_server
-from trio_pool._server import MAX_HEAD_SIZE, RESPONSE_BODY, RequestParser
+from trio_pool._server import MAX_HEAD_SIZE, RESPONSE_BODY, RequestParser, serve
 
 # The directory holding the trio_pool package under test, for child processes' PYTHONPATH.
 PACKAGE_PARENT = str(Path(trio_pool.__file__).resolve().parent.parent)
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    """The port of the embedded server's responder, run in-process for protocol tests."""
+    async with trio.open_nursery() as nursery:
+        yield await nursery.start(serve)
+        nursery.cancel_scope.cancel()
 
 
 def _port(origin: str) -> int:
@@ -67,55 +76,52 @@ async def _read_to_eof(stream: trio.SocketStream) -> bytes:
     return data
 
 
-async def test_pipelined_requests_are_answered_in_order() -> None:
-    async with embedded_server() as origin:
-        stream = await trio.open_tcp_stream("127.0.0.1", _port(origin))
-        async with stream:
-            await stream.send_all(
-                b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n"
-                b"HEAD /b HTTP/1.1\r\nhost: x\r\n\r\n"
-                b"POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"
-                b"PUT /d?q=1 HTTP/1.1\r\nhost: x\r\nContent-Length: 0\r\n\r\n"
-            )
-            with trio.fail_after(5):
-                results = await _read_responses(stream, [b"GET", b"HEAD", b"POST", b"PUT"])
+async def test_pipelined_requests_are_answered_in_order(port: int) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n"
+            b"HEAD /b HTTP/1.1\r\nhost: x\r\n\r\n"
+            b"POST /c HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello"
+            b"PUT /d?q=1 HTTP/1.1\r\nhost: x\r\nContent-Length: 0\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            results = await _read_responses(stream, [b"GET", b"HEAD", b"POST", b"PUT"])
     assert [response.status_code for response, _ in results] == [200, 200, 200, 200]
     assert [body for _, body in results] == [RESPONSE_BODY, b"", RESPONSE_BODY, RESPONSE_BODY]
     head_headers = dict(results[1][0].headers)
     assert head_headers[b"content-length"] == str(len(RESPONSE_BODY)).encode()
 
 
-async def test_large_body_split_across_writes_then_keep_alive() -> None:
+async def test_large_body_split_across_writes_then_keep_alive(port: int) -> None:
     body = b"x" * 3_000_000
-    async with embedded_server() as origin:
-        stream = await trio.open_tcp_stream("127.0.0.1", _port(origin))
-        async with stream:
-            head = f"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
-            with trio.fail_after(10):
-                await stream.send_all(head.encode())
-                for start in range(0, len(body), 100_000):
-                    await stream.send_all(body[start : start + 100_000])
-                await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-                results = await _read_responses(stream, [b"POST", b"GET"])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        head = f"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
+        with trio.fail_after(10):
+            await stream.send_all(head.encode())
+            for start in range(0, len(body), 100_000):
+                await stream.send_all(body[start : start + 100_000])
+            await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            results = await _read_responses(stream, [b"POST", b"GET"])
     assert [(response.status_code, data) for response, data in results] == [
         (200, RESPONSE_BODY),
         (200, RESPONSE_BODY),
     ]
 
 
-async def test_expect_100_continue_gets_an_interim_response() -> None:
-    async with embedded_server() as origin:
-        stream = await trio.open_tcp_stream("127.0.0.1", _port(origin))
-        async with stream:
-            await stream.send_all(
-                b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nexpect: 100-continue\r\n\r\n"
-            )
-            with trio.fail_after(5):
-                interim = await stream.receive_some(65536)
-            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
-            await stream.send_all(b"abc")
-            with trio.fail_after(5):
-                results = await _read_responses(stream, [b"POST"])
+async def test_expect_100_continue_gets_an_interim_response(port: int) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nexpect: 100-continue\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            interim = await stream.receive_some(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        await stream.send_all(b"abc")
+        with trio.fail_after(5):
+            results = await _read_responses(stream, [b"POST"])
     assert results[0][0].status_code == 200
 
 
@@ -134,13 +140,14 @@ async def test_expect_100_continue_gets_an_interim_response() -> None:
         (b"GET /" + b"a" * (MAX_HEAD_SIZE + 10), b"431"),
     ],
 )
-async def test_one_response_then_the_server_closes(request_bytes: bytes, status: bytes) -> None:
-    async with embedded_server() as origin:
-        stream = await trio.open_tcp_stream("127.0.0.1", _port(origin))
-        async with stream:
-            # A request pipelined after the closing one must be ignored, not answered.
-            await stream.send_all(request_bytes + b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-            data = await _read_to_eof(stream)
+async def test_one_response_then_the_server_closes(
+    port: int, request_bytes: bytes, status: bytes
+) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        # A request pipelined after the closing one must be ignored, not answered.
+        await stream.send_all(request_bytes + b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        data = await _read_to_eof(stream)
     assert data.startswith(b"HTTP/1.1 " + status + b" ")
     assert data.count(b"HTTP/1.1 ") == 1
     assert b"\r\nconnection: close\r\n" in data
