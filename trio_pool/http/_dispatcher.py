@@ -733,5 +733,7 @@ class _BodySource:
     def close(self) -> None:
         exchange = self._exchange
         if exchange.request.state is not State.DONE:
+            # Unread: keep the connection if the rest is already here, else close it.
+            exchange.drain_buffered()
             exchange.request.finish(RequestAbortedError("the stream was closed before its end"))
         exchange.close()

@@ -47,6 +47,8 @@ __all__ = ["Exchange", "Head"]
 
 Head = tuple[int, Headers, str]
 
+_CHEAP_DRAIN = 65536  # body bytes an unread stream may still drain to keep its connection
+
 
 class Exchange:
     """The I/O of one request on one leased connection (see the module docstring)."""
@@ -187,6 +189,34 @@ class Exchange:
             request.retried = True
             return True
         return False
+
+    def drain_buffered(self) -> None:
+        """Read the rest of the body if it has already arrived and is small (no I/O wait,
+        not a checkpoint), so an unread stream keeps its connection when that is cheap."""
+        if self.complete or self.request.worker is not self.worker:
+            return
+        limit = self.worker.client._options.max_response_size
+        budget = self._total + _CHEAP_DRAIN
+        conn = self.conn
+        h = conn.h11
+        try:
+            while self._total <= budget:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    if not conn.receive_nowait():
+                        return
+                elif type(event) is h11.Data:
+                    self._total += len(event.data)
+                    if limit is not None and self._total > limit:
+                        return
+                elif type(event) is h11.EndOfMessage:
+                    self.complete = True
+                    self.keep = self.worker.keep_alive(self._headers)
+                    return
+                else:
+                    return
+        except h11.RemoteProtocolError:
+            return
 
     def close(self, reason: BaseException | None = None) -> None:
         """Give the lease back: reusable only after a complete, persistent response; else
