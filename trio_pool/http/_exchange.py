@@ -62,6 +62,7 @@ class Exchange:
         "complete",
         "conn",
         "head",
+        "http_version",
         "keep",
         "request",
         "switched",
@@ -80,6 +81,7 @@ class Exchange:
         self.switched = False  # 101 to an upgrade or 2xx to a CONNECT: hand the stream over
         self.trailers = Headers()
         self.head: Head | None = None
+        self.http_version = "1.1"
         self._headers = Headers()
         self._total = 0
         self._reused = self._fresh = False
@@ -145,6 +147,7 @@ class Exchange:
             length = headers.get("content-length")
             conn.expected_length = int(length) if length is not None else None
             self._headers = headers
+        self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
         return self.head
 
