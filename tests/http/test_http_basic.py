@@ -296,3 +296,15 @@ async def test_reset_closes_the_connection_after_the_request() -> None:
         assert server.requests[0].header("connection") == "close"
         assert (await pool.request("GET", "/")).body == b"1"
         assert (await pool.request("GET", "/")).body == b"1"
+
+
+async def test_http_1_0_response_version_and_close() -> None:
+    async def old(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_raw(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nhi")
+        await conn.close()
+
+    async with serve_memory(old) as server, Pool(server.origin, connector=server.connector) as pool:
+        response = await pool.request("GET", "/")
+        assert (response.http_version, response.body) == ("1.0", b"hi")
+        assert (await pool.request("GET", "/")).status == 200
+        assert server.connections == 2  # HTTP/1.0 without keep-alive: not reused

@@ -6,7 +6,7 @@ import trio
 import trio.testing
 
 from trio_pool import Client, Pool
-from trio_pool.testing import ServerConnection, ServerRequest, serve_memory
+from trio_pool.testing import ServerConnection, ServerRequest, serve_h11, serve_memory
 
 
 def gated(gate: trio.Event):  # type: ignore[no-untyped-def]
@@ -68,3 +68,30 @@ async def test_read_stream_keeps_its_connection() -> None:
                 async with pool.stream("GET", "/") as response:
                     assert await response.read() == b"0"
             assert server.connections == 1
+
+
+async def test_unread_small_stream_keeps_its_connection_when_the_body_is_here() -> None:
+    sent = trio.Event()
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        size = int(request.target[1:])
+        await conn.send_head(200, [("content-length", str(size))])
+        await trio.sleep(0.01)  # the head arrives alone; the stream is open before the body
+        await conn.send_data(b"x" * size)
+        await conn.send_end()
+        sent.set()
+
+    # Real TCP: a sent body is in the client's socket buffer, readable without waiting.
+    async with serve_h11(script) as server, Pool(server.origin) as pool:
+        for _ in range(3):
+            sent = trio.Event()
+            async with pool.stream("GET", "/1000") as response:
+                await sent.wait()
+                assert response.status == 200
+        assert server.connections == 1
+        async with pool.stream("GET", "/1000000") as response:  # too much to drain: closed
+            await sent.wait()
+        assert server.connections == 1
+        assert (await pool.request("GET", "/10")).body == b"x" * 10
+        assert server.connections == 2
+        assert pool.statistics().size == 0

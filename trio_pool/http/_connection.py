@@ -153,6 +153,22 @@ class Connection:
         assert stream is not None
         return cls(stream, options)
 
+    def receive_nowait(self) -> bool:
+        """Feed h11 with whatever a plain TCP socket already holds (no I/O wait, not a
+        checkpoint); False if nothing could be read that way (empty, TLS, not a socket)."""
+        if self._probe is None or not isinstance(self.stream, trio.SocketStream):
+            return False
+        try:
+            data = self._probe.recv(_RECEIVE_SIZE)
+        except OSError:  # BlockingIOError: nothing there
+            return False
+        if data:
+            self.received_bytes += len(data)
+        else:
+            self._received_eof = True
+        self.h11.receive_data(data)
+        return True
+
     async def aclose(self) -> None:
         """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
         if self._probe is not None:

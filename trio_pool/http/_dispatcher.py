@@ -509,7 +509,9 @@ class Dispatcher(Emitter, Owner):
         assert exchange.head is not None
         status, response_headers, reason = exchange.head
         body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return Response(status, reason, "1.1", response_headers, exchange.trailers, body_bytes)
+        return Response(
+            status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
+        )
 
     @asynccontextmanager
     async def stream(
@@ -554,7 +556,9 @@ class Dispatcher(Emitter, Owner):
         source = _BodySource(self, exchange)
         status, response_headers, reason = exchange.head
         try:
-            yield StreamResponse(status, reason, "1.1", response_headers, source=source)
+            yield StreamResponse(
+                status, reason, exchange.http_version, response_headers, source=source
+            )
         finally:
             source.close()
 
@@ -733,5 +737,7 @@ class _BodySource:
     def close(self) -> None:
         exchange = self._exchange
         if exchange.request.state is not State.DONE:
+            # Unread: keep the connection if the rest is already here, else close it.
+            exchange.drain_buffered()
             exchange.request.finish(RequestAbortedError("the stream was closed before its end"))
         exchange.close()

@@ -47,6 +47,8 @@ __all__ = ["Exchange", "Head"]
 
 Head = tuple[int, Headers, str]
 
+_CHEAP_DRAIN = 65536  # body bytes an unread stream may still drain to keep its connection
+
 
 class Exchange:
     """The I/O of one request on one leased connection (see the module docstring)."""
@@ -60,6 +62,7 @@ class Exchange:
         "complete",
         "conn",
         "head",
+        "http_version",
         "keep",
         "request",
         "switched",
@@ -78,6 +81,7 @@ class Exchange:
         self.switched = False  # 101 to an upgrade or 2xx to a CONNECT: hand the stream over
         self.trailers = Headers()
         self.head: Head | None = None
+        self.http_version = "1.1"
         self._headers = Headers()
         self._total = 0
         self._reused = self._fresh = False
@@ -143,6 +147,7 @@ class Exchange:
             length = headers.get("content-length")
             conn.expected_length = int(length) if length is not None else None
             self._headers = headers
+        self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
         return self.head
 
@@ -187,6 +192,34 @@ class Exchange:
             request.retried = True
             return True
         return False
+
+    def drain_buffered(self) -> None:
+        """Read the rest of the body if it has already arrived and is small (no I/O wait,
+        not a checkpoint), so an unread stream keeps its connection when that is cheap."""
+        if self.complete or self.request.worker is not self.worker:
+            return
+        limit = self.worker.client._options.max_response_size
+        budget = self._total + _CHEAP_DRAIN
+        conn = self.conn
+        h = conn.h11
+        try:
+            while self._total <= budget:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    if not conn.receive_nowait():
+                        return
+                elif type(event) is h11.Data:
+                    self._total += len(event.data)
+                    if limit is not None and self._total > limit:
+                        return
+                elif type(event) is h11.EndOfMessage:
+                    self.complete = True
+                    self.keep = self.worker.keep_alive(self._headers)
+                    return
+                else:
+                    return
+        except h11.RemoteProtocolError:
+            return
 
     def close(self, reason: BaseException | None = None) -> None:
         """Give the lease back: reusable only after a complete, persistent response; else

@@ -136,9 +136,10 @@ class BodySource(Protocol):
 class StreamResponse(_ResponseFields):
     """A response whose body is read as it arrives (``stream()``).
 
-    ``body`` is an async iterator of ``bytes`` chunks; iterating it is a checkpoint per chunk.
-    Leaving ``stream()``'s ``async with`` block (or :meth:`aclose`) before the end of the body
-    closes the connection, so an unread body never holds a connection.
+    ``body`` is an async iterator of ``bytes`` chunks; iterating it reads the connection in
+    the reader's task (a checkpoint per chunk). Leaving ``stream()``'s ``async with`` block
+    (or :meth:`aclose`) before the end of the body frees the connection at once: kept if the
+    rest of the body had already arrived, else closed — an unread body never holds one.
     """
 
     status: int
