@@ -10,8 +10,9 @@ itself (``_exchange.py``), so a request costs no task switch beyond waiting for 
 (the hand-written trio + h11 loop is the yardstick).
 
 While the connection is idle the task sleeps in a cancel scope whose deadline is the idle
-expiry, which a release re-arms synchronously, so the task wakes only to close the
-connection (or once, harmlessly, if the deadline passes while the connection is leased).
+expiry. A release records the new expiry (re-arming the deadline only if it moved
+earlier), so the task wakes only to close the connection, or at an outdated deadline,
+to sleep on until the current one.
 Whether an idle connection is still usable is checked when it is handed out
 (:meth:`Connection.alive`, a non-blocking peek): a server's FIN or unsolicited bytes evict
 it before any request touches it.
@@ -140,7 +141,10 @@ class Worker:
 
     def _set_expiry(self, when: float) -> None:
         self._expiry = when
-        if self._wake is not None:
+        # Only an earlier expiry re-arms the sleeping task's deadline; a later one (the
+        # usual case: each release pushes it forward) is found when the old one fires, so
+        # a busy connection costs no deadline update per request.
+        if self._wake is not None and when < self._wake.deadline:
             self._wake.deadline = when
 
     # ------------------------------------------------------------------ lease holder side
