@@ -1,0 +1,370 @@
+"""``trio-pool bench`` end to end: against its embedded server and against a scripted one.
+
+In-process runs call ``main()`` from synchronous tests (it runs its own ``trio.run``);
+subprocess runs use ``python -m trio_pool`` exactly as a user would. The embedded server's
+lifetime is checked from the outside: every child started here inherits a unique marker in
+its environment, and ``/proc`` is searched for server processes that carry it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import h11
+import pytest
+import trio
+
+import trio_pool
+from trio_pool._cli import main
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inspects /proc")
+
+PACKAGE_PARENT = str(Path(trio_pool.__file__).resolve().parent.parent)
+JSON_KEYS = {"requests", "errors", "duration_s", "rps", "latency_ms", "status_counts"}
+MARKER_VARIABLE = "TRIO_POOL_BENCH_TEST_MARKER"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def marker(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A unique value in this process's environment, inherited by every child it starts."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv(MARKER_VARIABLE, value)
+    return value
+
+
+def _live_servers(marker: str) -> list[int]:
+    """PIDs of live (not zombie) embedded-server processes carrying ``marker``."""
+    needle = f"{MARKER_VARIABLE}={marker}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if needle in environ.split(b"\0") and b"trio_pool._server" in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _check_json(output: str) -> dict[str, Any]:
+    assert output.count("\n") == 1
+    result: dict[str, Any] = json.loads(output)
+    assert set(result) == JSON_KEYS
+    assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    latency = result["latency_ms"]
+    if result["requests"]:
+        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    assert result["duration_s"] > 0
+    assert result["rps"] == pytest.approx(result["requests"] / result["duration_s"], rel=0.01)
+    assert sum(result["status_counts"].values()) == result["requests"]
+    return result
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "trio_pool", "bench", *args]
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, never listening)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- embedded server
+
+
+def test_json_against_the_embedded_server(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--json", "-n", "200", "-c", "3", "--concurrency", "5"]) == 0
+    captured = capsys.readouterr()
+    result = _check_json(captured.out)
+    assert (result["requests"], result["errors"]) == (200, 0)
+    assert result["status_counts"] == {"200": 200}
+    assert captured.err == ""  # stderr is not a terminal: no progress line
+    assert _live_servers(marker) == []
+
+
+def test_table_against_the_embedded_server(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "-n", "150", "-m", "POST"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(None, 1)[0]: line for line in lines}
+    assert rows["target"].endswith("(embedded server)")
+    assert "http://127.0.0.1:" in rows["target"]
+    assert "POST, 150 requests" in rows["load"]
+    assert rows["requests"].split() == ["requests", "150"]
+    assert rows["errors"].split() == ["errors", "0"]
+    assert float(rows["req/s"].split()[1].replace(",", "")) > 0
+    assert [word for word in rows["latency"].split() if word.startswith("p")] == [
+        "p50",
+        "p90",
+        "p99",
+    ]
+    assert "max" in rows["latency"]
+    assert rows["statuses"].split(None, 1)[1] == "200: 150"
+    assert _live_servers(marker) == []
+
+
+@pytest.mark.parametrize("pipelining", ["0", "4"])
+def test_pipelining_options(pipelining: str, marker: str) -> None:
+    command = _command("--json", "-n", "3000", "-c", "2", "--concurrency", "8", "-p", pipelining)
+    completed = trio.run(_run_subprocess, command, 20.0)
+    assert completed.returncode == 0, completed.stderr
+    result = _check_json(completed.stdout.decode())
+    assert (result["requests"], result["errors"]) == (3000, 0)
+    assert _live_servers(marker) == []
+
+
+def test_duration_bounds_the_run(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--json", "-d", "0.5", "--concurrency", "4"]) == 0
+    result = _check_json(capsys.readouterr().out)
+    assert 0.45 <= result["duration_s"] < 2.0
+    assert result["requests"] > 0
+    assert result["errors"] == 0
+    assert _live_servers(marker) == []
+
+
+class _FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_only_on_a_terminal(
+    marker: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = _FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["bench", "--json", "-d", "0.7"]) == 0
+    progress = terminal.getvalue()
+    assert "req/s" in progress
+    assert progress.startswith("\r\x1b[K")
+    assert progress.endswith("\r\x1b[K")  # the line is cleared before the report
+    assert "\n" not in progress
+    _check_json(capsys.readouterr().out)
+
+
+def test_subprocess_json_end_to_end(marker: str) -> None:
+    completed = trio.run(
+        _run_subprocess, _command("--json", "-n", "200"), 30.0
+    )  # its own trio.run: this test is synchronous like a user's shell
+    assert completed.returncode == 0, completed.stderr
+    result = _check_json(completed.stdout.decode())
+    assert (result["requests"], result["errors"]) == (200, 0)
+    assert completed.stderr == b""
+    assert _live_servers(marker) == []
+
+
+async def _run_subprocess(command: list[str], limit: float) -> Any:
+    with trio.move_on_after(limit):  # on expiry, run_process kills the process
+        return await trio.run_process(
+            command, capture_stdout=True, capture_stderr=True, check=False, env=_env()
+        )
+    raise AssertionError(f"{' '.join(command[2:])!r} did not finish within {limit} s")
+
+
+async def _poll(condition: Callable[[], bool], limit: float, what: str) -> None:
+    # Polling, because nothing signals another process's child appearing or disappearing.
+    for _ in range(int(limit / 0.05)):
+        if condition():
+            return
+        await trio.sleep(0.05)
+    raise AssertionError(f"{what} within {limit} s")
+
+
+async def _wait_for_server(marker: str) -> int:
+    await _poll(lambda: bool(_live_servers(marker)), 15, "no embedded server started")
+    (pid,) = _live_servers(marker)
+    return pid
+
+
+async def _wait_until_gone(pid: int, marker: str) -> None:
+    await _poll(lambda: pid not in _live_servers(marker), 10, "the server did not stop")
+
+
+async def test_ctrl_c_stops_the_bench_and_its_server(marker: str) -> None:
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(trio.run_process, _command("-d", "30"), check=False, env=_env())
+        )
+        server = await _wait_for_server(marker)
+        await trio.sleep(0.5)  # let the load start
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            assert await process.wait() == 130
+    await _wait_until_gone(server, marker)
+
+
+async def test_killed_bench_leaves_no_server(marker: str) -> None:
+    process = await trio.lowlevel.open_process(_command("-d", "30"), env=_env())
+    try:
+        server = await _wait_for_server(marker)
+    finally:
+        process.kill()  # SIGKILL: no cleanup code runs in the CLI at all
+        with trio.CancelScope(shield=True):
+            await process.wait()
+    # The server notices its stdin (the lifeline) closing and exits by itself.
+    await _wait_until_gone(server, marker)
+
+
+# --------------------------------------------------------------------------- bad targets
+
+
+def test_unreachable_server_is_one_line_and_non_zero(
+    refused_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", f"http://127.0.0.1:{refused_port}/", "-n", "1000"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("trio-pool bench: error: cannot reach the server: ")
+    assert "ConnectError" in captured.err
+
+
+# --------------------------------------------------------------------------- scripted server
+
+
+@attrs.define
+class ScriptedServer:
+    """An h11 server answering ``statuses`` in turn and dropping every ``drop_every``-th request
+    (closing its connection without an answer)."""
+
+    statuses: tuple[int, ...] = (200,)
+    drop_every: int | None = None
+    requests: list[h11.Request] = attrs.field(factory=list)
+
+    async def start(self, nursery: trio.Nursery) -> int:
+        """Serve on 127.0.0.1 in ``nursery``; return the port."""
+        serve = partial(trio.serve_tcp, host="127.0.0.1")
+        listeners = await nursery.start(serve, self.handle, 0)
+        port: int = listeners[0].socket.getsockname()[1]
+        return port
+
+    def status_of(self, number: int) -> int | None:
+        """The status of request ``number`` (counted from 0), None if it is dropped."""
+        if self.drop_every is not None and number % self.drop_every == self.drop_every - 1:
+            return None
+        return self.statuses[number % len(self.statuses)]
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            while True:
+                event = await self._next(conn, stream)
+                if not isinstance(event, h11.Request):
+                    return
+                number = len(self.requests)
+                self.requests.append(event)
+                while not isinstance(await self._next(conn, stream), h11.EndOfMessage):
+                    pass
+                status = self.status_of(number)
+                if status is None:
+                    return  # drop the connection without answering
+                body = b"scripted %d" % status
+                for out in (
+                    h11.Response(status_code=status, headers=[("content-length", str(len(body)))]),
+                    h11.Data(data=body),
+                    h11.EndOfMessage(),
+                ):
+                    await stream.send_all(conn.send(out) or b"")
+                if conn.our_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+
+    @staticmethod
+    async def _next(conn: h11.Connection, stream: trio.SocketStream) -> Any:
+        while (event := conn.next_event()) is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        return event
+
+
+async def test_json_against_a_scripted_server() -> None:
+    server = ScriptedServer(statuses=(200, 404, 503), drop_every=10)
+    async with trio.open_nursery() as nursery:
+        port = await server.start(nursery)
+        url = f"http://127.0.0.1:{port}/path?x=1&y=2"
+        command = _command(url, "--json", "-n", "30", "-c", "3", "--concurrency", "3")
+        completed = await _run_subprocess([*command, "-m", "POST"], 30.0)
+        nursery.cancel_scope.cancel()
+    assert completed.returncode == 0, completed.stderr
+    result = _check_json(completed.stdout.decode())
+    # POST is not idempotent, so a dropped request is an error, never silently retried.
+    assert (result["requests"], result["errors"]) == (27, 3)
+    expected = Counter(str(server.status_of(n)) for n in range(30) if server.status_of(n))
+    assert result["status_counts"] == expected
+    assert len(server.requests) == 30
+    for request in server.requests:
+        assert (request.method, request.target) == (b"POST", b"/path?x=1&y=2")
+        assert (b"host", f"127.0.0.1:{port}".encode()) in list(request.headers)
+
+
+async def test_several_urls_are_balanced() -> None:
+    servers = [ScriptedServer(), ScriptedServer()]
+    async with trio.open_nursery() as nursery:
+        urls = [f"http://127.0.0.1:{await server.start(nursery)}/lb" for server in servers]
+        command = _command(*urls, "--json", "-n", "200", "-c", "2", "--concurrency", "4")
+        completed = await _run_subprocess(command, 30.0)
+        nursery.cancel_scope.cancel()
+    assert completed.returncode == 0, completed.stderr
+    result = _check_json(completed.stdout.decode())
+    assert result["status_counts"] == {"200": 200}
+    served = [len(server.requests) for server in servers]
+    assert sum(served) == 200
+    assert min(served) >= 50, served  # weighted round-robin over two healthy upstreams
+    assert {request.target for server in servers for request in server.requests} == {b"/lb"}
+
+
+async def test_no_response_at_all_is_a_failure() -> None:
+    server = ScriptedServer(drop_every=1)
+    async with trio.open_nursery() as nursery:
+        port = await server.start(nursery)
+        command = _command(f"http://127.0.0.1:{port}/", "-n", "20", "-m", "POST", "--json")
+        completed = await _run_subprocess(command, 30.0)
+        nursery.cancel_scope.cancel()
+    assert completed.returncode == 1
+    assert completed.stdout == b""
+    stderr = completed.stderr.decode()
+    assert stderr.count("\n") == 1
+    assert stderr.startswith("trio-pool bench: error: no request got a response: ")
+    assert len(server.requests) == 20
+
+
+async def test_table_reports_the_kinds_of_errors() -> None:
+    server = ScriptedServer(drop_every=2)
+    async with trio.open_nursery() as nursery:
+        port = await server.start(nursery)
+        command = _command(f"http://127.0.0.1:{port}/t?a=b", "-n", "10", "-m", "POST")
+        completed = await _run_subprocess(command, 30.0)
+        nursery.cancel_scope.cancel()
+    assert completed.returncode == 0, completed.stderr
+    rows = {line.split(None, 1)[0]: line for line in completed.stdout.decode().splitlines()}
+    assert rows["target"].split() == ["target", f"http://127.0.0.1:{port}/t?a=b"]
+    assert rows["requests"].split() == ["requests", "5"]
+    assert rows["errors"].split() == ["errors", "5"]
+    assert rows["statuses"].split(None, 1)[1] == "200: 5"
+    # A connection dropped before the response is a SocketError (API.md 1.6).
+    assert rows["error"].startswith("error kinds  SocketError: 5")
+    assert "first error  SocketError: " in completed.stdout.decode()

@@ -1,0 +1,39 @@
+"""``Client``: one connection at a time to one origin."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._dispatcher import Dispatcher
+from ._options import ClientOptions
+
+if TYPE_CHECKING:
+    from ._connection import Connector
+
+__all__ = ["Client"]
+
+
+class Client(Dispatcher):
+    """A dispatcher with at most one connection to ``origin``, up to ``pipelining`` requests
+    in flight on it (undici's ``Client``).
+
+    Use it as ``async with Client(origin, **options) as client:``; the options and their
+    defaults are API.md 1.2's. Extra keyword argument: ``connector``, an async function
+    ``(origin) -> trio.abc.Stream`` that replaces TCP+TLS (tests use in-memory streams);
+    its stream is used as is.
+
+    A ``Client`` made by a ``Pool``'s ``factory`` is never entered: it gives the pool's
+    connection its options and identity (the ``targets`` of events), and its own ``on()``
+    listeners hear that connection's events.
+    """
+
+    _log = logging.getLogger("trio_pool.client")
+
+    def __init__(self, origin: str, *, connector: Connector | None = None, **options: Any) -> None:
+        super().__init__(
+            origin, ClientOptions.from_kwargs(options), max_workers=1, connector=connector
+        )
+
+    def _new_client(self) -> Client:
+        return self

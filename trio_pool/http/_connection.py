@@ -1,0 +1,346 @@
+"""One HTTP/1.1 connection: a Trio stream plus an h11 state machine, and nothing else.
+
+Theory of operation
+-------------------
+:class:`Connection` does the I/O of exactly one socket and maps every failure to the
+library's errors, with the original as ``__cause__``: connect problems become
+``ConnectError``/``ConnectTimeoutError``, a broken stream ``SocketError``, an h11
+``RemoteProtocolError`` ``HTTPParserError`` (or ``HeadersOverflowError`` for h11's 431 hint,
+or ``ResponseContentLengthMismatchError`` when the peer closed a content-length body early).
+It owns no task and makes no policy decision: the exchange (``_exchange.py``) and the
+connection's worker (``_worker.py``) decide when to write, read, reuse or close.
+
+h11 cannot have a second request outstanding, so a request written while an earlier response
+is still open (pipelining) is serialised by a throwaway h11 connection and later *replayed*
+into the main one (its bytes discarded) when its response is due, so the main state machine
+knows the method (HEAD) and connection semantics of the response it parses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import ssl
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+
+from .._errors import (
+    ConnectError,
+    ConnectTimeoutError,
+    HeadersOverflowError,
+    HTTPParserError,
+    RequestContentLengthMismatchError,
+    ResponseContentLengthMismatchError,
+    SocketError,
+    TrioPoolError,
+)
+
+if TYPE_CHECKING:
+    from ._options import ClientOptions
+    from ._origin import Origin
+    from ._request import Request
+
+__all__ = ["Connection", "Connector"]
+
+Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
+"""A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
+
+_RECEIVE_SIZE = 65536
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class Connection:
+    """The I/O of one connection. No method here is safe to call from two tasks at once."""
+
+    __slots__ = (
+        "_options",
+        "_probe",
+        "_received_eof",
+        "connected_at",
+        "expected_length",
+        "h11",
+        "idle_deadline",
+        "leftover",
+        "received_bytes",
+        "requests_started",
+        "responses",
+        "stream",
+        "waiting_for",
+        "waiting_timeout",
+    )
+
+    def __init__(self, stream: trio.abc.Stream, options: ClientOptions) -> None:
+        self.stream = stream
+        self._options = options
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=options.max_header_size)
+        self.connected_at = trio.current_time()
+        self.requests_started = 0
+        self.responses = 0  # complete responses: a connection with any is "reused"
+        self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
+        self.expected_length: int | None = None  # content-length of the response being read
+        self.idle_deadline = math.inf
+        self.leftover = False  # bytes or EOF arrived with the last response
+        self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
+        self.waiting_timeout: float | None = None
+        self._received_eof = False
+        self._probe = _probe_socket(stream)
+
+    def alive(self) -> bool:
+        """False if the peer closed the connection or sent bytes nobody asked for while it
+        was idle (RFC 9112 9.3.1 makes a request on it a lost cause). Not a checkpoint: a
+        non-blocking ``MSG_PEEK`` on the TCP socket, one system call.
+
+        Streams that are not (TLS over) a trio socket — e.g. in-memory test streams — cannot
+        be probed and count as alive; their failure then shows on the next request (and an
+        idempotent one is retried).
+        """
+        if self.leftover:
+            return False
+        if self._probe is None:
+            return True
+        try:
+            self._probe.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        # b"" is a FIN; anything else is unsolicited (for TLS: possibly a close_notify or a
+        # late session ticket; either way this connection is not worth the risk).
+        return False
+
+    @classmethod
+    async def open(
+        cls, origin: Origin, options: ClientOptions, connector: Connector | None
+    ) -> Connection:
+        """Connect (TCP, then TLS for https) within ``connect_timeout``. A checkpoint.
+
+        Raises:
+            ConnectTimeoutError: the timeout expired.
+            ConnectError: refused, unreachable, DNS, TLS handshake or verification failed.
+        """
+        stream: trio.abc.Stream | None = None
+        with trio.move_on_after(options.connect_timeout or math.inf) as scope:
+            try:
+                if connector is not None:
+                    stream = await connector(origin)
+                else:
+                    stream = await trio.open_tcp_stream(origin.host, origin.port)
+                    if origin.is_https:
+                        context = options.ssl_context or _default_ssl_context()
+                        stream = trio.SSLStream(
+                            stream, context, server_hostname=origin.host, https_compatible=True
+                        )
+                        await stream.do_handshake()
+            except (*_STREAM_ERRORS, ssl.SSLError) as exc:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
+                raise ConnectError(f"cannot connect to {origin.text}: {cause}") from cause
+            except BaseException:
+                if stream is not None:
+                    await trio.aclose_forcefully(stream)
+                raise
+        if scope.cancelled_caught:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise ConnectTimeoutError(
+                f"connecting to {origin.text} took longer than {options.connect_timeout} s"
+            )
+        assert stream is not None
+        return cls(stream, options)
+
+    def receive_nowait(self) -> bool:
+        """Feed h11 with whatever a plain TCP socket already holds (no I/O wait, not a
+        checkpoint); False if nothing could be read that way (empty, TLS, not a socket)."""
+        if self._probe is None or not isinstance(self.stream, trio.SocketStream):
+            return False
+        try:
+            data = self._probe.recv(_RECEIVE_SIZE)
+        except OSError:  # BlockingIOError: nothing there
+            return False
+        if data:
+            self.received_bytes += len(data)
+        else:
+            self._received_eof = True
+        self.h11.receive_data(data)
+        return True
+
+    async def aclose(self) -> None:
+        """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
+        if self._probe is not None:
+            self._probe.close()
+        await trio.aclose_forcefully(self.stream)
+
+    def detach(self) -> trio.abc.Stream:
+        """Stop owning the transport (``upgrade()``/``connect()`` hand it over)."""
+        if self._probe is not None:
+            self._probe.close()
+        leftover, _ = self.h11.trailing_data
+        return PrefixedStream(self.stream, leftover) if leftover else self.stream
+
+    # ------------------------------------------------------------------ writing
+
+    async def send_request(self, request: Request, *, pipelined: bool) -> None:
+        """Write the whole request; ``pipelined``: responses to earlier ones are still due.
+        A checkpoint.
+
+        An interrupted write (error or cancellation) leaves the connection unusable; h11 is
+        told so with ``send_failed()``.
+        """
+        self.requests_started += 1
+        request.replay = pipelined
+        writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
+        try:
+            head = writer.send(
+                h11.Request(method=request.method, target=request.target, headers=request.headers)
+            )
+            assert head is not None
+            body = request.body
+            if body is None or isinstance(body, bytes):
+                data = head + _send(writer, h11.Data(data=body)) if body else head
+                await self.stream.send_all(data + _send(writer, h11.EndOfMessage()))
+            else:
+                await self.stream.send_all(head)
+                if isinstance(body, AsyncIterable):
+                    async for chunk in body:
+                        await self._send_chunk(writer, chunk)
+                else:
+                    for chunk in body:
+                        await self._send_chunk(writer, chunk)
+                await self.stream.send_all(_send(writer, h11.EndOfMessage()))
+        except h11.LocalProtocolError as exc:
+            writer.send_failed()
+            raise RequestContentLengthMismatchError(
+                f"request body does not match its content-length: {exc}"
+            ) from exc
+        except _STREAM_ERRORS as exc:
+            writer.send_failed()
+            raise SocketError(f"writing the request failed: {exc!r}") from exc
+        except BaseException:
+            writer.send_failed()
+            raise
+
+    async def _send_chunk(self, writer: h11.Connection, chunk: bytes) -> None:
+        if chunk:
+            await self.stream.send_all(_send(writer, h11.Data(data=chunk)))
+
+    def replay(self, request: Request) -> None:
+        """Tell the main h11 machine about a request written through a side serialiser."""
+        self.h11.send(
+            h11.Request(method=request.method, target=request.target, headers=request.headers)
+        )
+        body = request.body
+        if body:
+            assert isinstance(body, bytes)
+            self.h11.send(h11.Data(data=body))
+        self.h11.send(h11.EndOfMessage())
+
+    # ------------------------------------------------------------------ reading
+
+    async def next_event(
+        self,
+        scope: trio.CancelScope,
+        on_timeout: type[TrioPoolError],
+        timeout: float | None,
+        *,
+        deadline: float | None = None,
+    ) -> h11.Event:
+        """The next h11 event of the response. A checkpoint only when it has to read.
+
+        Each read runs with ``scope``'s deadline set to ``deadline`` (a total, for headers)
+        or else to ``timeout`` from now (an idle gap, for the body); the caller's request
+        scope is reused, so no scope is created per read. When it expires, the caller
+        raises ``waiting_for`` (``on_timeout``).
+        """
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._protocol_error(exc) from exc
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            if timeout is None:
+                scope.deadline = math.inf
+            else:
+                scope.deadline = trio.current_time() + timeout if deadline is None else deadline
+                self.waiting_for = on_timeout
+                self.waiting_timeout = timeout
+            try:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
+            except _STREAM_ERRORS as exc:
+                raise SocketError(f"reading the response failed: {exc!r}") from exc
+            if data:
+                self.received_bytes += len(data)
+            else:
+                self._received_eof = True
+            self.h11.receive_data(bytes(data) if type(data) is not bytes else data)
+
+    def _protocol_error(self, exc: h11.RemoteProtocolError) -> TrioPoolError:
+        if exc.error_status_hint == 431:
+            return HeadersOverflowError(
+                f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
+            )
+        if self._received_eof:
+            if self.expected_length is not None:
+                return ResponseContentLengthMismatchError(
+                    f"the server closed the connection before the whole body: {exc}"
+                )
+            return SocketError("other side closed")
+        return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
+
+
+def _send(writer: h11.Connection, event: h11.Event) -> bytes:
+    data = writer.send(event)
+    assert data is not None
+    return data
+
+
+_default_context: ssl.SSLContext | None = None
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    # Building a context loads the trust store (milliseconds): do it once per process.
+    global _default_context
+    if _default_context is None:
+        _default_context = ssl.create_default_context()
+    return _default_context
+
+
+class PrefixedStream(trio.abc.Stream):
+    """A handed-over connection: bytes h11 had already read come first."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            size = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:size], self._prefix[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _probe_socket(stream: trio.abc.Stream) -> socket.socket | None:
+    """A non-blocking duplicate of the TCP socket under ``stream``, for :meth:`alive`."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    probe = socket.socket(fileno=os.dup(stream.socket.fileno()))
+    probe.setblocking(False)
+    return probe

@@ -1,0 +1,74 @@
+"""The low-level handler protocol of ``dispatch()`` and its controller.
+
+Handler methods run in ``dispatch()``'s caller's task (that task does the request's I/O),
+in order: ``on_request_start`` (before the request is queued), ``on_response_start``,
+``on_response_data``*, ``on_response_end``; or, instead of the rest, one
+``on_response_error``. A method may be ``async def``: it is awaited, which is how a handler
+applies backpressure (the connection is not read meanwhile).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._errors import RequestAbortedError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from ._headers import Headers
+    from ._request import Request
+
+__all__ = ["Controller", "Handler", "call", "start_call"]
+
+
+class Handler(Protocol):
+    """What ``dispatch(options, handler)`` calls; each method may also be ``async def``."""
+
+    def on_request_start(self, controller: Controller) -> object: ...
+    def on_response_start(
+        self, controller: Controller, status: int, headers: Headers, reason: str
+    ) -> object: ...
+    def on_response_data(self, controller: Controller, chunk: bytes) -> object: ...
+    def on_response_end(self, controller: Controller, trailers: Headers) -> object: ...
+    def on_response_error(self, controller: Controller, error: BaseException) -> object: ...
+
+
+def start_call(method: Callable[..., object], *args: Any) -> Awaitable[object] | None:
+    """Call a handler method; return what must still be awaited if it is async, else None
+    (a plain method costs no coroutine and no checkpoint)."""
+    result = method(*args)
+    if result is not None and inspect.isawaitable(result):
+        return result
+    return None
+
+
+async def call(method: Callable[..., object], *args: Any) -> None:
+    """Call a handler method, awaiting it if it is async. A checkpoint only if it is async."""
+    pending = start_call(method, *args)
+    if pending is not None:
+        await pending
+
+
+class Controller:
+    """Passed to every handler method: lets the handler abort its request."""
+
+    __slots__ = ("_abort", "_request")
+
+    def __init__(self, request: Request, abort: Callable[[Request, BaseException], None]) -> None:
+        self._request = request
+        self._abort = abort
+
+    @property
+    def aborted(self) -> bool:
+        """True once the request has ended with an error (aborted or failed)."""
+        return self._request.error is not None
+
+    def abort(self, reason: object = None) -> None:
+        """Abort the request with ``RequestAbortedError`` (``__cause__`` = ``reason`` when it is
+        an exception). A request cut mid-response closes its connection. Not a checkpoint."""
+        error = RequestAbortedError(f"request aborted: {reason!r}" if reason else "request aborted")
+        if isinstance(reason, BaseException):
+            error.__cause__ = reason
+        self._abort(self._request, error)

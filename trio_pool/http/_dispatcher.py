@@ -1,0 +1,743 @@
+"""What ``Client`` and ``Pool`` share: the public dispatcher methods and the scheduler.
+
+Theory of operation
+-------------------
+A dispatcher owns a FIFO queue of waiting requests and a set of connections
+(:class:`Worker`), at most ``max_workers`` of them (1 for a ``Client``). A request's own task
+does its I/O: it *leases* a connection, runs the exchange (``_exchange.py``) and gives the
+lease back. Every scheduling decision is a plain synchronous method here — nothing awaits
+between deciding and recording the decision — so a cancellation can never strand a request
+half-moved (httpcore#830):
+
+* :meth:`_acquire` leases the most recently used idle connection that is still alive, else
+  one with spare pipelining capacity, else opens a new connection for the request if the
+  limit allows (the request waits for it), else queues the request. Idle connections are a
+  LIFO (a dict used as an ordered set), so each step is O(1) and the oldest connection is
+  not always the one picked (undici#3648).
+* A lease given back (:meth:`_released`) goes straight to the queue's head, whose task is
+  woken with the lease in hand; if that task was cancelled at that instant, its
+  cancellation gives the lease back again and the next waiter gets it (aiohttp#9670).
+* A request whose caller is cancelled is removed at once (:meth:`_abort`): from the queue,
+  from the connection being opened for it (which carries on and serves someone else), or
+  — mid-exchange — its exchange closes the connection on the way out.
+
+Requests are counted per state on every move, so ``statistics()`` is O(1).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._errors import (
+    ClientClosedError,
+    ClientDestroyedError,
+    InformationalError,
+    InvalidArgumentError,
+    RequestAbortedError,
+    SocketError,
+    TrioPoolError,
+)
+from .._supervisor import Supervisor
+from ._dispatch import Controller, Handler, call, start_call
+from ._events import Emitter, emit_along
+from ._exchange import Exchange
+from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
+from ._origin import parse_origin
+from ._request import Owner, Request, State, prepare
+from ._worker import Broken, Worker
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from ._client import Client
+    from ._connection import Connector
+    from ._headers import Headers
+    from ._models import BodyType, HeadersType, QueryType
+    from ._options import ClientOptions
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher(Emitter, Owner):
+    """The shared base of ``Client`` and ``Pool``; see the module docstring."""
+
+    _log = logging.getLogger("trio_pool.pool")
+
+    def __init__(
+        self,
+        origin: str,
+        options: ClientOptions,
+        *,
+        max_workers: int | None,
+        connector: Connector | None,
+        client_ttl: float | None = None,
+    ) -> None:
+        Emitter.__init__(self)
+        self._origin = parse_origin(origin)
+        self._options = options
+        self._connector = connector
+        self._max_workers = max_workers
+        self._client_ttl = client_ttl
+        self._supervisor = Supervisor()
+        self._queue: OrderedDict[Request, None] = OrderedDict()
+        self._idle: dict[Worker, None] = {}  # connected, nothing to do; last = most recent
+        self._spare: dict[Worker, None] = {}  # busy, room for a pipelined request
+        self._workers: set[Worker] = set()
+        self._counts = [0] * len(State)  # requests per State, indexed by it
+        self._connected = 0
+        self._need_drain = False
+        self._closed = False
+        self._destroyed = False
+        self._destroy_error: BaseException | None = None
+        self._shut = trio.Event()  # closed or destroyed, and every connection task ended
+        self._parents: list[Emitter] = []  # outer dispatchers, outermost first (targets)
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise ClientClosedError(f"{type(self).__name__} was already closed")
+        await self._supervisor.enter()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        await self._supervisor.exit(exc, graceful=self._close_on_exit, abort=self._destroy_now)
+        self._closed = True
+        return False
+
+    async def _close_on_exit(self) -> None:
+        if not self._destroyed:
+            await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` (or ``destroy()``) began or the block was left."""
+        return self._closed
+
+    @property
+    def destroyed(self) -> bool:
+        """True once ``destroy()`` began (or the block was left with an exception)."""
+        return self._destroyed
+
+    async def close(self) -> None:
+        """Refuse new requests, let queued and running ones finish, close the connections.
+
+        Returns once every connection is closed; calling it again waits for the same.
+        A checkpoint.
+
+        Raises:
+            ClientDestroyedError: ``destroy()`` was called before.
+        """
+        if self._destroyed:
+            raise ClientDestroyedError(f"{type(self).__name__} was destroyed")
+        if not self._closed:
+            self._closed = True
+            self._log.debug("closing %s", self._origin.text)
+            self._check_shutdown()
+        await self._shut.wait()
+
+    async def destroy(self, error: BaseException | None = None) -> None:
+        """Fail every queued and running request with ``error`` (default
+        ``ClientDestroyedError``), close every connection at once, refuse new requests.
+
+        Returns once every connection is closed. A checkpoint.
+        """
+        self._destroy_now(error)
+        await self._shut.wait()
+
+    def _destroy_now(self, error: BaseException | None = None) -> None:
+        if self._destroyed:
+            return
+        self._log.debug("destroying %s", self._origin.text)
+        self._destroyed = self._closed = True
+        self._destroy_error = error
+        for request in list(self._queue):
+            self._abort(request, error or ClientDestroyedError("the dispatcher was destroyed"))
+        for worker in list(self._workers):
+            for request in worker.requests():
+                self._abort(request, error or ClientDestroyedError("the dispatcher was destroyed"))
+            worker.cancel()
+        self._check_shutdown()
+
+    def _check_shutdown(self) -> None:
+        if (
+            not self._closed
+            or self._counts[State.QUEUED]
+            + self._counts[State.ASSIGNED]
+            + self._counts[State.RUNNING]
+        ):
+            return
+        for worker in self._idle:
+            worker.retire()
+        self._idle.clear()
+        if not self._workers:
+            self._shut.set()
+
+    # ------------------------------------------------------------------ statistics, events
+
+    def statistics(self) -> PoolStats:
+        """A snapshot of the counters (see :class:`PoolStats`). O(1), not a checkpoint."""
+        counts = self._counts
+        queued = counts[State.QUEUED]
+        pending = queued + counts[State.ASSIGNED]
+        running = counts[State.RUNNING]
+        return PoolStats(
+            connected=self._connected,
+            free=len(self._idle) + len(self._spare),
+            pending=pending,
+            queued=queued,
+            running=running,
+            size=pending + running,
+        )
+
+    def _count(self, old: State, new: State) -> None:
+        counts = self._counts
+        counts[old] -= 1
+        counts[new] += 1
+
+    def _targets(self, worker: Worker) -> list[Emitter]:
+        chain: list[Emitter] = [*self._parents, self]
+        if worker.client is not self:
+            chain.append(worker.client)
+        return chain
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _new_client(self) -> Client:
+        """The ``Client`` whose options a new connection uses (``Pool`` calls its factory)."""
+        raise NotImplementedError
+
+    def _accept(self, options: RequestOptions, **special: str | None) -> Request:
+        """Validate a new request; refuse it if the dispatcher does not take requests."""
+        if self._destroyed:
+            raise ClientDestroyedError(f"{type(self).__name__} was destroyed")
+        if self._closed:
+            raise ClientClosedError(f"{type(self).__name__} is closed")
+        if not self._supervisor.running:
+            raise RuntimeError(f"use {type(self).__name__} in an 'async with' block")
+        request = prepare(options, self._origin, self._options, **special)
+        request.owner = self
+        return request
+
+    def _acquire(self, request: Request, *, front: bool) -> Worker | None:
+        """Lease a connection to ``request`` now, or arrange for it to get one (a new
+        connection, or the queue; ``front`` = a re-send, at the head). O(1)."""
+        if not self._queue or front:
+            worker = self._pick(request)
+            if worker is not None:
+                worker.lease(request)
+                self._refresh(worker)
+                return worker
+            if self._max_workers is None or len(self._workers) < self._max_workers:
+                self._spawn(request)
+                return None
+        request.move(State.QUEUED)
+        queue = self._queue
+        queue[request] = None
+        if front:
+            queue.move_to_end(request, last=False)
+        self._need_drain = True
+        return None
+
+    def _pick(self, request: Request) -> Worker | None:
+        idle = self._idle
+        while idle:
+            worker, _ = idle.popitem()
+            assert worker.conn is not None
+            if worker.conn.alive():
+                return worker
+            worker.retire(SocketError("the server closed the idle connection (or sent bytes)"))
+        if request.pipelineable and self._spare:
+            worker = next(reversed(self._spare))
+            if worker.capacity(request):
+                return worker
+            self._refresh(worker)  # a stale entry (it began to retire): drop it
+        return None
+
+    def _spawn(self, request: Request) -> None:
+        try:
+            client = self._new_client()
+        except Exception as exc:  # a user factory failed: that is this request's error
+            request.finish(exc)
+            return
+        worker = Worker(self, client, request)
+        request.worker = worker
+        request.move(State.ASSIGNED)
+        self._workers.add(worker)
+        self._log.debug("opening a connection to %s", self._origin.text)
+        self._supervisor.start_soon(worker.run, name=f"trio_pool: {self._origin.text}")
+
+    def _hand(self, worker: Worker, request: Request) -> None:
+        """Lease ``worker`` to the waiting ``request`` and wake its task."""
+        worker.lease(request)
+        request.wake()
+
+    def _refresh(self, worker: Worker) -> None:
+        """Re-file ``worker`` as idle, spare or busy after its leases changed."""
+        self._idle.pop(worker, None)
+        self._spare.pop(worker, None)
+        if not worker.capacity(None):
+            return
+        if not worker.idle():
+            self._spare[worker] = None
+        elif self._closed and not self._queue:
+            worker.retire()
+        else:
+            self._idle[worker] = None
+            worker.released_idle()
+
+    def _feed(self, worker: Worker) -> None:
+        """Hand queued requests to ``worker`` while it can take them (FIFO)."""
+        queue = self._queue
+        while queue:
+            request = next(iter(queue))
+            if not worker.capacity(request):
+                break
+            del queue[request]
+            self._hand(worker, request)
+        self._refresh(worker)
+
+    def _pump(self) -> None:
+        """Open connections for queued requests while the limit allows."""
+        queue = self._queue
+        if self._destroyed:
+            return
+        while queue and (self._max_workers is None or len(self._workers) < self._max_workers):
+            request = next(iter(queue))
+            del queue[request]
+            self._spawn(request)
+
+    def _abort(self, request: Request, error: BaseException) -> None:
+        """End ``request`` with ``error`` now, wherever it is. Not a checkpoint."""
+        state = request.state
+        if state is State.DONE:
+            return
+        worker: Worker | None = request.worker
+        if state is State.QUEUED:
+            del self._queue[request]
+        request.finish(error)
+        if state is State.ASSIGNED and worker is not None:
+            if worker.first is request:
+                worker.first = None  # the connection carries on, for someone else
+            else:
+                worker.release(request, reusable=True)  # an unused lease goes on
+        elif state is State.RUNNING and request.scope is not None:
+            request.scope.cancel()  # its exchange closes the connection on the way out
+        self._check_shutdown()
+
+    # Reports from connections.
+
+    def _worker_connected(self, worker: Worker) -> None:
+        self._connected += 1
+        self._log.debug("connected to %s", self._origin.text)
+        emit_along(self._targets(worker), "connect", self._origin.text)
+        first, worker.first = worker.first, None
+        if first is not None:
+            self._hand(worker, first)
+        self._released(worker)
+
+    def _released(self, worker: Worker) -> None:
+        """A lease was given back (or the connection is new): serve the queue from it."""
+        if worker.retiring:
+            self._idle.pop(worker, None)
+            self._spare.pop(worker, None)
+            if worker.idle():
+                worker.retire()
+            self._pump()
+        else:
+            self._feed(worker)
+            if self._need_drain and not self._queue:
+                self._need_drain = False
+                emit_along(self._targets(worker), "drain", self._origin.text)
+        self._check_shutdown()
+
+    def _worker_ended(self, worker: Worker, reason: BaseException | None) -> None:
+        self._workers.discard(worker)
+        self._idle.pop(worker, None)
+        self._spare.pop(worker, None)
+        targets = self._targets(worker)
+        if reason is None:
+            reason = self._destroy_error or InformationalError("destroyed")
+        if worker.conn is None:
+            self._log.debug("connecting to %s failed: %r", self._origin.text, reason)
+            emit_along(targets, "connection_error", self._origin.text, reason)
+        else:
+            self._connected -= 1
+            self._log.debug("disconnected from %s: %r", self._origin.text, reason)
+            emit_along(targets, "disconnect", self._origin.text, reason)
+        self._pump()
+        self._check_shutdown()
+
+    # ------------------------------------------------------------------ running requests
+
+    async def _connection_for(self, request: Request, *, front: bool = False) -> Worker | None:
+        """A leased connection for ``request``, or None if it ended meanwhile (its error is
+        on it). A checkpoint only if it has to wait; a cancelled caller aborts it at once."""
+        if request.ended:  # aborted while its last try was failing
+            return None
+        worker = self._acquire(request, front=front)
+        if worker is not None:
+            return worker
+        if request.state is State.DONE:  # a failing factory
+            return None
+        request.event = event = trio.Event()
+        try:
+            await event.wait()
+        except BaseException:
+            self._abort(request, RequestAbortedError("the caller was cancelled"))
+            raise
+        return None if request.ended else request.worker  # type: ignore[no-any-return]
+
+    async def _begin(self, request: Request, scope: trio.CancelScope) -> Exchange | None:
+        """Lease a connection, write the request and read the response head, re-sending it
+        as API.md 1.6 allows. None if the request failed (its error is on it). Runs in
+        ``scope`` (set up by the caller: timeouts and aborts cancel it)."""
+        front = False
+        while True:
+            worker = await self._connection_for(request, front=front)
+            if worker is None:
+                return None
+            exchange = Exchange(worker, request)
+            try:
+                await exchange.send()
+                await exchange.receive_head(scope)
+            except Broken:
+                pass  # pipelined behind a request that broke the connection: re-send
+            except TrioPoolError as exc:
+                if not exchange.retryable(exc):
+                    request.finish(exc)
+                    exchange.close(exc)
+                    return None
+                self._log.debug("re-sending %s after: %r", request.method, exc)
+                exchange.close(exc)
+            except BaseException as exc:  # the body iterable, a timeout, an abort, a cancel
+                exchange.close(exc)
+                raise
+            else:
+                return exchange
+            exchange.close()
+            scope.deadline = math.inf
+            front = True
+
+    def _ended(self, request: Request, scope: trio.CancelScope) -> None:
+        """After an exchange's scope: a deadline that expired is the request's error."""
+        if scope.cancelled_caught and not request.ended:
+            exchange: Exchange = request.exchange
+            request.finish(exchange.timeout_error())
+
+    @contextmanager
+    def _scope_for(self, request: Request) -> Iterator[trio.CancelScope]:
+        """The cancel scope a request runs its exchange in; a caller cancelled from outside
+        (or any unexpected error) ends the request at once."""
+        scope = trio.CancelScope()
+        request.scope = scope
+        try:
+            with scope:
+                yield scope
+        except BaseException:
+            self._abort(request, RequestAbortedError("the caller was cancelled"))
+            raise
+        finally:
+            request.scope = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> Response:
+        """Send a request and read its whole response. A checkpoint.
+
+        The connection is free for the next request before this returns. Non-2xx statuses
+        are not errors (see ``Response.raise_for_status``). Cancelling the caller aborts the
+        request (a connection cut mid-response is closed and replaced).
+
+        Raises:
+            InvalidArgumentError: a bad argument (nothing was sent).
+            ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
+            TrioPoolError: the request failed (see API.md 1.7).
+        """
+        request = self._accept(
+            RequestOptions(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            )
+        )
+        chunks: list[bytes] = []
+        exchange = None
+        with self._scope_for(request) as scope:
+            exchange = await self._begin(request, scope)
+            if exchange is not None:
+                try:
+                    while (chunk := await exchange.receive_data(scope)) is not None:
+                        chunks.append(chunk)
+                    request.finish(None)
+                except TrioPoolError as exc:
+                    request.finish(exc)
+                finally:
+                    exchange.close(request.error)
+        self._ended(request, scope)
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        status, response_headers, reason = exchange.head
+        body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return Response(
+            status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
+        )
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> AsyncIterator[StreamResponse]:
+        """Send a request; the block gets the response once its head arrived, and reads the
+        body as it comes (``async for chunk in resp.body``, in the reader's task). Entering
+        is a checkpoint.
+
+        Leaving the block before the body ended closes the connection (never leaked).
+        Raises like :meth:`request`.
+        """
+        request = self._accept(
+            RequestOptions(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            )
+        )
+        exchange = None
+        with self._scope_for(request) as scope:
+            exchange = await self._begin(request, scope)
+        self._ended(request, scope)
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        source = _BodySource(self, exchange)
+        status, response_headers, reason = exchange.head
+        try:
+            yield StreamResponse(
+                status, reason, exchange.http_version, response_headers, source=source
+            )
+        finally:
+            source.close()
+
+    pipeline = stream
+    """``pipeline(method, path, body=async_iterable, ...)``: like :meth:`stream`, for a body
+    produced as it is sent. The body is written completely before the response is read."""
+
+    @asynccontextmanager
+    async def upgrade(
+        self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """``GET path`` with ``upgrade: protocol``; the block gets the connection once the
+        server switched (101). Entering is a checkpoint; leaving closes the connection.
+
+        Raises:
+            SocketError: the server answered with another status ("bad upgrade").
+            Like :meth:`request` otherwise.
+        """
+        request = self._accept(RequestOptions("GET", path, headers=headers), protocol=protocol)
+        async with self._switching(request, "upgrade") as upgraded:
+            yield upgraded
+
+    @asynccontextmanager
+    async def connect(
+        self, authority: str, *, headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """``CONNECT authority`` (a tunnel through a proxy); the block gets the connection
+        once the server answered 2xx. Entering is a checkpoint; leaving closes it.
+
+        Raises:
+            SocketError: the server answered with another status ("bad connect").
+            Like :meth:`request` otherwise.
+        """
+        request = self._accept(RequestOptions("CONNECT", "/", headers=headers), authority=authority)
+        async with self._switching(request, "connect") as upgraded:
+            yield upgraded
+
+    @asynccontextmanager
+    async def _switching(self, request: Request, what: str) -> AsyncIterator[Upgraded]:
+        exchange = None
+        stream: trio.abc.Stream | None = None
+        with self._scope_for(request) as scope:
+            exchange = await self._begin(request, scope)
+            if exchange is not None:
+                try:
+                    if exchange.switched:
+                        stream = exchange.conn.detach()
+                    else:  # refused: read the answer, so the connection stays usable
+                        while await exchange.receive_data(scope) is not None:
+                            pass
+                    request.finish(None)
+                except TrioPoolError as exc:
+                    request.finish(exc)
+                finally:
+                    exchange.close(request.error)
+        self._ended(request, scope)
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        status, response_headers, _ = exchange.head
+        if stream is None:
+            raise SocketError(f"bad {what}: the server answered {status}")
+        try:
+            yield Upgraded(stream, status, response_headers)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
+        """Send a request described by ``options``, driving ``handler`` (see API.md 1.3) in
+        this task.
+
+        Returns when the request has ended; failures go to ``handler.on_response_error``,
+        not to the caller. A checkpoint.
+
+        Raises:
+            InvalidArgumentError: a bad argument (nothing was sent).
+            ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
+        """
+        if not isinstance(options, RequestOptions):
+            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        request = self._accept(options)
+        controller = Controller(request, self._abort)
+        try:
+            await call(handler.on_request_start, controller)
+        except Exception as exc:
+            controller.abort(exc)
+        if request.state is State.NEW:
+            exchange = None
+            with self._scope_for(request) as scope:
+                exchange = await self._begin(request, scope)
+                if exchange is not None:
+                    try:
+                        await _drive(exchange, scope, handler, controller)
+                    except _HandlerFailed as exc:
+                        request.finish(exc.error)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
+            self._ended(request, scope)
+        if request.error is not None:
+            await call(handler.on_response_error, controller, request.error)
+
+
+class _HandlerFailed(Exception):
+    """A handler method raised; carries what it raised (delivered to the request as is)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+async def _handle(scope: trio.CancelScope, method: Callable[..., object], *args: object) -> None:
+    """Call a handler method; an async one runs with no read deadline on ``scope``."""
+    try:
+        pending = start_call(method, *args)
+        if pending is not None:
+            scope.deadline = math.inf
+            await pending
+    except Exception as exc:
+        raise _HandlerFailed(exc) from exc
+
+
+async def _drive(
+    exchange: Exchange, scope: trio.CancelScope, handler: Handler, controller: Controller
+) -> None:
+    """Feed the response to ``handler``; stop as soon as the request is aborted."""
+    request = exchange.request
+    assert exchange.head is not None
+    await _handle(scope, handler.on_response_start, controller, *exchange.head)
+    while request.state is not State.DONE:
+        chunk = await exchange.receive_data(scope)
+        if chunk is None:
+            await _handle(scope, handler.on_response_end, controller, exchange.trailers)
+            request.finish(None)
+            return
+        await _handle(scope, handler.on_response_data, controller, chunk)
+
+
+class _BodySource:
+    """The body of a ``StreamResponse``, read in the reader's task."""
+
+    __slots__ = ("_dispatcher", "_exchange")
+
+    def __init__(self, dispatcher: Dispatcher, exchange: Exchange) -> None:
+        self._dispatcher = dispatcher
+        self._exchange = exchange
+
+    async def receive(self) -> bytes | None:
+        exchange = self._exchange
+        request = exchange.request
+        if request.state is State.DONE:
+            if request.error is not None:
+                raise request.error
+            return None
+        chunk = None
+        with self._dispatcher._scope_for(request) as scope:
+            try:
+                chunk = await exchange.receive_data(scope)
+            except TrioPoolError as exc:
+                request.finish(exc)
+            finally:
+                if chunk is None:
+                    if request.error is None and exchange.complete:
+                        request.finish(None)
+                    exchange.close(request.error)
+        self._dispatcher._ended(request, scope)
+        if request.error is not None:
+            exchange.close(request.error)
+            raise request.error
+        return chunk
+
+    def trailers(self) -> Headers:
+        return self._exchange.trailers
+
+    def close(self) -> None:
+        exchange = self._exchange
+        if exchange.request.state is not State.DONE:
+            # Unread: keep the connection if the rest is already here, else close it.
+            exchange.drain_buffered()
+            exchange.request.finish(RequestAbortedError("the stream was closed before its end"))
+        exchange.close()

@@ -1,0 +1,239 @@
+"""One request's exchange on a leased connection, run in the task of whoever made the
+request (``request()``, ``stream()``, ``dispatch()``...).
+
+Theory of operation
+-------------------
+An :class:`Exchange` writes the request (after the pipelined requests before it), reads
+the response head and then the body in steps, so ``request()`` can drive it to the end
+while a ``StreamResponse`` hands each step to its reader. Reads run under a cancel scope
+given by the caller, whose deadline is set for each read (``headers_timeout`` as a total
+from the request being written, ``body_timeout`` per gap); the same scope is what
+``Controller.abort()`` cancels.
+
+Every way out goes through :meth:`Exchange.close`, which gives the lease back: reusable
+only after a complete response on a persistent connection; a request cut anywhere else
+(error, timeout, cancellation of its caller, an unread stream) closes the connection, since
+a half-read response cannot be resumed. :meth:`Exchange.retryable` says whether a failure
+may be re-sent (API.md 1.6): the connection was reused, nothing of the response had
+arrived, the request is idempotent and was not retried before.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+
+from .._errors import (
+    BodyTimeoutError,
+    HeadersOverflowError,
+    HeadersTimeoutError,
+    InformationalError,
+    ResponseExceededMaxSizeError,
+    SocketError,
+    TrioPoolError,
+)
+from ._headers import Headers
+from ._request import State
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._request import Request
+    from ._worker import Worker
+
+__all__ = ["Exchange", "Head"]
+
+Head = tuple[int, Headers, str]
+
+_CHEAP_DRAIN = 65536  # body bytes an unread stream may still drain to keep its connection
+
+
+class Exchange:
+    """The I/O of one request on one leased connection (see the module docstring)."""
+
+    __slots__ = (
+        "_fresh",
+        "_headers",
+        "_mark",
+        "_reused",
+        "_total",
+        "complete",
+        "conn",
+        "head",
+        "http_version",
+        "keep",
+        "request",
+        "switched",
+        "trailers",
+        "worker",
+    )
+
+    def __init__(self, worker: Worker, request: Request) -> None:
+        self.worker = worker
+        assert worker.conn is not None
+        self.conn: Connection = worker.conn
+        self.request = request
+        request.exchange = self
+        self.complete = False  # the whole response was read
+        self.keep = False  # ...and the connection may serve another request
+        self.switched = False  # 101 to an upgrade or 2xx to a CONNECT: hand the stream over
+        self.trailers = Headers()
+        self.head: Head | None = None
+        self.http_version = "1.1"
+        self._headers = Headers()
+        self._total = 0
+        self._reused = self._fresh = False
+        self._mark = 0
+
+    async def send(self) -> None:
+        """Write the request in its turn. A checkpoint."""
+        request = self.request
+        worker = self.worker
+        conn = self.conn
+        request.move(State.RUNNING)
+        await worker.write_turn(request)
+        self._reused = conn.responses > 0
+        self._fresh = True  # a write failure happens before any response byte
+        self._mark = conn.received_bytes
+        await conn.send_request(request, pipelined=bool(worker.to_read))
+        request.written_at = trio.current_time()
+        worker.written(request)
+        options = worker.client._options
+        if conn.h11.our_state is h11.MUST_CLOSE or (
+            options.max_requests_per_client is not None
+            and conn.requests_started >= options.max_requests_per_client
+        ):
+            worker.retiring = True
+            worker.owner._refresh(worker)  # no more pipelined requests on it
+
+    async def receive_head(self, scope: trio.CancelScope) -> Head:
+        """Read the response head, after the responses before it. A checkpoint.
+
+        Raises:
+            HeadersTimeoutError (as a cancellation of ``scope``, mapped by the caller),
+            HeadersOverflowError, HTTPParserError, SocketError.
+        """
+        request = self.request
+        conn = self.conn
+        await self.worker.read_turn(request)
+        if request.replay:
+            conn.replay(request)
+        # For the 1.6 retry: nothing of this response yet, nothing left over before it.
+        self._fresh = not conn.leftover
+        self._mark = conn.received_bytes
+        options = self.worker.client._options
+        timeout = options.headers_timeout
+        deadline = math.inf if timeout is None else request.written_at + timeout
+        conn.expected_length = None
+        event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
+        while isinstance(event, h11.InformationalResponse):
+            if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
+                break
+            event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
+        if not isinstance(event, h11.InformationalResponse | h11.Response):
+            raise SocketError(f"unexpected {event!r} instead of a response")
+        # h11 bounds only an *incomplete* head; one that arrived whole is measured here.
+        size = sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
+        if size > options.max_header_size:
+            raise HeadersOverflowError(
+                f"response headers exceed max_header_size ({options.max_header_size} bytes)"
+            )
+        headers = Headers._from_raw(event.headers)
+        if conn.h11.their_state is h11.SWITCHED_PROTOCOL:
+            self.switched = self.complete = True
+        else:
+            length = headers.get("content-length")
+            conn.expected_length = int(length) if length is not None else None
+            self._headers = headers
+        self.http_version = event.http_version.decode("ascii")
+        self.head = (event.status_code, headers, event.reason.decode("latin-1"))
+        return self.head
+
+    async def receive_data(self, scope: trio.CancelScope) -> bytes | None:
+        """The next piece of the body, or None at its end. A checkpoint when it has to read.
+
+        Raises:
+            BodyTimeoutError (as a cancellation of ``scope``), ResponseExceededMaxSizeError,
+            ResponseContentLengthMismatchError, HTTPParserError, SocketError.
+        """
+        if self.complete:
+            return None
+        options = self.worker.client._options
+        event = await self.conn.next_event(scope, BodyTimeoutError, options.body_timeout)
+        if type(event) is h11.Data:
+            self._total += len(event.data)
+            limit = options.max_response_size
+            if limit is not None and self._total > limit:
+                raise ResponseExceededMaxSizeError(
+                    f"response body exceeds max_response_size ({limit} bytes)"
+                )
+            return bytes(event.data)
+        if type(event) is h11.EndOfMessage:
+            self.trailers = Headers._from_raw(event.headers)
+            self.complete = True
+            self.keep = self.worker.keep_alive(self._headers)
+            return None
+        raise SocketError(f"unexpected {event!r} in a response body")
+
+    def retryable(self, error: BaseException) -> bool:
+        """May ``request`` be re-sent after ``error`` (API.md 1.6)? Marks it retried."""
+        request = self.request
+        if (
+            isinstance(error, SocketError)
+            and self._reused
+            and self._fresh
+            and self.conn.received_bytes == self._mark
+            and request.idempotent
+            and not request.retried
+            and self.worker.client._options.retry_idempotent
+        ):
+            request.retried = True
+            return True
+        return False
+
+    def drain_buffered(self) -> None:
+        """Read the rest of the body if it has already arrived and is small (no I/O wait,
+        not a checkpoint), so an unread stream keeps its connection when that is cheap."""
+        if self.complete or self.request.worker is not self.worker:
+            return
+        limit = self.worker.client._options.max_response_size
+        budget = self._total + _CHEAP_DRAIN
+        conn = self.conn
+        h = conn.h11
+        try:
+            while self._total <= budget:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    if not conn.receive_nowait():
+                        return
+                elif type(event) is h11.Data:
+                    self._total += len(event.data)
+                    if limit is not None and self._total > limit:
+                        return
+                elif type(event) is h11.EndOfMessage:
+                    self.complete = True
+                    self.keep = self.worker.keep_alive(self._headers)
+                    return
+                else:
+                    return
+        except h11.RemoteProtocolError:
+            return
+
+    def close(self, reason: BaseException | None = None) -> None:
+        """Give the lease back: reusable only after a complete, persistent response; else
+        the connection closes, ``reason`` saying why (for ``"disconnect"`` listeners)."""
+        if self.request.worker is not self.worker:
+            return  # given back already
+        if self.switched:
+            self.worker.handed_over = True
+            reason = InformationalError("the connection was handed over")
+        elif not self.keep and reason is None:
+            reason = InformationalError("a request ended before its response did")
+        self.worker.release(self.request, reusable=self.keep, reason=reason)
+
+    def timeout_error(self) -> TrioPoolError:
+        """The error of the read whose deadline expired."""
+        conn = self.conn
+        return conn.waiting_for(f"no response data within {conn.waiting_timeout} s")

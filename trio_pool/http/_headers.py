@@ -1,0 +1,74 @@
+"""``Headers``: the response header (and trailer) multimap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import overload
+
+__all__ = ["Headers"]
+
+
+class Headers:
+    """Response headers: case-insensitive lookup, wire order kept.
+
+    ``h["Content-Type"]`` returns the first value (``KeyError`` if absent);
+    :meth:`get_all` returns every value; iterating yields ``(name, value)`` pairs in the order
+    they arrived, names lower-cased as h11 delivers them.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence[tuple[str, str]] = ()) -> None:
+        self._items = list(items)
+
+    @classmethod
+    def _from_raw(cls, raw: Sequence[tuple[bytes, bytes]]) -> Headers:
+        # h11 already lower-cases names; latin-1 maps every byte, so nothing can fail here.
+        return cls([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])
+
+    def __getitem__(self, name: str) -> str:
+        key = name.lower()
+        for item_name, value in self._items:
+            if item_name == key:
+                return value
+        raise KeyError(name)
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name`` in wire order (an empty list if absent)."""
+        key = name.lower()
+        return [value for item_name, value in self._items if item_name == key]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = [(n, "<redacted>" if n in _SECRET else v) for n, v in self._items]
+        return f"Headers({shown!r})"
+
+
+# Never shown in reprs or logs.
+_SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})

@@ -1,0 +1,79 @@
+"""``ClientOptions``: validation and undici's defaults for every per-connection option.
+
+Options arrive as keyword arguments (``Client(origin, **options)``,
+``Pool(origin, **options)``) and are validated once, at construction, into a frozen
+:class:`ClientOptions`. Timeouts are seconds; ``0`` or ``None`` disables one (undici's
+convention for ``0``, Trio's for ``None``), stored as ``None``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import attrs
+
+from .._errors import InvalidArgumentError
+from .._validate import check_count, check_timeout
+
+__all__ = ["ClientOptions"]
+
+_TIMEOUTS = (
+    "connect_timeout",
+    "headers_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "keep_alive_max_timeout",
+)
+
+
+@attrs.frozen(kw_only=True)
+class ClientOptions:
+    """The validated options of one ``Client`` (see API.md 1.2 for their meaning)."""
+
+    connect_timeout: float | None = 10.0
+    headers_timeout: float | None = 300.0
+    body_timeout: float | None = 300.0
+    keep_alive_timeout: float | None = 4.0
+    keep_alive_max_timeout: float | None = 600.0
+    keep_alive_timeout_threshold: float = 2.0
+    pipelining: int = 1
+    max_requests_per_client: int | None = None
+    max_header_size: int = 16384
+    max_response_size: int | None = None
+    strict_content_length: bool = True
+    ssl_context: ssl.SSLContext | None = None
+    retry_idempotent: bool = True
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> ClientOptions:
+        """Validate keyword arguments; ``InvalidArgumentError`` names the bad one."""
+        known = {field.name for field in attrs.fields(cls)}
+        for name in kwargs:
+            if name not in known:
+                raise InvalidArgumentError(f"invalid option {name!r}: unknown option")
+        values = dict(kwargs)
+        for name in _TIMEOUTS:
+            if name in values:
+                values[name] = check_timeout(name, values[name])
+        if "keep_alive_timeout_threshold" in values:
+            threshold = check_timeout(
+                "keep_alive_timeout_threshold", values["keep_alive_timeout_threshold"]
+            )
+            values["keep_alive_timeout_threshold"] = threshold or 0.0
+        counts = (
+            ("pipelining", 0, False),
+            ("max_requests_per_client", 1, True),
+            ("max_response_size", 0, True),
+            ("max_header_size", 1, False),
+        )
+        for name, minimum, optional in counts:
+            if name in values:
+                values[name] = check_count(name, values[name], minimum=minimum, allow_none=optional)
+        for name in ("strict_content_length", "retry_idempotent"):
+            if name in values and not isinstance(values[name], bool):
+                raise InvalidArgumentError(f"invalid {name}: expected a bool")
+        context = values.get("ssl_context")
+        if context is not None and not isinstance(context, ssl.SSLContext):
+            raise InvalidArgumentError("invalid ssl_context: expected an ssl.SSLContext or None")
+        return cls(**values)

@@ -1,0 +1,73 @@
+"""``Pool``: many connections (``Client``s) to one origin, one FIFO queue."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._errors import InvalidArgumentError
+from .._validate import check_count, check_timeout
+from ._client import Client
+from ._dispatcher import Dispatcher
+from ._options import ClientOptions
+
+if TYPE_CHECKING:
+    from ._connection import Connector
+
+__all__ = ["Pool"]
+
+
+class Pool(Dispatcher):
+    """A pool of connections to ``origin`` (undici's ``Pool``).
+
+    Args:
+        origin: ``"http://host[:port]"`` or ``"https://host[:port]"``.
+        connections: the most connections open at once; None or 0 = unlimited.
+        factory: ``factory(origin, **options) -> Client`` makes the ``Client`` whose options
+            a new connection uses (default: ``Client``).
+        client_ttl: seconds since connect after which a connection is retired (once its
+            current work is done); None = never.
+        connector: see :class:`Client`.
+        **options: ``Client`` options (API.md 1.2), passed to ``factory``.
+
+    Requests wait in one FIFO queue while every connection is busy. Each connection is a
+    task of the pool (so a caller that gives up never orphans one), and a new one is opened
+    when work waits and ``connections`` allows.
+    """
+
+    _log = logging.getLogger("trio_pool.pool")
+
+    def __init__(
+        self,
+        origin: str,
+        *,
+        connections: int | None = None,
+        factory: Callable[..., Client] | None = None,
+        client_ttl: float | None = None,
+        connector: Connector | None = None,
+        **options: Any,
+    ) -> None:
+        connections = check_count("connections", connections, allow_none=True)
+        if factory is not None and not callable(factory):
+            raise InvalidArgumentError("invalid factory: expected a callable")
+        validated = ClientOptions.from_kwargs(options)
+        super().__init__(
+            origin,
+            validated,
+            max_workers=connections or None,
+            connector=connector,
+            client_ttl=check_timeout("client_ttl", client_ttl),
+        )
+        self._factory = factory
+        self._client_kwargs = options
+        if connector is not None:
+            self._client_kwargs = {**options, "connector": connector}
+
+    def _new_client(self) -> Client:
+        if self._factory is None:
+            return Client(self._origin.text, **self._client_kwargs)
+        client = self._factory(self._origin.text, **self._client_kwargs)
+        if not isinstance(client, Client):
+            raise InvalidArgumentError(f"invalid factory: it returned {client!r}, not a Client")
+        return client

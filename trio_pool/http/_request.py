@@ -1,0 +1,286 @@
+"""The internal record of one request, and turning ``RequestOptions`` into it.
+
+Theory of operation
+-------------------
+:func:`prepare` validates everything a caller controls (method, path, query, headers, body,
+content-length) and builds the wire form *before* the request enters any queue, so a bad
+argument raises ``InvalidArgumentError`` at call time and nothing is ever half-written.
+
+A :class:`Request` then moves through ``QUEUED`` (in the dispatcher's FIFO) → ``ASSIGNED``
+(waiting for the connection being opened for it, or holding a lease it has not used yet) →
+``RUNNING`` (being written or awaiting/reading its response) → ``DONE``. Every move goes
+through :meth:`Request.move`, which keeps the owner's
+counters exact, so ``statistics()`` is O(1) and always consistent. ``DONE`` is final:
+whoever gets there first (the connection finishing the response, the caller being
+cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import trio
+
+from .._errors import InvalidArgumentError, RequestContentLengthMismatchError
+from ._models import RequestOptions
+
+if TYPE_CHECKING:
+    from ._options import ClientOptions
+    from ._origin import Origin
+
+__all__ = ["IDEMPOTENT_METHODS", "Request", "State", "prepare"]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE = re.compile(rb"[\r\n\x00]")
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
+
+
+class State(enum.IntEnum):
+    """Where a request is in its life (see the module docstring).
+
+    An ``IntEnum`` so the owner counts states in a list (no Python-level ``__hash__`` on
+    the hot path).
+    """
+
+    NEW = 0
+    QUEUED = 1
+    ASSIGNED = 2
+    RUNNING = 3
+    DONE = 4
+
+
+class Owner:
+    """What a request needs from the dispatcher that accepted it (its counters)."""
+
+    def _count(self, old: State, new: State) -> None:
+        raise NotImplementedError
+
+
+class Request:
+    """One accepted request: its wire form, its state and how its caller is woken."""
+
+    __slots__ = (
+        "body",
+        "error",
+        "event",
+        "exchange",
+        "headers",
+        "idempotent",
+        "method",
+        "owner",
+        "pipelineable",
+        "replay",
+        "retried",
+        "scope",
+        "state",
+        "target",
+        "turn",
+        "upgrade",
+        "worker",
+        "written_at",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | Iterable[bytes] | AsyncIterable[bytes] | None,
+        *,
+        idempotent: bool,
+        upgrade: bool = False,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.idempotent = idempotent
+        # Streaming bodies and non-idempotent requests are never written behind others.
+        self.pipelineable = idempotent and not upgrade and (body is None or isinstance(body, bytes))
+        self.upgrade = upgrade
+        self.state = State.NEW
+        self.owner: Owner | None = None
+        # The connection it holds a lease on, or is waiting for while it connects.
+        self.worker: Any = None
+        # The caller's cancel scope while it runs the exchange; aborting cancels it.
+        self.scope: trio.CancelScope | None = None
+        self.error: BaseException | None = None
+        self.event: trio.Event | None = None  # set when its caller waits for a connection
+        self.exchange: Any = None  # its latest exchange (whose read may have timed out)
+        self.turn: trio.Event | None = None  # set when it waits for its pipelining turn
+        self.retried = False
+        self.replay = False  # written through a side serializer (pipelined): replay into h11
+        self.written_at = 0.0  # trio time the last byte was written (headers_timeout's start)
+
+    def move(self, new: State) -> None:
+        """Change state, keeping the owner's counters exact. Not a checkpoint."""
+        old, self.state = self.state, new
+        assert self.owner is not None
+        self.owner._count(old, new)
+
+    @property
+    def ended(self) -> bool:
+        """``DONE`` (a property, so type checkers do not assume it unchanged by an await)."""
+        return self.state is State.DONE
+
+    def wake(self) -> None:
+        """Wake the caller if it waits for a connection."""
+        event = self.event
+        if event is not None:
+            self.event = None
+            event.set()
+
+    def finish(self, error: BaseException | None) -> None:
+        """Mark the request DONE (first caller wins) and wake its caller."""
+        if self.state is State.DONE:
+            return
+        self.error = error
+        self.move(State.DONE)
+        self.wake()
+        if self.turn is not None:
+            self.turn.set()
+
+
+def _bytes(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(f"invalid {what} {value!r}: not latin-1") from None
+    raise InvalidArgumentError(f"invalid {what} {value!r}: expected str or bytes")
+
+
+def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
+    if headers is None:
+        return []
+    items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers  # type: ignore[assignment]
+    if isinstance(items, str | bytes):
+        raise InvalidArgumentError("invalid headers: expected a mapping or (name, value) pairs")
+    pairs = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"invalid headers: {item!r} is not a (name, value) pair"
+            ) from None
+        raw_name = _bytes(name, "header name").lower()
+        raw_value = _bytes(value, f"value of header {raw_name.decode('latin-1')!r}").strip()
+        if not _TOKEN.match(raw_name):
+            raise InvalidArgumentError(f"invalid header name {name!r}")
+        if _BAD_VALUE.search(raw_value):
+            raise InvalidArgumentError(f"invalid value of header {name!r}: CR, LF or NUL")
+        if raw_name in _FORBIDDEN_HEADERS:
+            raise InvalidArgumentError(f"invalid header {name!r}: set by the client, not by you")
+        pairs.append((raw_name, raw_value))
+    return pairs
+
+
+def _body(body: object) -> bytes | Iterable[bytes] | AsyncIterable[bytes] | None:
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)
+    if isinstance(body, AsyncIterable | Iterable):
+        return body
+    raise InvalidArgumentError(
+        "invalid body: expected bytes, str, an (async) iterable of bytes or None"
+    )
+
+
+def _target(path: object, query: object) -> bytes:
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or not path.isascii()
+        or _BAD_TARGET.search(path)
+    ):
+        raise InvalidArgumentError(
+            f"invalid path {path!r}: must start with '/'; ASCII, no spaces or controls"
+        )
+    if not query:
+        return path.encode("ascii")
+    if isinstance(query, str):
+        encoded = query.lstrip("?")
+    elif isinstance(query, Mapping | list | tuple):
+        encoded = urlencode(query, doseq=True)
+    else:
+        raise InvalidArgumentError("invalid query: expected a mapping, pairs or a str")
+    if not encoded.isascii() or _BAD_TARGET.search(encoded):
+        raise InvalidArgumentError(f"invalid query {query!r}: spaces, controls or non-ASCII")
+    separator = "&" if "?" in path else "?"
+    return f"{path}{separator}{encoded}".encode("ascii")
+
+
+def prepare(
+    options: RequestOptions,
+    origin: Origin,
+    client_options: ClientOptions,
+    *,
+    protocol: str | None = None,
+    authority: str | None = None,
+) -> Request:
+    """Validate ``options`` and build the :class:`Request`. Raises ``InvalidArgumentError``.
+
+    ``protocol`` makes it an upgrade request (``upgrade: protocol``); ``authority`` a
+    ``CONNECT authority`` request. Either way the connection is handed over afterwards.
+    """
+    method = options.method
+    if not isinstance(method, str) or not _TOKEN.match(method.encode("latin-1", "replace")):
+        raise InvalidArgumentError(f"invalid method {method!r}")
+    headers = _header_pairs(options.headers)
+    body = _body(options.body)
+    if authority is None:
+        target = _target(options.path, options.query)
+    elif isinstance(authority, str) and _TOKEN.match(re.sub(r"[:\[\]]", "", authority).encode()):
+        target = authority.encode("ascii")
+    else:
+        raise InvalidArgumentError(f"invalid authority {authority!r}: expected host:port")
+    names = {name for name, _ in headers}
+    if b"host" not in names:
+        headers.insert(0, (b"host", origin.authority.encode("ascii")))
+    lengths = [value for name, value in headers if name == b"content-length"]
+    if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+        raise InvalidArgumentError("invalid content-length header")
+    declared = int(lengths[0]) if lengths else None
+    if isinstance(body, bytes) or body is None:
+        actual = len(body) if body is not None else 0
+        if declared is not None and declared != actual:
+            if client_options.strict_content_length:
+                raise RequestContentLengthMismatchError(
+                    f"request body is {actual} bytes, content-length says {declared}"
+                )
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
+            declared = None
+        if declared is None and (actual or method in ("POST", "PUT", "PATCH")):
+            headers.append((b"content-length", str(actual).encode("ascii")))
+    elif declared is None:
+        headers.append((b"transfer-encoding", b"chunked"))
+    if protocol is not None:
+        if not isinstance(protocol, str) or not _TOKEN.match(protocol.encode("latin-1", "replace")):
+            raise InvalidArgumentError(f"invalid protocol {protocol!r}")
+        headers += [(b"connection", b"upgrade"), (b"upgrade", protocol.encode("ascii"))]
+    closing = any(n == b"connection" and v.lower() == b"close" for n, v in headers)
+    if (client_options.pipelining == 0 or options.reset) and not closing:
+        headers.append((b"connection", b"close"))
+    idempotent = (
+        options.idempotent if options.idempotent is not None else method in IDEMPOTENT_METHODS
+    )
+    return Request(
+        method.encode("ascii"),
+        target,
+        headers,
+        body,
+        idempotent=bool(idempotent),
+        upgrade=protocol is not None or authority is not None,
+    )
