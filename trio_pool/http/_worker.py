@@ -182,6 +182,12 @@ class Worker:
             if not self.assigned and not self.inflight:
                 if self.retiring:
                     return InformationalError("connection retired")
+                # A caller that just got its response usually sends the next request in the
+                # same scheduling batch: give it that chance before arming the idle watch
+                # (a socket registration and a cancellation per request otherwise).
+                await trio.lowlevel.checkpoint()
+                if self.assigned or self.retiring:
+                    continue
                 reason = await self._wait_idle(conn)
                 if reason is not None:
                     return reason
