@@ -238,6 +238,8 @@ class BalancedPool(Emitter):
         pool = self._factory(text, **self._options)
         if not isinstance(pool, Pool):
             raise InvalidArgumentError(f"invalid factory: it returned {pool!r}, not a Pool")
+        if pool.closed or any(up.pool is pool for up in (*self._order, *self._held)):
+            raise InvalidArgumentError("invalid factory: it returned a closed or used Pool")
         upstream = _Upstream(text, pool, frozenset(tags), self._max_weight)
         for event in EVENTS:
             pool.on(event, functools.partial(self._on_pool_event, upstream, event))
@@ -325,7 +327,7 @@ class BalancedPool(Emitter):
                     await upstream.pool.destroy(self._destroy_error)
                 # Leaving the block closes the Pool gracefully (nothing is routed to it now).
         except Exception:
-            # Only a factory handing out a Pool that was already used gets here.
+            # Only a factory handing out a Pool entered elsewhere gets here.
             _log.exception("upstream %s: its Pool could not be entered", upstream.origin)
             if upstream in self._order:
                 self._drop(upstream)
