@@ -411,3 +411,50 @@ async def test_a_pool_that_cannot_be_entered_is_dropped(caplog: pytest.LogCaptur
         await used.close()
         with pytest.raises(InvalidArgumentError, match="factory"):
             BalancedPool(a.origin, factory=lambda o, **k: used)
+
+
+async def test_an_upstream_added_in_the_block_serves_the_waiters() -> None:
+    gate = Gate()
+    async with servers(gate, "A", "B") as (a, b):
+        async with BalancedPool(a.origin, connections=1) as pool:
+            results: list[bytes] = []
+
+            async def get(path: str) -> None:
+                results.append((await pool.request("GET", path)).body)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(get, "/slow")  # running on A
+                await settle()
+                nursery.start_soon(get, "/slow")  # queued in A's Pool
+                await settle()
+                nursery.start_soon(get, "/")  # waits here
+                await settle()
+                assert pool.statistics().queued == 2
+                pool.add_upstream(b.origin)
+                await settle()
+                assert results == [b"B"]
+                gate.open()
+            assert sorted(results) == [b"A", b"A", b"B"]
+            assert idle(pool)
+
+
+async def test_cancelled_while_its_pools_are_being_entered() -> None:
+    class SlowPool(Pool):
+        async def __aenter__(self) -> SlowPool:
+            await trio.sleep_forever()  # the holder is stuck entering it
+
+    pool = BalancedPool("http://127.0.0.1:9", factory=SlowPool)
+    scope = trio.CancelScope()
+
+    async def enter() -> None:
+        with scope:
+            async with pool:
+                pass  # pragma: no cover
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(enter)
+        await settle()
+        scope.cancel()
+    assert scope.cancelled_caught
+    assert pool.closed
+    assert pool.destroyed

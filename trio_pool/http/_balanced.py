@@ -292,8 +292,13 @@ class BalancedPool(Emitter):
         for upstream in self._order:
             self._start_holder(upstream)
         # The block starts with every upstream able to take requests, in its turn.
-        for upstream in list(self._order):
-            await upstream.started.wait()
+        try:
+            for upstream in list(self._order):
+                await upstream.started.wait()
+        except BaseException as exc:  # cancelled: no block to leave, so close down here
+            await self._supervisor.exit(exc, graceful=self._close_on_exit, abort=self._destroy_now)
+            self._closed = True
+            raise
         return self
 
     async def __aexit__(
