@@ -81,7 +81,9 @@ async def test_user_exception_group_leaves_as_the_same_group() -> None:
     assert caught.value is group
 
 
-async def test_outer_cancellation_of_the_block_propagates_as_cancelled() -> None:
+async def test_outer_cancellation_of_the_block_propagates_as_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     rec = Recorder()
     with trio.move_on_after(5) as scope:
         async with rec.pool(min=1) as pool:
@@ -119,8 +121,17 @@ async def test_leaving_normally_ends_gracefully() -> None:
 async def test_ended_inside_the_block_then_leaving_raises_nothing() -> None:
     rec = Recorder()
     async with rec.pool(min=1) as pool:
+        await trio.testing.wait_all_tasks_blocked()  # min is filled
         assert await pool.end() == []
     assert rec.disposed == [0]
+
+
+async def test_end_abandons_a_creation_nobody_waits_for() -> None:
+    rec = Recorder()
+    async with rec.pool(min=1) as pool:
+        assert await pool.end() == []  # the min=1 creation may still be under way
+    assert rec.disposed == rec.created  # whatever was created was disposed
+    assert pool.statistics().allocated == 0
 
 
 async def test_cancelling_the_user_inside_the_block_does_not_touch_the_pool() -> None:

@@ -8,7 +8,8 @@ must not sit inside the cancel scope that stops them: ``await pool.destroy()`` c
 inside the block would otherwise cancel the caller itself. So :meth:`Supervisor.enter` opens
 an *outer* nursery and starts one *host* task in it; the host opens the *inner* nursery that
 runs every background task. Cancelling the inner nursery stops the library's tasks and
-nothing else.
+nothing else. The inner nursery is shielded, so a cancellation from outside reaches the
+background tasks only through :meth:`Supervisor.exit`, after the user's code has unwound.
 
 The outer nursery's exit is where Trio (strict exception groups) would wrap the user's own
 exception in an ``ExceptionGroup``. :meth:`Supervisor.exit` unwraps it: when the group holds
@@ -60,9 +61,14 @@ class Supervisor:
         self._outer_cm = cm
 
     async def _host(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
-        async with trio.open_nursery() as inner:
-            task_status.started(inner)
-            await trio.sleep_forever()
+        # Shielded: a cancellation from outside the owner's block must reach the user's code
+        # first and the background tasks only through exit(). Otherwise one outer cancel
+        # would race a connection task closing a resource against the borrower still using
+        # it (the borrower then sees a closed socket instead of its Cancelled).
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as inner:
+                task_status.started(inner)
+                await trio.sleep_forever()
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
         """Start a background task; it must catch its own errors. Not a checkpoint."""

@@ -66,6 +66,9 @@ T = TypeVar("T")
 
 _INF = math.inf
 
+# A ping interrupted by the acquirer's request_timeout (not a verdict on the resource).
+_CUT_SHORT = trio.TooSlowError("ping cut short by request_timeout")
+
 
 @attrs.frozen
 class ResourcePoolStats:
@@ -106,6 +109,7 @@ class _Slot:
     graceful: bool = True  # dispose when retired (False: destroyed, no dispose)
     abandoned: bool = False  # creation cancelled by end(): not an allocation failure
     dead: bool = False  # its task ended while the resource was checked out
+    disposed: bool = False  # dispose (or leaving open()'s block) completed
     destroy_called: bool = False
 
 
@@ -254,6 +258,8 @@ class ResourcePool(Generic[T]):
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> ResourcePool[T]:
+        if self._state is _State.DESTROYED:
+            raise PoolDestroyedError("Pool is destroyed: a pool's async with block runs once")
         await self._supervisor.enter()
         self._state = _State.OPEN
         self._started_at = trio.current_time()
@@ -327,15 +333,17 @@ class ResourcePool(Generic[T]):
     async def _checkout(self) -> _Slot:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._check_accepting()
+        # request_timeout bounds the caller's whole wait: queueing and pinging.
+        deadline = self._wait_deadline()
         if self._idle:
             slot = self._lend(self._idle.pop())
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             if self._max_requests is not None and len(self._waiters) >= self._max_requests:
                 raise PoolFullError("Pool is full")
-            slot = await self._wait(self._wait_deadline(), front=False)
+            slot = await self._wait(deadline, front=False)
         if self._ping is not None:
-            slot = await self._pinged(slot)
+            slot = await self._pinged(slot, deadline)
         return slot
 
     def _accepting(self) -> bool:
@@ -371,46 +379,61 @@ class ResourcePool(Generic[T]):
             self._check_drained()
             return trio.lowlevel.Abort.SUCCEEDED
 
-        with trio.CancelScope(deadline=deadline) as scope:
+        if deadline == _INF:  # the common case; a cancel scope costs a little on a hot path
             await trio.lowlevel.wait_task_rescheduled(abort)
-        if scope.cancelled_caught:
-            raise RequestTimeoutError(
-                f"no resource within request_timeout={self._request_timeout}s"
-            )
+        else:
+            with trio.CancelScope(deadline=deadline) as scope:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            if scope.cancelled_caught:
+                raise self._request_timed_out()
         if waiter.error is not None:
             raise waiter.error
         assert waiter.slot is not None
         return waiter.slot
 
-    async def _pinged(self, slot: _Slot) -> _Slot:
+    def _request_timed_out(self) -> RequestTimeoutError:
+        return RequestTimeoutError(f"no resource within request_timeout={self._request_timeout}s")
+
+    async def _pinged(self, slot: _Slot, deadline: float) -> _Slot:
         """Ping ``slot`` and return it, or replace it (keeping the queue place) until one
-        passes."""
-        assert self._ping is not None
-        deadline = self._wait_deadline()
+        passes. ``deadline`` is the acquirer's request deadline."""
         while True:
-            failure: BaseException | None = None
-            try:
-                with trio.CancelScope(deadline=_deadline_after(self._ping_timeout)) as scope:
-                    await self._ping(slot.resource)
-                if scope.cancelled_caught:
-                    failure = trio.TooSlowError(
-                        f"ping took over ping_timeout={self._ping_timeout}s"
-                    )
-            except Exception as exc:
-                failure = exc
-            except BaseException:
-                # Interrupted mid-ping: the resource's state is unknown, so it goes.
-                self._remove_busy(slot, graceful=True)
-                raise
+            failure = await self._ping_once(slot, deadline)
             if failure is None:
+                if self._state is _State.DESTROYED:
+                    # Torn down mid-ping: that resource was destroyed with the rest.
+                    self._busy.pop(id(slot.resource), None)
+                    raise PoolDestroyedError("Pool is destroyed")
                 return slot
             logger.debug("%r: ping failed (%r); replacing the resource", self, failure)
             self._remove_busy(slot, graceful=True)
+            if failure is _CUT_SHORT:
+                raise self._request_timed_out()
             if self._idle:
                 slot = self._lend(self._idle.pop())
             else:
                 self._check_accepting_waiter()
                 slot = await self._wait(deadline, front=True)
+
+    async def _ping_once(self, slot: _Slot, deadline: float) -> BaseException | None:
+        """Run one ping; return None if it passed, else why not (``_CUT_SHORT`` when the
+        request deadline interrupted it)."""
+        assert self._ping is not None
+        ping_deadline = _deadline_after(self._ping_timeout)
+        try:
+            with trio.CancelScope(deadline=min(ping_deadline, deadline)) as scope:
+                await self._ping(slot.resource)
+        except Exception as exc:
+            return exc
+        except BaseException:
+            # Interrupted mid-ping by the caller: the resource's state is unknown, so it goes.
+            self._remove_busy(slot, graceful=True)
+            raise
+        if not scope.cancelled_caught:
+            return None
+        if ping_deadline > deadline:
+            return _CUT_SHORT
+        return trio.TooSlowError(f"ping took over ping_timeout={self._ping_timeout}s")
 
     def _check_accepting_waiter(self) -> None:
         """An acquirer already accepted may still be served while the pool is ending."""
@@ -507,6 +530,7 @@ class ResourcePool(Generic[T]):
             assert slot.scope is not None
             slot.scope.cancel()
         self._maybe_allocate()
+        self._check_drained()
 
     def _call_destroy(self, slot: _Slot) -> None:
         if self._destroy is None or slot.destroy_called:
@@ -539,52 +563,91 @@ class ResourcePool(Generic[T]):
             self._supervisor.start_soon(self._resource_task, slot, name=f"{self!r} resource")
 
     async def _resource_task(self, slot: _Slot) -> None:
-        """One resource's whole life: create, hand over, park, dispose."""
+        """One resource's whole life: create, hand over, park until retired, dispose."""
         try:
-            with trio.CancelScope(deadline=_deadline_after(self._acquire_timeout)) as scope:
-                slot.scope = scope
-                try:
-                    if self._open is not None:
-                        async with self._open() as resource:
-                            if self._created(slot, resource):
-                                await self._live_until_retired(slot)
-                    else:
-                        assert self._acquire is not None
-                        resource = await self._acquire()
-                        if self._created(slot, resource):
-                            await self._live_until_retired(slot)
-                        if slot.graceful:
-                            assert self._dispose is not None
-                            await self._dispose(resource)
-                except Exception as exc:
-                    self._task_failed(slot, exc)
-            if scope.cancelled_caught:
-                self._task_failed(slot, None)
+            if self._open is not None:
+                await self._run_opened(slot)
+            else:
+                await self._run_acquired(slot)
         finally:
+            if slot.retired.is_set() and not slot.disposed:
+                # Its dispose was cut short (it failed, timed out, or the pool was torn
+                # down): the destroy callback is the last resort.
+                self._call_destroy(slot)
             self._tasks -= 1
             if self._tasks == 0 and self._tasks_done is not None:
                 self._tasks_done.set()
 
-    def _created(self, slot: _Slot, resource: Any) -> bool:
+    async def _run_acquired(self, slot: _Slot) -> None:
+        """The acquire/dispose form: one cancel scope per phase, so a creation that ran
+        past its deadline still gets a dispose with a deadline of its own."""
+        assert self._acquire is not None
+        assert self._dispose is not None
+        deadline = _deadline_after(self._acquire_timeout)
+        with trio.CancelScope(deadline=deadline) as slot.scope:
+            try:
+                resource = await self._acquire()
+            except Exception as exc:
+                self._task_failed(slot, exc)
+                return
+        if slot.scope.cancelled_caught:
+            self._task_failed(slot, None)
+            return
+        if self._created(slot, resource, deadline):
+            with trio.CancelScope() as slot.scope:  # destroy() cancels it
+                await slot.retired.wait()
+        if not slot.graceful:
+            return
+        logger.debug("%r: disposing %r", self, resource)
+        with trio.CancelScope(deadline=_deadline_after(self._dispose_timeout)) as slot.scope:
+            try:
+                await self._dispose(resource)
+                slot.disposed = True
+            except Exception as exc:
+                self._task_failed(slot, exc)
+        if slot.scope.cancelled_caught:
+            self._task_failed(slot, None)
+
+    async def _run_opened(self, slot: _Slot) -> None:
+        """The open= form: one cancel scope around the whole context manager, since its
+        exit must happen inside every scope its entry was inside. Its deadline moves from
+        creation (acquire_timeout) to forever to disposal (dispose_timeout). A creation that
+        ignored its deadline therefore exits under that expired deadline; if the exit
+        awaits anything, it is cut short and the destroy callback finishes the job."""
+        assert self._open is not None
+        deadline = _deadline_after(self._acquire_timeout)
+        with trio.CancelScope(deadline=deadline) as slot.scope:
+            try:
+                async with self._open() as resource:
+                    if self._created(slot, resource, deadline):
+                        slot.scope.deadline = _INF
+                        await slot.retired.wait()
+                        logger.debug("%r: disposing %r", self, resource)
+                    slot.scope.deadline = _deadline_after(self._dispose_timeout)
+                slot.disposed = slot.graceful
+            except Exception as exc:
+                self._task_failed(slot, exc)
+        if slot.scope.cancelled_caught:
+            self._task_failed(slot, None)
+
+    def _created(self, slot: _Slot, resource: Any, deadline: float) -> bool:
         """The task has a resource: hand it over. False if it is unwanted or late."""
-        assert slot.scope is not None
         slot.resource = resource
-        late = trio.current_time() >= slot.scope.deadline
-        slot.scope.deadline = _INF
-        if late or slot.abandoned:
-            # Either the creation ignored its deadline (it is over; dispose, and count a
-            # failure if it was late) or end() no longer needs it.
-            self._creating.discard(slot)
-            if late:
-                self._creation_failed(
-                    AcquireTimeoutError(
-                        f"acquire took over acquire_timeout={self._acquire_timeout}s"
-                    )
-                )
-            slot.retired.set()  # retired from birth: a failing dispose is reported as such
-            self._set_dispose_deadline(slot)
-            return False
         self._creating.discard(slot)
+        if self._state is _State.DESTROYED:
+            # The pool was torn down while this creation ignored its cancellation: the
+            # resource arrives to nobody, so it gets the same treatment as the rest.
+            slot.graceful = False
+            self._call_destroy(slot)
+            return False
+        late = trio.current_time() >= deadline
+        if late or slot.abandoned:
+            # Either the creation ignored its deadline (it is over: dispose, and count a
+            # failure) or end() no longer needs it.
+            if late:
+                self._creation_failed(self._acquire_timed_out())
+            slot.retired.set()  # retired from birth: a failing dispose is reported as such
+            return False
         self._live = True
         self._failures = 0
         self._retry_at = -_INF
@@ -593,14 +656,8 @@ class ResourcePool(Generic[T]):
         self._maybe_allocate()
         return True
 
-    async def _live_until_retired(self, slot: _Slot) -> None:
-        await slot.retired.wait()
-        self._set_dispose_deadline(slot)
-        logger.debug("%r: disposing %r", self, slot.resource)
-
-    def _set_dispose_deadline(self, slot: _Slot) -> None:
-        assert slot.scope is not None
-        slot.scope.deadline = _deadline_after(self._dispose_timeout)
+    def _acquire_timed_out(self) -> AcquireTimeoutError:
+        return AcquireTimeoutError(f"acquire took over acquire_timeout={self._acquire_timeout}s")
 
     def _task_failed(self, slot: _Slot, exc: BaseException | None) -> None:
         """The resource task ended abnormally: ``exc`` raised, or its deadline expired."""
@@ -608,11 +665,7 @@ class ResourcePool(Generic[T]):
             self._creating.discard(slot)
             if slot.abandoned:
                 return
-            if exc is None:
-                exc = AcquireTimeoutError(
-                    f"acquire took over acquire_timeout={self._acquire_timeout}s"
-                )
-            self._creation_failed(exc)
+            self._creation_failed(exc if exc is not None else self._acquire_timed_out())
         elif slot.retired.is_set() or not slot.graceful:
             # Disposing failed or timed out: the last resort, and a report for end().
             if not slot.graceful:

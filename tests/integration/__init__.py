@@ -1,0 +1,1 @@
+"""Integration tests: trio_pool against real services (a throwaway PostgreSQL server)."""
