@@ -22,7 +22,9 @@ caller's task; the Pool does all the I/O. Routing decides synchronously:
   undici#4839). The current weight restarts from the highest *eligible* weight rather than
   ``max_weight_per_server`` and a pass that finds nobody picks the heaviest upstream next in
   turn (not the first in the list), so after an outage that left every weight at the floor,
-  upstreams are still tried in turn and traffic returns to the ones that recovered.
+  upstreams are still tried in turn and traffic returns to the ones that recovered. Each
+  capability has its own cursor, so interleaving requests for different tags cannot make
+  one tag's rotation skip an upstream every time.
 * When no capable upstream is eligible, the request waits in this BalancedPool's FIFO queue.
   :meth:`BalancedPool._pump` gives upstreams to waiters (in order) whenever one may have
   become eligible: an event from a Pool, or the end of a request routed through here. A
@@ -214,13 +216,15 @@ class BalancedPool(Emitter):
     # ------------------------------------------------------------------ upstreams
 
     def add_upstream(self, origin: str, *, capabilities: Iterable[str] = ()) -> None:
-        """Add an upstream origin with capability tags; a present origin is left as it is.
+        """Add an upstream origin with capability tags; a present origin is left as it is
+        (capabilities included).
 
         Not a checkpoint. Inside the ``async with`` block the new Pool is entered by a
         background task and takes requests from then on.
 
         Raises:
-            InvalidArgumentError: a bad origin or capabilities, or the factory failed.
+            InvalidArgumentError: a bad origin or capabilities, or the factory did not
+                return a fresh ``Pool``.
             ClientClosedError, ClientDestroyedError: the BalancedPool no longer takes work.
         """
         text = parse_origin(origin).text
