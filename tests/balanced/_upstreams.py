@@ -33,6 +33,7 @@ class Upstream:
         self.attempts = 0
         self.served = 0
         self.port = 0
+        self.gate = trio.Event()  # ``/slow`` is answered once this is set
         self._nursery = nursery
         self._server = H11Server(script or self._answer, nursery)  # type: ignore[arg-type]
         self._scope: trio.CancelScope | None = None
@@ -47,6 +48,8 @@ class Upstream:
         return self._scope is not None
 
     async def _answer(self, request: ServerRequest, conn: ServerConnection) -> None:
+        if request.target == "/slow":
+            await self.gate.wait()
         if self.attempts in self.hangup_on:
             await conn.close()  # the client sees the connection drop mid-request
             return

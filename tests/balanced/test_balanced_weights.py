@@ -272,3 +272,31 @@ async def test_every_upstream_down_fails_fast_without_queueing() -> None:
             assert all(isinstance(error, ConnectError) for error in errors)
             stats = pool.statistics()
             assert (stats.size, stats.queued, stats.connected) == (0, 0, 0)
+
+
+async def test_waiting_and_probing_do_not_move_the_rotation() -> None:
+    # undici#4839's first fault: a "can any upstream take this?" probe advanced the cursor.
+    async with upstreams(2) as (a, b):
+        async with BalancedPool([a.origin, b.origin], connections=1) as pool:
+            results: list[bytes] = []
+
+            async def get(path: str) -> None:
+                results.append((await pool.request("GET", path)).body)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):  # A, B running, then A, B queued in their Pools
+                    nursery.start_soon(get, "/slow")
+                await trio.testing.wait_all_tasks_blocked()
+                with trio.CancelScope() as waiting:
+                    async with trio.open_nursery() as waiters:
+                        for _ in range(5):  # nothing is eligible: five probes, five waits
+                            waiters.start_soon(get, "/")
+                        await trio.testing.wait_all_tasks_blocked()
+                        assert pool.statistics().queued == 7
+                        waiting.cancel()
+                a.gate.set()
+                b.gate.set()
+            assert sorted(results) == [b"A", b"A", b"B", b"B"]
+            # The last pick was B: the rotation goes on with A, as if nobody had waited.
+            bodies = [(await pool.request("GET", "/")).body for _ in range(4)]
+            assert bodies == [b"A", b"B", b"A", b"B"]
