@@ -227,8 +227,8 @@ async def test_traffic_returns_after_every_upstream_was_down() -> None:
                     for _ in range(20):
                         nursery.start_soon(attempt, results)
             assert results == ["refused"] * 30
-            assert refused[a.origin] >= 10
-            assert refused[b.origin] >= 10
+            assert refused[a.origin] >= 5  # both stay in rotation: no collapse onto one
+            assert refused[b.origin] >= 5
             assert pool.statistics().size == 0
 
             await b.start()
