@@ -29,6 +29,7 @@ from ._errors import ResponseExceededMaxSizeError as ResponseExceededMaxSizeErro
 from ._errors import ResponseStatusError as ResponseStatusError
 from ._errors import SocketError as SocketError
 from ._errors import TrioPoolError as TrioPoolError
+from .http._balanced import BalancedPool as BalancedPool
 from .http._client import Client as Client
 from .http._headers import Headers as Headers
 from .http._models import PoolStats as PoolStats

@@ -1,0 +1,664 @@
+"""``BalancedPool``: one ``Pool`` per upstream origin, weighted round-robin between them.
+
+Theory of operation
+-------------------
+Each upstream is an :class:`_Upstream`: its ``Pool``, its capability tags, its weight, and a
+*holder* task in the BalancedPool's supervisor that keeps the Pool's ``async with`` block open
+(:meth:`BalancedPool._hold`). Every Pool's lifetime therefore nests inside the BalancedPool's
+block, an upstream added later gets its holder then, and a removed upstream's holder leaves
+the Pool's block — a graceful close — once the requests routed to it have ended.
+
+A request is first *routed* to an upstream, then handed to that Pool's own method in the
+caller's task; the Pool does all the I/O. Routing decides synchronously:
+
+* An upstream is *eligible* for a request when it carries the requested capability, its Pool
+  is open and entered, nothing is queued in that Pool (it can take the request at once or
+  after the work already on its connections) and no waiter has been promised it.
+* Among eligible upstreams, undici's interleaved weighted round-robin picks one
+  (:meth:`_Rotation.pick`): a cursor walks the upstreams in order; each time it wraps, the
+  current weight steps down by the GCD of the weights; the first eligible upstream whose
+  weight reaches the current weight is chosen. Picking is the only thing that moves the
+  cursor — asking whether anything is eligible never does (one of the two faults behind
+  undici#4839). The current weight restarts from the highest *eligible* weight rather than
+  ``max_weight_per_server`` and a pass that finds nobody picks the heaviest upstream next in
+  turn (not the first in the list), so after an outage that left every weight at the floor,
+  upstreams are still tried in turn and traffic returns to the ones that recovered. Each
+  capability has its own cursor, so interleaving requests for different tags cannot make
+  one tag's rotation skip an upstream every time.
+* When no capable upstream is eligible, the request waits in this BalancedPool's FIFO queue.
+  :meth:`BalancedPool._pump` gives upstreams to waiters (in order) whenever one may have
+  become eligible: an event from a Pool, or the end of a request routed through here. A
+  cancelled waiter leaves the queue at once and passes on an upstream promised to it.
+
+Weights start at ``max_weight_per_server``; a Pool's ``"connect"`` event adds
+``error_penalty`` (capped), a ``"connection_error"`` with a ``ConnectError`` or a
+``"disconnect"`` with a ``SocketError`` subtracts it (floor 1). As in undici, the GCD step is
+recomputed when a weight falls or the upstreams change, not when a weight rises; undici's
+published selection sequences depend on that.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._errors import (
+    BalancedPoolMissingUpstreamError,
+    ClientClosedError,
+    ClientDestroyedError,
+    ConnectError,
+    InvalidArgumentError,
+    SocketError,
+)
+from .._supervisor import Supervisor
+from .._validate import check_count, check_timeout
+from ._events import EVENTS, Emitter
+from ._models import PoolStats, RequestOptions
+from ._options import ClientOptions
+from ._origin import parse_origin
+from ._pool import Pool
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from ._dispatch import Handler
+    from ._models import BodyType, HeadersType, QueryType, Response, StreamResponse, Upgraded
+
+__all__ = ["BalancedPool"]
+
+_log = logging.getLogger("trio_pool.balanced")
+
+# Pool's own keyword options; every other one is a Client option.
+_POOL_ONLY_OPTIONS = ("connections", "client_ttl", "connector")
+_STATS_FIELDS = tuple(field.name for field in attrs.fields(PoolStats))
+
+
+@attrs.define(eq=False)
+class _Upstream:
+    """One upstream origin: its Pool and what the scheduler knows about it."""
+
+    origin: str
+    pool: Pool
+    capabilities: frozenset[str]
+    weight: int
+    entered: bool = False  # the holder task is inside the Pool's async with block
+    started: trio.Event = attrs.Factory(trio.Event)  # entered, or entering failed
+    active: int = 0  # requests routed here that have not ended
+    promised: int = 0  # waiters handed this upstream that have not used it yet
+    removed: bool = False  # no new requests; the holder leaves once ``active`` is 0
+    leave: trio.Event = attrs.Factory(trio.Event)  # tells the holder to leave the block
+
+    def retire_when_idle(self) -> None:
+        self.removed = True
+        if self.active == 0:
+            self.leave.set()
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    """A request waiting in the BalancedPool's queue for an eligible upstream."""
+
+    capability: str | None
+    ready: trio.Event = attrs.Factory(trio.Event)
+    upstream: _Upstream | None = None
+    error: BaseException | None = None
+
+
+@attrs.define
+class _Rotation:
+    """The weighted round-robin cursor of one capability (None: every upstream)."""
+
+    index: int = -1  # position of the last pick
+    current: int = 0  # the current weight
+
+    def pick(self, order: list[_Upstream], eligible: list[bool], step: int) -> _Upstream:
+        """Advance to the next eligible upstream (one must exist). Not a checkpoint."""
+        count = len(order)
+        top = max(up.weight for up, ok in zip(order, eligible, strict=True) if ok)
+        heaviest: _Upstream | None = None
+        for _ in range(count):
+            self.index = (self.index + 1) % count
+            if self.index == 0:
+                self.current -= step
+                if self.current <= 0:
+                    self.current = top
+            upstream = order[self.index]
+            if not eligible[self.index]:
+                continue
+            if heaviest is None or upstream.weight > heaviest.weight:
+                heaviest = upstream
+            if upstream.weight >= self.current:
+                return upstream
+        # The current weight is above every eligible weight (weights fell since it was set):
+        # restart from the heaviest, the first of them in turn after the cursor.
+        assert heaviest is not None
+        self.current = heaviest.weight
+        self.index = order.index(heaviest)
+        return heaviest
+
+
+class BalancedPool(Emitter):
+    """A pool of ``Pool``s, one per upstream origin, balanced by weighted round-robin
+    (undici's ``BalancedPool``).
+
+    Args:
+        upstreams: an origin or a list of origins (each gets a ``Pool``; duplicates are
+            ignored).
+        factory: ``factory(origin, **options) -> Pool`` makes each upstream's Pool
+            (default: ``Pool``).
+        error_penalty: weight added on a successful connect and subtracted on a connect
+            error or a socket error.
+        max_weight_per_server: the starting and highest weight of an upstream.
+        **options: ``Pool`` options (``connections``, ``client_ttl`` and the ``Client``
+            options of API.md 1.2), passed to every Pool.
+
+    Use it as ``async with BalancedPool(upstreams, ...) as pool:``. The dispatcher methods
+    are ``Pool``'s; ``capability=`` restricts a request to upstreams tagged with it.
+    Events from every Pool are heard here with ``targets`` ``[balanced_pool, pool, client]``.
+
+    Raises:
+        InvalidArgumentError: a bad argument (the message names it).
+    """
+
+    def __init__(
+        self,
+        upstreams: str | Iterable[str],
+        *,
+        factory: Callable[..., Pool] | None = None,
+        error_penalty: int = 15,
+        max_weight_per_server: int = 100,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if factory is not None and not callable(factory):
+            raise InvalidArgumentError("invalid factory: expected a callable")
+        penalty = check_count("error_penalty", error_penalty)
+        max_weight = check_count("max_weight_per_server", max_weight_per_server, minimum=1)
+        assert penalty is not None
+        assert max_weight is not None
+        check_count("connections", options.get("connections"), allow_none=True)
+        check_timeout("client_ttl", options.get("client_ttl"))
+        ClientOptions.from_kwargs(
+            {name: value for name, value in options.items() if name not in _POOL_ONLY_OPTIONS}
+        )
+        if isinstance(upstreams, str):
+            upstreams = [upstreams]
+        elif not isinstance(upstreams, Iterable):
+            raise InvalidArgumentError(
+                f"invalid upstreams: expected an origin or a list of origins, got {upstreams!r}"
+            )
+        self._factory: Callable[..., Pool] = factory or Pool
+        self._options = options
+        self._penalty = penalty
+        self._max_weight = max_weight
+        self._supervisor = Supervisor()
+        self._order: list[_Upstream] = []  # current upstreams, insertion order
+        self._held: set[_Upstream] = set()  # upstreams whose holder task has not ended
+        self._rotations: dict[str | None, _Rotation] = {}
+        self._step = 0  # the GCD of the weights
+        self._waiters: dict[_Waiter, None] = {}  # FIFO (a dict used as an ordered set)
+        self._closed = False
+        self._destroyed = False
+        self._destroy_error: BaseException | None = None
+        self._shut = trio.Event()  # closed or destroyed, and every holder ended
+        for origin in upstreams:
+            self.add_upstream(origin)
+
+    # ------------------------------------------------------------------ upstreams
+
+    def add_upstream(self, origin: str, *, capabilities: Iterable[str] = ()) -> None:
+        """Add an upstream origin with capability tags; a present origin is left as it is
+        (capabilities included).
+
+        Not a checkpoint. Inside the ``async with`` block the new Pool is entered by a
+        background task and takes requests from then on.
+
+        Raises:
+            InvalidArgumentError: a bad origin or capabilities, or the factory did not
+                return a fresh ``Pool``.
+            ClientClosedError, ClientDestroyedError: the BalancedPool no longer takes work.
+        """
+        text = parse_origin(origin).text
+        tags = () if isinstance(capabilities, str) else tuple(capabilities)
+        if isinstance(capabilities, str) or not all(isinstance(tag, str) for tag in tags):
+            raise InvalidArgumentError(
+                f"invalid capabilities: expected a sequence of strings, got {capabilities!r}"
+            )
+        self._check_open()
+        present = self._find(text)
+        if present is not None:
+            if not present.pool.closed:
+                return
+            self._drop(present)  # its Pool was closed behind our back: replace it
+        pool = self._factory(text, **self._options)
+        if not isinstance(pool, Pool):
+            raise InvalidArgumentError(f"invalid factory: it returned {pool!r}, not a Pool")
+        if pool.closed or any(up.pool is pool for up in (*self._order, *self._held)):
+            raise InvalidArgumentError("invalid factory: it returned a closed or used Pool")
+        upstream = _Upstream(text, pool, frozenset(tags), self._max_weight)
+        for event in EVENTS:
+            pool.on(event, functools.partial(self._on_pool_event, upstream, event))
+        self._order.append(upstream)
+        self._update_step()
+        _log.debug("upstream %s added (capabilities %s)", text, sorted(tags))
+        if self._supervisor.running:
+            self._start_holder(upstream)
+
+    def remove_upstream(self, origin: str) -> None:
+        """Stop routing requests to ``origin``; absent origins are ignored.
+
+        Graceful: requests already routed there finish, then its Pool is closed in the
+        background. Waiters that no remaining upstream can serve fail with
+        ``BalancedPoolMissingUpstreamError``. Not a checkpoint.
+        """
+        upstream = self._find(parse_origin(origin).text)
+        if upstream is not None:
+            self._drop(upstream)
+            _log.debug("upstream %s removed", upstream.origin)
+
+    @property
+    def upstreams(self) -> list[str]:
+        """The upstream origins (normalised), in the order they were added."""
+        return [up.origin for up in self._order if not up.pool.closed]
+
+    def get_upstream(self, origin: str) -> Pool | None:
+        """The Pool of upstream ``origin``, or None (absent, or its Pool was closed)."""
+        upstream = self._find(parse_origin(origin).text)
+        return None if upstream is None or upstream.pool.closed else upstream.pool
+
+    def _find(self, text: str) -> _Upstream | None:
+        return next((up for up in self._order if up.origin == text), None)
+
+    def _drop(self, upstream: _Upstream) -> None:
+        self._order.remove(upstream)
+        self._update_step()
+        upstream.retire_when_idle()
+        self._pump()  # fails the waiters that only this upstream could serve
+
+    def _update_step(self) -> None:
+        self._step = math.gcd(*(up.weight for up in self._order))
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise ClientClosedError("BalancedPool was already closed")
+        await self._supervisor.enter()
+        for upstream in self._order:
+            self._start_holder(upstream)
+        # The block starts with every upstream able to take requests, in its turn.
+        try:
+            for upstream in list(self._order):
+                await upstream.started.wait()
+        except BaseException as exc:  # cancelled: no block to leave, so close down here
+            await self._supervisor.exit(exc, graceful=self._close_on_exit, abort=self._destroy_now)
+            self._closed = True
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        await self._supervisor.exit(exc, graceful=self._close_on_exit, abort=self._destroy_now)
+        self._closed = True
+        return False
+
+    async def _close_on_exit(self) -> None:
+        if not self._destroyed:
+            await self.close()
+
+    def _start_holder(self, upstream: _Upstream) -> None:
+        self._held.add(upstream)
+        self._supervisor.start_soon(self._hold, upstream, name=f"trio_pool: {upstream.origin}")
+
+    async def _hold(self, upstream: _Upstream) -> None:
+        """Keep ``upstream``'s Pool entered until it is removed or this pool shuts down.
+        A background task; never raises (but ``Cancelled``, which destroys the Pool)."""
+        try:
+            async with upstream.pool:
+                upstream.entered = True
+                upstream.started.set()
+                self._pump()
+                await upstream.leave.wait()
+                if self._destroyed:
+                    await upstream.pool.destroy(self._destroy_error)
+                # Leaving the block closes the Pool gracefully (nothing is routed to it now).
+        except Exception:
+            # Only a factory handing out a Pool entered elsewhere gets here.
+            _log.exception("upstream %s: its Pool could not be entered", upstream.origin)
+            if upstream in self._order:
+                self._drop(upstream)
+        finally:
+            upstream.entered = False
+            upstream.started.set()
+            self._held.discard(upstream)
+            self._check_shutdown()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` (or ``destroy()``) began or the block was left."""
+        return self._closed
+
+    @property
+    def destroyed(self) -> bool:
+        """True once ``destroy()`` began (or the block was left with an exception)."""
+        return self._destroyed
+
+    async def close(self) -> None:
+        """Refuse new requests, let queued and running ones finish, close every Pool.
+
+        Returns once every Pool is closed; calling it again waits for the same.
+        A checkpoint.
+
+        Raises:
+            ClientDestroyedError: ``destroy()`` was called before.
+        """
+        if self._destroyed:
+            raise ClientDestroyedError("BalancedPool was destroyed")
+        if not self._closed:
+            self._closed = True
+            _log.debug("closing the BalancedPool of %s", self.upstreams)
+            self._check_shutdown()
+        await self._shut.wait()
+
+    async def destroy(self, error: BaseException | None = None) -> None:
+        """Fail every queued and running request with ``error`` (default
+        ``ClientDestroyedError``), destroy every Pool, refuse new requests.
+
+        Returns once every Pool is closed. A checkpoint.
+        """
+        self._destroy_now(error)
+        await self._shut.wait()
+
+    def _destroy_now(self, error: BaseException | None = None) -> None:
+        if self._destroyed:
+            return
+        _log.debug("destroying the BalancedPool of %s", self.upstreams)
+        self._destroyed = self._closed = True
+        self._destroy_error = error
+        for waiter in list(self._waiters):
+            self._fail_waiter(waiter, error or ClientDestroyedError("BalancedPool was destroyed"))
+        for upstream in self._held:
+            upstream.leave.set()  # its holder destroys the Pool
+        self._check_shutdown()
+
+    def _check_shutdown(self) -> None:
+        if not self._closed or self._waiters:
+            return
+        for upstream in self._held:
+            upstream.retire_when_idle()
+        if not self._held:
+            self._shut.set()
+
+    def _check_open(self) -> None:
+        if self._destroyed:
+            raise ClientDestroyedError("BalancedPool was destroyed")
+        if self._closed:
+            raise ClientClosedError("BalancedPool is closed")
+
+    # ------------------------------------------------------------------ statistics, events
+
+    def statistics(self) -> PoolStats:
+        """The sum of the Pools' statistics (including Pools of removed upstreams still
+        finishing their requests), plus the requests waiting in this pool's own queue,
+        counted as ``queued``. O(number of upstreams), not a checkpoint."""
+        waiting = len(self._waiters)
+        totals = dict.fromkeys(_STATS_FIELDS, 0)
+        for upstream in self._held:
+            stats = upstream.pool.statistics()
+            for name in _STATS_FIELDS:
+                totals[name] += getattr(stats, name)
+        for name in ("pending", "queued", "size"):
+            totals[name] += waiting
+        return PoolStats(**totals)
+
+    def _on_pool_event(
+        self, upstream: _Upstream, event: str, origin: str, targets: list[Emitter], *extra: object
+    ) -> None:
+        """A listener on every upstream Pool: adjust its weight, pass the event on."""
+        error = extra[0] if extra else None
+        if event == "connect":
+            upstream.weight = min(self._max_weight, upstream.weight + self._penalty)
+        elif (event == "connection_error" and isinstance(error, ConnectError)) or (
+            event == "disconnect" and isinstance(error, SocketError)
+        ):
+            upstream.weight = max(1, upstream.weight - self._penalty)
+            self._update_step()
+            _log.debug("upstream %s: weight %d after %r", origin, upstream.weight, error)
+        self._emit(event, origin, [self, *targets], *extra)
+        self._pump()  # a connection ended, drained or appeared: a waiter may go now
+
+    # ------------------------------------------------------------------ routing
+
+    def _capable(self, capability: str | None) -> list[bool]:
+        """Which of ``_order`` carry ``capability`` (all of them for None).
+
+        Raises:
+            BalancedPoolMissingUpstreamError: none does (or there are no upstreams).
+        """
+        capable = [
+            not up.pool.closed and (capability is None or capability in up.capabilities)
+            for up in self._order
+        ]
+        if not any(capable):
+            if capability is None:
+                raise BalancedPoolMissingUpstreamError(
+                    "no upstream has been added to the BalancedPool"
+                )
+            raise BalancedPoolMissingUpstreamError(
+                f"no upstream with capability {capability!r} in the BalancedPool"
+            )
+        return capable
+
+    def _pick(self, capability: str | None) -> _Upstream | None:
+        """Choose an eligible upstream for a request (moving the cursor), or None when none
+        is eligible now (nothing moves). Not a checkpoint.
+
+        Raises:
+            BalancedPoolMissingUpstreamError: no upstream carries ``capability``.
+        """
+        capable = self._capable(capability)
+        eligible = [
+            ok and up.entered and not up.promised and up.pool.statistics().queued == 0
+            for up, ok in zip(self._order, capable, strict=True)
+        ]
+        if not any(eligible):
+            return None
+        rotation = self._rotations.get(capability)
+        if rotation is None:
+            rotation = self._rotations[capability] = _Rotation()
+        upstream = rotation.pick(self._order, eligible, self._step)
+        upstream.active += 1
+        return upstream
+
+    def _pump(self) -> None:
+        """Give eligible upstreams to waiters, in queue order. Not a checkpoint."""
+        if not self._waiters:
+            return
+        exhausted: set[str | None] = set()  # capabilities with nothing eligible left
+        for waiter in list(self._waiters):
+            if waiter.capability in exhausted:
+                continue
+            try:
+                upstream = self._pick(waiter.capability)
+            except BalancedPoolMissingUpstreamError as exc:  # its upstreams were removed
+                self._fail_waiter(waiter, exc)
+                continue
+            if upstream is None:
+                if waiter.capability is None:
+                    break  # nothing is eligible at all
+                exhausted.add(waiter.capability)
+                continue
+            del self._waiters[waiter]
+            upstream.promised += 1
+            waiter.upstream = upstream
+            waiter.ready.set()
+        self._check_shutdown()
+
+    def _fail_waiter(self, waiter: _Waiter, error: BaseException) -> None:
+        del self._waiters[waiter]
+        waiter.error = error
+        waiter.ready.set()
+
+    def _release(self, upstream: _Upstream) -> None:
+        """A request routed to ``upstream`` ended (or was never sent)."""
+        upstream.active -= 1
+        if upstream.removed and upstream.active == 0:
+            upstream.leave.set()
+        self._pump()
+
+    async def _route(self, capability: str | None) -> _Upstream:
+        """The upstream for one request; waits in the queue while no capable upstream is
+        eligible. A checkpoint only when it waits; a cancelled waiter leaves the queue and
+        passes on an upstream it was given.
+
+        Raises:
+            InvalidArgumentError: ``capability`` is not a str or None.
+            BalancedPoolMissingUpstreamError: no upstream carries ``capability``.
+            ClientClosedError, ClientDestroyedError: the BalancedPool no longer takes work.
+        """
+        if capability is not None and not isinstance(capability, str):
+            raise InvalidArgumentError(f"invalid capability {capability!r}: expected a str")
+        self._check_open()
+        if not self._supervisor.running:
+            raise RuntimeError("use BalancedPool in an 'async with' block")
+        # Earlier waiters first: whatever is still eligible afterwards, they cannot use.
+        self._pump()
+        upstream = self._pick(capability)
+        if upstream is not None:
+            return upstream
+        waiter = _Waiter(capability)
+        self._waiters[waiter] = None
+        try:
+            await waiter.ready.wait()
+        except BaseException:
+            if waiter in self._waiters:
+                del self._waiters[waiter]
+                self._check_shutdown()
+            elif waiter.upstream is not None:
+                waiter.upstream.promised -= 1
+                self._release(waiter.upstream)  # passes it to the next waiter
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.upstream is not None
+        waiter.upstream.promised -= 1
+        return waiter.upstream
+
+    @asynccontextmanager
+    async def _routed(self, capability: str | None) -> AsyncIterator[Pool]:
+        upstream = await self._route(capability)
+        try:
+            yield upstream.pool
+        finally:
+            self._release(upstream)
+
+    # ------------------------------------------------------------------ requests
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> Response:
+        """Send a request to an upstream (carrying ``capability``, if given) and read its
+        whole response. A checkpoint. See ``Pool.request``.
+
+        Raises:
+            BalancedPoolMissingUpstreamError: no upstream carries ``capability``.
+            Like ``Pool.request`` otherwise.
+        """
+        async with self._routed(capability) as pool:
+            return await pool.request(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            )
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> AsyncIterator[StreamResponse]:
+        """Like ``Pool.stream``, on an upstream carrying ``capability``. Entering is a
+        checkpoint. Raises like :meth:`request`."""
+        async with (
+            self._routed(capability) as pool,
+            pool.stream(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            ) as response,
+        ):
+            yield response
+
+    pipeline = stream
+    """Like ``Pool.pipeline``, on an upstream carrying ``capability``."""
+
+    async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
+        """Like ``Pool.dispatch``, on an upstream carrying ``options.capability``.
+        A checkpoint.
+
+        Raises:
+            BalancedPoolMissingUpstreamError: no upstream carries the capability.
+            Like ``Pool.dispatch`` otherwise.
+        """
+        if not isinstance(options, RequestOptions):
+            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        async with self._routed(options.capability) as pool:
+            await pool.dispatch(options, handler)
+
+    @asynccontextmanager
+    async def upgrade(
+        self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """Like ``Pool.upgrade``, on the next upstream. Entering is a checkpoint."""
+        async with (
+            self._routed(None) as pool,
+            pool.upgrade(path, protocol=protocol, headers=headers) as upgraded,
+        ):
+            yield upgraded
+
+    @asynccontextmanager
+    async def connect(
+        self, authority: str, *, headers: HeadersType | None = None
+    ) -> AsyncIterator[Upgraded]:
+        """Like ``Pool.connect``, on the next upstream. Entering is a checkpoint."""
+        async with self._routed(None) as pool, pool.connect(authority, headers=headers) as tunnel:
+            yield tunnel
