@@ -397,6 +397,9 @@ class Dispatcher(Emitter, Owner):
         request.event = event = trio.Event()
         try:
             await event.wait()
+            # Handed a lease, but cancelled in the same instant: give it to the next waiter
+            # rather than start (and spoil) an exchange. Not a checkpoint otherwise.
+            await trio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             self._abort(request, RequestAbortedError("the caller was cancelled"))
             raise
