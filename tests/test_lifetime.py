@@ -151,3 +151,30 @@ async def test_a_block_cannot_be_entered_twice() -> None:
         with pytest.raises(RuntimeError, match="already entered") as caught:
             await pool.__aenter__()
         assert isinstance(caught.value, trio_pool.TrioPoolError)
+
+
+async def _use_resource_pool(pool: trio_pool.ResourcePool[int]) -> None:
+    await pool.checkout()
+
+
+async def _use_http(pool: trio_pool.Client | trio_pool.Pool | trio_pool.BalancedPool) -> None:
+    await pool.request("GET", "/")
+
+
+@pytest.mark.parametrize(
+    ("make", "use"),
+    [
+        (lambda: Recorder().pool(), _use_resource_pool),
+        (lambda: trio_pool.Client("http://127.0.0.1:1"), _use_http),
+        (lambda: trio_pool.Pool("http://127.0.0.1:1"), _use_http),
+        (lambda: trio_pool.BalancedPool(["http://127.0.0.1:1"]), _use_http),
+    ],
+    ids=["ResourcePool", "Client", "Pool", "BalancedPool"],
+)
+async def test_use_before_the_block_is_a_trio_pool_error_and_a_runtime_error(
+    make: object, use: object
+) -> None:
+    obj = make()  # type: ignore[operator]
+    with pytest.raises(trio_pool.TrioPoolError, match="async with") as caught:
+        await use(obj)  # type: ignore[operator]
+    assert isinstance(caught.value, RuntimeError)

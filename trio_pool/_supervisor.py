@@ -34,11 +34,11 @@ from ._errors import TrioPoolError
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["AlreadyEnteredError", "Supervisor"]
+__all__ = ["LifetimeError", "Supervisor"]
 
 
-class AlreadyEnteredError(TrioPoolError, RuntimeError):
-    """An object's ``async with`` block was entered while it was already running.
+class LifetimeError(TrioPoolError, RuntimeError):
+    """An object was used outside its ``async with`` block, or its block was entered twice.
 
     A programming error, hence also a :class:`RuntimeError`; still a :class:`TrioPoolError`
     like everything the library raises.
@@ -60,7 +60,7 @@ class Supervisor:
     async def enter(self) -> None:
         """Open the nurseries. A checkpoint."""
         if self._outer_cm is not None:
-            raise AlreadyEnteredError("this object's async with block was already entered")
+            raise LifetimeError("this object's async with block was already entered")
         cm = trio.open_nursery()
         outer = await cm.__aenter__()
         try:
@@ -83,7 +83,7 @@ class Supervisor:
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
         """Start a background task; it must catch its own errors. Not a checkpoint."""
         if self._inner is None:
-            raise RuntimeError("background task started outside the owner's async with block")
+            raise LifetimeError("background task started outside the owner's async with block")
         self._inner.start_soon(fn, *args, name=name)
 
     def cancel(self) -> None:

@@ -57,7 +57,7 @@ from .._errors import (
     InvalidArgumentError,
     SocketError,
 )
-from .._supervisor import Supervisor
+from .._supervisor import LifetimeError, Supervisor
 from .._validate import check_count, check_timeout
 from ._events import EVENTS, Emitter
 from ._models import PoolStats, RequestOptions
@@ -533,7 +533,7 @@ class BalancedPool(Emitter):
             raise InvalidArgumentError(f"invalid capability {capability!r}: expected a str")
         self._check_open()
         if not self._supervisor.running:
-            raise RuntimeError("use BalancedPool in an 'async with' block")
+            raise LifetimeError("use BalancedPool in an 'async with' block")
         # Earlier waiters first: whatever is still eligible afterwards, they cannot use.
         self._pump()
         upstream = self._pick(capability)

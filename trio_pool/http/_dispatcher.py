@@ -45,7 +45,7 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
-from .._supervisor import Supervisor
+from .._supervisor import LifetimeError, Supervisor
 from ._dispatch import Controller, Handler, call, start_call
 from ._events import Emitter, emit_along
 from ._exchange import Exchange, Head
@@ -229,7 +229,7 @@ class Dispatcher(Emitter, Owner):
         if self._closed:
             raise ClientClosedError(f"{type(self).__name__} is closed")
         if not self._supervisor.running:
-            raise RuntimeError(f"use {type(self).__name__} in an 'async with' block")
+            raise LifetimeError(f"use {type(self).__name__} in an 'async with' block")
         request = prepare(options, self._origin, self._options, **special)
         request.owner = self
         return request

@@ -54,7 +54,7 @@ from .._errors import (
     PoolFullError,
     RequestTimeoutError,
 )
-from .._supervisor import Supervisor
+from .._supervisor import LifetimeError, Supervisor
 from .._validate import check_count, check_positive, check_timeout
 from ._backoff import Backoff
 
@@ -358,7 +358,7 @@ class ResourcePool(Generic[T]):
             raise self._bailed()
         if self._state is _State.ENDING:
             raise PoolEndingError("Pool is ending")
-        raise PoolDestroyedError("Pool is not running: enter it with `async with` first")
+        raise LifetimeError("use ResourcePool in an 'async with' block")
 
     def _wait_deadline(self) -> float:
         if self._request_timeout is None:
