@@ -6,6 +6,7 @@ import json
 
 import pytest
 import trio
+import trio.lowlevel
 
 import trio_pool
 from trio_pool import Client, Headers, InvalidArgumentError, Pool, RequestOptions
@@ -337,3 +338,29 @@ async def test_dispatch_aborted_in_on_request_start_sends_nothing() -> None:
         assert isinstance(handler.error, trio_pool.RequestAbortedError)
         assert server.requests == []
         assert pool.statistics().size == 0
+
+
+@pytest.mark.parametrize("async_handler", [False, True], ids=["plain", "async"])
+async def test_dispatch_cancelled_by_its_caller_ends_with_one_response_error(
+    async_handler: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def never_answers(request: ServerRequest, conn: ServerConnection) -> None:
+        await trio.sleep_forever()
+
+    class AsyncRecorder(Recorder):
+        async def on_response_error(self, controller: object, error: BaseException) -> None:  # type: ignore[override]
+            super().on_response_error(controller, error)
+            await trio.lowlevel.checkpoint()  # meets the caller's cancellation
+
+    handler = AsyncRecorder() if async_handler else Recorder()
+    async with serve_memory(never_answers) as server:
+        async with Pool(server.origin, connector=server.connector) as pool:
+            with trio.move_on_after(5) as scope:
+                await pool.dispatch(RequestOptions("GET", "/"), handler)
+            assert scope.cancelled_caught
+            assert handler.calls == ["start", "error"]
+            assert isinstance(handler.error, trio_pool.RequestAbortedError)
+            stats = pool.statistics()
+            assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
+    async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
+        assert (await pool.request("GET", "/")).status == 200
