@@ -16,14 +16,15 @@ exception in an ``ExceptionGroup``. :meth:`Supervisor.exit` unwraps it: when the
 nothing but the user's exception and ``Cancelled`` copies of an outer cancellation, the
 user's exception leaves the ``async with`` as itself. Background tasks never raise (they
 deliver their errors to the request or acquirer they affect), so anything else in the group
-is a bug in this library and is left loud.
+is a bug in this library and is left loud. :func:`open_helpers` applies the same rule to
+a nursery of helper tasks inside a request's block (``pipeline()``'s body writer).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -34,7 +35,7 @@ from ._errors import TrioPoolError
 if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["LifetimeError", "Supervisor"]
+__all__ = ["LifetimeError", "Supervisor", "open_helpers"]
 
 
 class LifetimeError(TrioPoolError, RuntimeError):
@@ -130,6 +131,28 @@ class Supervisor:
             _raise_unwrapped(group, pending)
         if raised is not None:
             raise raised
+
+
+@asynccontextmanager
+async def open_helpers() -> AsyncIterator[trio.Nursery]:
+    """A nursery for helper tasks of the block, which deliver their errors elsewhere and
+    never raise (but ``Cancelled``): the block's own exception leaves as itself, not in an
+    ``ExceptionGroup``. Entering and leaving are checkpoints; leaving waits for the tasks.
+    """
+    cm = trio.open_nursery()
+    nursery = await cm.__aenter__()
+    try:
+        yield nursery
+    except BaseException as exc:
+        try:
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseExceptionGroup as group:
+            _raise_unwrapped(group, exc)
+        raise
+    try:
+        await cm.__aexit__(None, None, None)
+    except BaseExceptionGroup as group:
+        _raise_unwrapped(group, None)
 
 
 def _raise_unwrapped(

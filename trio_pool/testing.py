@@ -14,7 +14,10 @@ Two transports run the same scripts:
   ``server.connector`` as the ``connector=`` option of ``Client``/``Pool``. Timeouts can then
   be tested on ``autojump_clock`` without waiting.
 
-Both record every request (:attr:`H11Server.requests`) and count connections.
+Both record every request (:attr:`H11Server.requests`) and count connections. With
+``streaming=True`` the script is called as soon as a request's head arrived (its
+``body`` is then empty) and reads the body itself with :meth:`ServerConnection.receive_data`,
+so it can answer while the client is still sending (duplex, ``pipeline()``).
 
 Example::
 
@@ -55,13 +58,13 @@ _Headers = Sequence[tuple[str | bytes, str | bytes]]
 
 @attrs.define
 class ServerRequest:
-    """A request as the server received it (body read completely).
+    """A request as the server received it (body read completely, unless ``streaming``).
 
     Attributes:
         method: e.g. ``"GET"``.
         target: the request target, e.g. ``"/path?q=1"``.
         headers: ``(name, value)`` pairs, names lower-cased.
-        body: the whole request body.
+        body: the whole request body (empty with ``streaming=True``).
         connection: the number of the connection it arrived on (0, 1, ...).
         index: its position on that connection (0 = first request).
     """
@@ -146,36 +149,51 @@ class ServerConnection:
         if data:
             await self.stream.send_all(data)
 
-    async def _receive_request(self, index: int) -> ServerRequest | None:
-        request: h11.Request | None = None
-        body = bytearray()
+    async def receive_data(self) -> bytes | None:
+        """With ``streaming=True``: the next piece of the request body as it arrives, or
+        None at its end (or if the client hung up or broke the protocol)."""
+        event = await self._next_event()
+        return bytes(event.data) if isinstance(event, h11.Data) else None
+
+    async def _next_event(self) -> h11.Event | None:
+        """The next h11 event, reading as needed; None if the client hung up or erred."""
         while True:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError:
                 return None
-            if event is h11.NEED_DATA:
-                try:
-                    data = await self.stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return None
-                self.h11.receive_data(bytes(data))
-            elif isinstance(event, h11.Request):
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            self.h11.receive_data(bytes(data))
+
+    async def _receive_request(self, index: int, *, streaming: bool) -> ServerRequest | None:
+        request: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Request):
                 request = event
+                if streaming:
+                    break
             elif isinstance(event, h11.Data):
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
-                assert request is not None
-                return ServerRequest(
-                    request.method.decode(),
-                    request.target.decode(),
-                    [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers],
-                    bytes(body),
-                    self.number,
-                    index,
-                )
-            else:  # ConnectionClosed or PAUSED
+                break
+            else:  # hung up, ConnectionClosed or PAUSED
                 return None
+        assert request is not None
+        return ServerRequest(
+            request.method.decode(),
+            request.target.decode(),
+            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in request.headers],
+            bytes(body),
+            self.number,
+            index,
+        )
 
 
 Script = Callable[[ServerRequest, ServerConnection], Awaitable[None]]
@@ -193,6 +211,8 @@ class H11Server:
         refuse: while True, the in-memory connector refuses connections (``ECONNREFUSED``).
         hang: while True, the in-memory connector never completes a connect.
         connect_delay: seconds the in-memory connector takes to connect.
+        streaming: call the script once a request's head arrived; it reads the body with
+            :meth:`ServerConnection.receive_data`.
     """
 
     script: Script
@@ -203,6 +223,7 @@ class H11Server:
     refuse: bool = False
     hang: bool = False
     connect_delay: float = 0.0
+    streaming: bool = False
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until either side closes it."""
@@ -211,7 +232,7 @@ class H11Server:
         index = 0
         try:
             while not conn.closed:
-                request = await conn._receive_request(index)
+                request = await conn._receive_request(index, streaming=self.streaming)
                 if request is None:
                     break
                 self.requests.append(request)
@@ -243,12 +264,13 @@ class H11Server:
 
 @asynccontextmanager
 async def serve_h11(
-    script: Script, *, ssl_context: ssl.SSLContext | None = None
+    script: Script, *, ssl_context: ssl.SSLContext | None = None, streaming: bool = False
 ) -> AsyncIterator[H11Server]:
     """Run ``script`` behind a TCP server on ``127.0.0.1`` (port 0) for the block; with
-    ``ssl_context`` (a server context, e.g. from ``trustme``) it speaks https."""
+    ``ssl_context`` (a server context, e.g. from ``trustme``) it speaks https. For
+    ``streaming`` see :class:`H11Server`."""
     async with _supervised() as supervisor:
-        server = H11Server(script, supervisor)
+        server = H11Server(script, supervisor, streaming=streaming)
         tcp = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = tcp[0].socket.getsockname()[1]
         listeners: list[trio.abc.Listener[Any]] = list(tcp)
@@ -261,10 +283,11 @@ async def serve_h11(
 
 
 @asynccontextmanager
-async def serve_memory(script: Script) -> AsyncIterator[H11Server]:
-    """Run ``script`` over in-memory streams for the block; use ``server.connector``."""
+async def serve_memory(script: Script, *, streaming: bool = False) -> AsyncIterator[H11Server]:
+    """Run ``script`` over in-memory streams for the block; use ``server.connector``. For
+    ``streaming`` see :class:`H11Server`."""
     async with _supervised() as supervisor:
-        yield H11Server(script, supervisor)
+        yield H11Server(script, supervisor, streaming=streaming)
 
 
 @asynccontextmanager

@@ -43,7 +43,7 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -613,23 +613,61 @@ class BalancedPool(Emitter):
     ) -> AsyncIterator[StreamResponse]:
         """Like ``Pool.stream``, on an upstream carrying ``capability``. Entering is a
         checkpoint. Raises like :meth:`request`."""
-        async with (
-            self._routed(capability) as pool,
-            pool.stream(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
-            ) as response,
-        ):
+        async with self._forwarded(
+            Pool.stream,
+            method,
+            path,
+            headers=headers,
+            body=body,
+            query=query,
+            idempotent=idempotent,
+            reset=reset,
+            capability=capability,
+        ) as response:
             yield response
 
-    pipeline = stream
-    """Like ``Pool.pipeline``, on an upstream carrying ``capability``."""
+    @asynccontextmanager
+    async def pipeline(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> AsyncIterator[StreamResponse]:
+        """Like ``Pool.pipeline`` (full duplex), on an upstream carrying ``capability``.
+        Entering is a checkpoint. Raises like :meth:`request`."""
+        async with self._forwarded(
+            Pool.pipeline,
+            method,
+            path,
+            headers=headers,
+            body=body,
+            query=query,
+            idempotent=idempotent,
+            reset=reset,
+            capability=capability,
+        ) as response:
+            yield response
+
+    @asynccontextmanager
+    async def _forwarded(
+        self,
+        opener: Callable[..., AbstractAsyncContextManager[StreamResponse]],
+        *args: Any,
+        capability: str | None,
+        **options: Any,
+    ) -> AsyncIterator[StreamResponse]:
+        """``opener`` (``Pool.stream`` or ``Pool.pipeline``) on a routed upstream."""
+        async with (
+            self._routed(capability) as pool,
+            opener(pool, *args, capability=capability, **options) as response,
+        ):
+            yield response
 
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
         """Like ``Pool.dispatch``, on an upstream carrying ``options.capability``.

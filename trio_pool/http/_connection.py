@@ -18,11 +18,12 @@ knows the method (HEAD) and connection semantics of the response it parses.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import socket
 import ssl
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import h11
@@ -40,6 +41,8 @@ from .._errors import (
 )
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from ._options import ClientOptions
     from ._origin import Origin
     from ._request import Request
@@ -54,7 +57,8 @@ _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class Connection:
-    """The I/O of one connection. No method here is safe to call from two tasks at once."""
+    """The I/O of one connection. No method here is safe to call from two tasks at once,
+    except :meth:`send_body` alongside the reads (see there)."""
 
     __slots__ = (
         "_options",
@@ -185,17 +189,21 @@ class Connection:
 
     # ------------------------------------------------------------------ writing
 
-    async def send_request(self, request: Request, *, pipelined: bool) -> None:
-        """Write the whole request; ``pipelined``: responses to earlier ones are still due.
-        A checkpoint.
+    async def send_request(
+        self, request: Request, *, pipelined: bool, duplex: bool = False
+    ) -> h11.Connection | None:
+        """Write the request; ``pipelined``: responses to earlier ones are still due. A
+        checkpoint.
 
-        An interrupted write (error or cancellation) leaves the connection unusable; h11 is
-        told so with ``send_failed()``.
+        With ``duplex`` a streaming body is left to :meth:`send_body` (another task may read
+        the response meanwhile) and the h11 machine to pass it is returned; otherwise the
+        whole request is written and None returned. An interrupted write (error or
+        cancellation) leaves the connection unusable; h11 is told so with ``send_failed()``.
         """
         self.requests_started += 1
         request.replay = pipelined
         writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
-        try:
+        with _Writing(writer):
             head = writer.send(
                 h11.Request(method=request.method, target=request.target, headers=request.headers)
             )
@@ -204,26 +212,38 @@ class Connection:
             if body is None or isinstance(body, bytes):
                 data = head + _send(writer, h11.Data(data=body)) if body else head
                 await self.stream.send_all(data + _send(writer, h11.EndOfMessage()))
-            else:
-                await self.stream.send_all(head)
-                if isinstance(body, AsyncIterable):
-                    async for chunk in body:
-                        await self._send_chunk(writer, chunk)
-                else:
-                    for chunk in body:
-                        await self._send_chunk(writer, chunk)
-                await self.stream.send_all(_send(writer, h11.EndOfMessage()))
-        except h11.LocalProtocolError as exc:
-            writer.send_failed()
-            raise RequestContentLengthMismatchError(
-                f"request body does not match its content-length: {exc}"
-            ) from exc
-        except _STREAM_ERRORS as exc:
-            writer.send_failed()
-            raise SocketError(f"writing the request failed: {exc!r}") from exc
-        except BaseException:
-            writer.send_failed()
-            raise
+                return None
+            await self.stream.send_all(head)
+            if duplex:
+                return writer
+            await self._send_body(writer, body)
+        return None
+
+    async def send_body(self, request: Request, writer: h11.Connection) -> None:
+        """Write the streaming body of a request whose head :meth:`send_request` wrote
+        (``duplex``), then its end. A checkpoint. The one method that may run while another
+        task reads the response: Trio streams allow one sender and one receiver at once.
+        """
+        body = request.body
+        chunks = aiter(body) if isinstance(body, AsyncIterable) else body
+        try:
+            with _Writing(writer):
+                await self._send_body(writer, chunks)
+        finally:
+            # Stopped mid-way (an error, a cancellation, the caller left): finish an async
+            # generator now, in this task, rather than leave it to the garbage collector.
+            if inspect.isasyncgen(chunks):
+                await chunks.aclose()
+
+    async def _send_body(self, writer: h11.Connection, body: object) -> None:
+        if isinstance(body, AsyncIterable):
+            async for chunk in body:
+                await self._send_chunk(writer, chunk)
+        else:
+            assert isinstance(body, Iterable)
+            for chunk in body:
+                await self._send_chunk(writer, chunk)
+        await self.stream.send_all(_send(writer, h11.EndOfMessage()))
 
     async def _send_chunk(self, writer: h11.Connection, chunk: bytes) -> None:
         if chunk:
@@ -292,6 +312,35 @@ class Connection:
                 )
             return SocketError("other side closed")
         return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
+
+
+class _Writing:
+    """Around a write: tell h11 when it was interrupted, and map the failure to the
+    library's errors (the original as ``__cause__``). A plain class: it runs per request."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: h11.Connection) -> None:
+        self._writer = writer
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        self._writer.send_failed()
+        if isinstance(exc, h11.LocalProtocolError):
+            raise RequestContentLengthMismatchError(
+                f"request body does not match its content-length: {exc}"
+            ) from exc
+        if isinstance(exc, _STREAM_ERRORS):
+            raise SocketError(f"writing the request failed: {exc!r}") from exc
 
 
 def _send(writer: h11.Connection, event: h11.Event) -> bytes:

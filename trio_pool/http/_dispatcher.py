@@ -22,6 +22,9 @@ half-moved (httpcore#830):
   — mid-exchange — its exchange closes the connection on the way out.
 
 Requests are counted per state on every move, so ``statistics()`` is O(1).
+
+``pipeline()`` is ``stream()`` run duplex: its streaming body is written by a helper task in
+a nursery of the caller's block while the caller reads the response (see ``_exchange.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
-from .._supervisor import LifetimeError, Supervisor
+from .._supervisor import LifetimeError, Supervisor, open_helpers
 from ._dispatch import Controller, Handler, call, start_call
 from ._events import Emitter, emit_along
 from ._exchange import Exchange, Head
@@ -406,10 +409,13 @@ class Dispatcher(Emitter, Owner):
             raise
         return None if request.ended else request.worker  # type: ignore[no-any-return]
 
-    async def _begin(self, request: Request, scope: trio.CancelScope) -> Exchange | None:
+    async def _begin(
+        self, request: Request, scope: trio.CancelScope, writers: trio.Nursery | None
+    ) -> Exchange | None:
         """Lease a connection, write the request and read the response head, re-sending it
         as API.md 1.6 allows. None if the request failed (its error is on it). Runs in
-        ``scope`` (set up by the caller: timeouts and aborts cancel it)."""
+        ``scope`` (set up by the caller: timeouts and aborts cancel it). With ``writers``
+        the exchange is duplex: a streaming body is written by a task started there."""
         front = False
         while True:
             worker = await self._connection_for(request, front=front)
@@ -417,7 +423,7 @@ class Dispatcher(Emitter, Owner):
                 return None
             exchange = Exchange(worker, request)
             try:
-                await exchange.send()
+                await exchange.send(writers)
                 await exchange.receive_head(scope)
             except Broken:
                 pass  # pipelined behind a request that broke the connection: re-send
@@ -462,13 +468,15 @@ class Dispatcher(Emitter, Owner):
         self,
         request: Request,
         consume: Callable[[Exchange, trio.CancelScope], Awaitable[None]] | None = None,
+        writers: trio.Nursery | None = None,
     ) -> Exchange | None:
-        """Run ``request`` in this task, in one cancel scope: lease a connection, write it,
-        read the response head, then ``consume`` the rest (which ends the request). Its
-        error ends up on ``request``; returns the exchange (None if there is no head)."""
+        """Run ``request`` in this task, in one cancel scope: lease a connection, write it
+        (its body from a task in ``writers``, if given), read the response head, then
+        ``consume`` the rest (which ends the request). Its error ends up on ``request``;
+        returns the exchange (None if there is no head)."""
         exchange = None
         with self._scope_for(request) as scope:
-            exchange = await self._begin(request, scope)
+            exchange = await self._begin(request, scope, writers)
             if exchange is not None and consume is not None:
                 try:
                     await consume(exchange, scope)
@@ -485,9 +493,10 @@ class Dispatcher(Emitter, Owner):
         self,
         request: Request,
         consume: Callable[[Exchange, trio.CancelScope], Awaitable[None]] | None = None,
+        writers: trio.Nursery | None = None,
     ) -> tuple[Exchange, Head]:
         """:meth:`_run`, raising the request's error; returns the exchange and its head."""
-        exchange = await self._run(request, consume)
+        exchange = await self._run(request, consume, writers)
         if request.error is not None:
             raise request.error
         assert exchange is not None
@@ -570,7 +579,64 @@ class Dispatcher(Emitter, Owner):
                 capability=capability,
             )
         )
-        exchange, (status, response_headers, reason) = await self._run_or_raise(request)
+        async with self._streaming(request, None) as response:
+            yield response
+
+    @asynccontextmanager
+    async def pipeline(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> AsyncIterator[StreamResponse]:
+        """Like :meth:`stream`, but full duplex (undici's ``pipeline``): the response is
+        readable while ``body`` (typically an async iterable) is still being written, so a
+        server may answer, and stream its answer, before the request ends. Entering is a
+        checkpoint (it returns once the response head arrived).
+
+        The body is written by a helper task in a nursery of this block (in the caller's
+        task tree: nothing outlives the block). ``headers_timeout`` counts from the request
+        *head* being written, since a duplex body may be long-lived; ``body_timeout`` is the
+        idle gap between response chunks, as for :meth:`stream`. Such a request is never
+        pipelined behind others nor re-sent (its body cannot be produced twice).
+
+        A failure to write the body ends the request: reading the response (or entering)
+        raises ``SocketError`` (the I/O error as ``__cause__``), the error the body iterable
+        raised as itself, or ``RequestContentLengthMismatchError``. Cancellation of the
+        caller, an error, or leaving the block before both directions ended stops the writer
+        and closes the connection (never reused half-written).
+        Raises like :meth:`request` otherwise.
+        """
+        request = self._accept(
+            RequestOptions(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            )
+        )
+        async with open_helpers() as writers, self._streaming(request, writers) as response:
+            yield response
+
+    @asynccontextmanager
+    async def _streaming(
+        self, request: Request, writers: trio.Nursery | None
+    ) -> AsyncIterator[StreamResponse]:
+        """Run ``request`` up to its head and hand out the response (of :meth:`stream`, or
+        duplex for :meth:`pipeline`); leaving frees the connection."""
+        exchange, (status, response_headers, reason) = await self._run_or_raise(
+            request, writers=writers
+        )
         source = _BodySource(self, exchange)
         try:
             yield StreamResponse(
@@ -578,10 +644,6 @@ class Dispatcher(Emitter, Owner):
             )
         finally:
             source.close()
-
-    pipeline = stream
-    """``pipeline(method, path, body=async_iterable, ...)``: like :meth:`stream`, for a body
-    produced as it is sent. The body is written completely before the response is read."""
 
     @asynccontextmanager
     async def upgrade(

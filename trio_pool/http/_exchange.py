@@ -16,6 +16,14 @@ only after a complete response on a persistent connection; a request cut anywher
 a half-read response cannot be resumed. :meth:`Exchange.retryable` says whether a failure
 may be re-sent (API.md 1.6): the connection was reused, nothing of the response had
 arrived, the request is idempotent and was not retried before.
+
+A *duplex* exchange (``pipeline()``) writes only the head in the caller's task; a helper
+task in a nursery the caller owns writes the streaming body while the caller reads the
+response. The helper and the reader never touch the same half of the connection. The
+lease must not be given back while the helper may still write, so :meth:`Exchange.close`
+only cancels a running helper and the helper gives the lease back as it ends; a failed
+write ends the request with its error and wakes the reader. Such an exchange is never
+re-sent: the body it consumed cannot be produced again.
 """
 
 from __future__ import annotations
@@ -54,11 +62,15 @@ class Exchange:
     """The I/O of one request on one leased connection (see the module docstring)."""
 
     __slots__ = (
+        "_closing",
+        "_duplex",
         "_fresh",
         "_headers",
         "_mark",
+        "_reason",
         "_reused",
         "_total",
+        "_writer",
         "chunks",
         "complete",
         "conn",
@@ -90,9 +102,17 @@ class Exchange:
         self._total = 0
         self._reused = self._fresh = False
         self._mark = 0
+        self._duplex = False  # the body is (or was) written by a helper task
+        self._writer: trio.CancelScope | None = None  # that helper's, while it runs
+        self._closing = False  # close() was called while the helper ran...
+        self._reason: BaseException | None = None  # ...saying why
 
-    async def send(self) -> None:
-        """Write the request in its turn. A checkpoint."""
+    async def send(self, nursery: trio.Nursery | None = None) -> None:
+        """Write the request in its turn. A checkpoint.
+
+        With a ``nursery`` (duplex), a streaming body is written by a helper task started
+        there, and this returns once the head is written.
+        """
         request = self.request
         worker = self.worker
         conn = self.conn
@@ -101,7 +121,9 @@ class Exchange:
         self._reused = conn.responses > 0
         self._fresh = True  # a write failure happens before any response byte
         self._mark = conn.received_bytes
-        await conn.send_request(request, pipelined=bool(worker.to_read))
+        writer = await conn.send_request(
+            request, pipelined=bool(worker.to_read), duplex=nursery is not None
+        )
         request.written_at = trio.current_time()
         worker.written(request)
         options = worker.client._options
@@ -111,6 +133,36 @@ class Exchange:
         ):
             worker.retiring = True
             worker.owner._refresh(worker)  # no more pipelined requests on it
+        if writer is not None:
+            assert nursery is not None
+            self._duplex = True
+            # Set before the task starts, so a close() in between can already cancel it.
+            self._writer = trio.CancelScope()
+            nursery.start_soon(self._write_body, writer, self._writer)
+
+    async def _write_body(self, writer: h11.Connection, scope: trio.CancelScope) -> None:
+        """The duplex helper task: write the body, then give the lease back if the exchange
+        was closed meanwhile. A write error ends the request (unless its response already
+        did) and cancels the reader's wait, so it reaches the caller."""
+        request = self.request
+        written = False
+        try:
+            with scope:
+                await self.conn.send_body(request, writer)
+                written = True
+        except Exception as exc:
+            if not request.ended:
+                request.finish(exc)
+                if request.scope is not None:
+                    request.scope.cancel()
+            self._close_later(exc)
+        finally:
+            self._writer = None
+            if not written:
+                # h11 is in ERROR now, even if the whole response was read meanwhile.
+                self.keep = False
+            if self._closing:
+                self.close(self._reason)
 
     async def receive_head(self, scope: trio.CancelScope) -> Head:
         """Read the response head, after the responses before it. A checkpoint.
@@ -199,6 +251,7 @@ class Exchange:
             and request.idempotent
             and not request.retried
             and self.worker.client._options.retry_idempotent
+            and not self._duplex
         ):
             request.retried = True
             return True
@@ -237,12 +290,22 @@ class Exchange:
         the connection closes, ``reason`` saying why (for ``"disconnect"`` listeners)."""
         if self.request.worker is not self.worker:
             return  # given back already
+        if self._writer is not None:
+            # The duplex helper may be mid-write: it gives the lease back as it ends.
+            self._close_later(reason)
+            self._writer.cancel()
+            return
         if self.switched:
             self.worker.handed_over = True
             reason = InformationalError("the connection was handed over")
         elif not self.keep and reason is None:
             reason = InformationalError("a request ended before its response did")
         self.worker.release(self.request, reusable=self.keep, reason=reason)
+
+    def _close_later(self, reason: BaseException | None) -> None:
+        self._closing = True
+        if self._reason is None:
+            self._reason = reason
 
     def timeout_error(self) -> TrioPoolError:
         """The error of the read whose deadline expired."""

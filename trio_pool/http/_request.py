@@ -116,7 +116,8 @@ class Request:
         self.turn: trio.Event | None = None  # set when it waits for its pipelining turn
         self.retried = False
         self.replay = False  # written through a side serializer (pipelined): replay into h11
-        self.written_at = 0.0  # trio time the last byte was written (headers_timeout's start)
+        # Trio time the request (a duplex one: its head) was written: headers_timeout's start.
+        self.written_at = 0.0
 
     def move(self, new: State) -> None:
         """Change state, keeping the owner's counters exact. Not a checkpoint."""
