@@ -38,6 +38,7 @@ from _common import Options, Result  # noqa: E402
 # name -> module in benchmarks/, in the order they run.
 BENCHMARKS: dict[str, str] = {
     "resource_pool": "resource_pool",
+    "http": "http_pool",
 }
 
 
