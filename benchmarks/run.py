@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run trio_pool's benchmarks and print a table per benchmark.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="short run (the whole suite in < 30 s)"
+        "--quick", action="store_true", help="short run (the whole suite in about a minute)"
     )
     parser.add_argument(
         "--only",
