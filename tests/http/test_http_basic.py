@@ -308,3 +308,32 @@ async def test_http_1_0_response_version_and_close() -> None:
         assert (response.http_version, response.body) == ("1.0", b"hi")
         assert (await pool.request("GET", "/")).status == 200
         assert server.connections == 2  # HTTP/1.0 without keep-alive: not reused
+
+
+async def test_factory_error_goes_to_the_request() -> None:
+    def broken_factory(origin: str, **options: object) -> Client:
+        raise LookupError("no client for you")
+
+    async with serve_memory(ok) as server:
+        pool = Pool(server.origin, connector=server.connector, factory=broken_factory)
+        async with pool:
+            with pytest.raises(LookupError):
+                await pool.request("GET", "/")
+            assert pool.statistics().size == 0
+        with pytest.raises(InvalidArgumentError, match="factory"):
+            Pool(server.origin, factory=12)  # type: ignore[arg-type]
+
+
+async def test_dispatch_aborted_in_on_request_start_sends_nothing() -> None:
+    class AbortAtStart(Recorder):
+        def on_request_start(self, controller) -> None:  # type: ignore[no-untyped-def,override]
+            self.calls.append("start")
+            controller.abort("changed my mind")
+
+    async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
+        handler = AbortAtStart()
+        await pool.dispatch(RequestOptions("GET", "/"), handler)
+        assert handler.calls == ["start", "error"]
+        assert isinstance(handler.error, trio_pool.RequestAbortedError)
+        assert server.requests == []
+        assert pool.statistics().size == 0

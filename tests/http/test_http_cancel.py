@@ -107,35 +107,34 @@ async def test_cancel_while_queued(autojump_clock: trio.testing.MockClock) -> No
 async def test_cancelled_at_the_moment_of_hand_off_passes_it_on(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    release = trio.Event()
-
-    async def gated(request: ServerRequest, conn: ServerConnection) -> None:
-        if request.target == "/first":
-            await release.wait()
+    async def answer(request: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, body=request.target.encode())
 
-    async with serve_memory(gated) as server:
+    async with serve_memory(answer) as server:
         async with Pool(server.origin, connector=server.connector, connections=1) as pool:
             results: list[bytes] = []
 
-            async def run(path: str, scope: trio.CancelScope | None = None) -> None:
-                with scope or trio.CancelScope():
+            async def run(path: str, scope: trio.CancelScope) -> None:
+                with scope:
                     results.append((await pool.request("GET", path)).body)
 
             victim = trio.CancelScope()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(run, "/first")
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(run, "/victim", victim)
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(run, "/third")
-                await trio.testing.wait_all_tasks_blocked()
-                assert pool.statistics().queued == 2
-                release.set()
-                victim.cancel()  # in the same instant the connection frees up
-            assert results == [b"/first", b"/third"]
+                async with pool.stream("GET", "/first") as first:
+                    nursery.start_soon(run, "/victim", victim)
+                    await trio.testing.wait_all_tasks_blocked()
+                    nursery.start_soon(run, "/third", trio.CancelScope())
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert pool.statistics().queued == 2
+                    assert await first.read() == b"/first"
+                    # Reading the end gave the connection to /victim (no checkpoint since):
+                    # cancel it in that same instant.
+                    assert pool.statistics().queued == 1
+                    victim.cancel()
+            assert results == [b"/third"]
             assert_idle(pool)
             assert [r.target for r in server.requests] == ["/first", "/third"]
+            assert server.connections == 1  # the lease went on, unspoiled
 
 
 async def test_cancel_with_everything_at_once(autojump_clock: trio.testing.MockClock) -> None:

@@ -354,3 +354,14 @@ async def test_async_handler_backpressure_is_not_a_body_timeout(
             async with pool.stream("GET", "/") as response:
                 await trio.sleep(60)  # a slow reader is not a slow server
                 assert await response.read() == b"x" * 10
+
+
+async def test_a_failing_connector_is_a_connect_error_for_the_request() -> None:
+    async def connector(origin: object) -> trio.abc.Stream:
+        raise RuntimeError("no route in this test")
+
+    async with Pool("http://example.test", connector=connector) as pool:
+        with pytest.raises(trio_pool.ConnectError) as info:
+            await pool.request("GET", "/")
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert pool.statistics().size == 0

@@ -120,7 +120,8 @@ class Connection:
 
         Raises:
             ConnectTimeoutError: the timeout expired.
-            ConnectError: refused, unreachable, DNS, TLS handshake or verification failed.
+            ConnectError: refused, unreachable, DNS, TLS handshake or verification failed
+                (or the ``connector`` raised), with that error as ``__cause__``.
         """
         stream: trio.abc.Stream | None = None
         with trio.move_on_after(options.connect_timeout or math.inf) as scope:
@@ -135,7 +136,7 @@ class Connection:
                             stream, context, server_hostname=origin.host, https_compatible=True
                         )
                         await stream.do_handshake()
-            except (*_STREAM_ERRORS, ssl.SSLError) as exc:
+            except Exception as exc:  # OSError, TLS, or whatever a custom connector raised
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
                 cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc

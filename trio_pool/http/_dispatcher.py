@@ -29,8 +29,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -47,7 +48,7 @@ from .._errors import (
 from .._supervisor import Supervisor
 from ._dispatch import Controller, Handler, call, start_call
 from ._events import Emitter, emit_along
-from ._exchange import Exchange
+from ._exchange import Exchange, Head
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
 from ._request import Owner, Request, State, prepare
@@ -397,6 +398,9 @@ class Dispatcher(Emitter, Owner):
         request.event = event = trio.Event()
         try:
             await event.wait()
+            # Handed a lease, but cancelled in the same instant: give it to the next waiter
+            # rather than start (and spoil) an exchange. Not a checkpoint otherwise.
+            await trio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             self._abort(request, RequestAbortedError("the caller was cancelled"))
             raise
@@ -454,6 +458,42 @@ class Dispatcher(Emitter, Owner):
         finally:
             request.scope = None
 
+    async def _run(
+        self,
+        request: Request,
+        consume: Callable[[Exchange, trio.CancelScope], Awaitable[None]] | None = None,
+    ) -> Exchange | None:
+        """Run ``request`` in this task, in one cancel scope: lease a connection, write it,
+        read the response head, then ``consume`` the rest (which ends the request). Its
+        error ends up on ``request``; returns the exchange (None if there is no head)."""
+        exchange = None
+        with self._scope_for(request) as scope:
+            exchange = await self._begin(request, scope)
+            if exchange is not None and consume is not None:
+                try:
+                    await consume(exchange, scope)
+                except _HandlerFailed as exc:
+                    request.finish(exc.error)
+                except TrioPoolError as exc:
+                    request.finish(exc)
+                finally:
+                    exchange.close(request.error)
+        self._ended(request, scope)
+        return exchange
+
+    async def _run_or_raise(
+        self,
+        request: Request,
+        consume: Callable[[Exchange, trio.CancelScope], Awaitable[None]] | None = None,
+    ) -> tuple[Exchange, Head]:
+        """:meth:`_run`, raising the request's error; returns the exchange and its head."""
+        exchange = await self._run(request, consume)
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        return exchange, exchange.head
+
     async def request(
         self,
         method: str,
@@ -489,25 +529,10 @@ class Dispatcher(Emitter, Owner):
                 capability=capability,
             )
         )
-        chunks: list[bytes] = []
-        exchange = None
-        with self._scope_for(request) as scope:
-            exchange = await self._begin(request, scope)
-            if exchange is not None:
-                try:
-                    while (chunk := await exchange.receive_data(scope)) is not None:
-                        chunks.append(chunk)
-                    request.finish(None)
-                except TrioPoolError as exc:
-                    request.finish(exc)
-                finally:
-                    exchange.close(request.error)
-        self._ended(request, scope)
-        if request.error is not None:
-            raise request.error
-        assert exchange is not None
-        assert exchange.head is not None
-        status, response_headers, reason = exchange.head
+        exchange, (status, response_headers, reason) = await self._run_or_raise(
+            request, Exchange.read_rest
+        )
+        chunks = exchange.chunks
         body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return Response(
             status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
@@ -545,16 +570,8 @@ class Dispatcher(Emitter, Owner):
                 capability=capability,
             )
         )
-        exchange = None
-        with self._scope_for(request) as scope:
-            exchange = await self._begin(request, scope)
-        self._ended(request, scope)
-        if request.error is not None:
-            raise request.error
-        assert exchange is not None
-        assert exchange.head is not None
+        exchange, (status, response_headers, reason) = await self._run_or_raise(request)
         source = _BodySource(self, exchange)
-        status, response_headers, reason = exchange.head
         try:
             yield StreamResponse(
                 status, reason, exchange.http_version, response_headers, source=source
@@ -598,28 +615,8 @@ class Dispatcher(Emitter, Owner):
 
     @asynccontextmanager
     async def _switching(self, request: Request, what: str) -> AsyncIterator[Upgraded]:
-        exchange = None
-        stream: trio.abc.Stream | None = None
-        with self._scope_for(request) as scope:
-            exchange = await self._begin(request, scope)
-            if exchange is not None:
-                try:
-                    if exchange.switched:
-                        stream = exchange.conn.detach()
-                    else:  # refused: read the answer, so the connection stays usable
-                        while await exchange.receive_data(scope) is not None:
-                            pass
-                    request.finish(None)
-                except TrioPoolError as exc:
-                    request.finish(exc)
-                finally:
-                    exchange.close(request.error)
-        self._ended(request, scope)
-        if request.error is not None:
-            raise request.error
-        assert exchange is not None
-        assert exchange.head is not None
-        status, response_headers, _ = exchange.head
+        exchange, (status, response_headers, _) = await self._run_or_raise(request, _take_over)
+        stream = exchange.taken_over
         if stream is None:
             raise SocketError(f"bad {what}: the server answered {status}")
         try:
@@ -647,19 +644,7 @@ class Dispatcher(Emitter, Owner):
         except Exception as exc:
             controller.abort(exc)
         if request.state is State.NEW:
-            exchange = None
-            with self._scope_for(request) as scope:
-                exchange = await self._begin(request, scope)
-                if exchange is not None:
-                    try:
-                        await _drive(exchange, scope, handler, controller)
-                    except _HandlerFailed as exc:
-                        request.finish(exc.error)
-                    except TrioPoolError as exc:
-                        request.finish(exc)
-                    finally:
-                        exchange.close(request.error)
-            self._ended(request, scope)
+            await self._run(request, partial(_drive, handler=handler, controller=controller))
         if request.error is not None:
             await call(handler.on_response_error, controller, request.error)
 
@@ -682,8 +667,18 @@ async def _handle(scope: trio.CancelScope, method: Callable[..., object], *args:
         raise _HandlerFailed(exc) from exc
 
 
+async def _take_over(exchange: Exchange, scope: trio.CancelScope) -> None:
+    """``upgrade()``/``connect()``: take the switched connection, or read the refusal (so
+    the connection stays usable)."""
+    if exchange.switched:
+        exchange.taken_over = exchange.conn.detach()
+        exchange.request.finish(None)
+    else:
+        await exchange.read_rest(scope)
+
+
 async def _drive(
-    exchange: Exchange, scope: trio.CancelScope, handler: Handler, controller: Controller
+    exchange: Exchange, scope: trio.CancelScope, *, handler: Handler, controller: Controller
 ) -> None:
     """Feed the response to ``handler``; stop as soon as the request is aborted."""
     request = exchange.request

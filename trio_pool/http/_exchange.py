@@ -59,6 +59,7 @@ class Exchange:
         "_mark",
         "_reused",
         "_total",
+        "chunks",
         "complete",
         "conn",
         "head",
@@ -66,6 +67,7 @@ class Exchange:
         "keep",
         "request",
         "switched",
+        "taken_over",
         "trailers",
         "worker",
     )
@@ -80,6 +82,8 @@ class Exchange:
         self.keep = False  # ...and the connection may serve another request
         self.switched = False  # 101 to an upgrade or 2xx to a CONNECT: hand the stream over
         self.trailers = Headers()
+        self.chunks: list[bytes] = []  # the body, for read_rest()
+        self.taken_over: trio.abc.Stream | None = None  # the switched connection, detached
         self.head: Head | None = None
         self.http_version = "1.1"
         self._headers = Headers()
@@ -176,6 +180,13 @@ class Exchange:
             self.keep = self.worker.keep_alive(self._headers)
             return None
         raise SocketError(f"unexpected {event!r} in a response body")
+
+    async def read_rest(self, scope: trio.CancelScope) -> None:
+        """Read the whole body into :attr:`chunks` and end the request. A checkpoint."""
+        chunks = self.chunks
+        while (chunk := await self.receive_data(scope)) is not None:
+            chunks.append(chunk)
+        self.request.finish(None)
 
     def retryable(self, error: BaseException) -> bool:
         """May ``request`` be re-sent after ``error`` (API.md 1.6)? Marks it retried."""

@@ -219,14 +219,10 @@ class Worker:
         if self._reason is None:
             self._reason = reason
         for waiting in (*self.to_write, *self.to_read):
-            if waiting.state is State.DONE:  # abandoned placeholders
-                self._drop(waiting)
+            if waiting.state is State.DONE:  # a placeholder (see release): nobody to wake
+                self.to_read.remove(waiting)
             else:
                 _wake(waiting)
-
-    def _drop(self, request: Request) -> None:
-        if request in self.to_read:
-            self.to_read.remove(request)
 
     # ------------------------------------------------------------------ the task
 
