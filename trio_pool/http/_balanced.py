@@ -51,23 +51,19 @@ import trio
 
 from .._errors import (
     BalancedPoolMissingUpstreamError,
-    ClientClosedError,
-    ClientDestroyedError,
     ConnectError,
     InvalidArgumentError,
     SocketError,
 )
-from .._supervisor import LifetimeError, Supervisor
 from .._validate import check_count, check_timeout
 from ._events import EVENTS, Emitter
+from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
 from ._options import ClientOptions
 from ._origin import parse_origin
 from ._pool import Pool
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from typing_extensions import Self
 
     from ._dispatch import Handler
@@ -146,7 +142,7 @@ class _Rotation:
         return heaviest
 
 
-class BalancedPool(Emitter):
+class BalancedPool(Lifecycle, Emitter):
     """A pool of ``Pool``s, one per upstream origin, balanced by weighted round-robin
     (undici's ``BalancedPool``).
 
@@ -169,6 +165,8 @@ class BalancedPool(Emitter):
         InvalidArgumentError: a bad argument (the message names it).
     """
 
+    _log = _log  # where Lifecycle reports close/destroy
+
     def __init__(
         self,
         upstreams: str | Iterable[str],
@@ -178,7 +176,8 @@ class BalancedPool(Emitter):
         max_weight_per_server: int = 100,
         **options: Any,
     ) -> None:
-        super().__init__()
+        Lifecycle.__init__(self)
+        Emitter.__init__(self)
         if factory is not None and not callable(factory):
             raise InvalidArgumentError("invalid factory: expected a callable")
         penalty = check_count("error_penalty", error_penalty)
@@ -200,16 +199,11 @@ class BalancedPool(Emitter):
         self._options = options
         self._penalty = penalty
         self._max_weight = max_weight
-        self._supervisor = Supervisor()
         self._order: list[_Upstream] = []  # current upstreams, insertion order
         self._held: set[_Upstream] = set()  # upstreams whose holder task has not ended
         self._rotations: dict[str | None, _Rotation] = {}
         self._step = 0  # the GCD of the weights
         self._waiters: dict[_Waiter, None] = {}  # FIFO (a dict used as an ordered set)
-        self._closed = False
-        self._destroyed = False
-        self._destroy_error: BaseException | None = None
-        self._shut = trio.Event()  # closed or destroyed, and every holder ended
         for origin in upstreams:
             self.add_upstream(origin)
 
@@ -233,7 +227,7 @@ class BalancedPool(Emitter):
             raise InvalidArgumentError(
                 f"invalid capabilities: expected a sequence of strings, got {capabilities!r}"
             )
-        self._check_open()
+        self._check_open(entered=False)  # upstreams may be added before the block
         present = self._find(text)
         if present is not None:
             if not present.pool.closed:
@@ -290,8 +284,7 @@ class BalancedPool(Emitter):
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> Self:
-        if self._closed:
-            raise ClientClosedError("BalancedPool was already closed")
+        self._check_enter()
         await self._supervisor.enter()
         for upstream in self._order:
             self._start_holder(upstream)
@@ -300,24 +293,9 @@ class BalancedPool(Emitter):
             for upstream in list(self._order):
                 await upstream.started.wait()
         except BaseException as exc:  # cancelled: no block to leave, so close down here
-            await self._supervisor.exit(exc, graceful=self._close_on_exit, abort=self._destroy_now)
-            self._closed = True
+            await self._leave(exc)
             raise
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        await self._supervisor.exit(exc, graceful=self._close_on_exit, abort=self._destroy_now)
-        self._closed = True
-        return False
-
-    async def _close_on_exit(self) -> None:
-        if not self._destroyed:
-            await self.close()
 
     def _start_holder(self, upstream: _Upstream) -> None:
         self._held.add(upstream)
@@ -346,53 +324,14 @@ class BalancedPool(Emitter):
             self._held.discard(upstream)
             self._check_shutdown()
 
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` (or ``destroy()``) began or the block was left."""
-        return self._closed
+    def _describe(self) -> str:
+        return f"the BalancedPool of {self.upstreams}"
 
-    @property
-    def destroyed(self) -> bool:
-        """True once ``destroy()`` began (or the block was left with an exception)."""
-        return self._destroyed
-
-    async def close(self) -> None:
-        """Refuse new requests, let queued and running ones finish, close every Pool.
-
-        Returns once every Pool is closed; calling it again waits for the same.
-        A checkpoint.
-
-        Raises:
-            ClientDestroyedError: ``destroy()`` was called before.
-        """
-        if self._destroyed:
-            raise ClientDestroyedError("BalancedPool was destroyed")
-        if not self._closed:
-            self._closed = True
-            _log.debug("closing the BalancedPool of %s", self.upstreams)
-            self._check_shutdown()
-        await self._shut.wait()
-
-    async def destroy(self, error: BaseException | None = None) -> None:
-        """Fail every queued and running request with ``error`` (default
-        ``ClientDestroyedError``), destroy every Pool, refuse new requests.
-
-        Returns once every Pool is closed. A checkpoint.
-        """
-        self._destroy_now(error)
-        await self._shut.wait()
-
-    def _destroy_now(self, error: BaseException | None = None) -> None:
-        if self._destroyed:
-            return
-        _log.debug("destroying the BalancedPool of %s", self.upstreams)
-        self._destroyed = self._closed = True
-        self._destroy_error = error
+    def _abort_all(self, error: Callable[[], BaseException]) -> None:
         for waiter in list(self._waiters):
-            self._fail_waiter(waiter, error or ClientDestroyedError("BalancedPool was destroyed"))
+            self._fail_waiter(waiter, error())
         for upstream in self._held:
             upstream.leave.set()  # its holder destroys the Pool
-        self._check_shutdown()
 
     def _check_shutdown(self) -> None:
         if not self._closed or self._waiters:
@@ -401,12 +340,6 @@ class BalancedPool(Emitter):
             upstream.retire_when_idle()
         if not self._held:
             self._shut.set()
-
-    def _check_open(self) -> None:
-        if self._destroyed:
-            raise ClientDestroyedError("BalancedPool was destroyed")
-        if self._closed:
-            raise ClientClosedError("BalancedPool is closed")
 
     # ------------------------------------------------------------------ statistics, events
 
@@ -532,8 +465,6 @@ class BalancedPool(Emitter):
         if capability is not None and not isinstance(capability, str):
             raise InvalidArgumentError(f"invalid capability {capability!r}: expected a str")
         self._check_open()
-        if not self._supervisor.running:
-            raise LifetimeError("use BalancedPool in an 'async with' block")
         # Earlier waiters first: whatever is still eligible afterwards, they cannot use.
         self._pump()
         upstream = self._pick(capability)

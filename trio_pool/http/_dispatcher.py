@@ -40,26 +40,23 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import (
-    ClientClosedError,
-    ClientDestroyedError,
     InformationalError,
     InvalidArgumentError,
     RequestAbortedError,
     SocketError,
     TrioPoolError,
 )
-from .._supervisor import LifetimeError, Supervisor, open_helpers
+from .._supervisor import open_helpers
 from ._dispatch import Controller, Handler, call, start_call
 from ._events import Emitter, emit_along
 from ._exchange import Exchange, Head
+from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
 from ._request import Owner, Request, State, prepare
 from ._worker import Broken, Worker
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from typing_extensions import Self
 
     from ._client import Client
@@ -71,7 +68,7 @@ if TYPE_CHECKING:
 __all__ = ["Dispatcher"]
 
 
-class Dispatcher(Emitter, Owner):
+class Dispatcher(Lifecycle, Emitter, Owner):
     """The shared base of ``Client`` and ``Pool``; see the module docstring."""
 
     _log = logging.getLogger("trio_pool.pool")
@@ -85,13 +82,13 @@ class Dispatcher(Emitter, Owner):
         connector: Connector | None,
         client_ttl: float | None = None,
     ) -> None:
+        Lifecycle.__init__(self)
         Emitter.__init__(self)
         self._origin = parse_origin(origin)
         self._options = options
         self._connector = connector
         self._max_workers = max_workers
         self._client_ttl = client_ttl
-        self._supervisor = Supervisor()
         self._queue: OrderedDict[Request, None] = OrderedDict()
         self._idle: dict[Worker, None] = {}  # connected, nothing to do; last = most recent
         self._spare: dict[Worker, None] = {}  # busy, room for a pipelined request
@@ -99,83 +96,25 @@ class Dispatcher(Emitter, Owner):
         self._counts = [0] * len(State)  # requests per State, indexed by it
         self._connected = 0
         self._need_drain = False
-        self._closed = False
-        self._destroyed = False
-        self._destroy_error: BaseException | None = None
-        self._shut = trio.Event()  # closed or destroyed, and every connection task ended
         self._parents: list[Emitter] = []  # outer dispatchers, outermost first (targets)
 
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> Self:
-        if self._closed:
-            raise ClientClosedError(f"{type(self).__name__} was already closed")
+        self._check_enter()
         await self._supervisor.enter()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        await self._supervisor.exit(exc, graceful=self._close_on_exit, abort=self._destroy_now)
-        self._closed = True
-        return False
+    def _describe(self) -> str:
+        return self._origin.text
 
-    async def _close_on_exit(self) -> None:
-        if not self._destroyed:
-            await self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close()`` (or ``destroy()``) began or the block was left."""
-        return self._closed
-
-    @property
-    def destroyed(self) -> bool:
-        """True once ``destroy()`` began (or the block was left with an exception)."""
-        return self._destroyed
-
-    async def close(self) -> None:
-        """Refuse new requests, let queued and running ones finish, close the connections.
-
-        Returns once every connection is closed; calling it again waits for the same.
-        A checkpoint.
-
-        Raises:
-            ClientDestroyedError: ``destroy()`` was called before.
-        """
-        if self._destroyed:
-            raise ClientDestroyedError(f"{type(self).__name__} was destroyed")
-        if not self._closed:
-            self._closed = True
-            self._log.debug("closing %s", self._origin.text)
-            self._check_shutdown()
-        await self._shut.wait()
-
-    async def destroy(self, error: BaseException | None = None) -> None:
-        """Fail every queued and running request with ``error`` (default
-        ``ClientDestroyedError``), close every connection at once, refuse new requests.
-
-        Returns once every connection is closed. A checkpoint.
-        """
-        self._destroy_now(error)
-        await self._shut.wait()
-
-    def _destroy_now(self, error: BaseException | None = None) -> None:
-        if self._destroyed:
-            return
-        self._log.debug("destroying %s", self._origin.text)
-        self._destroyed = self._closed = True
-        self._destroy_error = error
+    def _abort_all(self, error: Callable[[], BaseException]) -> None:
         for request in list(self._queue):
-            self._abort(request, error or ClientDestroyedError("the dispatcher was destroyed"))
+            self._abort(request, error())
         for worker in list(self._workers):
             for request in worker.requests():
-                self._abort(request, error or ClientDestroyedError("the dispatcher was destroyed"))
+                self._abort(request, error())
             worker.cancel()
-        self._check_shutdown()
 
     def _check_shutdown(self) -> None:
         if (
@@ -227,12 +166,7 @@ class Dispatcher(Emitter, Owner):
 
     def _accept(self, options: RequestOptions, **special: str | None) -> Request:
         """Validate a new request; refuse it if the dispatcher does not take requests."""
-        if self._destroyed:
-            raise ClientDestroyedError(f"{type(self).__name__} was destroyed")
-        if self._closed:
-            raise ClientClosedError(f"{type(self).__name__} is closed")
-        if not self._supervisor.running:
-            raise LifetimeError(f"use {type(self).__name__} in an 'async with' block")
+        self._check_open()
         request = prepare(options, self._origin, self._options, **special)
         request.owner = self
         return request
