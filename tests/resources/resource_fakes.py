@@ -232,6 +232,11 @@ class FakeBackend:
         return options
 
 
+async def quiet() -> None:
+    """Let every task run until all are blocked (the pool is at rest)."""
+    await trio.testing.wait_all_tasks_blocked()
+
+
 def make_pool(
     backend: FakeBackend, form: str = CALLBACKS, *, ping: bool = False, **options: Any
 ) -> trio_pool.ResourcePool:

@@ -16,6 +16,7 @@ from resource_fakes import (
     FakeResource,
     error_chain_contains,
     make_pool,
+    quiet,
     start_holders,
 )
 
@@ -29,10 +30,6 @@ from trio_pool import (
     ResourcePool,
     TrioPoolError,
 )
-
-
-async def quiet() -> None:
-    await trio.testing.wait_all_tasks_blocked()
 
 
 @asynccontextmanager

@@ -19,6 +19,7 @@ from resource_fakes import (
     ResourceDiedError,
     idle_values,
     make_pool,
+    quiet,
     snapshot,
     start_holders,
 )
@@ -26,10 +27,6 @@ from trio.testing import MockClock
 
 import trio_pool
 from trio_pool import AcquireTimeoutError, Backoff, PoolBailedError, TrioPoolError
-
-
-async def quiet() -> None:
-    await trio.testing.wait_all_tasks_blocked()
 
 
 def gaps(times: list[float]) -> list[float]:

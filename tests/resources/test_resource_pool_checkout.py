@@ -13,16 +13,13 @@ from resource_fakes import (
     FakeResource,
     idle_values,
     make_pool,
+    quiet,
     snapshot,
 )
 
 from trio_pool import InvalidArgumentError
 
 pytestmark = pytest.mark.parametrize("form", FORMS)
-
-
-async def quiet() -> None:
-    await trio.testing.wait_all_tasks_blocked()
 
 
 async def test_acquire_hands_out_a_resource_and_takes_it_back(form: str) -> None:

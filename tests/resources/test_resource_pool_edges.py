@@ -18,6 +18,7 @@ from resource_fakes import (
     FakeResource,
     idle_values,
     make_pool,
+    quiet,
     snapshot,
     start_holders,
 )
@@ -33,11 +34,6 @@ from trio_pool import (
     ResourcePool,
     TrioPoolError,
 )
-
-
-async def quiet() -> None:
-    await trio.testing.wait_all_tasks_blocked()
-
 
 # --------------------------------------------------------------------------- defaults
 

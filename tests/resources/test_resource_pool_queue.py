@@ -13,16 +13,13 @@ from resource_fakes import (
     Holder,
     idle_values,
     make_pool,
+    quiet,
     snapshot,
     start_holders,
 )
 
 import trio_pool
 from trio_pool import PoolFullError, RequestTimeoutError
-
-
-async def quiet() -> None:
-    await trio.testing.wait_all_tasks_blocked()
 
 
 @pytest.mark.parametrize("form", FORMS)

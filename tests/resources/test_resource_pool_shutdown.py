@@ -16,6 +16,7 @@ from resource_fakes import (
     FakeResource,
     error_chain_contains,
     make_pool,
+    quiet,
     snapshot,
     start_holders,
 )
@@ -25,10 +26,6 @@ from trio_pool import PoolDestroyedError, PoolEndingError, ResourcePool
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
-
-
-async def quiet() -> None:
-    await trio.testing.wait_all_tasks_blocked()
 
 
 async def fill(pool: ResourcePool, count: int) -> list:
