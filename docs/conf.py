@@ -51,3 +51,26 @@ html_theme_options = {
     "description": "Trio-native, structured-concurrency pools",
     "fixed_sidebar": True,
 }
+
+
+# -- attribute docstrings of classes re-exported from private modules ------------------------
+# trio_pool renames its public classes' ``__module__`` to ``trio_pool`` (so reprs say
+# ``trio_pool.PoolStats``). autodoc reads attribute docstrings (``x: int`` followed by a
+# string, as in ``PoolStats``) from the source of ``__module__``, which would then be the
+# package's ``__init__.py``: point the classes that have such docstrings back at the module
+# that defines them. Only the build sees this; the documented names stay ``trio_pool.X``.
+def _restore_defining_modules() -> None:
+    import pkgutil
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    for info in pkgutil.walk_packages(trio_pool.__path__, "trio_pool."):
+        analyzer = ModuleAnalyzer.for_module(info.name)
+        documented = {scope for scope, _ in analyzer.find_attr_docs() if scope}
+        for name in documented:
+            public = getattr(trio_pool, name, None)
+            if isinstance(public, type) and public.__module__ == "trio_pool":
+                public.__module__ = info.name
+
+
+_restore_defining_modules()

@@ -145,8 +145,11 @@ class HTTPParserError(TrioPoolError):
 
 
 class RequestAbortedError(TrioPoolError):
-    """The request was aborted by its own handler (``controller.abort()``) or by an error a
-    handler method raised; ``__cause__`` holds that reason when it is an exception."""
+    """The request was ended before its response did: by its ``dispatch`` handler
+    (``controller.abort(reason)``, or an exception ``on_request_start`` raised;
+    ``__cause__`` holds the reason when it is an exception), by its caller's cancellation
+    (what the handler's ``on_response_error`` then receives), or by leaving a ``stream()``
+    block before the body's end (what reading that body afterwards raises)."""
 
 
 class ResponseStatusError(TrioPoolError):

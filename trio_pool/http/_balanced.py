@@ -155,7 +155,7 @@ class BalancedPool(Lifecycle, Emitter):
             error or a socket error.
         max_weight_per_server: the starting and highest weight of an upstream.
         **options: ``Pool`` options (``connections``, ``client_ttl`` and the ``Client``
-            options of API.md 1.2), passed to every Pool.
+            options), passed to every Pool.
 
     Use it as ``async with BalancedPool(upstreams, ...) as pool:``. The dispatcher methods
     are ``Pool``'s; ``capability=`` restricts a request to upstreams tagged with it.

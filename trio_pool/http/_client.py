@@ -19,9 +19,9 @@ class Client(Dispatcher):
     in flight on it (undici's ``Client``).
 
     Use it as ``async with Client(origin, **options) as client:``; the options and their
-    defaults are API.md 1.2's. Extra keyword argument: ``connector``, an async function
-    ``(origin) -> trio.abc.Stream`` that replaces TCP+TLS (tests use in-memory streams);
-    its stream is used as is.
+    defaults are listed under *Client options* in the API reference. Extra keyword
+    argument: ``connector``, an async function ``(origin) -> trio.abc.Stream`` that
+    replaces TCP+TLS (tests use in-memory streams); its stream is used as is.
 
     A ``Client`` made by a ``Pool``'s ``factory`` is never entered: it gives the pool's
     connection its options and identity (the ``targets`` of events), and its own ``on()``

@@ -458,7 +458,7 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         Raises:
             InvalidArgumentError: a bad argument (nothing was sent).
             ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
-            TrioPoolError: the request failed (see API.md 1.7).
+            TrioPoolError: the request failed (the HTTP errors in the error reference).
         """
         request = self._accept(
             RequestOptions(
@@ -586,9 +586,10 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         """``GET path`` with ``upgrade: protocol``; the block gets the connection once the
         server switched (101). Entering is a checkpoint; leaving closes the connection.
 
+        Raises like :meth:`request`, and:
+
         Raises:
             SocketError: the server answered with another status ("bad upgrade").
-            Like :meth:`request` otherwise.
         """
         request = self._accept(RequestOptions("GET", path, headers=headers), protocol=protocol)
         async with self._switching(request, "upgrade") as upgraded:
@@ -601,9 +602,10 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         """``CONNECT authority`` (a tunnel through a proxy); the block gets the connection
         once the server answered 2xx. Entering is a checkpoint; leaving closes it.
 
+        Raises like :meth:`request`, and:
+
         Raises:
             SocketError: the server answered with another status ("bad connect").
-            Like :meth:`request` otherwise.
         """
         request = self._accept(RequestOptions("CONNECT", "/", headers=headers), authority=authority)
         async with self._switching(request, "connect") as upgraded:
@@ -621,8 +623,8 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             await trio.aclose_forcefully(stream)
 
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
-        """Send a request described by ``options``, driving ``handler`` (see API.md 1.3) in
-        this task.
+        """Send a request described by ``options``, driving ``handler`` (the handler protocol
+        is in the API reference) in this task.
 
         Returns when the request has ended; failures go to ``handler.on_response_error``,
         not to the caller. A checkpoint.

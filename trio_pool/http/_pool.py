@@ -29,7 +29,7 @@ class Pool(Dispatcher):
         client_ttl: seconds since connect after which a connection is retired (once its
             current work is done); None = never.
         connector: see :class:`Client`.
-        **options: ``Client`` options (API.md 1.2), passed to ``factory``.
+        **options: ``Client`` options (see :class:`Client`), passed to ``factory``.
 
     Requests wait in one FIFO queue while every connection is busy. Each connection is a
     task of the pool (so a caller that gives up never orphans one), and a new one is opened
