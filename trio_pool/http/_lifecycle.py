@@ -57,7 +57,7 @@ class Lifecycle:
         # Cheap (O(upstreams), no I/O), so log lines can show it; never any request content.
         stats = self.statistics()
         return (
-            f"<{type(self).__module__}.{type(self).__qualname__} {self._describe()}"
+            f"<{type(self).__name__} {self._describe()}"
             f" {self._state()} connected={stats.connected} free={stats.free}"
             f" queued={stats.queued} running={stats.running}>"
         )
