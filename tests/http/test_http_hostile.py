@@ -101,19 +101,27 @@ async def test_endless_heads_stop_at_max_header_size(first: bytes, piece: bytes)
     assert sent[0] < 16 * MB
 
 
-async def test_endless_informational_responses_stop_at_headers_timeout(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    async def continues(request: ServerRequest, conn: ServerConnection) -> None:
-        while True:  # each 100 Continue is small; only their total time is bounded
-            await conn.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await trio.sleep(1)
+async def endless_continues(request: ServerRequest, conn: ServerConnection) -> None:
+    while True:  # each 100 Continue is small; only their total time is bounded
+        await conn.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await trio.sleep(1)
 
-    async with serve_memory(answering("/1xx", continues)) as server:
+
+async def head_byte_by_byte(request: ServerRequest, conn: ServerConnection) -> None:
+    for byte in b"HTTP/1.1 200 OK\r\nx-slow: " + b"s" * 100:
+        await conn.send_raw(bytes([byte]))
+        await trio.sleep(5)  # every gap is far below headers_timeout
+
+
+@pytest.mark.parametrize("slow_head", [endless_continues, head_byte_by_byte])
+async def test_slow_heads_are_bounded_by_headers_timeout_in_total(
+    autojump_clock: trio.testing.MockClock, slow_head: Script
+) -> None:
+    async with serve_memory(answering("/slow", slow_head)) as server:
         async with Pool(server.origin, connector=server.connector, headers_timeout=30) as pool:
             start = trio.current_time()
             with pytest.raises(trio_pool.HeadersTimeoutError):
-                await pool.request("GET", "/1xx")
+                await pool.request("GET", "/slow")
             assert trio.current_time() - start == pytest.approx(30)
             await assert_recovers(pool, server, 2)
 
@@ -197,23 +205,6 @@ async def test_slowloris_body_is_bounded_by_the_callers_cancel_scope(
             with pytest.raises(trio_pool.ResponseExceededMaxSizeError):
                 await pool.request("GET", "/drip")
             assert trio.current_time() - start == pytest.approx(55)  # the 11th byte
-
-
-async def test_slow_headers_are_bounded_by_headers_timeout_in_total(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    async def slow_head(request: ServerRequest, conn: ServerConnection) -> None:
-        for byte in b"HTTP/1.1 200 OK\r\nx-slow: " + b"s" * 100:
-            await conn.send_raw(bytes([byte]))
-            await trio.sleep(5)  # every gap is far below headers_timeout
-
-    async with serve_memory(answering("/slow", slow_head)) as server:
-        async with Pool(server.origin, connector=server.connector, headers_timeout=30) as pool:
-            start = trio.current_time()
-            with pytest.raises(trio_pool.HeadersTimeoutError):
-                await pool.request("GET", "/slow")
-            assert trio.current_time() - start == pytest.approx(30)
-            await assert_recovers(pool, server, 2)
 
 
 # --------------------------------------------------------------------------- lying lengths
