@@ -18,7 +18,8 @@ Theory of operation
    worker times its request with ``perf_counter`` and records the outcome in a
    :class:`Recorder`. Recording never awaits, so Trio needs no lock around it.
 4. A connect error before any response means the server is unreachable: the load stops at
-   once and the command fails with one line, instead of failing ``-n`` times.
+   once and the command fails with one line naming the root cause (exit status 2, as for a
+   bad argument), instead of failing ``-n`` times.
 5. The results are summarised (nearest-rank percentiles) and printed as a table or as JSON.
 6. Ctrl-C (SIGINT) is received as a signal and cancels the run instead of raising
    ``KeyboardInterrupt`` in whichever task happens to be running: everything unwinds in
@@ -37,6 +38,7 @@ import math
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -112,7 +114,16 @@ class UsageError(Exception):
 
 
 class BenchFailed(Exception):
-    """The benchmark could not run (unreachable server, embedded server failure): exit 1."""
+    """The benchmark could not run: one line on stderr, exit status :attr:`status`.
+
+    Attributes:
+        status: 2 when the target cannot be reached at all (a bad URL, like a bad argument),
+            1 when the run itself failed (no response came back, the embedded server failed).
+    """
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @attrs.frozen
@@ -494,7 +505,8 @@ async def run_load(
         nursery.cancel_scope.cancel()
     elapsed = time.perf_counter() - started
     if recorder.unreachable is not None:
-        raise BenchFailed(f"cannot reach the server: {_describe(recorder.unreachable)}")
+        target = config.origins[0] if config.origins else "the embedded server"
+        raise BenchFailed(f"cannot reach {target}: {_root_cause(recorder.unreachable)}", 2)
     if not recorder.latencies and recorder.first_error is not None:
         raise BenchFailed(f"no request got a response: {_describe(recorder.first_error)}")
     return Summary.of(recorder, elapsed)
@@ -503,9 +515,37 @@ async def run_load(
 def _describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     cause = exc.__cause__
-    if cause is not None and str(cause) != str(exc):
+    if cause is not None and str(cause) not in str(exc):  # messages often quote their cause
         text += f" ({type(cause).__name__}: {cause})"
-    # One line, whatever the messages hold: this ends up as a one-line error or a table cell.
+    return _one_line(text)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """What actually went wrong under a connect error, e.g. ``Connection refused``: the
+    innermost causes (every attempt's, for a host with several addresses), each once."""
+    reasons: list[str] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        elif current.__cause__ is not None:
+            pending.append(current.__cause__)
+        else:
+            reason = str(current)
+            if isinstance(current, ssl.SSLError):
+                pass  # its errno is OpenSSL's, not the C library's: keep its own message
+            elif isinstance(current, OSError) and current.errno and current.errno > 0:
+                reason = os.strerror(current.errno)  # not trio's "Error connecting to ..."
+            elif isinstance(current, OSError) and current.strerror:
+                reason = current.strerror  # a DNS failure: "Name or service not known"
+            if reason not in reasons:
+                reasons.append(reason)
+    return _one_line("; ".join(reasons))
+
+
+def _one_line(text: str) -> str:
+    # Whatever the messages hold: this ends up as a one-line error or a table cell.
     return " ".join(text.split())
 
 
@@ -666,8 +706,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 when the benchmark could not run, 2 for a bad command line,
-        130 when interrupted with Ctrl-C.
+        0 on success, 1 when the benchmark failed, 2 for a bad command line or a server
+        that cannot be reached, 130 when interrupted with Ctrl-C.
     """
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
@@ -682,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sole = _sole(exc)
         if isinstance(sole, BenchFailed):
             print(f"{PROG} bench: error: {sole}", file=sys.stderr)
-            return 1
+            return sole.status
         # Ctrl-C before the signal receiver was installed, or after it was removed.
         interrupted = isinstance(sole, KeyboardInterrupt)
         if not interrupted:

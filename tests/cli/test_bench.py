@@ -8,12 +8,15 @@ its environment, and ``/proc`` is searched for server processes that carry it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
 import socket
+import ssl
 import sys
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,6 +28,7 @@ import attrs
 import h11
 import pytest
 import trio
+import trustme
 
 import trio_pool
 from trio_pool._cli import main
@@ -233,15 +237,46 @@ async def test_killed_bench_leaves_no_server(marker: str) -> None:
 # --------------------------------------------------------------------------- bad targets
 
 
-def test_unreachable_server_is_one_line_and_non_zero(
+def test_unreachable_server_is_one_line_and_status_2(
     refused_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["bench", f"http://127.0.0.1:{refused_port}/", "-n", "1000"]) == 1
+    assert main(["bench", f"http://127.0.0.1:{refused_port}/", "-n", "1000"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
+    # The root cause, said once (not the same text again as each wrapper's message).
+    assert captured.err == (
+        f"trio-pool bench: error: cannot reach http://127.0.0.1:{refused_port}: "
+        "Connection refused\n"
+    )
+
+
+def test_untrusted_certificate_is_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(context)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)  # the hang guard of the thread
+
+        def handshake_once() -> None:
+            with contextlib.suppress(OSError):  # the client gives up on the handshake
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(10)
+                    context.wrap_socket(conn, server_side=True)
+
+        thread = threading.Thread(target=handshake_once)
+        thread.start()
+        port = listener.getsockname()[1]
+        status = main(["bench", f"https://127.0.0.1:{port}/", "-n", "5"])
+        thread.join()
+    captured = capsys.readouterr()
+    assert status == 2
     assert captured.err.count("\n") == 1
-    assert captured.err.startswith("trio-pool bench: error: cannot reach the server: ")
-    assert "ConnectError" in captured.err
+    assert captured.err.startswith(
+        f"trio-pool bench: error: cannot reach https://127.0.0.1:{port}: "
+    )
+    assert "certificate verify failed" in captured.err
 
 
 # --------------------------------------------------------------------------- scripted server

@@ -325,7 +325,7 @@ class BalancedPool(Lifecycle, Emitter):
             self._check_shutdown()
 
     def _describe(self) -> str:
-        return f"the BalancedPool of {self.upstreams}"
+        return f"upstreams={self.upstreams}"
 
     def _abort_all(self, error: Callable[[], BaseException]) -> None:
         for waiter in list(self._waiters):

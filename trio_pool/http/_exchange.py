@@ -38,6 +38,7 @@ from .._errors import (
     BodyTimeoutError,
     HeadersOverflowError,
     HeadersTimeoutError,
+    HTTPParserError,
     InformationalError,
     ResponseExceededMaxSizeError,
     SocketError,
@@ -201,6 +202,10 @@ class Exchange:
             self.switched = self.complete = True
         else:
             length = headers.get("content-length")
+            if length is not None and "transfer-encoding" in headers:
+                # h11 lets transfer-encoding win; RFC 9112 6.3 says to treat it as an error
+                # (request smuggling, response splitting), as undici's parser does.
+                raise HTTPParserError("the response has both content-length and transfer-encoding")
             conn.expected_length = int(length) if length is not None else None
             self._headers = headers
         self.http_version = event.http_version.decode("ascii")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
 __all__ = ["Headers"]
@@ -66,9 +66,17 @@ class Headers:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        shown = [(n, "<redacted>" if n in _SECRET else v) for n, v in self._items]
-        return f"Headers({shown!r})"
+        return f"Headers({redacted(self._items)!r})"
 
 
 # Never shown in reprs or logs.
 _SECRET = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+def redacted(pairs: Iterable[tuple[object, object]]) -> list[tuple[object, object]]:
+    """``(name, value)`` pairs with the values of credential headers replaced, for reprs."""
+    shown: list[tuple[object, object]] = []
+    for name, value in pairs:
+        text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        shown.append((name, "<redacted>" if text.lower() in _SECRET else value))
+    return shown

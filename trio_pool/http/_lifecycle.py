@@ -26,6 +26,8 @@ from .._supervisor import LifetimeError, Supervisor
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._models import PoolStats
+
 __all__ = ["Lifecycle"]
 
 
@@ -44,8 +46,28 @@ class Lifecycle:
     # ------------------------------------------------------------------ hooks
 
     def _describe(self) -> str:
-        """What to call this object in log lines."""
+        """Where this object sends requests (its origin, or its upstreams), for its repr."""
         raise NotImplementedError
+
+    def statistics(self) -> PoolStats:
+        """The counters, for the repr (each subclass documents its own)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        # Cheap (O(upstreams), no I/O), so log lines can show it; never any request content.
+        stats = self.statistics()
+        return (
+            f"<{type(self).__name__} {self._describe()}"
+            f" {self._state()} connected={stats.connected} free={stats.free}"
+            f" queued={stats.queued} running={stats.running}>"
+        )
+
+    def _state(self) -> str:
+        if self._destroyed:
+            return "destroyed"
+        if self._closed:
+            return "closed" if self._shut.is_set() or not self._supervisor.running else "closing"
+        return "open" if self._supervisor.running else "new"
 
     def _abort_all(self, error: Callable[[], BaseException]) -> None:
         """Fail every queued and running request with ``error()`` and stop serving."""
@@ -113,7 +135,7 @@ class Lifecycle:
             raise ClientDestroyedError(f"{type(self).__name__} was destroyed")
         if not self._closed:
             self._closed = True
-            self._log.debug("closing %s", self._describe())
+            self._log.debug("closing %r", self)
             self._check_shutdown()
         await self._shut.wait()
 
@@ -129,7 +151,7 @@ class Lifecycle:
     def _destroy_now(self, error: BaseException | None = None) -> None:
         if self._destroyed:
             return
-        self._log.debug("destroying %s", self._describe())
+        self._log.debug("destroying %r", self)
         self._destroyed = self._closed = True
         self._destroy_error = error
         name = type(self).__name__

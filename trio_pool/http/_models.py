@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from .._errors import ResponseStatusError
-from ._headers import Headers
+from ._headers import Headers, redacted
 
 __all__ = [
     "BodyType",
@@ -24,8 +24,13 @@ __all__ = [
 ]
 
 HeaderValue: TypeAlias = str | bytes
+# Mapping keys are invariant: one alternative per key type, so a plain ``dict[str, str]``
+# (or a literal ``{"x": "y"}``) type-checks, not only a ``dict[str | bytes, ...]``.
 HeadersType: TypeAlias = (
-    Mapping[HeaderValue, HeaderValue] | Iterable[tuple[HeaderValue, HeaderValue]]
+    Mapping[str, HeaderValue]
+    | Mapping[bytes, HeaderValue]
+    | Mapping[HeaderValue, HeaderValue]
+    | Iterable[tuple[HeaderValue, HeaderValue]]
 )
 BodyType: TypeAlias = bytes | bytearray | memoryview | str | Iterable[bytes] | AsyncIterable[bytes]
 QueryType: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
@@ -48,12 +53,28 @@ class RequestOptions:
 
     method: str = attrs.field(kw_only=False)
     path: str = attrs.field(kw_only=False)
-    headers: HeadersType | None = None
-    body: BodyType | None = None
+    headers: HeadersType | None = attrs.field(default=None, repr=lambda h: _headers_repr(h))
+    body: BodyType | None = attrs.field(default=None, repr=lambda b: _body_repr(b))
     query: QueryType | None = None
     idempotent: bool | None = None
     reset: bool = False
     capability: str | None = None
+
+
+def _headers_repr(headers: HeadersType | None) -> str:
+    # Credentials redacted; a one-shot iterable (a generator) is not consumed by a repr.
+    if isinstance(headers, Mapping):
+        return repr(dict(redacted(headers.items())))
+    if isinstance(headers, list | tuple):
+        return repr(redacted(headers))
+    return repr(headers)
+
+
+def _body_repr(body: BodyType | None) -> str:
+    # A size, never the content: bodies can be large or hold secrets (a login form).
+    if isinstance(body, bytes | bytearray | memoryview | str):
+        return f"<{len(body)} {'characters' if isinstance(body, str) else 'bytes'}>"
+    return repr(body)
 
 
 @attrs.frozen
@@ -98,7 +119,7 @@ class Response(_ResponseFields):
     http_version: str
     headers: Headers
     trailers: Headers
-    body: bytes
+    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
 
     def text(self, encoding: str | None = None) -> str:
         """The body decoded with ``encoding``, else the content-type charset, else UTF-8."""

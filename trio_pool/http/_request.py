@@ -5,6 +5,13 @@ Theory of operation
 :func:`prepare` validates everything a caller controls (method, path, query, headers, body,
 content-length) and builds the wire form *before* the request enters any queue, so a bad
 argument raises ``InvalidArgumentError`` at call time and nothing is ever half-written.
+The rules are those of the wire, so no caller value can inject a line or address another
+server: tokens (method, header names) are matched whole; header values, path and query
+carry no control character (CR, LF, NUL...); the path is origin-form with one leading
+``/`` (never ``//host/...`` or an absolute URL) and no fragment; a caller's ``Host`` header
+must name the dispatcher's own origin (or, for ``connect()``, the tunnel's target), since
+a server routing on ``Host`` would otherwise serve another site over this connection.
+Messages name the offending argument but never quote a header value (it may be a credential).
 
 A :class:`Request` then moves through ``QUEUED`` (in the dispatcher's FIFO) → ``ASSIGNED``
 (waiting for the connection being opened for it, or holding a lease it has not used yet) →
@@ -36,9 +43,12 @@ __all__ = ["IDEMPOTENT_METHODS", "Request", "State", "prepare"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(rb"[\r\n\x00]")
-_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
+# Matched with fullmatch(): a "$" anchor would also accept a token ending in "\n".
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Controls but HTAB (RFC 9110 5.5): CR and LF would end the field and inject a line.
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Controls, space and "#": a fragment is never sent (RFC 9110 7.1).
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
 
 
 class State(enum.IntEnum):
@@ -148,15 +158,20 @@ class Request:
             self.turn.set()
 
 
+def _is_token(text: object) -> bool:
+    return isinstance(text, str) and _TOKEN.fullmatch(text.encode("latin-1", "replace")) is not None
+
+
 def _bytes(value: object, what: str) -> bytes:
+    # The messages never quote the value: it may be a credential (authorization, cookie).
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         try:
             return value.encode("latin-1")
         except UnicodeEncodeError:
-            raise InvalidArgumentError(f"invalid {what} {value!r}: not latin-1") from None
-    raise InvalidArgumentError(f"invalid {what} {value!r}: expected str or bytes")
+            raise InvalidArgumentError(f"invalid {what}: not latin-1") from None
+    raise InvalidArgumentError(f"invalid {what}: expected str or bytes, not {type(value).__name__}")
 
 
 def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
@@ -171,14 +186,15 @@ def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
             name, value = item
         except (TypeError, ValueError):
             raise InvalidArgumentError(
-                f"invalid headers: {item!r} is not a (name, value) pair"
+                f"invalid headers: a {type(item).__name__} is not a (name, value) pair"
             ) from None
         raw_name = _bytes(name, "header name").lower()
-        raw_value = _bytes(value, f"value of header {raw_name.decode('latin-1')!r}").strip()
-        if not _TOKEN.match(raw_name):
+        if not _TOKEN.fullmatch(raw_name):
             raise InvalidArgumentError(f"invalid header name {name!r}")
+        raw_value = _bytes(value, f"value of header {name!r}")
         if _BAD_VALUE.search(raw_value):
-            raise InvalidArgumentError(f"invalid value of header {name!r}: CR, LF or NUL")
+            raise InvalidArgumentError(f"invalid value of header {name!r}: control characters")
+        raw_value = raw_value.strip(b" \t")
         if raw_name in _FORBIDDEN_HEADERS:
             raise InvalidArgumentError(f"invalid header {name!r}: set by the client, not by you")
         pairs.append((raw_name, raw_value))
@@ -203,11 +219,12 @@ def _target(path: object, query: object) -> bytes:
     if (
         not isinstance(path, str)
         or not path.startswith("/")
+        or path.startswith("//")  # a network-path reference names another host
         or not path.isascii()
         or _BAD_TARGET.search(path)
     ):
         raise InvalidArgumentError(
-            f"invalid path {path!r}: must start with '/'; ASCII, no spaces or controls"
+            f"invalid path {path!r}: must start with one '/'; ASCII, no spaces, controls or '#'"
         )
     if not query:
         return path.encode("ascii")
@@ -218,9 +235,15 @@ def _target(path: object, query: object) -> bytes:
     else:
         raise InvalidArgumentError("invalid query: expected a mapping, pairs or a str")
     if not encoded.isascii() or _BAD_TARGET.search(encoded):
-        raise InvalidArgumentError(f"invalid query {query!r}: spaces, controls or non-ASCII")
+        raise InvalidArgumentError(f"invalid query {query!r}: spaces, controls, '#' or non-ASCII")
     separator = "&" if "?" in path else "?"
     return f"{path}{separator}{encoded}".encode("ascii")
+
+
+def _same_authority(host: bytes, origin: Origin) -> bool:
+    """Does a caller's ``Host`` value name ``origin`` (its default port may be explicit)?"""
+    shown = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return host.decode("latin-1").lower() in (origin.authority, f"{shown}:{origin.port}")
 
 
 def prepare(
@@ -237,19 +260,27 @@ def prepare(
     ``CONNECT authority`` request. Either way the connection is handed over afterwards.
     """
     method = options.method
-    if not isinstance(method, str) or not _TOKEN.match(method.encode("latin-1", "replace")):
+    if not _is_token(method):
         raise InvalidArgumentError(f"invalid method {method!r}")
     headers = _header_pairs(options.headers)
     body = _body(options.body)
     if authority is None:
         target = _target(options.path, options.query)
-    elif isinstance(authority, str) and _TOKEN.match(re.sub(r"[:\[\]]", "", authority).encode()):
+    elif isinstance(authority, str) and _is_token(re.sub(r"[:\[\]]", "", authority)):
         target = authority.encode("ascii")
     else:
         raise InvalidArgumentError(f"invalid authority {authority!r}: expected host:port")
-    names = {name for name, _ in headers}
-    if b"host" not in names:
+    hosts = [value for name, value in headers if name == b"host"]
+    if not hosts:
         headers.insert(0, (b"host", origin.authority.encode("ascii")))
+    elif len(hosts) > 1 or not (
+        _same_authority(hosts[0], origin)
+        # RFC 9110 9.3.6: a CONNECT's Host may name the tunnel's target instead.
+        or (authority is not None and hosts[0].decode("latin-1").lower() == authority.lower())
+    ):
+        raise InvalidArgumentError(
+            f"invalid host header: a request of this dispatcher goes to {origin.text} only"
+        )
     lengths = [value for name, value in headers if name == b"content-length"]
     if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
         raise InvalidArgumentError("invalid content-length header")
@@ -268,7 +299,7 @@ def prepare(
     elif declared is None:
         headers.append((b"transfer-encoding", b"chunked"))
     if protocol is not None:
-        if not isinstance(protocol, str) or not _TOKEN.match(protocol.encode("latin-1", "replace")):
+        if not _is_token(protocol):
             raise InvalidArgumentError(f"invalid protocol {protocol!r}")
         headers += [(b"connection", b"upgrade"), (b"upgrade", protocol.encode("ascii"))]
     closing = any(n == b"connection" and v.lower() == b"close" for n, v in headers)
