@@ -42,7 +42,7 @@ import h11
 import trio
 import trio.testing
 
-from ._supervisor import Supervisor
+from .._supervisor import Supervisor
 
 __all__ = [
     "H11Server",
