@@ -722,7 +722,10 @@ class MockPool(Lifecycle, Emitter, Owner):
         capability: str | None = None,
     ) -> AsyncIterator[StreamResponse]:
         """Like ``Pool.stream``: the body yields the route's chunks. Entering is a checkpoint.
-        Raises like :meth:`request`."""
+        Raises like :meth:`request`.
+
+        ``pipeline()`` is the same method: the mock reads the request body whole before the
+        route answers (it is not duplex)."""
         request = self._accept(
             RequestOptions(
                 method,
@@ -735,41 +738,6 @@ class MockPool(Lifecycle, Emitter, Owner):
                 capability=capability,
             )
         )
-        async with self._streaming(request) as response:
-            yield response
-
-    @asynccontextmanager
-    async def pipeline(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
-    ) -> AsyncIterator[StreamResponse]:
-        """Like :meth:`stream`; the request body is read whole before the route answers
-        (the mock is not duplex). Entering is a checkpoint. Raises like :meth:`request`."""
-        request = self._accept(
-            RequestOptions(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
-            )
-        )
-        async with self._streaming(request) as response:
-            yield response
-
-    @asynccontextmanager
-    async def _streaming(self, request: Request) -> AsyncIterator[StreamResponse]:
         rendered = await self._respond(request)
         self._raise_if_failed(request)
         assert rendered is not None
@@ -780,6 +748,10 @@ class MockPool(Lifecycle, Emitter, Owner):
             )
         finally:
             source.close()
+
+    # The mock is not duplex: it reads the request body whole before answering, so a
+    # pipeline() is a stream().
+    pipeline = stream
 
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
         """Like ``Pool.dispatch``: drives ``handler`` with the route's answer, or its
