@@ -59,7 +59,7 @@ def idle(mock: trio_pool.Dispatcher) -> bool:
 async def test_a_static_reply_is_a_real_response() -> None:
     async with MockPool() as mock:
         mock.intercept("GET", "/users").reply(
-            201, b'{"id": 7}', headers=[("Content-Type", "application/json")], trailers={"x": "1"}
+            201, b'{"id": 7}', headers=[(b"Content-Type", b"application/json")], trailers={"x": "1"}
         )
         response = await mock.request("GET", "/users")
     assert isinstance(response, trio_pool.Response)
@@ -129,6 +129,7 @@ async def test_reply_with_error_raises_that_error_each_time() -> None:
         (lambda m: m.intercept("GET", "/").reply(True), "invalid status", 0),
         (lambda m: m.intercept("GET", "/").reply(200, 5), "invalid body", 0),
         (lambda m: m.intercept("GET", "/").reply(200, headers="x"), "invalid headers", 0),
+        (lambda m: m.intercept("GET", "/").reply(200, headers=["x"]), "is not a pair", 0),
         (lambda m: m.intercept("GET", "/").reply(200, trailers=[("x", 1)]), "invalid trailers", 0),
         (lambda m: m.intercept("GET", "/").reply(200, reason=b"OK"), "invalid reason", 0),
         (lambda m: m.intercept("GET", "/").reply(lambda c: c, b"x"), "either a callable", 0),
@@ -219,6 +220,7 @@ async def test_routes_are_tried_in_declaration_order_and_used_up_ones_skipped() 
     assert bodies == [b"first", b"second", b"second"]
     assert [c.scope for c in mock.calls[:1]] == [first]
     assert first.calls == mock.calls[:1]
+    assert repr(first) == "<MockScope GET /: 1 of 1 replies used>"
 
 
 # ---------------------------------------------------------------------------------- times, pending
@@ -277,6 +279,7 @@ async def test_an_unmatched_request_names_itself_and_every_route_and_is_recorded
         with pytest.raises(MockNotMatchedError) as info:
             await mock.request("DELETE", "/users", query={"id": "4"})
         assert idle(mock)
+    assert mock.origin == "http://api.test:8080"
     message = str(info.value)
     assert "DELETE /users?id=4" in message
     assert "http://api.test:8080" in message
@@ -473,33 +476,39 @@ async def test_pipeline_reads_the_body_then_streams_the_answer() -> None:
 
 
 class Recorder:
-    """A dispatch handler that writes down what it is told; may raise or abort on cue."""
+    """A dispatch handler that writes down what it is told; on the named event it raises
+    (``fail_on``), aborts its request (``abort_on``) or, for "start", stalls (``stall_on``)."""
 
-    def __init__(self, *, fail_on: str | None = None, abort_on_start: bool = False) -> None:
+    def __init__(self, *, fail_on: str = "", abort_on: str = "", stall_on: str = "") -> None:
         self.seen: list[tuple[Any, ...]] = []
         self.fail_on = fail_on
-        self.abort_on_start = abort_on_start
+        self.abort_on = abort_on
+        self.stall_on = stall_on
 
-    def _note(self, *event: Any) -> None:
-        self.seen.append(event)
+    def _note(self, controller: Any, *event: Any) -> None:
+        if event[0] != "request_start":
+            self.seen.append(event)
+        if event[0] == self.abort_on:
+            controller.abort("not today")
         if event[0] == self.fail_on:
             raise LookupError(f"handler failed in {self.fail_on}")
 
     def on_request_start(self, controller: Any) -> None:
-        if self.abort_on_start:
-            controller.abort("not today")
+        self._note(controller, "request_start")
 
     async def on_response_start(
         self, controller: Any, status: int, headers: Any, reason: str
     ) -> None:
+        if self.stall_on == "start":
+            await trio.sleep_forever()
         await trio.lowlevel.checkpoint()
-        self._note("start", status, reason)
+        self._note(controller, "start", status, reason)
 
     def on_response_data(self, controller: Any, chunk: bytes) -> None:
-        self._note("data", chunk)
+        self._note(controller, "data", chunk)
 
     def on_response_end(self, controller: Any, trailers: Headers) -> None:
-        self._note("end", list(trailers))
+        self._note(controller, "end", list(trailers))
 
     def on_response_error(self, controller: Any, error: BaseException) -> None:
         self.seen.append(("error", type(error)))
@@ -530,11 +539,31 @@ async def test_dispatch_a_handler_error_is_its_on_response_error() -> None:
     assert handler.seen == [("start", 200, "OK"), ("data", b"a"), ("error", LookupError)]
 
 
-async def test_dispatch_aborted_at_start_sends_nothing() -> None:
-    handler = Recorder(abort_on_start=True)
+@pytest.mark.parametrize(
+    "handler", [Recorder(abort_on="request_start"), Recorder(fail_on="request_start")]
+)
+async def test_dispatch_aborted_at_start_sends_nothing(handler: Recorder) -> None:
     mock = await dispatched(handler)
     assert handler.seen == [("error", RequestAbortedError)]
     assert mock.calls == []
+
+
+async def test_dispatch_aborted_mid_response_hears_no_more() -> None:
+    handler = Recorder(abort_on="data")
+    await dispatched(handler)
+    assert handler.seen == [("start", 200, "OK"), ("data", b"a"), ("error", RequestAbortedError)]
+
+
+async def test_dispatch_cancelled_in_a_handler_method_ends_the_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handler = Recorder(stall_on="start")
+    async with mock_with() as mock:
+        with trio.move_on_after(1) as scope:
+            await mock.dispatch(RequestOptions("GET", "/"), handler)
+        assert scope.cancelled_caught
+        assert idle(mock)
+    assert handler.seen == [("error", RequestAbortedError)]
 
 
 async def test_dispatch_unmatched_is_its_on_response_error() -> None:
@@ -626,7 +655,8 @@ async def test_close_waits_for_a_delayed_request(autojump_clock: trio.testing.Mo
             nursery.start_soon(get)
             await trio.testing.wait_all_tasks_blocked()
             await mock.close()
-            assert (results, trio.current_time()) == ([200], pytest.approx(3))
+            assert results == [200]
+            assert trio.current_time() == pytest.approx(3)
 
 
 @pytest.mark.parametrize("error", [None, SocketError("gone")])
@@ -698,10 +728,15 @@ async def test_application_code_runs_on_a_mock_as_on_a_pool(opener: Opener) -> N
         assert await fetch_status(http) == 200
 
 
+@asynccontextmanager
+async def open_nothing() -> AsyncIterator[None]:
+    yield None
+
+
 def test_only_dispatchers_are_dispatchers_at_run_time() -> None:
     assert isinstance(trio_pool.Client("http://x.test"), trio_pool.Dispatcher)
     assert isinstance(trio_pool.BalancedPool([]), trio_pool.Dispatcher)
-    assert not isinstance(trio_pool.ResourcePool(open=lambda: None), trio_pool.Dispatcher)
+    assert not isinstance(trio_pool.ResourcePool(open=open_nothing), trio_pool.Dispatcher)
 
 
 def test_mypy_accepts_every_dispatcher_and_nothing_else(tmp_path: Path) -> None:
@@ -727,7 +762,8 @@ def test_mypy_accepts_every_dispatcher_and_nothing_else(tmp_path: Path) -> None:
                 await app(pool)
                 await app(balanced)
                 await app(mock)
-                await app(object())  # line 19: the one error
+                await mock.request("GET", "/", headers={"x": "1"}, query={"q": "2"})
+                await app(object())  # line 20: the one error
             """
         )
     )
@@ -749,4 +785,4 @@ def test_mypy_accepts_every_dispatcher_and_nothing_else(tmp_path: Path) -> None:
     )
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, result.stdout
-    assert 'app.py:19: error: Argument 1 to "app" has incompatible type "object"' in errors[0]
+    assert 'app.py:20: error: Argument 1 to "app" has incompatible type "object"' in errors[0]

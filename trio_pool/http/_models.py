@@ -24,8 +24,12 @@ __all__ = [
 ]
 
 HeaderValue: TypeAlias = str | bytes
+# One Mapping per key type: Mapping is invariant in its keys, so a Mapping[str | bytes, ...]
+# would refuse the plain dict[str, str] that callers write.
 HeadersType: TypeAlias = (
-    Mapping[HeaderValue, HeaderValue] | Iterable[tuple[HeaderValue, HeaderValue]]
+    Mapping[str, HeaderValue]
+    | Mapping[bytes, HeaderValue]
+    | Iterable[tuple[HeaderValue, HeaderValue]]
 )
 BodyType: TypeAlias = bytes | bytearray | memoryview | str | Iterable[bytes] | AsyncIterable[bytes]
 QueryType: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
