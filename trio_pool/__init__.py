@@ -37,6 +37,7 @@ from .http._models import RequestOptions as RequestOptions
 from .http._models import Response as Response
 from .http._models import StreamResponse as StreamResponse
 from .http._pool import Pool as Pool
+from .http._protocol import Dispatcher as Dispatcher
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster
 from .resources._pool import ResourcePool as ResourcePool

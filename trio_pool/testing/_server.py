@@ -1,4 +1,5 @@
-"""Scripted in-process HTTP/1.1 servers on h11, for testing code that uses ``trio_pool``.
+"""Scripted in-process HTTP/1.1 servers on h11, for testing code that uses ``trio_pool``
+(public as ``trio_pool.testing``).
 
 A test gives a *script*, an async function called once per request with the parsed
 :class:`ServerRequest` and the :class:`ServerConnection` it arrived on; the script decides
@@ -42,7 +43,7 @@ import h11
 import trio
 import trio.testing
 
-from ._supervisor import Supervisor
+from .._supervisor import Supervisor
 
 __all__ = [
     "H11Server",
@@ -90,7 +91,19 @@ def _raw(headers: _Headers) -> list[tuple[bytes, bytes]]:
 
 
 class ServerConnection:
-    """The server side of one connection, as the script sees it."""
+    """The server side of one connection, as the script sees it.
+
+    The sending methods are checkpoints; they raise ``trio.BrokenResourceError`` (or
+    ``trio.ClosedResourceError``) when the client has gone, which ends the connection
+    quietly if the script lets it propagate.
+
+    Attributes:
+        stream: the connection's ``trio.abc.Stream`` (after :meth:`switch_protocols`, it
+            carries the new protocol).
+        number: the connection's number on its server (0, 1, ...).
+        h11: the ``h11.Connection`` (server role) that frames the traffic.
+        closed: True once :meth:`close` was called.
+    """
 
     def __init__(self, stream: trio.abc.Stream, number: int) -> None:
         self.stream = stream
@@ -101,7 +114,15 @@ class ServerConnection:
     async def respond(
         self, status: int = 200, headers: _Headers = (), body: bytes = b"", reason: bytes = b""
     ) -> None:
-        """Send a whole response; adds ``content-length`` unless ``headers`` frame it."""
+        """Send a whole response. A checkpoint.
+
+        Args:
+            status: the status code.
+            headers: ``(name, value)`` pairs; ``content-length`` is added unless a
+                ``content-length`` or ``transfer-encoding`` header frames the body.
+            body: the whole body.
+            reason: the reason phrase (h11 sends none by default).
+        """
         raw = _raw(headers)
         names = {name.lower() for name, _ in raw}
         if b"content-length" not in names and b"transfer-encoding" not in names:
@@ -112,21 +133,26 @@ class ServerConnection:
         await self.send_end()
 
     async def send_head(self, status: int, headers: _Headers = (), reason: bytes = b"") -> None:
-        """Send the status line and headers."""
+        """Send the status line and ``headers`` (which must frame the body: give a
+        ``content-length``, or ``transfer-encoding: chunked`` for trailers). A checkpoint."""
         event = h11.Response(status_code=status, headers=_raw(headers), reason=reason)
         await self._send(event)
 
     async def send_data(self, data: bytes) -> None:
-        """Send a piece of the body."""
+        """Send a piece of the body. A checkpoint."""
         await self._send(h11.Data(data=data))
 
     async def send_end(self, trailers: _Headers = ()) -> None:
-        """End the body (with trailers, if the response is chunked)."""
+        """End the body, with ``trailers`` if the response is chunked. A checkpoint."""
         await self._send(h11.EndOfMessage(headers=_raw(trailers)))
 
     async def switch_protocols(self, status: int = 101, headers: _Headers = ()) -> bytes:
-        """Accept an upgrade (101) or a CONNECT (2xx): afterwards :attr:`stream` carries the
-        new protocol. Returns bytes the client sent after its request (already read)."""
+        """Accept an upgrade (101) or a CONNECT (a 2xx ``status``): afterwards :attr:`stream`
+        carries the new protocol. A checkpoint.
+
+        Returns:
+            The bytes the client sent after its request, already read from the stream.
+        """
         event: h11.Event
         if status == 101:
             event = h11.InformationalResponse(status_code=101, headers=_raw(headers))
@@ -136,11 +162,12 @@ class ServerConnection:
         return self.h11.trailing_data[0]
 
     async def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are, bypassing HTTP framing."""
+        """Send ``data`` as it is, bypassing HTTP framing (to script protocol violations).
+        A checkpoint."""
         await self.stream.send_all(data)
 
     async def close(self) -> None:
-        """Close the connection (the client sees a FIN)."""
+        """Close the connection: the client sees a FIN. A checkpoint."""
         self.closed = True
         await self.stream.aclose()
 
@@ -150,8 +177,13 @@ class ServerConnection:
             await self.stream.send_all(data)
 
     async def receive_data(self) -> bytes | None:
-        """With ``streaming=True``: the next piece of the request body as it arrives, or
-        None at its end (or if the client hung up or broke the protocol)."""
+        """With ``streaming=True``: the next piece of the request body as it arrives. A
+        checkpoint.
+
+        Returns:
+            The piece, or None at the end of the body (or if the client hung up or broke
+            the protocol).
+        """
         event = await self._next_event()
         return bytes(event.data) if isinstance(event, h11.Data) else None
 
@@ -197,12 +229,16 @@ class ServerConnection:
 
 
 Script = Callable[[ServerRequest, ServerConnection], Awaitable[None]]
-"""What the server does with one request."""
+"""What the server does with one request: ``async def script(request, conn)``. It runs in a
+task of the server, once per request, in order on each connection; when it returns without
+having finished a response, or after :meth:`ServerConnection.close`, the connection ends."""
 
 
 @attrs.define(eq=False)
 class H11Server:
-    """A running scripted server.
+    """A running scripted server, as :func:`serve_h11` and :func:`serve_memory` yield it.
+
+    Its flags may be changed at any time to script connection failures.
 
     Attributes:
         origin: the origin to give to ``Client``/``Pool``.
@@ -226,7 +262,8 @@ class H11Server:
     streaming: bool = False
 
     async def serve_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one connection until either side closes it."""
+        """Serve one connection until either side closes it (used by both transports; call it
+        to serve a stream of your own). A checkpoint."""
         conn = ServerConnection(stream, self.connections)
         self.connections += 1
         index = 0
@@ -250,7 +287,13 @@ class H11Server:
             await trio.aclose_forcefully(stream)
 
     async def connector(self, origin: object) -> trio.abc.Stream:
-        """The ``connector=`` option for ``Client``/``Pool``: a new in-memory connection."""
+        """The ``connector=`` option for ``Client``/``Pool``: a new in-memory connection,
+        served by a task of the server. A checkpoint.
+
+        Raises:
+            ConnectionRefusedError: while :attr:`refuse` is set (the pool reports it as
+                ``ConnectError``).
+        """
         if self.hang:
             await trio.sleep_forever()
         if self.connect_delay:
@@ -266,9 +309,22 @@ class H11Server:
 async def serve_h11(
     script: Script, *, ssl_context: ssl.SSLContext | None = None, streaming: bool = False
 ) -> AsyncIterator[H11Server]:
-    """Run ``script`` behind a TCP server on ``127.0.0.1`` (port 0) for the block; with
-    ``ssl_context`` (a server context, e.g. from ``trustme``) it speaks https. For
-    ``streaming`` see :class:`H11Server`."""
+    """Run ``script`` behind a TCP server on ``127.0.0.1`` for the block.
+
+    The port is chosen by the system (port 0); :attr:`H11Server.origin` says which. Real
+    sockets do not mix with ``autojump_clock``: use :func:`serve_memory` to test timeouts.
+
+    Args:
+        script: what the server does with each request (see :data:`Script`).
+        ssl_context: a server-side ``ssl.SSLContext`` (e.g. from ``trustme``); the server
+            then speaks https and the origin is ``https://127.0.0.1:PORT``.
+        streaming: call the script as soon as a request's head arrived (see
+            :class:`H11Server`).
+
+    Yields:
+        The running :class:`H11Server`. Leaving the block stops it and closes its
+        connections; an exception from the block leaves as itself.
+    """
     async with _supervised() as supervisor:
         server = H11Server(script, supervisor, streaming=streaming)
         tcp = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -284,8 +340,21 @@ async def serve_h11(
 
 @asynccontextmanager
 async def serve_memory(script: Script, *, streaming: bool = False) -> AsyncIterator[H11Server]:
-    """Run ``script`` over in-memory streams for the block; use ``server.connector``. For
-    ``streaming`` see :class:`H11Server`."""
+    """Run ``script`` over in-memory streams for the block: no sockets, so it works on
+    ``autojump_clock``.
+
+    Give :meth:`H11Server.connector` as the ``connector=`` option of ``Client``, ``Pool`` or
+    ``BalancedPool``, with :attr:`H11Server.origin` (``http://testserver``) as the origin.
+
+    Args:
+        script: what the server does with each request (see :data:`Script`).
+        streaming: call the script as soon as a request's head arrived (see
+            :class:`H11Server`).
+
+    Yields:
+        The running :class:`H11Server`. Leaving the block stops it and closes its
+        connections; an exception from the block leaves as itself.
+    """
     async with _supervised() as supervisor:
         yield H11Server(script, supervisor, streaming=streaming)
 
