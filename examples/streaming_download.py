@@ -40,7 +40,7 @@ MiB = 1024 * 1024
 SIZES = {"/ok.bin": 8 * MiB, "/huge.bin": 64 * MiB, "/stalls.bin": 4 * MiB}
 #: The Pool's guards.
 MAX_RESPONSE_SIZE = 16 * MiB
-BODY_TIMEOUT = 0.2
+BODY_TIMEOUT = 0.5
 
 
 def content(path: str) -> bytes:
