@@ -8,16 +8,11 @@ only shows a fragment would have to say so by not being marked as Python.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from _python_run import ROOT, run_python
 
 _RST_BLOCK = re.compile(r"^\.\. code-block:: python\n((?:\n|   .*\n)+)", re.MULTILINE)
 _MD_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -46,14 +41,5 @@ def test_the_docs_have_examples() -> None:
 
 @pytest.mark.parametrize(("where", "code"), EXAMPLES, ids=[where for where, _ in EXAMPLES])
 def test_example_runs(where: str, code: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=50,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    result = run_python("-c", code)
     assert result.returncode == 0, f"{where} failed:\n{result.stderr}"

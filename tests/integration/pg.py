@@ -1,41 +1,23 @@
-"""The throwaway-PostgreSQL bootstrap, shared with the example, plus small test helpers.
+"""Small helpers for the PostgreSQL integration tests, and the throwaway-server bootstrap.
 
 The bootstrap lives once, in ``examples/_pgserver.py``: the example imports it as a sibling
 module (``python examples/postgres_pool.py`` puts ``examples/`` on ``sys.path``), and the
-tests load that same file by path here, because ``examples/`` is not a package and must not
-be put on ``sys.path`` for the whole test session.
+tests use that same file, loaded by path in ``availability.py`` and re-exported here as
+``pgserver``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import trio
 from pg_purepy import AsyncPostgresConnection, open_database_connection
 
+from .availability import pgserver
 
-def _load_bootstrap() -> ModuleType:
-    name = "_pgserver"
-    if name in sys.modules:  # already loaded (e.g. by a second conftest import)
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[2] / "examples" / "_pgserver.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # registered before exec, as a normal import would do
-    spec.loader.exec_module(module)
-    return module
-
-
-pgserver: Any = _load_bootstrap()
 #: Re-exported for the tests.
 free_port = pgserver.free_port
 
