@@ -251,7 +251,7 @@ class ResourcePool(Generic[T]):
         self._bail_error: BaseException | None = None
         self._sync_scope: trio.CancelScope | None = None
         self._drained: trio.Event | None = None  # set when ending and nothing is out
-        self._tasks_done: trio.Event | None = None  # set when ending and no task is left
+        self._tasks_done: trio.Event | None = None  # set when drained and no task is left
         self._ended: trio.Event | None = None
         self._end_errors: list[BaseException] = []
 
@@ -823,7 +823,6 @@ class ResourcePool(Generic[T]):
             return []
         self._state = _State.ENDING
         self._drained = trio.Event()
-        self._tasks_done = trio.Event()
         logger.debug("%r: ending", self)
         self._check_drained()
         self._supervisor.start_soon(self._shutdown, name=f"{self!r} end")
@@ -833,7 +832,6 @@ class ResourcePool(Generic[T]):
 
     async def _shutdown(self) -> None:
         assert self._drained is not None
-        assert self._tasks_done is not None
         await self._drained.wait()
         for slot in list(self._creating):
             slot.abandoned = True  # nobody waits for it any more
@@ -843,6 +841,11 @@ class ResourcePool(Generic[T]):
         for slot in idle:
             self._retire(slot, graceful=True)
         if self._alive:
+            # Made only now: while waiters were still served, every resource task could end
+            # for a moment (a failed creation backing off) and more start later, so an event
+            # made earlier could already be set with tasks alive (end() returned before
+            # their disposes ran). Once drained, no new task starts.
+            self._tasks_done = trio.Event()
             await self._tasks_done.wait()
         self._finish()
 
