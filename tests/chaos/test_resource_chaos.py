@@ -34,6 +34,7 @@ the dispose faults injected.
 from __future__ import annotations
 
 import random
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -47,6 +48,9 @@ import trio.testing
 
 import trio_pool
 from trio_pool import Backoff, Cluster, ResourcePool
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 CALLBACKS = "callbacks"
 OPEN = "open"
@@ -70,6 +74,14 @@ class DisposeFault(Exception):
     """An injected dispose failure."""
 
 
+class ResourceDied(Exception):
+    """An ``open=`` resource's own background task failed: the resource is dead."""
+
+
+class Boom(Exception):
+    """Raised in a pool's block to tear it down."""
+
+
 @attrs.define(eq=False)
 class ChaosResource:
     number: int
@@ -78,6 +90,7 @@ class ChaosResource:
     close_calls: int = 0  # dispose calls, or open= exits begun
     disposed: bool = False  # the dispose (or normal exit) completed
     destroy_calls: int = 0
+    died: bool = False  # open= only: it failed on its own, in its context manager's task
 
     @property
     def closing(self) -> bool:
@@ -96,13 +109,14 @@ class ChaosBackend:
     max: int
     holders: dict[int, str]  # id(resource) -> holder name, shared by every backend of a round
     figures: Counter[str]
+    torn_down: bool = False  # the pool's block raised: held resources are destroyed too
     in_flight: int = 0
     created: list[ChaosResource] = attrs.field(factory=list)
     peak: int = 0
 
     def counted(self) -> int:
         """Resources that exist or are being created and that the pool still answers for."""
-        alive = sum(1 for r in self.created if not r.closing and not r.let_go)
+        alive = sum(1 for r in self.created if not (r.closing or r.let_go or r.died))
         return self.in_flight + alive
 
     def check(self) -> None:
@@ -136,9 +150,13 @@ class ChaosBackend:
         self.figures["created"] += 1
         return resource
 
-    async def _close(self, resource: ChaosResource) -> None:
-        assert id(resource) not in self.holders, f"{resource!r} closed while held"
+    def _closing(self, resource: ChaosResource) -> None:
+        if not self.torn_down:
+            assert id(resource) not in self.holders, f"{resource!r} closed while held"
         resource.close_calls += 1
+
+    async def _close(self, resource: ChaosResource) -> None:
+        self._closing(resource)
         assert resource.close_calls == 1, f"{resource!r} disposed twice"
         assert resource.destroy_calls == 0, f"{resource!r} disposed after destroy"
         await trio.lowlevel.checkpoint()
@@ -154,18 +172,30 @@ class ChaosBackend:
     @asynccontextmanager
     async def open(self) -> AsyncIterator[ChaosResource]:
         resource = await self.acquire()
-        try:
-            yield resource
-        except BaseException:
-            # Torn down (destroy, or end() cancelling it): begun, never completed.
-            assert id(resource) not in self.holders, f"{resource!r} closed while held"
-            resource.close_calls += 1
-            assert resource.close_calls == 1, f"{resource!r} exited twice"
-            raise
+        # Like a connection with a reader task: the resource can die on its own, which
+        # cancels the pool's task inside this block and fails its exit.
+        async with trio.open_nursery() as nursery:
+            if self._chance("resource dies", 0.04):
+                nursery.start_soon(self._die, resource, self.rng.uniform(0, 1))
+            try:
+                yield resource
+            except BaseException:
+                if not resource.died:
+                    # Torn down (destroy, or a cancelled shutdown): begun, never completed.
+                    self._closing(resource)
+                    assert resource.close_calls == 1, f"{resource!r} exited twice"
+                raise
+            nursery.cancel_scope.cancel()
         await self._close(resource)
 
+    async def _die(self, resource: ChaosResource, after: float) -> None:
+        await trio.sleep(after)
+        resource.died = True
+        raise ResourceDied(f"{resource!r} died")
+
     def destroy(self, resource: ChaosResource) -> None:
-        assert id(resource) not in self.holders, f"{resource!r} destroyed while held"
+        if not self.torn_down:
+            assert id(resource) not in self.holders, f"{resource!r} destroyed while held"
         resource.destroy_calls += 1
         assert resource.destroy_calls == 1, f"{resource!r} destroyed twice"
         assert not resource.disposed, f"{resource!r} destroyed after a successful dispose"
@@ -178,6 +208,8 @@ class ChaosBackend:
             if self._chance("ping hangs", 0.03):
                 await trio.sleep_forever()
             await trio.sleep(self.rng.choice((0, 0, 0.05)))
+            if resource.died:
+                raise PingFault(f"{resource!r} died")
             if self._chance("ping fails", 0.05):
                 raise PingFault(f"{resource!r} is dead")
         except BaseException:
@@ -201,6 +233,9 @@ class ChaosBackend:
         assert self.in_flight == 0, f"{self.name}: creations still running after end()"
         for resource in self.created:
             destroyed = resource.destroy_calls == 1
+            if resource.died:  # gone by itself; destroy() may still have been called on it
+                assert not resource.disposed, f"{resource!r} disposed after it died"
+                continue
             assert resource.disposed != destroyed, (
                 f"{resource!r}: disposed={resource.disposed} destroy_calls="
                 f"{resource.destroy_calls} (must be closed exactly once)"
@@ -231,6 +266,8 @@ class Round:
         )
         assert not resource.closing, f"{resource!r} handed out after its close began"
         assert not resource.let_go, f"{resource!r} handed out after the pool let it go"
+        if resource.died:  # it died on its way to the holder: nothing could prevent that
+            self.figures["handed out just as it died"] += 1
         self.holders[id(resource)] = name
         self.figures["acquires"] += 1
         self.check_stats()
@@ -322,39 +359,98 @@ def pool_options(rng: random.Random, backend: ChaosBackend, form: str) -> dict[s
     }
 
 
+ENDINGS = ("end", "end", "end cancelled", "abort")
+
+
 async def chaos(round_: Round, form: str, clustered: bool, holders: int) -> None:
+    """One round. Holders run in a nursery outside the pools' blocks, so a torn-down pool
+    (``abort``) still has holders holding, pinging and waiting."""
     rng = round_.rng
-    names = ["a", "b", "c"] if clustered else ["a"]
-    capabilities = {"a": ("read", "write"), "b": ("read",), "c": ("read",)}
+    ending = rng.choice(ENDINGS)
+    round_.figures[f"ending: {ending}"] += 1
+    async with trio.open_nursery() as nursery:
+        if ending == "abort":
+            with pytest.raises(Boom):  # as itself, not in a group
+                await run_pools(round_, nursery, form, clustered, holders, ending)
+        else:
+            await run_pools(round_, nursery, form, clustered, holders, ending)
+    # The holders are done and every pool's block is left: nothing may remain.
+    check_all_closed(round_)
+
+
+async def run_pools(
+    round_: Round, nursery: trio.Nursery, form: str, clustered: bool, holders: int, ending: str
+) -> None:
     async with AsyncExitStack() as stack:
-        for name in names:
-            backend = ChaosBackend(name, rng, rng.randint(1, 4), round_.holders, round_.figures)
-            pool = ResourcePool(**pool_options(rng, backend, form), capabilities=capabilities[name])
-            await stack.enter_async_context(pool)
-            round_.backends.append(backend)
-            round_.pools.append(pool)
-            round_.owner[id(backend)] = pool
-        acquirer: Any = Cluster(round_.pools) if clustered else round_.pools[0]
-        end_after = rng.randint(holders // 2, holders)
-        errors: list[BaseException] = []
-        async with trio.open_nursery() as nursery:
-            for number in range(holders):
-                if number == end_after:
-                    # End while holders still hold, wait and arrive.
-                    errors = await acquirer.end()
-                nursery.start_soon(round_.holder, f"h{number}", acquirer)
-                await trio.sleep(rng.choice((0, 0, 0.01, 0.05)))
-        if not errors and end_after == holders:
-            errors = await acquirer.end()
-        for error in errors:
-            assert isinstance(error, DisposeFault | trio.TooSlowError), repr(error)
-            round_.figures["end() errors"] += 1
-        assert round_.holders == {}, f"still held after end(): {round_.holders}"
-        for backend, pool in zip(round_.backends, round_.pools, strict=True):
-            backend.check_all_closed()
-            stats = pool.statistics()
-            assert (stats.allocated, stats.available, stats.queued) == (0, 0, 0), stats
-            assert backend.peak <= backend.max
+        acquirer = await open_pools(round_, stack, form, clustered)
+        await drive(round_, nursery, acquirer, holders, ending)
+
+
+async def open_pools(
+    round_: Round, stack: AsyncExitStack, form: str, clustered: bool
+) -> ResourcePool[ChaosResource] | Cluster[ChaosResource]:
+    rng = round_.rng
+    capabilities = {"a": ("read", "write"), "b": ("read",), "c": ("read",)}
+    for name in ["a", "b", "c"] if clustered else ["a"]:
+        backend = ChaosBackend(name, rng, rng.randint(1, 4), round_.holders, round_.figures)
+        pool = ResourcePool(**pool_options(rng, backend, form), capabilities=capabilities[name])
+        await stack.enter_async_context(pool)
+        round_.backends.append(backend)
+        round_.pools.append(pool)
+        round_.owner[id(backend)] = pool
+    return Cluster(round_.pools) if clustered else round_.pools[0]
+
+
+async def drive(
+    round_: Round, nursery: trio.Nursery, acquirer: Any, holders: int, ending: str
+) -> None:
+    """Start ``holders`` holders; part-way through, end (or tear down) the pools while
+    holders still hold, wait and arrive."""
+    rng = round_.rng
+    end_after = rng.randint(holders // 2, holders)
+    done = trio.Semaphore(0)
+
+    async def holder(name: str) -> None:
+        try:
+            await round_.holder(name, acquirer)
+        finally:
+            done.release()
+
+    for number in range(holders + 1):
+        if number == end_after:
+            await finish(round_, acquirer, ending)
+        if number < holders:
+            nursery.start_soon(holder, f"h{number}")
+            await trio.sleep(rng.choice((0, 0, 0.01, 0.05)))
+    for _ in range(holders):
+        await done.acquire()
+
+
+async def finish(round_: Round, acquirer: Any, ending: str) -> None:
+    if ending == "abort":
+        for backend in round_.backends:
+            backend.torn_down = True
+        raise Boom("tear the pools down")
+    if ending == "end cancelled":
+        # end() gives up waiting; the shutdown goes on, and leaving the blocks awaits it.
+        with trio.move_on_after(round_.rng.uniform(0, 0.3)):
+            await acquirer.end()
+        return
+    errors = await acquirer.end()
+    for error in errors:
+        assert isinstance(error, DisposeFault | trio.TooSlowError | BaseExceptionGroup), repr(error)
+        round_.figures["end() errors"] += 1
+    # end() returned: everything was disposed by then, not later.
+    check_all_closed(round_)
+
+
+def check_all_closed(round_: Round) -> None:
+    assert round_.holders == {}, f"still held after end(): {round_.holders}"
+    for backend, pool in zip(round_.backends, round_.pools, strict=True):
+        backend.check_all_closed()
+        stats = pool.statistics()
+        assert (stats.allocated, stats.available, stats.queued) == (0, 0, 0), stats
+        assert backend.peak <= backend.max
 
 
 def run_round(seed: int, form: str, clustered: bool, figures: Counter[str]) -> None:
@@ -384,7 +480,10 @@ def test_chaos(form: str, clustered: bool) -> None:
     print(f"\nchaos {form} {'cluster' if clustered else 'pool'}: {dict(sorted(figures.items()))}")
     # The rounds really did exercise what they claim to.
     assert figures["acquires"] > 1000
-    for kind in ("allocation hangs", "allocation late", "allocation fails", "ping hangs",
-                 "ping fails", "dispose fails", "dispose hangs", "remove", "destroy",
-                 "cancelled while waiting", "cancelled while holding"):  # fmt: skip
+    kinds = ["allocation hangs", "allocation late", "allocation fails", "ping hangs",
+             "ping fails", "dispose fails", "dispose hangs", "remove", "destroy",
+             "cancelled while waiting", "cancelled while holding"]  # fmt: skip
+    if form == OPEN:
+        kinds.append("resource dies")
+    for kind in kinds:
         assert figures[kind] > 0, kind

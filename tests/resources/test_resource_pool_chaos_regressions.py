@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from resource_fakes import FORMS, FakeBackend, make_pool
 from trio.testing import MockClock
 
-from trio_pool import Backoff
+from trio_pool import Backoff, PoolDestroyedError, ResourcePool
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -44,3 +45,39 @@ async def test_end_waits_for_disposes_after_every_task_ended_while_ending(
         assert backend.destroyed == backend.created
         assert len(errors) == 1
         assert isinstance(errors[0], trio.TooSlowError)
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("form", FORMS)
+async def test_a_waiter_handed_a_resource_as_the_pool_is_torn_down_gets_no_dead_resource(
+    form: str,
+) -> None:
+    """Chaos seed 75 (callbacks, pool, torn down): a waiter was handed a resource, then the
+    pool's block raised before the waiter ran again. The teardown destroyed that resource
+    with the rest, yet the waiter went on to return it to its caller. With a ping the same
+    race already raised PoolDestroyedError; without one it now does too."""
+    backend = FakeBackend()
+    outcome: list[object] = []
+
+    async def waiter(pool: ResourcePool) -> None:
+        try:
+            async with pool.acquire() as resource:
+                outcome.append(resource)
+        except PoolDestroyedError as exc:
+            outcome.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(Boom):
+            async with make_pool(backend, form, max=1) as pool:
+                resource = await pool.checkout()
+                nursery.start_soon(waiter, pool)
+                await trio.testing.wait_all_tasks_blocked()
+                assert pool.statistics().queued == 1
+                pool.release(resource)  # handed straight to the waiter...
+                raise Boom  # ...which has not run yet when the pool is torn down
+    assert backend.destroyed == [resource]
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], PoolDestroyedError)

@@ -342,9 +342,17 @@ class ResourcePool(Generic[T]):
             if self._max_requests is not None and len(self._waiters) >= self._max_requests:
                 raise PoolFullError("Pool is full")
             slot = await self._wait(deadline)
+        # The pool may have been torn down between handing the slot over and this task
+        # running again; then the resource was destroyed with the rest.
+        self._check_not_torn_down(slot)
         if self._ping is not None:
             slot = await self._pinged(slot, deadline)
         return slot
+
+    def _check_not_torn_down(self, slot: _Slot) -> None:
+        if self._state is _State.DESTROYED:
+            self._busy.pop(id(slot.resource), None)
+            raise PoolDestroyedError("Pool is destroyed")
 
     def _accepting(self) -> bool:
         return self._state is _State.OPEN and self._bail_error is None
@@ -410,10 +418,7 @@ class ResourcePool(Generic[T]):
         while True:
             failure = await self._ping_once(slot, deadline)
             if failure is None:
-                if self._state is _State.DESTROYED:
-                    # Torn down mid-ping: that resource was destroyed with the rest.
-                    self._busy.pop(id(slot.resource), None)
-                    raise PoolDestroyedError("Pool is destroyed")
+                self._check_not_torn_down(slot)  # torn down mid-ping
                 return slot
             logger.debug("%r: ping failed (%r); replacing the resource", self, failure)
             if failure is _CUT_SHORT or self._idle or not self._serves_accepted():
@@ -425,6 +430,7 @@ class ResourcePool(Generic[T]):
                 slot = self._lend(self._idle.pop())
             else:
                 slot = await self._wait(deadline, front=True, replacing=slot)
+                self._check_not_torn_down(slot)
 
     async def _ping_once(self, slot: _Slot, deadline: float) -> BaseException | None:
         """Run one ping; return None if it passed, else why not (``_CUT_SHORT`` when the
