@@ -67,6 +67,7 @@ class Wire:
     method: str = "GET"
     read: str = "request"  # or: "stream-all", "stream-some" (one chunk), "stream-none"
     limits: bool = False  # small max_header_size and max_response_size
+    pipelined: bool = False  # a second request is written behind the first (pipelining=2)
     expected: Expected | None = None  # None: mutated, any outcome but a crash or hang
 
 
@@ -215,7 +216,10 @@ def deliveries(draw: st.DrawFn, data: bytes) -> tuple[int, ...]:
 def valid_wires(draw: st.DrawFn) -> Wire:
     method = draw(METHODS)
     data, close, expected = draw(valid_responses(method))
-    return Wire(data, draw(deliveries(data)), close, method, draw(READS), expected=expected)
+    return Wire(
+        data, draw(deliveries(data)), close, method, draw(READS),
+        pipelined=draw(st.booleans()), expected=expected,
+    )  # fmt: skip
 
 
 @st.composite
@@ -224,7 +228,10 @@ def mutated_wires(draw: st.DrawFn) -> Wire:
     data, close, _ = draw(valid_responses(method))
     data = draw(mutated(data))
     close = close or draw(st.booleans())
-    return Wire(data, draw(deliveries(data)), close, method, draw(READS), draw(st.booleans()))
+    return Wire(
+        data, draw(deliveries(data)), close, method, draw(READS), draw(st.booleans()),
+        draw(st.booleans()),
+    )  # fmt: skip
 
 
 @st.composite
@@ -233,7 +240,7 @@ def arbitrary_wires(draw: st.DrawFn) -> Wire:
     data = prefix + draw(st.binary(max_size=200))
     return Wire(
         data, draw(deliveries(data)), draw(st.booleans()), draw(METHODS), draw(READS),
-        draw(st.booleans()),
+        draw(st.booleans()), draw(st.booleans()),
     )  # fmt: skip
 
 
@@ -242,10 +249,15 @@ def arbitrary_wires(draw: st.DrawFn) -> Wire:
 
 @attrs.define(eq=False)
 class RawServer:
-    """Answers the first request with ``wire``'s bytes, every later one with ``SECOND``."""
+    """Answers the first request with ``wire``'s bytes, every later one with ``SECOND``.
+
+    When ``wire.pipelined``, it holds the first answer back until a second request has
+    arrived behind the first on the same connection."""
 
     wire: Wire
     nursery: trio.Nursery
+    first_seen: trio.Event = attrs.field(factory=trio.Event)
+    fuzz_started: bool = False  # (a new connection may ask while it is still being sent)
     fuzz_sent: trio.Event = attrs.field(factory=trio.Event)
     answered: int = 0
     connections: int = 0
@@ -258,18 +270,30 @@ class RawServer:
 
     async def serve(self, stream: trio.SocketStream) -> None:
         buffer = b""
+
+        async def receive_head(count: int = 1) -> bool:
+            """Read until ``count`` request heads are buffered (requests here are GETs and
+            HEADs: a head only); False if the client hung up first."""
+            nonlocal buffer
+            while buffer.count(b"\r\n\r\n") < count:
+                data = await stream.receive_some()
+                if not data:
+                    return False
+                buffer += data
+            return True
+
         try:
-            while True:
-                while b"\r\n\r\n" not in buffer:  # requests here are GETs: a head only
-                    data = await stream.receive_some()
-                    if not data:
-                        return
-                    buffer += data
+            while await receive_head():
                 buffer = buffer[buffer.index(b"\r\n\r\n") + 4 :]
                 self.answered += 1
-                if self.fuzz_sent.is_set():
+                if not self.first_seen.is_set():
+                    self.first_seen.set()
+                    if self.wire.pipelined and not await receive_head():
+                        return
+                if self.fuzz_started:
                     await stream.send_all(SECOND)
                     continue
+                self.fuzz_started = True
                 try:
                     await self.send_fuzz(stream)
                 finally:
@@ -321,24 +345,46 @@ async def exchange(wire: Wire, figures: Counter[str]) -> None:
         async with Pool(
             "http://fuzz",
             connections=1,
+            pipelining=2 if wire.pipelined else 1,
             connector=server.connector,
             headers_timeout=TIMEOUT,
             body_timeout=TIMEOUT,
             **limits,
         ) as pool:
             outcome: Expected | trio_pool.TrioPoolError | None = None
-            with trio.move_on_after(HANG_GUARD):
+            behind: trio_pool.Response | trio_pool.TrioPoolError | None = None
+
+            async def first() -> None:
+                nonlocal outcome
                 try:
                     outcome = await first_request(pool, wire)
                 except trio_pool.TrioPoolError as exc:
                     outcome = exc
+
+            async def pipelined() -> None:
+                nonlocal behind
+                try:
+                    behind = await pool.request("GET", "/behind")
+                except trio_pool.TrioPoolError as exc:
+                    behind = exc
+
+            with trio.move_on_after(HANG_GUARD):
+                async with trio.open_nursery() as requests:
+                    requests.start_soon(first)
+                    if wire.pipelined:
+                        await server.first_seen.wait()
+                        requests.start_soon(pipelined)
             assert outcome is not None, f"the request hung on {wire!r}"
+            assert behind is not None or not wire.pipelined, f"pipelined request hung: {wire!r}"
             if wire.expected is not None:
                 assert isinstance(outcome, Expected), f"{outcome!r} for {wire!r}"
                 if wire.read in ("request", "stream-all"):
                     assert outcome == wire.expected
                 else:
                     assert outcome.status == wire.expected.status
+                if wire.pipelined:  # re-sent on a new connection if this one closed
+                    assert isinstance(behind, trio_pool.Response), f"{behind!r} for {wire!r}"
+                    assert (behind.status, behind.body) == (200, b"second")
             assert idle(pool) == (0, 0, 0, 0)
             with trio.fail_after(HANG_GUARD):
                 await server.fuzz_sent.wait()
