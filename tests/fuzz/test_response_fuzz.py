@@ -7,7 +7,9 @@ trailers) and read-until-close bodies, keep-alive hints, ``connection: close``),
 them (byte flips, truncations, insertions, deletions, hostile headers, bad chunk sizes, huge
 lengths, trailing garbage) or replaces them with arbitrary bytes. A scripted raw server sends
 them whole, split at arbitrary points, or one byte at a time; each piece is read by the
-client before the next is sent.
+client before the next is sent. The request is a GET or a HEAD, read with ``request()`` or
+``stream()`` (to the end, one chunk, or not at all), sometimes under small size limits, and
+sometimes with a second request pipelined behind it (``pipelining=2``).
 
 The transport is a kernel socket pair (no network, and unlike in-memory streams it lets the
 pool peek at an idle connection, as it does on TCP), on the autojump clock, so a truncated
@@ -16,7 +18,10 @@ response costs a virtual ``headers_timeout``, not a real one.
 After each example: the first request gave a ``Response`` (exactly the one sent, when the
 bytes were not mutated) or a ``TrioPoolError``; ``statistics()`` is idle; then a second, valid
 request on the same pool succeeds — the connection was either reused cleanly or discarded,
-never handed out in an unknown state — and the pool closes cleanly.
+never handed out in an unknown state — and the pool closes cleanly. A request pipelined
+behind an unmutated response always succeeds (re-sent if the connection closed).
+
+``FUZZ_EXAMPLES=N`` (environment) runs N examples per test instead of 150, for a deeper search.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import hypothesis.strategies as st
@@ -339,7 +345,9 @@ async def first_request(pool: Pool, wire: Wire) -> Expected:
 
 
 async def exchange(wire: Wire, figures: Counter[str]) -> None:
-    limits = {"max_header_size": 512, "max_response_size": 32} if wire.limits else {}
+    limits: dict[str, Any] = (
+        {"max_header_size": 512, "max_response_size": 32} if wire.limits else {}
+    )
     async with trio.open_nursery() as nursery:
         server = RawServer(wire, nursery)
         async with Pool(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from resource_fakes import FORMS, FakeBackend, make_pool
+from resource_fakes import FORMS, FakeBackend, FakeResource, make_pool
 from trio.testing import MockClock
 
 from trio_pool import Backoff, PoolDestroyedError, ResourcePool
@@ -16,7 +16,7 @@ from trio_pool import Backoff, PoolDestroyedError, ResourcePool
 async def test_end_waits_for_disposes_after_every_task_ended_while_ending(
     form: str, autojump_clock: MockClock
 ) -> None:
-    """Chaos seed 112 (callbacks, pool): end() used to return while a resource was still
+    """Chaos seed 52 (callbacks, pool): end() used to return while a resource was still
     being disposed. Its "every resource task has ended" event was made when end() began, so
     a moment with no task alive while waiters were still being served (the only creation
     failed and was backing off) set it for good; the retry's resource then served the
@@ -62,7 +62,7 @@ async def test_a_waiter_handed_a_resource_as_the_pool_is_torn_down_gets_no_dead_
     backend = FakeBackend()
     outcome: list[object] = []
 
-    async def waiter(pool: ResourcePool) -> None:
+    async def waiter(pool: ResourcePool[FakeResource]) -> None:
         try:
             async with pool.acquire() as resource:
                 outcome.append(resource)
