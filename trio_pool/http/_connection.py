@@ -87,7 +87,7 @@ class Connection:
         self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
         self.expected_length: int | None = None  # content-length of the response being read
         self.idle_deadline = math.inf
-        self.leftover = False  # bytes or EOF arrived with the last response
+        self.leftover = False  # bytes arrived with the last response (an EOF ends reuse)
         self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
         self.waiting_timeout: float | None = None
         self._received_eof = False

@@ -179,6 +179,10 @@ class Exchange:
             conn.replay(request)
         # For the 1.6 retry: nothing of this response yet, nothing left over before it.
         self._fresh = not conn.leftover
+        # A pipelined request was written before any response, but if a response before it
+        # completed, its own is due on a reused connection: unanswered, it is retried like
+        # one written on an idle kept-alive connection (RFC 9112 9.3.2).
+        self._reused = conn.responses > 0
         self._mark = conn.received_bytes
         options = self.worker.client._options
         timeout = options.headers_timeout

@@ -277,10 +277,15 @@ class Worker:
         if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
             self._reason = InformationalError("the connection is not persistent")
             return False
+        leftover, closed = h.trailing_data
+        if closed:
+            # The server closed the connection: with this response (its EOF-delimited body
+            # ended there), or right behind it. Requests pipelined behind it are re-sent.
+            self._reason = InformationalError("the server closed the connection")
+            return False
         h.start_next_cycle()
         conn.responses += 1
-        leftover, closed = h.trailing_data
-        conn.leftover = bool(leftover) or closed
+        conn.leftover = bool(leftover)
         options = self.client._options
         lifetime = options.keep_alive_timeout
         hint = _keep_alive_hint(headers.get("keep-alive"))

@@ -251,7 +251,7 @@ class ResourcePool(Generic[T]):
         self._bail_error: BaseException | None = None
         self._sync_scope: trio.CancelScope | None = None
         self._drained: trio.Event | None = None  # set when ending and nothing is out
-        self._tasks_done: trio.Event | None = None  # set when ending and no task is left
+        self._tasks_done: trio.Event | None = None  # set when drained and no task is left
         self._ended: trio.Event | None = None
         self._end_errors: list[BaseException] = []
 
@@ -342,9 +342,17 @@ class ResourcePool(Generic[T]):
             if self._max_requests is not None and len(self._waiters) >= self._max_requests:
                 raise PoolFullError("Pool is full")
             slot = await self._wait(deadline)
+        # The pool may have been torn down between handing the slot over and this task
+        # running again; then the resource was destroyed with the rest.
+        self._check_not_torn_down(slot)
         if self._ping is not None:
             slot = await self._pinged(slot, deadline)
         return slot
+
+    def _check_not_torn_down(self, slot: _Slot) -> None:
+        if self._state is _State.DESTROYED:
+            self._busy.pop(id(slot.resource), None)
+            raise PoolDestroyedError("Pool is destroyed")
 
     def _accepting(self) -> bool:
         return self._state is _State.OPEN and self._bail_error is None
@@ -410,10 +418,7 @@ class ResourcePool(Generic[T]):
         while True:
             failure = await self._ping_once(slot, deadline)
             if failure is None:
-                if self._state is _State.DESTROYED:
-                    # Torn down mid-ping: that resource was destroyed with the rest.
-                    self._busy.pop(id(slot.resource), None)
-                    raise PoolDestroyedError("Pool is destroyed")
+                self._check_not_torn_down(slot)  # torn down mid-ping
                 return slot
             logger.debug("%r: ping failed (%r); replacing the resource", self, failure)
             if failure is _CUT_SHORT or self._idle or not self._serves_accepted():
@@ -425,6 +430,7 @@ class ResourcePool(Generic[T]):
                 slot = self._lend(self._idle.pop())
             else:
                 slot = await self._wait(deadline, front=True, replacing=slot)
+                self._check_not_torn_down(slot)
 
     async def _ping_once(self, slot: _Slot, deadline: float) -> BaseException | None:
         """Run one ping; return None if it passed, else why not (``_CUT_SHORT`` when the
@@ -823,7 +829,6 @@ class ResourcePool(Generic[T]):
             return []
         self._state = _State.ENDING
         self._drained = trio.Event()
-        self._tasks_done = trio.Event()
         logger.debug("%r: ending", self)
         self._check_drained()
         self._supervisor.start_soon(self._shutdown, name=f"{self!r} end")
@@ -833,7 +838,6 @@ class ResourcePool(Generic[T]):
 
     async def _shutdown(self) -> None:
         assert self._drained is not None
-        assert self._tasks_done is not None
         await self._drained.wait()
         for slot in list(self._creating):
             slot.abandoned = True  # nobody waits for it any more
@@ -843,6 +847,11 @@ class ResourcePool(Generic[T]):
         for slot in idle:
             self._retire(slot, graceful=True)
         if self._alive:
+            # Made only now: while waiters were still served, every resource task could end
+            # for a moment (a failed creation backing off) and more start later, so an event
+            # made earlier could already be set with tasks alive (end() returned before
+            # their disposes ran). Once drained, no new task starts.
+            self._tasks_done = trio.Event()
             await self._tasks_done.wait()
         self._finish()
 
