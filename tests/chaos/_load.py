@@ -1,0 +1,216 @@
+"""The callers of the chaos soak: many tasks sending requests through one dispatcher, some
+cancelled at random points, and the checks every run ends with.
+
+Theory of operation
+-------------------
+:func:`run_load` starts ``callers`` tasks, each sending ``per_caller`` requests drawn from
+its own ``random.Random`` (seeded from the run's seed and its number): ``request()`` or
+``stream()`` (read whole, or left early), GET/PUT (idempotent) or POST / GET with
+``idempotent=False`` (never to be sent twice). A request may get a deadline of its own
+(``move_on_after``), and a *canceller* task cancels the scope of a random running request
+every so often, so cancellations land at every point of a request's life.
+
+Whatever reaches a caller is tallied in :class:`Tally`: successes (whose body must be the
+request's own), cancellations, ``TrioPoolError`` subclasses by name, and anything else
+(a bug: only the library's errors may reach a caller).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+from _faulty_server import Fault, FaultyServer, unit
+
+from trio_pool import TrioPoolError
+
+__all__ = ["Load", "Tally", "assert_idle", "check_run", "open_fds", "run_load"]
+
+_log = logging.getLogger("tests.chaos")
+
+
+@attrs.define
+class Load:
+    """The shape of one run. Durations are in the clock's seconds (virtual in memory).
+
+    Attributes:
+        seed: every random choice of the callers derives from it.
+        callers: concurrent caller tasks.
+        per_caller: requests each caller sends.
+        cancel_rate: share of requests given a random deadline of their own.
+        cancel_within: the longest such deadline, and the longest pause between two
+            cancellations by the canceller task.
+        stream_rate: share of requests made with ``stream()`` or ``pipeline()`` (half of
+            them left early).
+    """
+
+    seed: int
+    callers: int
+    per_caller: int
+    cancel_rate: float = 0.1
+    cancel_within: float = 1.0
+    stream_rate: float = 0.25
+
+
+@attrs.define
+class Tally:
+    """What reached the callers of one run."""
+
+    requests: int = 0
+    succeeded: int = 0
+    cancelled: int = 0  # requests whose scope caught a cancellation
+    left_early: int = 0  # streams left before their body ended
+    errors: Counter[str] = attrs.Factory(Counter)
+    foreign: list[BaseException] = attrs.Factory(list)  # not a TrioPoolError: a bug
+    crossed: list[str] = attrs.Factory(list)  # a body that was not the request's own
+    non_idempotent: set[str] = attrs.Factory(set)  # ids that must never arrive twice
+
+    def summary(self) -> str:
+        return (
+            f"{self.requests} requests: {self.succeeded} ok, {self.cancelled} cancelled, "
+            f"{self.left_early} streams left early, errors {dict(self.errors)}"
+        )
+
+
+def _check_body(tally: Tally, rid: str, body: bytes) -> None:
+    piece = unit(rid)
+    if body != piece * (len(body) // len(piece)):
+        tally.crossed.append(f"{rid}: {body[:40]!r}...")
+
+
+async def _one(dispatcher: Any, load: Load, rng: random.Random, rid: str, tally: Tally) -> None:
+    """Send request ``rid`` the way ``rng`` says, and tally the outcome."""
+    method, idempotent, body = rng.choice(
+        [("GET", None, None)] * 5
+        + [("HEAD", None, None), ("PUT", None, b"put")]
+        + [("POST", None, b"post"), ("POST", None, None)]
+        + [("GET", False, None)]
+    )
+    how = rng.choices(
+        ["request", "stream", "pipeline"], [1 - load.stream_rate, *[0.5 * load.stream_rate] * 2]
+    )[0]
+    if how == "pipeline":  # full duplex, with a streaming body: never re-sent
+        method, body = "POST", _streaming_body(rng.randrange(0, 4))
+    if method == "POST" or idempotent is False:
+        tally.non_idempotent.add(rid)
+    options: dict[str, Any] = {"body": body, "idempotent": idempotent}
+    if how == "request":
+        response = await dispatcher.request(method, f"/{rid}", **options)
+        _check_body(tally, rid, response.body)
+    else:
+        leave_early = rng.random() < 0.5
+        opener = dispatcher.stream if how == "stream" else dispatcher.pipeline
+        async with opener(method, f"/{rid}", **options) as response:
+            chunks = []
+            async for chunk in response.body:
+                chunks.append(chunk)
+                if leave_early:
+                    tally.left_early += 1
+                    return
+        _check_body(tally, rid, b"".join(chunks))
+    tally.succeeded += 1
+
+
+async def _streaming_body(pieces: int) -> AsyncIterator[bytes]:
+    for _ in range(pieces):
+        await trio.lowlevel.checkpoint()
+        yield b"piece"
+
+
+async def _caller(
+    dispatcher: Any,
+    load: Load,
+    number: int,
+    tally: Tally,
+    running: dict[str, trio.CancelScope],
+) -> None:
+    rng = random.Random(f"{load.seed}/caller/{number}")
+    for index in range(load.per_caller):
+        rid = f"c{number}r{index}"
+        tally.requests += 1
+        with trio.CancelScope() as scope:
+            if rng.random() < load.cancel_rate:
+                scope.deadline = trio.current_time() + rng.uniform(0, load.cancel_within)
+            running[rid] = scope
+            try:
+                await _one(dispatcher, load, rng, rid, tally)
+            except TrioPoolError as exc:
+                tally.errors[type(exc).__name__] += 1
+            except Exception as exc:
+                tally.foreign.append(exc)
+            finally:
+                del running[rid]
+        if scope.cancelled_caught:
+            tally.cancelled += 1
+
+
+async def _canceller(load: Load, running: dict[str, trio.CancelScope]) -> None:
+    rng = random.Random(f"{load.seed}/canceller")
+    while True:
+        # Waiting on the clock lands cancellations where every task waits for I/O (all
+        # of them, on the autojump clock); spinning through scheduling rounds lands them
+        # between any two steps of the callers.
+        if rng.random() < 0.5:
+            await trio.sleep(rng.uniform(0, load.cancel_within))
+        else:
+            for _ in range(rng.randrange(1, 50)):
+                await trio.lowlevel.checkpoint()
+        if running:
+            running[rng.choice(sorted(running))].cancel()
+
+
+async def run_load(dispatcher: Any, load: Load) -> Tally:
+    """Run ``load`` through ``dispatcher`` (a ``Pool`` or ``BalancedPool``). A checkpoint."""
+    tally = Tally()
+    running: dict[str, trio.CancelScope] = {}
+    async with trio.open_nursery() as outer:
+        outer.start_soon(_canceller, load, running)
+        async with trio.open_nursery() as callers:
+            for number in range(load.callers):
+                callers.start_soon(_caller, dispatcher, load, number, tally, running)
+        outer.cancel_scope.cancel()
+    return tally
+
+
+async def assert_idle(dispatcher: Any, what: str) -> None:
+    """``statistics()`` is back to idle: nothing pending, queued or running, and every
+    open connection free, once the background tasks had their turn (a connection that
+    is closing is still counted until its task ends)."""
+    await trio.testing.wait_all_tasks_blocked()
+    stats = dispatcher.statistics()
+    busy = (stats.pending, stats.queued, stats.running, stats.size)
+    assert busy == (0, 0, 0, 0), f"{what}: not idle: {stats}"
+    assert stats.free == stats.connected, f"{what}: a connection is not free: {stats}"
+
+
+def open_fds() -> int:
+    """How many file descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def check_run(what: str, tally: Tally, servers: list[FaultyServer]) -> None:
+    """The checks on what reached the callers and the servers; logs the figures."""
+    faults: Counter[Fault] = Counter()
+    for server in servers:
+        faults.update(server.faults)
+    report = f"{what}: {tally.summary()}; faults { ({f.name: n for f, n in faults.items()}) }"
+    _log.info("%s", report)
+    assert not tally.foreign, f"{report}; not TrioPoolError: {tally.foreign!r}"
+    assert not tally.crossed, f"{report}; crossed responses: {tally.crossed}"
+    twice = {
+        rid: n
+        for server in servers
+        for rid, n in server.arrivals.items()
+        if n > 1 and rid in tally.non_idempotent
+    }
+    assert not twice, f"{report}; non-idempotent requests sent more than once: {twice}"
+    assert tally.requests == tally.succeeded + tally.cancelled + sum(tally.errors.values()) + (
+        tally.left_early
+    ), f"{report}: a request ended without an outcome"
