@@ -21,6 +21,7 @@ by raising ``ConnectionRefusedError`` as a real connect would.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import random
@@ -42,6 +43,9 @@ class Fault(enum.Enum):
 
     ANSWER = "answer"  # a normal response (content-length or chunked)
     ANSWER_CLOSE = "answer with connection: close"  # pipelined requests behind are re-sent
+    # Answer, then act on the idle connection a moment later (the keep-alive race):
+    IDLE_CLOSE = "answer, then close the idle connection"
+    IDLE_BYTES = "answer, then send unsolicited bytes and close"
     CLOSE_BEFORE = "close before responding"
     CLOSE_MID_LENGTH = "close mid-body (content-length)"
     CLOSE_MID_CHUNKED = "close mid-body (chunked)"
@@ -51,6 +55,11 @@ class Fault(enum.Enum):
     SLOW = "slow answer (dribbled)"  # gaps shorter than the timeouts: must succeed
     # (sometimes after a ``100 Continue``)
     REFUSED = "connection refused"
+
+
+# Bytes nobody asked for, on an idle connection. Not a valid response: one would be
+# indistinguishable from the answer to a request the client wrote as they were on their way.
+UNSOLICITED = b"\x00unsolicited\r\n\r\n"
 
 
 def unit(rid: str) -> bytes:
@@ -100,10 +109,15 @@ class FaultyServer:
         framing = [("transfer-encoding", "chunked")] if rng.random() < 0.5 else []
         if rng.random() < 0.2:  # a keep-alive hint, sometimes below the client's threshold
             framing.append(("keep-alive", f"timeout={rng.choice([1, 3, 5, 30])}"))
-        if fault in (Fault.ANSWER, Fault.ANSWER_CLOSE):
+        if fault in _ANSWERS:
             if fault is Fault.ANSWER_CLOSE:
                 framing.append(("connection", "close"))
             await conn.respond(200, framing, body)
+            if fault in (Fault.IDLE_CLOSE, Fault.IDLE_BYTES):
+                await trio.sleep(self.gap * rng.random())
+                if fault is Fault.IDLE_BYTES:
+                    await conn.send_raw(UNSOLICITED)
+                await conn.close()
         elif fault is Fault.CLOSE_BEFORE:
             await conn.close()
         elif fault in (Fault.CLOSE_MID_LENGTH, Fault.CLOSE_MID_CHUNKED):
@@ -118,11 +132,11 @@ class FaultyServer:
             await conn.send_raw(_garbage(rng))
             await conn.close()
         elif fault is Fault.STALL_HEAD:
-            await trio.sleep_forever()  # until the client hangs up and the server ends
+            await _hold(conn)
         elif fault is Fault.STALL_BODY:
             await conn.send_head(200, [("content-length", str(len(body) + 10))])
             await conn.send_data(body[: len(body) // 2] or b"x")
-            await trio.sleep_forever()
+            await _hold(conn)
         else:
             await self._dribble(conn, framing, body, rng)
 
@@ -148,6 +162,16 @@ class FaultyServer:
         await conn.send_end()
 
 
+async def _hold(conn: ServerConnection) -> None:
+    """Stall: say nothing more until the client hangs up (its timeout must make it), then
+    close. What the client still sends meanwhile (pipelined requests) is read and dropped."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while await conn.stream.receive_some():
+            pass
+    await conn.close()
+
+
+_ANSWERS = frozenset({Fault.ANSWER, Fault.ANSWER_CLOSE, Fault.IDLE_CLOSE, Fault.IDLE_BYTES})
 _BODY_FAULTS = frozenset(
     {Fault.CLOSE_MID_LENGTH, Fault.CLOSE_MID_CHUNKED, Fault.STALL_BODY, Fault.GARBAGE}
 )
