@@ -7,7 +7,9 @@ sockets on 127.0.0.1 (``serve_h11``, port 0) and over in-memory streams (``serve
 where the autojump clock makes long stalls free). Every request carries a unique id in its
 path (``/<id>``); the server counts how many times each id *arrived* (so a test can prove a
 non-idempotent request was never sent twice) and picks the fault for that arrival from a
-``random.Random`` seeded with ``(seed, id, arrival number)``. The fault a request meets
+``random.Random`` seeded with ``(seed, id, arrival number)``. The server runs with
+``streaming=True``: a request has *arrived* once its head has, and some faults strike
+before its body was read (the client may still be writing it). The fault a request meets
 therefore depends on the seed alone, not on how the scheduler interleaved the tasks: a
 failing run is replayed by giving its seed back.
 
@@ -46,7 +48,8 @@ class Fault(enum.Enum):
     # Answer, then act on the idle connection a moment later (the keep-alive race):
     IDLE_CLOSE = "answer, then close the idle connection"
     IDLE_BYTES = "answer, then send unsolicited bytes and close"
-    CLOSE_BEFORE = "close before responding"
+    CLOSE_BEFORE = "close before responding (and before reading the request body)"
+    EARLY_ANSWER = "answer before reading the request body, then close"
     CLOSE_MID_LENGTH = "close mid-body (content-length)"
     CLOSE_MID_CHUNKED = "close mid-body (chunked)"
     GARBAGE = "garbage bytes"
@@ -109,6 +112,9 @@ class FaultyServer:
         framing = [("transfer-encoding", "chunked")] if rng.random() < 0.5 else []
         if rng.random() < 0.2:  # a keep-alive hint, sometimes below the client's threshold
             framing.append(("keep-alive", f"timeout={rng.choice([1, 3, 5, 30])}"))
+        if fault not in _BEFORE_THE_BODY:
+            while await conn.receive_data() is not None:
+                pass
         if fault in _ANSWERS:
             if fault is Fault.ANSWER_CLOSE:
                 framing.append(("connection", "close"))
@@ -171,7 +177,13 @@ async def _hold(conn: ServerConnection) -> None:
     await conn.close()
 
 
-_ANSWERS = frozenset({Fault.ANSWER, Fault.ANSWER_CLOSE, Fault.IDLE_CLOSE, Fault.IDLE_BYTES})
+_ANSWERS = frozenset(
+    {Fault.ANSWER, Fault.ANSWER_CLOSE, Fault.IDLE_CLOSE, Fault.IDLE_BYTES, Fault.EARLY_ANSWER}
+)
+# Faults that act as soon as the request head arrived, leaving its body unread.
+_BEFORE_THE_BODY = frozenset(
+    {Fault.CLOSE_BEFORE, Fault.GARBAGE, Fault.STALL_HEAD, Fault.EARLY_ANSWER}
+)
 _BODY_FAULTS = frozenset(
     {Fault.CLOSE_MID_LENGTH, Fault.CLOSE_MID_CHUNKED, Fault.STALL_BODY, Fault.GARBAGE}
 )

@@ -85,6 +85,11 @@ def _check_body(tally: Tally, rid: str, body: bytes) -> None:
         tally.crossed.append(f"{rid}: {body[:40]!r}...")
 
 
+# Larger than loopback socket buffers take at once: a server that does not read it
+# makes the client's write wait, or fail when the server closes.
+_LARGE = b"x" * 1_000_000
+
+
 async def _one(dispatcher: Any, load: Load, rng: random.Random, rid: str, tally: Tally) -> None:
     """Send request ``rid`` the way ``rng`` says, and tally the outcome."""
     method, idempotent, body = rng.choice(
@@ -93,6 +98,8 @@ async def _one(dispatcher: Any, load: Load, rng: random.Random, rid: str, tally:
         + [("POST", None, b"post"), ("POST", None, None)]
         + [("GET", False, None)]
     )
+    if body is not None and rng.random() < 0.05:
+        body = _LARGE
     how = rng.choices(
         ["request", "stream", "pipeline"], [1 - load.stream_rate, *[0.5 * load.stream_rate] * 2]
     )[0]

@@ -31,7 +31,7 @@ import trio.testing
 from _faulty_server import Fault, FaultyServer, closed_port, refusing, unit
 from _load import Load, assert_idle, check_run, open_fds, run_load
 
-from trio_pool import BalancedPool, Pool
+from trio_pool import BalancedPool, Pool, PoolStats
 from trio_pool.testing import serve_h11, serve_memory
 
 # Relative frequencies of the faults; about half the arrivals meet one.
@@ -41,6 +41,7 @@ FAULTS: Mapping[Fault, float] = {
     Fault.IDLE_CLOSE: 1,
     Fault.IDLE_BYTES: 1,
     Fault.CLOSE_BEFORE: 2,
+    Fault.EARLY_ANSWER: 1,
     Fault.CLOSE_MID_LENGTH: 1,
     Fault.CLOSE_MID_CHUNKED: 1,
     Fault.GARBAGE: 1,
@@ -85,23 +86,47 @@ async def soak(
     hang_guard: float,
     *,
     down: str | None = None,
+    churn: list[str] | None = None,
 ) -> None:
     """One run through ``dispatcher`` and its checks; then the servers heal (the
-    BalancedPool's upstream ``down`` is removed) and the next requests must succeed."""
+    BalancedPool's upstream ``down`` is removed) and the next requests must succeed.
+    With ``churn``, those upstreams of the BalancedPool are removed and added back at
+    random moments during the run."""
     with trio.fail_after(hang_guard):
-        tally = await run_load(dispatcher, load)
+        async with trio.open_nursery() as nursery:
+            if churn:
+                nursery.start_soon(churn_upstreams, dispatcher, churn, load)
+            tally = await run_load(dispatcher, load)
+            nursery.cancel_scope.cancel()
+    for origin in churn or ():
+        dispatcher.add_upstream(origin)
     await assert_idle(dispatcher, what)
     check_run(what, tally, servers)
     if down is not None:
         dispatcher.remove_upstream(down)
     for server in servers:
         server.healthy = True
+    # Let the faults still pending on idle connections play out first: unsolicited bytes
+    # racing a request just written are indistinguishable from its response.
+    await trio.sleep(2 * max(server.gap for server in servers))
     for index in range(2 * len(servers)):
         rid = f"healthy{index}"
         response = await dispatcher.request("GET", f"/{rid}")
         assert response.status == 200, what
         assert response.body == unit(rid) * (len(response.body) // len(unit(rid))), what
     await assert_idle(dispatcher, f"{what}, after the healthy requests")
+
+
+async def churn_upstreams(pool: BalancedPool, origins: list[str], load: Load) -> None:
+    """Remove a random upstream (its requests finish, its Pool closes in the background)
+    and add it back a moment later, again and again."""
+    rng = random.Random(f"{load.seed}/churn")
+    while True:
+        origin = rng.choice(origins)
+        pool.remove_upstream(origin)
+        await trio.sleep(rng.uniform(0, load.cancel_within))
+        pool.add_upstream(origin)
+        await trio.sleep(rng.uniform(0, load.cancel_within))
 
 
 @asynccontextmanager
@@ -141,7 +166,7 @@ async def test_pool_in_memory(
     options = options or drawn_options(seed)
     what = f"Pool in memory, {options}, CHAOS_SEED={seed}"
     faulty = FaultyServer(seed, FAULTS, MEMORY_GAP)
-    async with fds_restored(what), serve_memory(faulty) as server:
+    async with fds_restored(what), serve_memory(faulty, streaming=True) as server:
         connector = refusing(server.connector, faulty, rate=REFUSE_RATE)
         async with Pool(
             server.origin,
@@ -157,7 +182,7 @@ async def test_pool_on_sockets(seed: int, pipelining: int) -> None:
     what = f"Pool on sockets, pipelining={pipelining}, CHAOS_SEED={seed}"
     faulty = FaultyServer(seed, SOCKET_FAULTS, SOCKET_GAP)
     with closed_port() as dead:
-        async with fds_restored(what), serve_h11(faulty) as server:
+        async with fds_restored(what), serve_h11(faulty, streaming=True) as server:
             port = int(server.origin.rsplit(":", 1)[1])
 
             async def connect(origin: Any) -> trio.abc.Stream:
@@ -183,7 +208,7 @@ async def test_balanced_in_memory(autojump_clock: trio.testing.MockClock, seed: 
     async with fds_restored(what), AsyncExitStack() as stack:
         connectors = {}
         for number, script in enumerate(faulty):
-            server = await stack.enter_async_context(serve_memory(script))
+            server = await stack.enter_async_context(serve_memory(script, streaming=True))
             connectors[f"http://up{number}"] = refusing(server.connector, script, rate=0.02)
 
         async def connector(origin: Any) -> trio.abc.Stream:
@@ -196,7 +221,9 @@ async def test_balanced_in_memory(autojump_clock: trio.testing.MockClock, seed: 
             [*connectors, "http://down"], connections=4, connector=connector, **MEMORY_TIMEOUTS
         ) as pool:
             run = memory_load(seed, callers=20, per_caller=30)
-            await soak(what, pool, faulty, run, MEMORY_HANG_GUARD, down="http://down")
+            await soak(
+                what, pool, faulty, run, MEMORY_HANG_GUARD, down="http://down", churn=[*connectors]
+            )
 
 
 async def test_balanced_on_sockets(seed: int) -> None:
@@ -207,11 +234,12 @@ async def test_balanced_on_sockets(seed: int) -> None:
         down = f"http://127.0.0.1:{dead.getsockname()[1]}"
         async with fds_restored(what), AsyncExitStack() as stack:
             origins = [
-                (await stack.enter_async_context(serve_h11(script))).origin for script in faulty
+                (await stack.enter_async_context(serve_h11(script, streaming=True))).origin
+                for script in faulty
             ]
             async with BalancedPool([*origins, down], connections=4, **SOCKET_TIMEOUTS) as pool:
                 run = socket_load(seed, callers=16, per_caller=25)
-                await soak(what, pool, faulty, run, SOCKET_HANG_GUARD, down=down)
+                await soak(what, pool, faulty, run, SOCKET_HANG_GUARD, down=down, churn=origins)
 
 
 async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: int) -> None:
@@ -221,7 +249,7 @@ async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: i
     connections left to expire, so each run ends in the same state."""
     sizes = []
     faulty = FaultyServer(seed, FAULTS, MEMORY_GAP)
-    async with serve_memory(faulty) as server:
+    async with serve_memory(faulty, streaming=True) as server:
         connector = refusing(server.connector, faulty, rate=REFUSE_RATE)
         async with Pool(
             server.origin, connections=4, pipelining=2, connector=connector, **MEMORY_TIMEOUTS
@@ -243,3 +271,31 @@ async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: i
                 tracemalloc.stop()
     growth = sizes[-1] - sizes[1]
     assert growth < 64 * 1024, f"CHAOS_SEED={seed}: memory grew by {growth} bytes: {sizes}"
+
+
+@pytest.mark.parametrize("ending", ["close", "destroy"])
+async def test_pool_ended_under_load(
+    autojump_clock: trio.testing.MockClock, seed: int, ending: str
+) -> None:
+    """``close()`` or ``destroy()`` in the middle of a run: the callers still get only
+    ``TrioPoolError``s, nothing hangs, and every connection is closed."""
+    what = f"Pool ended by {ending}() under load, CHAOS_SEED={seed}"
+    faulty = FaultyServer(seed, FAULTS, MEMORY_GAP)
+    rng = random.Random(f"{seed}/{ending}")
+    async with fds_restored(what), serve_memory(faulty, streaming=True) as server:
+        connector = refusing(server.connector, faulty, rate=REFUSE_RATE)
+        async with Pool(
+            server.origin, connections=4, pipelining=2, connector=connector, **MEMORY_TIMEOUTS
+        ) as pool:
+
+            async def end_later() -> None:
+                await trio.sleep(rng.uniform(0, 200))
+                await (pool.close() if ending == "close" else pool.destroy())
+
+            with trio.fail_after(MEMORY_HANG_GUARD):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(end_later)
+                    tally = await run_load(pool, memory_load(seed, callers=16, per_caller=25))
+            stats = pool.statistics()
+            assert stats == PoolStats(0, 0, 0, 0, 0, 0), f"{what}: {stats}"
+        check_run(what, tally, [faulty])
