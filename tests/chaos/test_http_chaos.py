@@ -262,6 +262,7 @@ async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: i
                     await assert_idle(pool, what)
                     check_run(what, tally, [faulty])
                     faulty.arrivals.clear()
+                    faulty.faults.clear()
                     server.requests.clear()
                     del tally
                     await trio.sleep(60)  # virtual: idle connections expire, stalls end
