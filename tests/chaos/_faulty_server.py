@@ -16,9 +16,9 @@ failing run is replayed by giving its seed back.
 A successful answer's body is the request id repeated (``"<id>;" * n``), so a caller can
 check that it got *its* response (a crossed pipelined response would show).
 
-Refused connections are the connector's business (:func:`refusing`): a connect attempt is
-refused with the configured probability, by a real closed port on loopback or, in memory,
-by raising ``ConnectionRefusedError`` as a real connect would.
+Refused and slow connections are the connector's business (:func:`faulty_connector`): a
+connect attempt is refused with the configured probability, by a real closed port on
+loopback or, in memory, by raising ``ConnectionRefusedError`` as a real connect would.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import trio
 
 from trio_pool.testing import ServerConnection, ServerRequest
 
-__all__ = ["Fault", "FaultyServer", "closed_port", "refusing", "unit"]
+__all__ = ["Fault", "FaultyServer", "closed_port", "faulty_connector", "unit"]
 
 
 class Fault(enum.Enum):
@@ -58,6 +58,7 @@ class Fault(enum.Enum):
     SLOW = "slow answer (dribbled)"  # gaps shorter than the timeouts: must succeed
     # (sometimes after a ``100 Continue``)
     REFUSED = "connection refused"
+    SLOW_CONNECT = "slow connect"  # (by the connector) past connect_timeout, or just slow
 
 
 # Bytes nobody asked for, on an idle connection. Not a valid response: one would be
@@ -76,7 +77,7 @@ class FaultyServer:
 
     Attributes:
         seed: decides every fault.
-        weights: relative frequency of each fault (ANSWER included; REFUSED is ignored).
+        weights: relative frequency of each fault the server injects (ANSWER included).
         gap: the pause, in seconds, between the pieces of a slow answer (keep it under
             the client's timeouts).
         healthy: while True, every arrival is answered normally (for the after-run check).
@@ -96,7 +97,7 @@ class FaultyServer:
         rng = random.Random(f"{self.seed}/{rid}/{self.arrivals[rid]}")
         if self.healthy:
             return Fault.ANSWER, rng
-        kinds = [kind for kind in self.weights if kind is not Fault.REFUSED]
+        kinds = [kind for kind in self.weights if kind not in _CONNECT_FAULTS]
         fault = rng.choices(kinds, [self.weights[kind] for kind in kinds])[0]
         if method == "HEAD" and fault in _BODY_FAULTS:
             fault = Fault.CLOSE_BEFORE  # a response to HEAD has no body to cut
@@ -177,6 +178,7 @@ async def _hold(conn: ServerConnection) -> None:
     await conn.close()
 
 
+_CONNECT_FAULTS = frozenset({Fault.REFUSED, Fault.SLOW_CONNECT})
 _ANSWERS = frozenset(
     {Fault.ANSWER, Fault.ANSWER_CLOSE, Fault.IDLE_CLOSE, Fault.IDLE_BYTES, Fault.EARLY_ANSWER}
 )
@@ -203,22 +205,33 @@ def _garbage(rng: random.Random) -> bytes:
 Connect = Callable[[Any], Awaitable[trio.abc.Stream]]
 
 
-def refusing(
-    connect: Connect, server: FaultyServer, *, rate: float, refuse_port: int | None = None
+def faulty_connector(
+    connect: Connect,
+    server: FaultyServer,
+    *,
+    rate: float,
+    slow: float,
+    refuse_port: int | None = None,
 ) -> Connect:
-    """A ``connector=`` that refuses a connect attempt with probability ``rate`` while
-    ``server`` is not healthy: by connecting to ``refuse_port`` (a closed loopback port: the
-    kernel refuses) or, if that is None, by raising ``ConnectionRefusedError`` itself.
-    Refusals are counted in ``server.faults``."""
+    """A ``connector=`` that, while ``server`` is not healthy, refuses a connect attempt
+    with probability ``rate`` and delays one by up to ``slow`` seconds with the same
+    probability (past the client's ``connect_timeout``, if ``slow`` is larger). Refused:
+    by connecting to ``refuse_port`` (a closed loopback port: the kernel refuses) or, if
+    that is None, by raising ``ConnectionRefusedError`` itself. Both are counted in
+    ``server.faults``."""
     rng = random.Random(f"{server.seed}/connect")
 
     async def connector(origin: Any) -> trio.abc.Stream:
-        if not server.healthy and rng.random() < rate:
+        draw = rng.random()
+        if not server.healthy and draw < rate:
             server.faults[Fault.REFUSED] += 1
             if refuse_port is not None:
                 return await trio.open_tcp_stream("127.0.0.1", refuse_port)
             await trio.lowlevel.checkpoint()
             raise ConnectionRefusedError(errno.ECONNREFUSED, "connection refused (chaos)")
+        if not server.healthy and draw < 2 * rate:
+            server.faults[Fault.SLOW_CONNECT] += 1
+            await trio.sleep(rng.uniform(0, slow))
         return await connect(origin)
 
     return connector

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _faulty_server import Fault, FaultyServer, closed_port, refusing, unit
+from _faulty_server import Fault, FaultyServer, closed_port, faulty_connector, unit
 from _load import Load, assert_idle, check_run, open_fds, run_load
 
 from trio_pool import BalancedPool, Pool, PoolStats
@@ -55,11 +55,13 @@ SOCKET_FAULTS: Mapping[Fault, float] = {
     Fault.STALL_HEAD: 0.3,
     Fault.STALL_BODY: 0.3,
 }
-REFUSE_RATE = 0.05
+REFUSE_RATE = 0.05  # and as many slow connects
 # Virtual seconds in memory (the autojump clock makes them free); real ones on sockets.
-MEMORY_TIMEOUTS = {"headers_timeout": 30.0, "body_timeout": 30.0}
+MEMORY_TIMEOUTS = {"headers_timeout": 30.0, "body_timeout": 30.0, "connect_timeout": 10.0}
 SOCKET_TIMEOUTS = {"headers_timeout": 0.3, "body_timeout": 0.3, "connect_timeout": 2.0}
 MEMORY_GAP = 5.0
+MEMORY_SLOW_CONNECT = 20.0  # half the slow connects time out
+SOCKET_SLOW_CONNECT = 0.1  # none does
 SOCKET_GAP = 0.02
 MEMORY_HANG_GUARD = 3600.0  # virtual: far beyond any legitimate run
 SOCKET_HANG_GUARD = 20.0
@@ -167,7 +169,9 @@ async def test_pool_in_memory(
     what = f"Pool in memory, {options}, CHAOS_SEED={seed}"
     faulty = FaultyServer(seed, FAULTS, MEMORY_GAP)
     async with fds_restored(what), serve_memory(faulty, streaming=True) as server:
-        connector = refusing(server.connector, faulty, rate=REFUSE_RATE)
+        connector = faulty_connector(
+            server.connector, faulty, rate=REFUSE_RATE, slow=MEMORY_SLOW_CONNECT
+        )
         async with Pool(
             server.origin,
             connector=connector,
@@ -188,8 +192,12 @@ async def test_pool_on_sockets(seed: int, pipelining: int) -> None:
             async def connect(origin: Any) -> trio.abc.Stream:
                 return await trio.open_tcp_stream("127.0.0.1", port)
 
-            connector = refusing(
-                connect, faulty, rate=REFUSE_RATE, refuse_port=dead.getsockname()[1]
+            connector = faulty_connector(
+                connect,
+                faulty,
+                rate=REFUSE_RATE,
+                slow=SOCKET_SLOW_CONNECT,
+                refuse_port=dead.getsockname()[1],
             )
             async with Pool(
                 server.origin,
@@ -209,7 +217,9 @@ async def test_balanced_in_memory(autojump_clock: trio.testing.MockClock, seed: 
         connectors = {}
         for number, script in enumerate(faulty):
             server = await stack.enter_async_context(serve_memory(script, streaming=True))
-            connectors[f"http://up{number}"] = refusing(server.connector, script, rate=0.02)
+            connectors[f"http://up{number}"] = faulty_connector(
+                server.connector, script, rate=0.02, slow=MEMORY_SLOW_CONNECT
+            )
 
         async def connector(origin: Any) -> trio.abc.Stream:
             if origin.text not in connectors:
@@ -250,7 +260,9 @@ async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: i
     sizes = []
     faulty = FaultyServer(seed, FAULTS, MEMORY_GAP)
     async with serve_memory(faulty, streaming=True) as server:
-        connector = refusing(server.connector, faulty, rate=REFUSE_RATE)
+        connector = faulty_connector(
+            server.connector, faulty, rate=REFUSE_RATE, slow=MEMORY_SLOW_CONNECT
+        )
         async with Pool(
             server.origin, connections=4, pipelining=2, connector=connector, **MEMORY_TIMEOUTS
         ) as pool:
@@ -284,7 +296,9 @@ async def test_pool_ended_under_load(
     faulty = FaultyServer(seed, FAULTS, MEMORY_GAP)
     rng = random.Random(f"{seed}/{ending}")
     async with fds_restored(what), serve_memory(faulty, streaming=True) as server:
-        connector = refusing(server.connector, faulty, rate=REFUSE_RATE)
+        connector = faulty_connector(
+            server.connector, faulty, rate=REFUSE_RATE, slow=MEMORY_SLOW_CONNECT
+        )
         async with Pool(
             server.origin, connections=4, pipelining=2, connector=connector, **MEMORY_TIMEOUTS
         ) as pool:
