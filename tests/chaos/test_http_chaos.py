@@ -11,8 +11,9 @@ that memory stays flat across repeated runs.
 Every random choice derives from one seed per test, chosen afresh each session (or fixed
 with the ``CHAOS_SEED`` environment variable) and named in every assertion message: the
 faults a request meets depend on the seed alone (see ``_faulty_server.py``); the
-interleaving of real sockets is the only thing a seed does not pin down. The figures of each
-run are logged (``-o log_cli=true --log-cli-level=INFO`` shows them).
+interleaving of real sockets is the only thing a seed does not pin down. ``CHAOS_SCALE=N``
+multiplies the requests per caller for a longer soak. The figures of each run are logged
+(``-o log_cli=true --log-cli-level=INFO`` shows them).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ SOCKET_FAULTS: Mapping[Fault, float] = {
     Fault.STALL_HEAD: 0.3,
     Fault.STALL_BODY: 0.3,
 }
+# A longer soak: CHAOS_SCALE=10 sends ten times as many requests per caller.
+SCALE = int(os.environ.get("CHAOS_SCALE") or 1)
 REFUSE_RATE = 0.05  # and as many slow connects
 # Virtual seconds in memory (the autojump clock makes them free); real ones on sockets.
 MEMORY_TIMEOUTS = {"headers_timeout": 30.0, "body_timeout": 30.0, "connect_timeout": 10.0}
@@ -63,8 +66,8 @@ MEMORY_GAP = 5.0
 MEMORY_SLOW_CONNECT = 20.0  # half the slow connects time out
 SOCKET_SLOW_CONNECT = 0.1  # none does
 SOCKET_GAP = 0.02
-MEMORY_HANG_GUARD = 3600.0  # virtual: far beyond any legitimate run
-SOCKET_HANG_GUARD = 20.0
+MEMORY_HANG_GUARD = 3600.0 * SCALE  # virtual: far beyond any legitimate run
+SOCKET_HANG_GUARD = 20.0 * SCALE
 
 
 @pytest.fixture
@@ -73,11 +76,11 @@ def seed() -> int:
 
 
 def memory_load(seed: int, callers: int = 24, per_caller: int = 40) -> Load:
-    return Load(seed, callers, per_caller, cancel_within=20.0)
+    return Load(seed, callers, per_caller * SCALE, cancel_within=20.0)
 
 
 def socket_load(seed: int, callers: int = 16, per_caller: int = 25) -> Load:
-    return Load(seed, callers, per_caller, cancel_within=0.1)
+    return Load(seed, callers, per_caller * SCALE, cancel_within=0.1)
 
 
 async def soak(
@@ -228,7 +231,7 @@ async def test_balanced_in_memory(autojump_clock: trio.testing.MockClock, seed: 
             return await connectors[origin.text](origin)
 
         async with BalancedPool(
-            [*connectors, "http://down"], connections=4, connector=connector, **MEMORY_TIMEOUTS
+            [*connectors, "http://down"], connections=8, connector=connector, **MEMORY_TIMEOUTS
         ) as pool:
             run = memory_load(seed, callers=20, per_caller=30)
             await soak(
