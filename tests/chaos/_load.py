@@ -88,6 +88,7 @@ _LARGE = b"x" * 1_000_000
 
 async def _one(dispatcher: Any, load: Load, rng: random.Random, rid: str, tally: Tally) -> str:
     """Send request ``rid`` the way ``rng`` says; its outcome unless it raised."""
+    body: bytes | AsyncIterator[bytes] | None
     method, idempotent, body = rng.choice(
         [("GET", None, None)] * 5
         + [("HEAD", None, None), ("PUT", None, b"put")]

@@ -60,8 +60,16 @@ SOCKET_FAULTS: Mapping[Fault, float] = {
 SCALE = int(os.environ.get("CHAOS_SCALE") or 1)
 REFUSE_RATE = 0.05  # and as many slow connects
 # Virtual seconds in memory (the autojump clock makes them free); real ones on sockets.
-MEMORY_TIMEOUTS = {"headers_timeout": 30.0, "body_timeout": 30.0, "connect_timeout": 10.0}
-SOCKET_TIMEOUTS = {"headers_timeout": 0.3, "body_timeout": 0.3, "connect_timeout": 2.0}
+MEMORY_TIMEOUTS: dict[str, Any] = {
+    "headers_timeout": 30.0,
+    "body_timeout": 30.0,
+    "connect_timeout": 10.0,
+}
+SOCKET_TIMEOUTS: dict[str, Any] = {
+    "headers_timeout": 0.3,
+    "body_timeout": 0.3,
+    "connect_timeout": 2.0,
+}
 MEMORY_GAP = 5.0
 MEMORY_SLOW_CONNECT = 20.0  # half the slow connects time out
 SOCKET_SLOW_CONNECT = 0.1  # none does
