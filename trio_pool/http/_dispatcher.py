@@ -636,10 +636,12 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         request = self._accept(options)
         controller = Controller(request, self._abort)
         try:
-            await call(handler.on_request_start, controller)
-        except Exception as exc:
-            controller.abort(exc)
-        try:
+            # Inside the outer try: a caller cancelled while an async on_request_start
+            # runs still gets its on_response_error.
+            try:
+                await call(handler.on_request_start, controller)
+            except Exception as exc:
+                controller.abort(exc)
             if request.state is State.NEW:
                 await self._run(request, partial(_drive, handler=handler, controller=controller))
         except trio.Cancelled:
