@@ -5,7 +5,8 @@ Theory of operation
 -------------------
 :func:`run_load` starts ``callers`` tasks, each sending ``per_caller`` requests drawn from
 its own ``random.Random`` (seeded from the run's seed and its number): ``request()`` or
-``stream()`` (read whole, or left early), GET/PUT (idempotent) or POST / GET with
+``dispatch()`` (with a handler that may be async, abort or raise), ``stream()`` or
+``pipeline()`` (read whole, or left early), GET/PUT (idempotent) or POST / GET with
 ``idempotent=False`` (never to be sent twice). A request may get a deadline of its own
 (``move_on_after``), and a *canceller* task cancels the scope of a random running request
 every so often, so cancellations land at every point of a request's life.
@@ -20,8 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import attrs
@@ -29,7 +31,7 @@ import trio
 import trio.testing
 from _faulty_server import Fault, FaultyServer, unit
 
-from trio_pool import TrioPoolError
+from trio_pool import RequestOptions, TrioPoolError
 
 __all__ = ["Load", "Tally", "assert_idle", "check_run", "open_fds", "run_load"]
 
@@ -98,7 +100,8 @@ async def _one(dispatcher: Any, load: Load, rng: random.Random, rid: str, tally:
     if body is not None and rng.random() < 0.05:
         body = _LARGE
     how = rng.choices(
-        ["request", "stream", "pipeline"], [1 - load.stream_rate, *[0.5 * load.stream_rate] * 2]
+        ["request", "dispatch", "stream", "pipeline"],
+        [0.8 - load.stream_rate, 0.2, *[0.5 * load.stream_rate] * 2],
     )[0]
     if how == "pipeline":  # full duplex, with a streaming body: never re-sent
         method, body = "POST", _streaming_body(rng.randrange(0, 4))
@@ -108,6 +111,9 @@ async def _one(dispatcher: Any, load: Load, rng: random.Random, rid: str, tally:
     if how == "request":
         response = await dispatcher.request(method, f"/{rid}", **options)
         _check_body(tally, rid, response.body)
+    elif how == "dispatch":
+        request = RequestOptions(method, f"/{rid}", **options)
+        return await _dispatch(dispatcher, rng, rid, tally, request)
     else:
         leave_early = rng.random() < 0.5
         opener = dispatcher.stream if how == "stream" else dispatcher.pipeline
@@ -121,6 +127,90 @@ async def _one(dispatcher: Any, load: Load, rng: random.Random, rid: str, tally:
             return "left early"
         _check_body(tally, rid, b"".join(chunks))
     return "ok"
+
+
+class _Boom(Exception):
+    """What a handler raises on purpose (it is passed to its ``on_response_error``)."""
+
+
+# The calls a handler may see, one letter each: on_request_start, on_response_start,
+# on_response_data*, then on_response_end; or, instead of the rest, one on_response_error.
+_HANDLER_PROTOCOL = re.compile(r"q(sd*e|(sd*)?x)")
+
+
+@attrs.define(eq=False)
+class _Handler:
+    """A ``dispatch()`` handler that records its calls; it may be ``async`` (backpressure)
+    and may abort its request, or raise, at the first call of a drawn kind."""
+
+    asynchronous: bool
+    strike: str | None  # the call to strike at: "q", "s" or "d" (see _HANDLER_PROTOCOL)
+    abort: bool  # strike by aborting (else by raising)
+    calls: list[str] = attrs.Factory(list)
+    chunks: list[bytes] = attrs.Factory(list)
+    error: BaseException | None = None
+
+    def _call(self, letter: str, controller: Any) -> Awaitable[None] | None:
+        self.calls.append(letter)
+        if letter == self.strike:
+            self.strike = None
+            if not self.abort:
+                raise _Boom(letter)
+            controller.abort("chaos")
+        return _backpressure() if self.asynchronous else None
+
+    def on_request_start(self, controller: Any) -> Awaitable[None] | None:
+        return self._call("q", controller)
+
+    def on_response_start(self, controller: Any, *head: object) -> Awaitable[None] | None:
+        return self._call("s", controller)
+
+    def on_response_data(self, controller: Any, chunk: bytes) -> Awaitable[None] | None:
+        self.chunks.append(chunk)
+        return self._call("d", controller)
+
+    def on_response_end(self, controller: Any, trailers: object) -> Awaitable[None] | None:
+        return self._call("e", controller)
+
+    def on_response_error(self, controller: Any, error: BaseException) -> None:
+        self.calls.append("x")
+        self.error = error
+
+
+def _check_handler(tally: Tally, rid: str, handler: _Handler, expected: str | None) -> None:
+    """The handler's calls were ``expected`` (None: in the protocol's order)."""
+    calls = "".join(handler.calls)
+    if calls != expected if expected is not None else not _HANDLER_PROTOCOL.fullmatch(calls):
+        tally.foreign.append(AssertionError(f"{rid}: handler calls {calls!r}, not {expected}"))
+
+
+async def _backpressure() -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def _dispatch(
+    dispatcher: Any, rng: random.Random, rid: str, tally: Tally, options: RequestOptions
+) -> str:
+    """``dispatch()`` with a :class:`_Handler`; its outcome. The handler must see its calls
+    in the protocol's order, also when the caller is cancelled; what reaches its
+    ``on_response_error`` must be a ``TrioPoolError`` or what it raised itself."""
+    strike = rng.choice([None, None, "q", "s", "d"])
+    handler = _Handler(rng.random() < 0.5, strike, rng.random() < 0.5)
+    try:
+        await dispatcher.dispatch(options, handler)
+    except TrioPoolError:  # refused before it started (closed, no upstream): no handler call
+        _check_handler(tally, rid, handler, "")
+        raise
+    except trio.Cancelled:  # the handler still hears of its end
+        _check_handler(tally, rid, handler, None)
+        raise
+    _check_handler(tally, rid, handler, None)
+    if handler.error is None:
+        _check_body(tally, rid, b"".join(handler.chunks))
+        return "ok"
+    if not isinstance(handler.error, TrioPoolError | _Boom):
+        tally.foreign.append(handler.error)
+    return f"dispatch: {type(handler.error).__name__}"
 
 
 async def _streaming_body(pieces: int) -> AsyncIterator[bytes]:
