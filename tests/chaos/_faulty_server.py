@@ -7,18 +7,20 @@ sockets on 127.0.0.1 (``serve_h11``, port 0) and over in-memory streams (``serve
 where the autojump clock makes long stalls free). Every request carries a unique id in its
 path (``/<id>``); the server counts how many times each id *arrived* (so a test can prove a
 non-idempotent request was never sent twice) and picks the fault for that arrival from a
-``random.Random`` seeded with ``(seed, id, arrival number)``. The server runs with
-``streaming=True``: a request has *arrived* once its head has, and some faults strike
-before its body was read (the client may still be writing it). The fault a request meets
+``random.Random`` seeded with ``(seed, id, arrival number)``. The fault a request meets
 therefore depends on the seed alone, not on how the scheduler interleaved the tasks: a
 failing run is replayed by giving its seed back.
+
+The server runs with ``streaming=True``: a request has *arrived* once its head has, and
+some faults strike before its body was read (the client may still be writing it).
 
 A successful answer's body is the request id repeated (``"<id>;" * n``), so a caller can
 check that it got *its* response (a crossed pipelined response would show).
 
 Refused and slow connections are the connector's business (:func:`faulty_connector`): a
 connect attempt is refused with the configured probability, by a real closed port on
-loopback or, in memory, by raising ``ConnectionRefusedError`` as a real connect would.
+loopback or, in memory, by raising ``ConnectionRefusedError`` as a real connect would;
+another is delayed (past ``connect_timeout`` in memory).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import trio
 
 from trio_pool.testing import ServerConnection, ServerRequest
 
-__all__ = ["Fault", "FaultyServer", "closed_port", "faulty_connector", "unit"]
+__all__ = ["Fault", "FaultyServer", "closed_port", "faulty_connector", "is_own_body"]
 
 
 class Fault(enum.Enum):
@@ -66,9 +68,10 @@ class Fault(enum.Enum):
 UNSOLICITED = b"\x00unsolicited\r\n\r\n"
 
 
-def unit(rid: str) -> bytes:
-    """The piece a successful answer to request ``rid`` repeats."""
-    return f"{rid};".encode()
+def is_own_body(rid: str, body: bytes) -> bool:
+    """Whether ``body`` is a successful answer to request ``rid`` (its id, repeated)."""
+    piece = f"{rid};".encode()
+    return body == piece * (len(body) // len(piece))
 
 
 @attrs.define(eq=False)
@@ -109,7 +112,7 @@ class FaultyServer:
         fault, rng = self._plan(rid, request.method)
         # Mostly small bodies; some larger than what an unread stream may drain cheaply.
         repeat = rng.randrange(0, 200) if rng.random() < 0.85 else rng.randrange(5000, 12000)
-        body = b"" if request.method == "HEAD" else unit(rid) * repeat
+        body = b"" if request.method == "HEAD" else f"{rid};".encode() * repeat
         framing = [("transfer-encoding", "chunked")] if rng.random() < 0.5 else []
         if rng.random() < 0.2:  # a keep-alive hint, sometimes below the client's threshold
             framing.append(("keep-alive", f"timeout={rng.choice([1, 3, 5, 30])}"))

@@ -6,14 +6,16 @@ Theory of operation
 :func:`run_load` starts ``callers`` tasks, each sending ``per_caller`` requests drawn from
 its own ``random.Random`` (seeded from the run's seed and its number): ``request()`` or
 ``dispatch()`` (with a handler that may be async, abort or raise), ``stream()`` or
-``pipeline()`` (read whole, or left early), GET/PUT (idempotent) or POST / GET with
-``idempotent=False`` (never to be sent twice). A request may get a deadline of its own
+``pipeline()`` (read whole, or left early); GET/HEAD/PUT (idempotent) or POST / GET with
+``idempotent=False`` (never to be sent twice); now and then a 1 MB upload. A request may
+get a deadline of its own
 (``move_on_after``), and a *canceller* task cancels the scope of a random running request
 every so often, so cancellations land at every point of a request's life.
 
-Whatever reaches a caller is tallied in :class:`Tally`: successes (whose body must be the
-request's own), cancellations, ``TrioPoolError`` subclasses by name, and anything else
-(a bug: only the library's errors may reach a caller).
+Each request ends with one outcome, tallied in :class:`Tally`: success (its body must be
+the request's own), a stream left early, a cancellation, or the name of the
+``TrioPoolError`` it raised. Anything else is a bug, collected apart: another exception
+reaching a caller, a crossed body, a ``dispatch()`` handler called out of its protocol.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
-from _faulty_server import Fault, FaultyServer, unit
+from _faulty_server import Fault, FaultyServer, is_own_body
 
 from trio_pool import RequestOptions, TrioPoolError
 
@@ -78,8 +80,7 @@ class Tally:
 
 
 def _check_body(tally: Tally, rid: str, body: bytes) -> None:
-    piece = unit(rid)
-    if body != piece * (len(body) // len(piece)):
+    if not is_own_body(rid, body):
         tally.crossed.append(f"{rid}: {body[:40]!r}...")
 
 
