@@ -137,6 +137,9 @@ class _Boom(Exception):
 # The calls a handler may see, one letter each: on_request_start, on_response_start,
 # on_response_data*, then on_response_end; or, instead of the rest, one on_response_error.
 _HANDLER_PROTOCOL = re.compile(r"q(sd*e|(sd*)?x)")
+# A handler method that fails is followed by on_response_error (API.md 1.3), and that
+# includes an async on_response_end cancelled with its caller.
+_ASYNC_HANDLER_PROTOCOL = re.compile(r"q(sd*e|(sd*e?)?x)")
 
 
 @attrs.define(eq=False)
@@ -181,7 +184,8 @@ class _Handler:
 def _check_handler(tally: Tally, rid: str, handler: _Handler, expected: str | None) -> None:
     """The handler's calls were ``expected`` (None: in the protocol's order)."""
     calls = "".join(handler.calls)
-    if calls != expected if expected is not None else not _HANDLER_PROTOCOL.fullmatch(calls):
+    protocol = _ASYNC_HANDLER_PROTOCOL if handler.asynchronous else _HANDLER_PROTOCOL
+    if calls != expected if expected is not None else not protocol.fullmatch(calls):
         tally.foreign.append(AssertionError(f"{rid}: handler calls {calls!r}, not {expected}"))
 
 

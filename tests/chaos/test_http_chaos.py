@@ -280,9 +280,9 @@ async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: i
         ) as pool:
             tracemalloc.start()
             try:
-                for run in range(6):
+                for run in range(5):
                     what = f"memory run {run}, CHAOS_SEED={seed}"
-                    tally = await run_load(pool, memory_load(seed + run, callers=8, per_caller=15))
+                    tally = await run_load(pool, memory_load(seed + run, callers=8, per_caller=10))
                     await assert_idle(pool, what)
                     check_run(what, tally, [faulty])
                     faulty.arrivals.clear()
