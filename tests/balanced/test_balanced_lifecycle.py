@@ -20,6 +20,8 @@ from trio_pool import (
     InformationalError,
     InvalidArgumentError,
     Pool,
+    RequestAbortedError,
+    RequestOptions,
     TrioPoolError,
 )
 from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_h11
@@ -257,6 +259,61 @@ async def test_cancelled_while_queued_here_leaves_the_queue() -> None:
             assert idle(pool)
             assert (await pool.request("GET", "/")).body in (b"A", b"B")
             assert idle(pool)
+
+
+class Calls:
+    """A dispatch() handler that records which of its methods were called."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.error: BaseException | None = None
+
+    def on_request_start(self, controller: object) -> None:
+        self.calls.append("start")
+
+    def on_response_start(self, controller: object, *head: object) -> None:
+        self.calls.append("head")
+
+    def on_response_data(self, controller: object, chunk: bytes) -> None:
+        self.calls.append("data")
+
+    def on_response_end(self, controller: object, trailers: object) -> None:
+        self.calls.append("end")
+
+    def on_response_error(self, controller: object, error: BaseException) -> None:
+        self.calls.append("error")
+        self.error = error
+
+
+async def test_dispatch_cancelled_while_queued_here_tells_its_handler() -> None:
+    """Found by the chaos soak: a dispatch() cancelled while it waits here for an upstream
+    ends, for its handler, as it would in a Pool: ``on_request_start`` then one
+    ``on_response_error`` (the handler used to hear nothing at all)."""
+    gate = Gate()
+    async with servers(gate, "A") as (a,):
+        async with BalancedPool([a.origin], connections=1) as pool:
+            handler = Calls()
+            scope = trio.CancelScope()
+
+            async def dispatch() -> None:
+                with scope:
+                    await pool.dispatch(RequestOptions("GET", "/"), handler)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(2):  # one running, one queued in the Pool
+                    nursery.start_soon(pool.request, "GET", "/slow")
+                await settle()
+                nursery.start_soon(dispatch)
+                await settle()
+                assert pool.statistics().queued == 2  # one in the Pool, one here
+                scope.cancel()
+                await settle()
+                assert handler.calls == ["start", "error"]
+                assert isinstance(handler.error, RequestAbortedError)
+                gate.open()
+            assert idle(pool)
+            await pool.dispatch(RequestOptions("GET", "/"), handler := Calls())
+            assert handler.calls == ["start", "head", "data", "end"]
 
 
 async def test_waiter_cancelled_as_it_is_given_an_upstream_passes_it_on() -> None:

@@ -340,6 +340,29 @@ async def test_dispatch_aborted_in_on_request_start_sends_nothing() -> None:
         assert pool.statistics().size == 0
 
 
+async def test_dispatch_cancelled_in_its_async_on_request_start_ends_with_one_response_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found by the chaos soak: the caller cancelled while an async ``on_request_start``
+    ran used to leave the handler without its ``on_response_error``."""
+
+    class SlowStart(Recorder):
+        async def on_request_start(self, controller: object) -> None:  # type: ignore[override]
+            self.calls.append("start")
+            await trio.sleep(10)
+
+    handler = SlowStart()
+    async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
+        with trio.move_on_after(5) as scope:
+            await pool.dispatch(RequestOptions("GET", "/"), handler)
+        assert scope.cancelled_caught
+        assert handler.calls == ["start", "error"]
+        assert isinstance(handler.error, trio_pool.RequestAbortedError)
+        assert server.requests == []
+        stats = pool.statistics()
+        assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
+
+
 @pytest.mark.parametrize("async_handler", [False, True], ids=["plain", "async"])
 async def test_dispatch_cancelled_by_its_caller_ends_with_one_response_error(
     async_handler: bool, autojump_clock: trio.testing.MockClock

@@ -46,6 +46,23 @@ async def test_close_finishes_queued_and_running_work(
             await pool.close()  # again: nothing more to wait for
 
 
+async def test_close_while_connecting_for_a_cancelled_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Found by the chaos soak (BalancedPool upstream churn): a connection opened for a
+    request whose caller gave up, that connects once ``close()`` began, is retired before
+    its task sleeps; close() must still end (it used to wait forever, the connection
+    counted as connected but not free)."""
+    async with serve_memory(slow) as server:
+        server.connect_delay = 2
+        async with Pool(server.origin, connector=server.connector) as pool:
+            with trio.move_on_after(1):
+                await pool.request("GET", "/")
+            with trio.fail_after(10):
+                await pool.close()
+            assert pool.statistics() == trio_pool.PoolStats(0, 0, 0, 0, 0, 0)
+
+
 async def test_destroy_fails_queued_and_running_work(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -44,7 +44,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -53,9 +53,11 @@ from .._errors import (
     BalancedPoolMissingUpstreamError,
     ConnectError,
     InvalidArgumentError,
+    RequestAbortedError,
     SocketError,
 )
 from .._validate import check_count, check_timeout
+from ._dispatch import Controller, tell_cancelled
 from ._events import EVENTS, Emitter
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 
     from ._dispatch import Handler
     from ._models import BodyType, HeadersType, QueryType, Response, StreamResponse, Upgraded
+    from ._request import Request
 
 __all__ = ["BalancedPool"]
 
@@ -97,6 +100,18 @@ class _Upstream:
         self.removed = True
         if self.active == 0:
             self.leave.set()
+
+
+@attrs.define(eq=False)
+class _Unrouted:
+    """What the ``Controller`` of a dispatch() cancelled before it reached a Pool reads:
+    a request that ended, aborted."""
+
+    error: BaseException = attrs.Factory(lambda: RequestAbortedError("the caller was cancelled"))
+
+
+def _unrouted_abort(request: object, error: BaseException) -> None:
+    """``Controller.abort()`` of such a request: it has ended already, nothing to do."""
 
 
 @attrs.define(eq=False)
@@ -489,8 +504,18 @@ class BalancedPool(Lifecycle, Emitter):
         return waiter.upstream
 
     @asynccontextmanager
-    async def _routed(self, capability: str | None) -> AsyncIterator[Pool]:
-        upstream = await self._route(capability)
+    async def _routed(
+        self, capability: str | None, handler: Handler | None = None
+    ) -> AsyncIterator[Pool]:
+        try:
+            upstream = await self._route(capability)
+        except trio.Cancelled:
+            if handler is not None:
+                # dispatch() cancelled before it reached a Pool: its handler still hears
+                # of it, as it would from Pool.dispatch (on_request_start, on_response_error).
+                controller = Controller(cast("Request", _Unrouted()), _unrouted_abort)
+                await tell_cancelled(handler, controller, None, started=False)
+            raise
         try:
             yield upstream.pool
         finally:
@@ -610,7 +635,7 @@ class BalancedPool(Lifecycle, Emitter):
         """
         if not isinstance(options, RequestOptions):
             raise InvalidArgumentError("invalid options: expected a RequestOptions")
-        async with self._routed(options.capability) as pool:
+        async with self._routed(options.capability, handler) as pool:
             await pool.dispatch(options, handler)
 
     @asynccontextmanager

@@ -10,7 +10,10 @@ applies backpressure (the connection is not read meanwhile).
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
 
 from .._errors import RequestAbortedError
 
@@ -20,7 +23,9 @@ if TYPE_CHECKING:
     from ._headers import Headers
     from ._request import Request
 
-__all__ = ["Controller", "Handler", "call", "start_call"]
+__all__ = ["Controller", "Handler", "call", "start_call", "tell_cancelled"]
+
+_log = logging.getLogger("trio_pool.pool")
 
 
 class Handler(Protocol):
@@ -49,6 +54,33 @@ async def call(method: Callable[..., object], *args: Any) -> None:
     pending = start_call(method, *args)
     if pending is not None:
         await pending
+
+
+async def tell_cancelled(
+    handler: Handler, controller: Controller, error: BaseException | None, *, started: bool = True
+) -> None:
+    """A dispatch whose caller was cancelled still ends, for its handler, with exactly one
+    ``on_response_error`` (preceded by ``on_request_start`` unless it was ``started``: a
+    BalancedPool request cancelled before it reached a Pool). A plain method runs whole; an
+    async one runs until its first checkpoint, where it meets the same cancellation (the
+    caller re-raises it anyway). What the handler raises is logged: the caller's
+    cancellation is what propagates."""
+    if error is None:
+        error = RequestAbortedError("the caller was cancelled")
+    calls: list[tuple[Callable[..., object], tuple[Any, ...]]] = [
+        (handler.on_response_error, (controller, error))
+    ]
+    if not started:
+        calls.insert(0, (handler.on_request_start, (controller,)))
+    for method, args in calls:
+        try:
+            pending = start_call(method, *args)
+            if pending is not None:
+                await pending
+        except trio.Cancelled:
+            pass
+        except Exception:
+            _log.exception("%s raised for a cancelled request", method.__name__)
 
 
 class Controller:

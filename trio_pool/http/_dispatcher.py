@@ -47,7 +47,7 @@ from .._errors import (
     TrioPoolError,
 )
 from .._supervisor import open_helpers
-from ._dispatch import Controller, Handler, call, start_call
+from ._dispatch import Controller, Handler, call, start_call, tell_cancelled
 from ._events import Emitter, emit_along
 from ._exchange import Exchange, Head
 from ._lifecycle import Lifecycle
@@ -638,36 +638,19 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         request = self._accept(options)
         controller = Controller(request, self._abort)
         try:
-            await call(handler.on_request_start, controller)
-        except Exception as exc:
-            controller.abort(exc)
-        try:
+            # Inside the outer try: a caller cancelled while an async on_request_start
+            # runs still gets its on_response_error.
+            try:
+                await call(handler.on_request_start, controller)
+            except Exception as exc:
+                controller.abort(exc)
             if request.state is State.NEW:
                 await self._run(request, partial(_drive, handler=handler, controller=controller))
         except trio.Cancelled:
-            await _tell_cancelled(handler, controller, request.error)
+            await tell_cancelled(handler, controller, request.error)
             raise
         if request.error is not None:
             await call(handler.on_response_error, controller, request.error)
-
-
-async def _tell_cancelled(
-    handler: Handler, controller: Controller, error: BaseException | None
-) -> None:
-    """A dispatch whose caller was cancelled still ends, for its handler, with exactly one
-    ``on_response_error``. A plain method runs whole; an async one runs until its first
-    checkpoint, where it meets the same cancellation (the caller re-raises it anyway). What
-    the handler raises is logged: the caller's cancellation is what propagates."""
-    if error is None:
-        error = RequestAbortedError("the caller was cancelled")
-    try:
-        pending = start_call(handler.on_response_error, controller, error)
-        if pending is not None:
-            await pending
-    except trio.Cancelled:
-        pass
-    except Exception:
-        Dispatcher._log.exception("on_response_error raised for a cancelled request")
 
 
 class _HandlerFailed(Exception):

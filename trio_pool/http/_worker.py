@@ -252,14 +252,17 @@ class Worker:
         """Sleep until the connection is retired or its idle time is up."""
         ttl = self.owner._client_ttl
         while True:
+            # retire() can wake this task only while it sleeps, so look before sleeping: a
+            # connection retired as it connected (the pool closing, its request gone) would
+            # otherwise sleep until an expiry that was never set, and close() wait forever.
+            if self.retiring and self.idle():
+                return self._reason or InformationalError("connection retired")
             deadline = self._expiry if self.idle() else math.inf
             with trio.CancelScope(deadline=deadline) as self._wake:
                 await trio.sleep_forever()
             self._wake = None
-            if not self.idle():
-                continue  # leased as the deadline fired
-            if self.retiring:
-                return self._reason or InformationalError("connection retired")
+            if not self.idle() or self.retiring:
+                continue  # leased as the deadline fired, or retired (returns above)
             if trio.current_time() >= self._expiry:
                 self.retiring = True
                 self.owner._refresh(self)
