@@ -48,8 +48,7 @@ from .._errors import (
     TrioPoolError,
 )
 from .._validate import check_count
-from ..http._dispatch import Controller, Handler, call
-from ..http._dispatcher import _tell_cancelled
+from ..http._dispatch import Controller, Handler, call, tell_cancelled
 from ..http._events import Emitter
 from ..http._headers import Headers
 from ..http._lifecycle import Lifecycle
@@ -774,7 +773,7 @@ class MockPool(Lifecycle, Emitter, Owner):
                 if rendered is not None:
                     await self._drive(request, handler, controller, rendered)
         except trio.Cancelled:
-            await _tell_cancelled(handler, controller, request.error)
+            await tell_cancelled(handler, controller, request.error)
             raise
         if request.error is not None:
             await call(handler.on_response_error, controller, request.error)
