@@ -784,5 +784,5 @@ def test_mypy_accepts_every_dispatcher_and_nothing_else(tmp_path: Path) -> None:
         timeout=50,
     )
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert len(errors) == 1, result.stdout
+    assert len(errors) == 1, result.stdout + result.stderr
     assert 'app.py:20: error: Argument 1 to "app" has incompatible type "object"' in errors[0]
