@@ -223,7 +223,7 @@ async def _server_process(*args: str) -> AsyncIterator[tuple[trio.Process, bytes
     try:
         with trio.fail_after(10):
             line = await process.stdout.receive_some(256)
-        yield process, line
+        yield process, bytes(line)
     finally:
         await process.stdin.aclose()
         with trio.move_on_after(10):
