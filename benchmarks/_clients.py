@@ -497,7 +497,7 @@ def _urllib3_measure(load: _Load, setup: float) -> Sample:
     # The last thread to arrive opens the window, before any thread is released.
     barrier = threading.Barrier(load.concurrency + 1, action=load.start)
     timeout = urllib3.Timeout(total=REQUEST_TIMEOUT)
-    problems: list[BaseException] = []
+    problems: list[tuple[float, BaseException]] = []  # (when, what)
 
     def take() -> bool:
         with lock:
@@ -527,7 +527,7 @@ def _urllib3_measure(load: _Load, setup: float) -> Sample:
             except threading.BrokenBarrierError:
                 return
             except BaseException as exc:
-                problems.append(exc)
+                problems.append((now(), exc))
                 barrier.abort()
 
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(load.concurrency)]
@@ -535,16 +535,19 @@ def _urllib3_measure(load: _Load, setup: float) -> Sample:
             thread.start()
         with suppress(threading.BrokenBarrierError):  # a worker failed (raised below) or setup
             barrier.wait(timeout=setup)
-        end = now() + load.window
-        for thread in threads:
-            thread.join(max(0.0, end - now()))
-        load.finished = sum(not thread.is_alive() for thread in threads) if load.t0 else 0
+        if load.t0 is not None:
+            end = now() + load.window
+            for thread in threads:
+                thread.join(max(0.0, end - now()))
+            load.finished = sum(not thread.is_alive() for thread in threads)
         sample = load.stop()
         barrier.abort()
-        for thread in threads:  # the stragglers of a cut measurement: their requests end
-            thread.join(REQUEST_TIMEOUT)
-        if problems:
-            raise problems[0]
+        # The stragglers of a cut measurement are not waited for: each ends on its own with
+        # its current request (take() refuses more), at most REQUEST_TIMEOUT later. What they
+        # raise after the window closed (timeouts, mostly) is a consequence of the cut.
+        early = [exc for when, exc in problems if load.t1 is None or when <= load.t1]
+        if early:
+            raise early[0]
     return sample
 
 
