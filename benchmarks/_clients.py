@@ -1,4 +1,4 @@
-"""One measurement of one HTTP client: C workers share ``n`` GETs, bounded by a time guard.
+"""One measurement of one HTTP client: C workers share ``n`` GETs, bounded in time.
 
 Theory of operation
 -------------------
@@ -8,12 +8,15 @@ code paths are warm), then opens the timed window: the workers take requests fro
 count until it runs out, recording each request's latency (call to body fully read). Every
 response is checked: a status other than 200 or a body of the wrong length counts as an error.
 
-The whole measurement, connecting and warming included, runs under a guard (a cancel scope,
-``asyncio.wait_for``, or a deadline the threads check): a client too slow to finish in time
-is cut, reported as *capped* with the rate over the requests it did complete (zero if it never
-got out of warming up), instead of hanging the suite. Some peers are very slow at high
-concurrency (httpcore at C=100 manages ~130 req/s on the project's machine), so the guard is
-what bounds the suite's run time.
+Both phases are capped in time: set-up (connect and warm) gets ``window`` plus
+:data:`SETUP_PER_CONNECTION` per worker, the timed window ``window``. The sample is taken the
+moment the window closes (all work done, or the cap reached, whichever is first), *before*
+the stragglers are cancelled and the client closed, so a slow clean-up cannot distort it. A
+cell that hits a cap is *capped*: its rate is over the requests completed in the window, zero
+if it never got through set-up. Clean-up is bounded too: by the cancel scope for the Trio
+clients, by cancelling the tasks for aiohttp, by not waiting for urllib3's straggling threads
+(each ends with its current request), and by running httpx and httpcore in a child process
+that is killed if it overruns (see :data:`ISOLATED`).
 
 The clients:
 
