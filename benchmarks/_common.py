@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -29,9 +30,13 @@ class Options:
     """What the user asked for on the command line."""
 
     quick: bool = False
-    """A short run (CI smoke test, < 30 s for the whole suite)."""
+    """A short run (a smoke test: the whole suite in one to two minutes)."""
     repetitions: int | None = None
     """Override the module's default number of repetitions (``--reps``)."""
+    server: str = "auto"
+    """The HTTP benchmark's server: ``"nginx"``, ``"embedded"`` or ``"auto"`` (``--server``)."""
+    docs: Path | None = None
+    """Write the HTTP results' table and plot into this docs directory (``--docs``)."""
 
     def reps(self, quick: int, full: int) -> int:
         """The repetition count: ``--reps`` if given, else the module's default."""

@@ -39,7 +39,9 @@ from _common import Options, Result  # noqa: E402
 BENCHMARKS: dict[str, str] = {
     "resource_pool": "resource_pool",
     "http": "http_pool",
+    "http_memory": "http_memory",
 }
+DOCS = HERE.parent / "docs"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
         "--json", metavar="PATH", type=Path, help="also save all results as JSON to PATH"
     )
     parser.add_argument("--reps", metavar="N", type=int, help="override the number of repetitions")
+    parser.add_argument(
+        "--server",
+        choices=["auto", "nginx", "embedded"],
+        default="auto",
+        help="the http benchmark's server: nginx (when installed, the default) or embedded",
+    )
+    parser.add_argument(
+        "--docs",
+        action=argparse.BooleanOptionalAction,
+        help="write the http table and plot into docs/ (default: yes for a full run)",
+    )
     parser.add_argument(
         "--check", action="store_true", help="exit with status 1 if any target is missed"
     )
@@ -100,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:20} {title}")
         return 0
 
-    options = Options(quick=args.quick, repetitions=args.reps)
+    write_docs = not args.quick if args.docs is None else args.docs
+    options = Options(
+        quick=args.quick,
+        repetitions=args.reps,
+        server=args.server,
+        docs=DOCS if write_docs else None,
+    )
     selected = args.only or list(BENCHMARKS)
     env = _environment()
     mode = "quick" if args.quick else "full"

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 ``trio-pool bench`` without a URL needs a server that is never the bottleneck, so this is a
 raw Trio TCP server with a hand-rolled responder instead of a general HTTP stack. It answers
-every request with the same small ``200`` response, which keeps the per-request cost to one
-``find`` for the end of the head, a split of a handful of header lines, and appending a
-precomputed response.
+every request with the same small ``200`` response (or, for the target ``/64k``, a 64 KiB
+body, which the benchmark suite uses to measure body throughput), which keeps the per-request
+cost to one ``find`` for the end of the head, a split of a handful of header lines, and
+appending a precomputed response.
 
 Each connection runs one :class:`RequestParser` over the bytes it receives. The parser
 consumes as many complete requests as the buffer holds and returns their responses
@@ -17,7 +18,9 @@ them. HTTP/1.1 connections are kept alive unless the client sends ``connection: 
 HTTP/1.0 connections are closed after one response.
 
 Run as ``python -m trio_pool._server``, it listens on ``--host``/``--port`` (port 0 = any
-free port), prints ``listening HOST PORT`` on stdout once it accepts connections, and exits
+free port; ``--port`` may be repeated to listen on several ports, as two upstreams of one
+server), over TLS when ``--certfile``/``--keyfile`` are given, prints ``listening HOST PORT...``
+(one port per ``--port``) on stdout once it accepts connections, and exits
 when its stdin reaches end of file. That stdin pipe is the lifeline to the parent: when the
 parent closes it, or dies in any way (even ``SIGKILL``), the server exits by itself, so it
 can never be orphaned.
@@ -27,17 +30,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 
 import attrs
 import trio
 
-__all__ = ["RESPONSE_BODY", "RequestParser", "main", "serve"]
+__all__ = ["LARGE_BODY", "LARGE_TARGET", "RESPONSE_BODY", "RequestParser", "main", "serve"]
 
 #: The body of every ``200`` response (the size nginx serves in DESIGN.md's measurements).
 RESPONSE_BODY = b"hello world\n"
+
+#: The request target answered with :data:`LARGE_BODY` instead.
+LARGE_TARGET = b"/64k"
+
+#: 64 KiB of varied bytes, for measuring body throughput rather than per-request overhead.
+LARGE_BODY = bytes(range(256)) * 256
 
 #: Largest request head accepted; longer heads get ``431`` and the connection is closed.
 MAX_HEAD_SIZE = 65536
@@ -57,9 +68,12 @@ def _response(status: bytes, body: bytes, *, head_only: bool, close: bool) -> by
     return b"\r\n".join(lines) + b"\r\n\r\n" + (b"" if head_only else body)
 
 
-# Every response this server can send, precomputed: indexed by (head_only, close).
+# Every response this server can send, precomputed: indexed by (large, head_only, close).
 _OK = {
-    (head_only, close): _response(b"200 OK", RESPONSE_BODY, head_only=head_only, close=close)
+    (large, head_only, close): _response(
+        b"200 OK", LARGE_BODY if large else RESPONSE_BODY, head_only=head_only, close=close
+    )
+    for large in (False, True)
     for head_only in (False, True)
     for close in (False, True)
 }
@@ -86,7 +100,7 @@ class RequestParser:
     #: Set once a response that closes the connection was produced; later bytes are ignored.
     closed: bool = False
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes | bytearray) -> bytes:
         """Consume ``data``; return the responses of every request it completed, in order.
 
         After a call that sets :attr:`closed`, the caller sends the returned bytes and then
@@ -133,7 +147,7 @@ class RequestParser:
         if len(request_line) != 3 or not request_line[0] or not request_line[1]:
             self._fail(out, b"400 Bad Request")
             return False
-        method, _target, version = request_line
+        method, target, version = request_line
         if version == b"HTTP/1.1":
             keep_alive = True
         elif version == b"HTTP/1.0":
@@ -165,7 +179,7 @@ class RequestParser:
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
 
-        response = _OK[method == b"HEAD", not keep_alive]
+        response = _OK[target == LARGE_TARGET, method == b"HEAD", not keep_alive]
         if length:
             if expect_continue:
                 out += _CONTINUE
@@ -182,7 +196,7 @@ class RequestParser:
         self.closed = True
 
 
-async def _serve_connection(stream: trio.SocketStream) -> None:
+async def _serve_connection(stream: trio.abc.Stream) -> None:
     parser = RequestParser()
     async with stream:
         try:
@@ -193,7 +207,7 @@ async def _serve_connection(stream: trio.SocketStream) -> None:
                 out = parser.feed(data)
                 if out:
                     await stream.send_all(out)
-        except trio.BrokenResourceError:
+        except trio.BrokenResourceError:  # SSLStream reports a broken transport this way too
             # The client went away mid-exchange: routine for a benchmark target.
             return
 
@@ -202,6 +216,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``task_status.started`` receives the bound port.
@@ -209,10 +224,17 @@ async def serve(
     Args:
         host: The address to listen on.
         port: The port to listen on; 0 picks a free one.
+        ssl_context: Serve HTTPS with this server-side context; plain HTTP if None.
         task_status: For ``nursery.start``.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
+    tcp_listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = tcp_listeners[0].socket.getsockname()[1]
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(tcp_listeners)
+    if ssl_context is not None:
+        listeners = [
+            trio.SSLListener(listener, ssl_context, https_compatible=True)
+            for listener in tcp_listeners
+        ]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.serve_listeners, _serve_connection, listeners)
         task_status.started(bound)
@@ -231,10 +253,13 @@ async def _wait_for_stdin_eof() -> None:
     await trio.to_thread.run_sync(_read_until_eof, sys.stdin.fileno(), abandon_on_cancel=True)
 
 
-async def _main(host: str, port: int) -> None:
+async def _main(host: str, ports: list[int], ssl_context: ssl.SSLContext | None) -> None:
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(serve, host, port)
-        print(f"listening {host} {bound}", flush=True)
+        bound = [
+            await nursery.start(functools.partial(serve, host, port, ssl_context=ssl_context))
+            for port in ports
+        ]
+        print(f"listening {host} {' '.join(map(str, bound))}", flush=True)
         await _wait_for_stdin_eof()
         nursery.cancel_scope.cancel()
 
@@ -253,11 +278,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="The embedded HTTP/1.1 target of `trio-pool bench`. Exits when stdin closes.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--port", type=int, action="append", help="port to listen on (repeatable; default 0)"
+    )
+    parser.add_argument("--certfile", help="PEM certificate chain: serve HTTPS (with --keyfile)")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile")
     args = parser.parse_args(argv)
+    if (args.certfile is None) != (args.keyfile is None):
+        parser.error("--certfile and --keyfile go together")
+    ssl_context = None
+    if args.certfile is not None:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(args.certfile, args.keyfile)
     # Ctrl-C in a terminal is a normal way to stop a server started by hand.
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(_main, args.host, args.port)
+        trio.run(_main, args.host, args.port or [0], ssl_context)
     return 0
 
 

@@ -7,18 +7,28 @@ hand-rolled responder shows up as a protocol error rather than being judged by i
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import h11
 import pytest
 import trio
+import trustme
 
 import trio_pool
 from trio_pool._cli import embedded_server
-from trio_pool._server import MAX_HEAD_SIZE, RESPONSE_BODY, RequestParser, serve
+from trio_pool._server import (
+    LARGE_BODY,
+    MAX_HEAD_SIZE,
+    RESPONSE_BODY,
+    RequestParser,
+    main,
+    serve,
+)
 
 # The directory holding the trio_pool package under test, for child processes' PYTHONPATH.
 PACKAGE_PARENT = str(Path(trio_pool.__file__).resolve().parent.parent)
@@ -110,6 +120,19 @@ async def test_large_body_split_across_writes_then_keep_alive(port: int) -> None
     ]
 
 
+async def test_the_large_target_gets_64_kib(port: int) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(
+            b"GET /64k HTTP/1.1\r\nhost: x\r\n\r\nHEAD /64k HTTP/1.1\r\nhost: x\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            (get, body), (head, no_body) = await _read_responses(stream, [b"GET", b"HEAD"])
+    assert len(LARGE_BODY) == 65536
+    assert (get.status_code, body) == (200, LARGE_BODY)
+    assert (dict(head.headers)[b"content-length"], no_body) == (b"65536", b"")
+
+
 async def test_expect_100_continue_gets_an_interim_response(port: int) -> None:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
@@ -189,9 +212,11 @@ async def test_cancelling_the_block_stops_the_server() -> None:
         await trio.open_tcp_stream("127.0.0.1", _port(origin))
 
 
-async def test_the_server_process_exits_when_its_stdin_closes() -> None:
+@asynccontextmanager
+async def _server_process(*args: str) -> AsyncIterator[tuple[trio.Process, bytes]]:
+    """``python -m trio_pool._server ARGS`` for the block; yield it and its first line."""
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trio_pool._server"],
+        [sys.executable, "-m", "trio_pool._server", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": PACKAGE_PARENT},
@@ -201,12 +226,50 @@ async def test_the_server_process_exits_when_its_stdin_closes() -> None:
     try:
         with trio.fail_after(10):
             line = await process.stdout.receive_some(256)
-            assert line.startswith(b"listening 127.0.0.1 ")
-            await process.stdin.aclose()
-            assert await process.wait() == 0
+        yield process, bytes(line)
     finally:
+        await process.stdin.aclose()
+        with trio.move_on_after(10):
+            await process.wait()
         if process.returncode is None:  # pragma: no cover - only when the test fails
             process.kill()
             with trio.CancelScope(shield=True):
                 await process.wait()
         await process.stdout.aclose()
+
+
+async def test_the_server_process_exits_when_its_stdin_closes() -> None:
+    async with _server_process() as (process, line):
+        assert line.startswith(b"listening 127.0.0.1 ")
+        assert process.stdin is not None
+        await process.stdin.aclose()
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+
+
+async def test_https_on_several_ports(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    args = ["--port", "0", "--port", "0"]
+    args += ["--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")]
+    async with _server_process(*args) as (_, line):
+        fields = line.split()
+        assert fields[:2] == [b"listening", b"127.0.0.1"]
+        assert len(fields) == 4
+        assert fields[2] != fields[3]
+        for port in fields[2:]:
+            origin = f"https://127.0.0.1:{int(port)}"
+            async with trio_pool.Client(origin, ssl_context=client_context) as client:
+                with trio.fail_after(10):
+                    response = await client.request("GET", "/64k")
+            assert (response.status, response.body) == (200, LARGE_BODY)
+
+
+def test_a_certificate_needs_its_key() -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(["--certfile", "cert.pem"])
+    assert raised.value.code == 2
