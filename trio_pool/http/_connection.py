@@ -10,6 +10,12 @@ or ``ResponseContentLengthMismatchError`` when the peer closed a content-length 
 It owns no task and makes no policy decision: the exchange (``_exchange.py``) and the
 connection's worker (``_worker.py``) decide when to write, read, reuse or close.
 
+On a plain TCP connection the bytes go through a non-blocking duplicate of the socket
+(the one :meth:`Connection.alive` peeks with) rather than ``SocketStream``: one system call
+per write or read plus Trio's wait primitives, with the same cancellation points as
+``send_all``/``receive_some`` but a fraction of their per-call Python overhead, which
+dominates a small request's cost. TLS and custom streams (``connector=``) use the stream.
+
 h11 cannot have a second request outstanding, so a request written while an earlier response
 is still open (pipelining) is serialised by a throwaway h11 connection and later *replayed*
 into the main one (its bytes discarded) when its response is due, so the main state machine
@@ -63,6 +69,7 @@ class Connection:
     __slots__ = (
         "_options",
         "_probe",
+        "_raw",
         "_received_eof",
         "connected_at",
         "expected_length",
@@ -92,6 +99,8 @@ class Connection:
         self.waiting_timeout: float | None = None
         self._received_eof = False
         self._probe = _probe_socket(stream)
+        # Plain TCP: do the I/O on the probe (see the module docstring).
+        self._raw = self._probe if isinstance(stream, trio.SocketStream) else None
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for while it
@@ -177,12 +186,14 @@ class Connection:
     async def aclose(self) -> None:
         """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
         if self._probe is not None:
+            trio.lowlevel.notify_closing(self._probe)  # a task waiting on it gets an error
             self._probe.close()
         await trio.aclose_forcefully(self.stream)
 
     def detach(self) -> trio.abc.Stream:
         """Stop owning the transport (``upgrade()``/``connect()`` hand it over)."""
         if self._probe is not None:
+            trio.lowlevel.notify_closing(self._probe)
             self._probe.close()
         leftover, _ = self.h11.trailing_data
         return PrefixedStream(self.stream, leftover) if leftover else self.stream
@@ -211,9 +222,9 @@ class Connection:
             body = request.body
             if body is None or isinstance(body, bytes):
                 data = head + _send(writer, h11.Data(data=body)) if body else head
-                await self.stream.send_all(data + _send(writer, h11.EndOfMessage()))
+                await self._send_all(data + _send(writer, h11.EndOfMessage()))
                 return None
-            await self.stream.send_all(head)
+            await self._send_all(head)
             if duplex:
                 return writer
             await self._send_body(writer, body)
@@ -243,11 +254,59 @@ class Connection:
             assert isinstance(body, Iterable)
             for chunk in body:
                 await self._send_chunk(writer, chunk)
-        await self.stream.send_all(_send(writer, h11.EndOfMessage()))
+        await self._send_all(_send(writer, h11.EndOfMessage()))
 
     async def _send_chunk(self, writer: h11.Connection, chunk: bytes) -> None:
         if chunk:
-            await self.stream.send_all(_send(writer, h11.Data(data=chunk)))
+            await self._send_all(_send(writer, h11.Data(data=chunk)))
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write ``data`` whole. Checks for cancellation first; waits (a checkpoint) only
+        while the socket's buffer is full. A broken socket raises ``BrokenResourceError``,
+        as ``SocketStream`` does."""
+        raw = self._raw
+        if raw is None:
+            await self.stream.send_all(data)
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        total = len(data)
+        sent = 0
+        try:
+            while True:
+                try:
+                    sent += raw.send(memoryview(data)[sent:] if sent else data)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(raw)
+                    continue
+                if sent >= total:
+                    return
+                await trio.lowlevel.wait_writable(raw)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the server (b"" at EOF). A checkpoint, like
+        ``receive_some``: a read that has to wait waits for the socket, one that does not
+        is still a schedule point."""
+        raw = self._raw
+        if raw is None:
+            data = await self.stream.receive_some(_RECEIVE_SIZE)
+            return bytes(data) if type(data) is not bytes else data
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            try:
+                data = raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                while True:
+                    await trio.lowlevel.wait_readable(raw)
+                    try:
+                        return raw.recv(_RECEIVE_SIZE)
+                    except BlockingIOError:
+                        pass
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
 
     def replay(self, request: Request) -> None:
         """Tell the main h11 machine about a request written through a side serialiser."""
@@ -291,14 +350,14 @@ class Connection:
                 self.waiting_for = on_timeout
                 self.waiting_timeout = timeout
             try:
-                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                data = await self._receive()
             except _STREAM_ERRORS as exc:
                 raise SocketError(f"reading the response failed: {exc!r}") from exc
             if data:
                 self.received_bytes += len(data)
             else:
                 self._received_eof = True
-            self.h11.receive_data(bytes(data) if type(data) is not bytes else data)
+            self.h11.receive_data(data)
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> TrioPoolError:
         if exc.error_status_hint == 431:
