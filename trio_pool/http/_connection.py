@@ -215,9 +215,7 @@ class Connection:
         request.replay = pipelined
         writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
         with _Writing(writer):
-            head = writer.send(
-                h11.Request(method=request.method, target=request.target, headers=request.headers)
-            )
+            head = writer.send(request.h11_event())
             assert head is not None
             body = request.body
             if body is None or isinstance(body, bytes):
@@ -310,9 +308,7 @@ class Connection:
 
     def replay(self, request: Request) -> None:
         """Tell the main h11 machine about a request written through a side serialiser."""
-        self.h11.send(
-            h11.Request(method=request.method, target=request.target, headers=request.headers)
-        )
+        self.h11.send(request.h11_event())
         body = request.body
         if body:
             assert isinstance(body, bytes)

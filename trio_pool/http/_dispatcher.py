@@ -53,7 +53,7 @@ from ._exchange import Exchange, Head
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
-from ._request import Owner, Request, State, prepare
+from ._request import Owner, Prepared, Request, State, prepare
 from ._worker import Broken, Worker
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         self._connected = 0
         self._need_drain = False
         self._parents: list[Emitter] = []  # outer dispatchers, outermost first (targets)
+        self._prepared = Prepared(self._origin, options)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -460,18 +461,31 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
             TrioPoolError: the request failed (see API.md 1.7).
         """
-        request = self._accept(
-            RequestOptions(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
+        if (
+            headers is None
+            and body is None
+            and query is None
+            and idempotent is None
+            and type(method) is str
+            and type(path) is str
+            and type(reset) is bool
+        ):
+            self._check_open()
+            request = self._prepared.request(method, path, reset)
+            request.owner = self
+        else:
+            request = self._accept(
+                RequestOptions(
+                    method,
+                    path,
+                    headers=headers,
+                    body=body,
+                    query=query,
+                    idempotent=idempotent,
+                    reset=reset,
+                    capability=capability,
+                )
             )
-        )
         exchange, (status, response_headers, reason) = await self._run_or_raise(
             request, Exchange.read_rest
         )

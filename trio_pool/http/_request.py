@@ -13,6 +13,10 @@ through :meth:`Request.move`, which keeps the owner's
 counters exact, so ``statistics()`` is O(1) and always consistent. ``DONE`` is final:
 whoever gets there first (the connection finishing the response, the caller being
 cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
+
+The commonest request — no headers, body or query, as ``request("GET", "/")`` — is
+prepared once per ``(method, path, reset)`` by :class:`Prepared`: later ones copy the
+validated wire form, h11 event included, so they skip validation and h11's own checks.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import h11
 import trio
 
 from .._errors import InvalidArgumentError, RequestContentLengthMismatchError
@@ -32,13 +37,14 @@ if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Request", "State", "prepare"]
+__all__ = ["IDEMPOTENT_METHODS", "Prepared", "Request", "State", "prepare"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_PREPARED_MAX = 64  # shapes remembered per dispatcher; a full cache starts over
 
 
 class State(enum.IntEnum):
@@ -70,6 +76,7 @@ class Request:
         "error",
         "event",
         "exchange",
+        "head",
         "headers",
         "idempotent",
         "method",
@@ -118,6 +125,30 @@ class Request:
         self.replay = False  # written through a side serializer (pipelined): replay into h11
         # Trio time the request (a duplex one: its head) was written: headers_timeout's start.
         self.written_at = 0.0
+        self.head: h11.Request | None = None  # the h11 event, once built (see h11_event)
+
+    def h11_event(self) -> h11.Request:
+        """The request head as an h11 event, built on first use (a write, then a replay
+        into the main state machine, share it). Raises h11's ``LocalProtocolError``."""
+        head = self.head
+        if head is None:
+            head = self.head = h11.Request(
+                method=self.method, target=self.target, headers=self.headers
+            )
+        return head
+
+    def copy(self) -> Request:
+        """A new request with the same wire form (sharing its immutable parts)."""
+        request = Request(
+            self.method,
+            self.target,
+            self.headers,
+            self.body,
+            idempotent=self.idempotent,
+            upgrade=self.upgrade,
+        )
+        request.head = self.head
+        return request
 
     def move(self, new: State) -> None:
         """Change state, keeping the owner's counters exact. Not a checkpoint."""
@@ -285,3 +316,30 @@ def prepare(
         idempotent=bool(idempotent),
         upgrade=protocol is not None or authority is not None,
     )
+
+
+class Prepared:
+    """Requests without headers, body or query, prepared once per ``(method, path,
+    reset)`` of one dispatcher: :func:`prepare` is a pure function of those and of the
+    dispatcher's origin and options, so a copy of the first is the same request."""
+
+    __slots__ = ("_cache", "_client_options", "_origin")
+
+    def __init__(self, origin: Origin, client_options: ClientOptions) -> None:
+        self._origin = origin
+        self._client_options = client_options
+        self._cache: dict[tuple[str, str, bool], Request] = {}
+
+    def request(self, method: str, path: str, reset: bool) -> Request:
+        """A new request; raises like :func:`prepare`."""
+        key = (method, path, reset)
+        template = self._cache.get(key)
+        if template is None:
+            template = prepare(
+                RequestOptions(method, path, reset=reset), self._origin, self._client_options
+            )
+            template.h11_event()  # a host, a length, a close: nothing h11 could refuse
+            if len(self._cache) >= _PREPARED_MAX:
+                self._cache.clear()
+            self._cache[key] = template
+        return template.copy()
