@@ -72,10 +72,10 @@ class Connection:
         "_raw",
         "_received_eof",
         "connected_at",
-        "expected_length",
         "h11",
         "idle_deadline",
         "leftover",
+        "length_framed",
         "received_bytes",
         "requests_started",
         "responses",
@@ -92,7 +92,7 @@ class Connection:
         self.requests_started = 0
         self.responses = 0  # complete responses: a connection with any is "reused"
         self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
-        self.expected_length: int | None = None  # content-length of the response being read
+        self.length_framed = False  # the response being read has a content-length
         self.idle_deadline = math.inf
         self.leftover = False  # bytes or EOF arrived with the last response
         self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
@@ -361,7 +361,7 @@ class Connection:
                 f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
             )
         if self._received_eof:
-            if self.expected_length is not None:
+            if self.length_framed:
                 return ResponseContentLengthMismatchError(
                     f"the server closed the connection before the whole body: {exc}"
                 )

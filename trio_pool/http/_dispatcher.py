@@ -32,8 +32,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,8 @@ from ._request import Owner, Prepared, Request, State, prepare
 from ._worker import Broken, Worker
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from typing_extensions import Self
 
     from ._client import Client
@@ -384,20 +386,10 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             exchange: Exchange = request.exchange
             request.finish(exchange.timeout_error())
 
-    @contextmanager
-    def _scope_for(self, request: Request) -> Iterator[trio.CancelScope]:
+    def _scope_for(self, request: Request) -> _RequestScope:
         """The cancel scope a request runs its exchange in; a caller cancelled from outside
         (or any unexpected error) ends the request at once."""
-        scope = trio.CancelScope()
-        request.scope = scope
-        try:
-            with scope:
-                yield scope
-        except BaseException:
-            self._abort(request, RequestAbortedError("the caller was cancelled"))
-            raise
-        finally:
-            request.scope = None
+        return _RequestScope(self, request)
 
     async def _run(
         self,
@@ -680,6 +672,38 @@ async def _tell_cancelled(
         pass
     except Exception:
         Dispatcher._log.exception("on_response_error raised for a cancelled request")
+
+
+class _RequestScope:
+    """:meth:`Dispatcher._scope_for` (a plain class: it runs once per request)."""
+
+    __slots__ = ("_dispatcher", "_request", "_scope")
+
+    def __init__(self, dispatcher: Dispatcher, request: Request) -> None:
+        self._dispatcher = dispatcher
+        self._request = request
+        self._scope = request.scope = trio.CancelScope()
+
+    def __enter__(self) -> trio.CancelScope:
+        return self._scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        request = self._request
+        try:
+            handled = self._scope.__exit__(exc_type, exc, tb)  # its own deadline or cancel
+        except BaseException:
+            self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
+            raise
+        finally:
+            request.scope = None
+        if exc is not None and not handled:
+            self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
+        return handled
 
 
 class _HandlerFailed(Exception):

@@ -56,6 +56,7 @@ __all__ = ["Exchange", "Head"]
 Head = tuple[int, Headers, str]
 
 _CHEAP_DRAIN = 65536  # body bytes an unread stream may still drain to keep its connection
+_NO_HEADERS = Headers()  # immutable, so every exchange may start with this one
 
 
 class Exchange:
@@ -93,12 +94,12 @@ class Exchange:
         self.complete = False  # the whole response was read
         self.keep = False  # ...and the connection may serve another request
         self.switched = False  # 101 to an upgrade or 2xx to a CONNECT: hand the stream over
-        self.trailers = Headers()
+        self.trailers = _NO_HEADERS
         self.chunks: list[bytes] = []  # the body, for read_rest()
         self.taken_over: trio.abc.Stream | None = None  # the switched connection, detached
         self.head: Head | None = None
         self.http_version = "1.1"
-        self._headers = Headers()
+        self._headers = _NO_HEADERS
         self._total = 0
         self._reused = self._fresh = False
         self._mark = 0
@@ -117,7 +118,8 @@ class Exchange:
         worker = self.worker
         conn = self.conn
         request.move(State.RUNNING)
-        await worker.write_turn(request)
+        if worker.broken or worker.to_write[0] is not request:  # pipelined: wait for it
+            await worker.write_turn(request)
         self._reused = conn.responses > 0
         self._fresh = True  # a write failure happens before any response byte
         self._mark = conn.received_bytes
@@ -173,16 +175,18 @@ class Exchange:
         """
         request = self.request
         conn = self.conn
-        await self.worker.read_turn(request)
+        worker = self.worker
+        if worker.broken or worker.to_read[0] is not request:  # pipelined: wait for it
+            await worker.read_turn(request)
         if request.replay:
             conn.replay(request)
         # For the 1.6 retry: nothing of this response yet, nothing left over before it.
         self._fresh = not conn.leftover
         self._mark = conn.received_bytes
-        options = self.worker.client._options
+        options = worker.client._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
-        conn.expected_length = None
+        conn.length_framed = False
         event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
         while isinstance(event, h11.InformationalResponse):
             if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
@@ -190,18 +194,21 @@ class Exchange:
             event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
         if not isinstance(event, h11.InformationalResponse | h11.Response):
             raise SocketError(f"unexpected {event!r} instead of a response")
-        # h11 bounds only an *incomplete* head; one that arrived whole is measured here.
-        size = sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
-        if size > options.max_header_size:
-            raise HeadersOverflowError(
-                f"response headers exceed max_header_size ({options.max_header_size} bytes)"
-            )
-        headers = Headers._from_raw(event.headers)
+        raw = event.headers.raw_items()
+        # h11 bounds only an *incomplete* head; one that arrived whole is measured here,
+        # unless all the bytes that came since we began to wait for it are few enough.
+        limit = options.max_header_size
+        if not self._fresh or conn.received_bytes - self._mark > limit:
+            size = sum(len(name) + len(value) + 4 for name, value in raw)
+            if size > limit:
+                raise HeadersOverflowError(
+                    f"response headers exceed max_header_size ({limit} bytes)"
+                )
+        headers = Headers._from_raw(raw)
         if conn.h11.their_state is h11.SWITCHED_PROTOCOL:
             self.switched = self.complete = True
         else:
-            length = headers.get("content-length")
-            conn.expected_length = int(length) if length is not None else None
+            conn.length_framed = headers._raw_get(b"content-length") is not None
             self._headers = headers
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
@@ -227,7 +234,9 @@ class Exchange:
                 )
             return bytes(event.data)
         if type(event) is h11.EndOfMessage:
-            self.trailers = Headers._from_raw(event.headers)
+            trailers = event.headers.raw_items()
+            if trailers:
+                self.trailers = Headers._from_raw(trailers)
             self.complete = True
             self.keep = self.worker.keep_alive(self._headers)
             return None

@@ -283,7 +283,7 @@ class Worker:
         conn.leftover = bool(leftover) or closed
         options = self.client._options
         lifetime = options.keep_alive_timeout
-        hint = _keep_alive_hint(headers.get("keep-alive"))
+        hint = _keep_alive_hint(headers._raw_get(b"keep-alive"))
         if hint is not None:
             lifetime = hint - options.keep_alive_timeout_threshold
             if lifetime <= 0:
@@ -312,11 +312,11 @@ def _wake(request: Request) -> None:
         event.set()
 
 
-def _keep_alive_hint(value: str | None) -> float | None:
+def _keep_alive_hint(raw: bytes | None) -> float | None:
     """The ``timeout=N`` of a ``Keep-Alive`` header, or None (absent or malformed)."""
-    if not value:
+    if not raw:
         return None
-    for part in value.split(","):
+    for part in raw.decode("latin-1").split(","):
         key, _, number = part.strip().partition("=")
         if key.strip().lower() == "timeout":
             try:
