@@ -213,6 +213,11 @@ class Connection:
         """
         self.requests_started += 1
         request.replay = pipelined
+        if pipelined and request.wire is not None:
+            # Its bytes are known: no side serialiser needed (the replay updates h11).
+            with _Writing(None):
+                await self._send_all(request.wire)
+            return None
         writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
         with _Writing(writer):
             head = writer.send(request.h11_event())
@@ -375,7 +380,7 @@ class _Writing:
 
     __slots__ = ("_writer",)
 
-    def __init__(self, writer: h11.Connection) -> None:
+    def __init__(self, writer: h11.Connection | None) -> None:
         self._writer = writer
 
     def __enter__(self) -> None:
@@ -389,7 +394,8 @@ class _Writing:
     ) -> None:
         if exc is None:
             return
-        self._writer.send_failed()
+        if self._writer is not None:
+            self._writer.send_failed()
         if isinstance(exc, h11.LocalProtocolError):
             raise RequestContentLengthMismatchError(
                 f"request body does not match its content-length: {exc}"

@@ -16,7 +16,8 @@ cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
 
 The commonest request — no headers, body or query, as ``request("GET", "/")`` — is
 prepared once per ``(method, path, reset)`` by :class:`Prepared`: later ones copy the
-validated wire form, h11 event included, so they skip validation and h11's own checks.
+validated wire form, h11 event and bytes included, so they skip validation and h11's own
+checks, and a pipelined one is written without a side serialiser.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Request:
         "target",
         "turn",
         "upgrade",
+        "wire",
         "worker",
         "written_at",
     )
@@ -126,6 +128,7 @@ class Request:
         # Trio time the request (a duplex one: its head) was written: headers_timeout's start.
         self.written_at = 0.0
         self.head: h11.Request | None = None  # the h11 event, once built (see h11_event)
+        self.wire: bytes | None = None  # the whole request as bytes, if known in advance
 
     def h11_event(self) -> h11.Request:
         """The request head as an h11 event, built on first use (a write, then a replay
@@ -148,6 +151,7 @@ class Request:
             upgrade=self.upgrade,
         )
         request.head = self.head
+        request.wire = self.wire
         return request
 
     def move(self, new: State) -> None:
@@ -338,7 +342,15 @@ class Prepared:
             template = prepare(
                 RequestOptions(method, path, reset=reset), self._origin, self._client_options
             )
-            template.h11_event()  # a host, a length, a close: nothing h11 could refuse
+            # A host, a length, a close: nothing h11 could refuse. Its bytes let a pipelined
+            # copy skip the side serialiser (the first request of a connection writes through
+            # the connection's own h11, which keeps its state).
+            writer = h11.Connection(h11.CLIENT)
+            wire = writer.send(template.h11_event())
+            end = writer.send(h11.EndOfMessage())
+            assert wire is not None
+            assert end is not None
+            template.wire = wire + end
             if len(self._cache) >= _PREPARED_MAX:
                 self._cache.clear()
             self._cache[key] = template
