@@ -335,9 +335,8 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             return worker
         if request.state is State.DONE:  # a failing factory
             return None
-        request.event = event = trio.Event()
         try:
-            await event.wait()
+            await request.park()
             # Handed a lease, but cancelled in the same instant: give it to the next waiter
             # rather than start (and spoil) an exchange. Not a checkpoint otherwise.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -347,17 +346,18 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         return None if request.ended else request.worker  # type: ignore[no-any-return]
 
     async def _begin(
-        self, request: Request, scope: trio.CancelScope, writers: trio.Nursery | None
+        self,
+        request: Request,
+        worker: Worker,
+        scope: trio.CancelScope,
+        writers: trio.Nursery | None,
     ) -> Exchange | None:
-        """Lease a connection, write the request and read the response head, re-sending it
-        as API.md 1.6 allows. None if the request failed (its error is on it). Runs in
-        ``scope`` (set up by the caller: timeouts and aborts cancel it). With ``writers``
-        the exchange is duplex: a streaming body is written by a task started there."""
-        front = False
+        """Write the request on its leased connection and read the response head, re-sending
+        it (on another lease) as API.md 1.6 allows. None if the request failed (its error is
+        on it). Runs in ``scope`` (set up by the caller: timeouts and aborts cancel it). With
+        ``writers`` the exchange is duplex: a streaming body is written by a task started
+        there."""
         while True:
-            worker = await self._connection_for(request, front=front)
-            if worker is None:
-                return None
             exchange = Exchange(worker, request)
             try:
                 await exchange.send(writers)
@@ -378,7 +378,10 @@ class Dispatcher(Lifecycle, Emitter, Owner):
                 return exchange
             exchange.close()
             scope.deadline = math.inf
-            front = True
+            next_worker = await self._connection_for(request, front=True)
+            if next_worker is None:
+                return None
+            worker = next_worker
 
     def _ended(self, request: Request, scope: trio.CancelScope) -> None:
         """After an exchange's scope: a deadline that expired is the request's error."""
@@ -397,13 +400,17 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         consume: Callable[[Exchange, trio.CancelScope], Awaitable[None]] | None = None,
         writers: trio.Nursery | None = None,
     ) -> Exchange | None:
-        """Run ``request`` in this task, in one cancel scope: lease a connection, write it
-        (its body from a task in ``writers``, if given), read the response head, then
-        ``consume`` the rest (which ends the request). Its error ends up on ``request``;
-        returns the exchange (None if there is no head)."""
+        """Run ``request`` in this task: lease a connection, then, in one cancel scope, write
+        the request (its body from a task in ``writers``, if given), read the response head,
+        and ``consume`` the rest (which ends the request). Its error ends up on ``request``;
+        returns the exchange (None if there is no head). A request waiting for a connection
+        holds no cancel scope: a queue of thousands stays small."""
+        worker = await self._connection_for(request)
+        if worker is None:
+            return None
         exchange = None
         with self._scope_for(request) as scope:
-            exchange = await self._begin(request, scope, writers)
+            exchange = await self._begin(request, worker, scope, writers)
             if exchange is not None and consume is not None:
                 try:
                     await consume(exchange, scope)
@@ -478,9 +485,13 @@ class Dispatcher(Lifecycle, Emitter, Owner):
                     capability=capability,
                 )
             )
-        exchange, (status, response_headers, reason) = await self._run_or_raise(
-            request, Exchange.read_rest
-        )
+        # _run, not _run_or_raise: one coroutine frame less per waiting request.
+        exchange = await self._run(request, Exchange.read_rest)
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        status, response_headers, reason = exchange.head
         chunks = exchange.chunks
         body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return Response(

@@ -153,7 +153,7 @@ class Worker:
         """Wait until the leases before ``request`` are written. A checkpoint only if it
         has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_write[0] is not request:
-            await self._park(request)
+            await request.park()
         if self.broken:
             raise Broken
 
@@ -162,19 +162,15 @@ class Worker:
         self.to_write.popleft()
         self.to_read.append(request)
         if self.to_write:
-            _wake(self.to_write[0])
+            self.to_write[0].wake()
 
     async def read_turn(self, request: Request) -> None:
         """Wait until the responses before ``request``'s have been read. A checkpoint only
         if it has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_read[0] is not request:
-            await self._park(request)
+            await request.park()
         if self.broken:
             raise Broken
-
-    async def _park(self, request: Request) -> None:
-        request.turn = event = trio.Event()
-        await event.wait()
 
     def release(
         self, request: Request, *, reusable: bool, reason: BaseException | None = None
@@ -188,7 +184,7 @@ class Worker:
             head = self.to_write[0] is request
             self.to_write.remove(request)
             if head and self.to_write:
-                _wake(self.to_write[0])
+                self.to_write[0].wake()
         elif self.to_read and self.to_read[0] is request:
             self.to_read.popleft()
             if self.to_read:
@@ -196,7 +192,7 @@ class Worker:
                 if self.to_read[0].state is State.DONE:
                     reusable = False
                 else:
-                    _wake(self.to_read[0])
+                    self.to_read[0].wake()
         elif request in self.to_read:
             if not self.broken:
                 # Its caller gave up while it waited for its turn to read: its response
@@ -222,7 +218,7 @@ class Worker:
             if waiting.state is State.DONE:  # a placeholder (see release): nobody to wake
                 self.to_read.remove(waiting)
             else:
-                _wake(waiting)
+                waiting.wake()
 
     # ------------------------------------------------------------------ the task
 
@@ -303,13 +299,6 @@ class Worker:
         if ttl is not None:
             expiry = min(expiry, conn.connected_at + ttl)
         self._set_expiry(expiry)
-
-
-def _wake(request: Request) -> None:
-    event = request.turn
-    if event is not None:
-        request.turn = None
-        event.set()
 
 
 def _keep_alive_hint(raw: bytes | None) -> float | None:
