@@ -322,6 +322,17 @@ class Connection:
 
     # ------------------------------------------------------------------ reading
 
+    def buffered_event(self) -> h11.Event | type[h11.NEED_DATA]:
+        """The next h11 event from what has arrived, or ``h11.NEED_DATA``. Not a checkpoint.
+
+        Raises:
+            HTTPParserError and the like (see :meth:`next_event`).
+        """
+        try:
+            return self.h11.next_event()  # type: ignore[return-value]
+        except h11.RemoteProtocolError as exc:
+            raise self._protocol_error(exc) from exc
+
     async def next_event(
         self,
         scope: trio.CancelScope,
@@ -329,8 +340,10 @@ class Connection:
         timeout: float | None,
         *,
         deadline: float | None = None,
+        read_first: bool = False,
     ) -> h11.Event:
-        """The next h11 event of the response. A checkpoint only when it has to read.
+        """The next h11 event of the response. A checkpoint only when it has to read;
+        ``read_first``: the caller just got ``NEED_DATA`` from :meth:`buffered_event`.
 
         Each read runs with ``scope``'s deadline set to ``deadline`` (a total, for headers)
         or else to ``timeout`` from now (an idle gap, for the body); the caller's request
@@ -338,12 +351,12 @@ class Connection:
         raises ``waiting_for`` (``on_timeout``).
         """
         while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise self._protocol_error(exc) from exc
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
+            if read_first:
+                read_first = False
+            else:
+                event = self.buffered_event()
+                if event is not h11.NEED_DATA:
+                    return event  # type: ignore[return-value]
             if timeout is None:
                 scope.deadline = math.inf
             else:

@@ -150,11 +150,6 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             size=pending + running,
         )
 
-    def _count(self, old: State, new: State) -> None:
-        counts = self._counts
-        counts[old] -= 1
-        counts[new] += 1
-
     def _targets(self, worker: Worker) -> list[Emitter]:
         chain: list[Emitter] = [*self._parents, self]
         if worker.client is not self:
@@ -181,7 +176,8 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             worker = self._pick(request)
             if worker is not None:
                 worker.lease(request)
-                self._refresh(worker)
+                if worker.client._options.pipelining > 1:  # else it has no room left
+                    self._refresh(worker)
                 return worker
             if self._max_workers is None or len(self._workers) < self._max_workers:
                 self._spawn(request)

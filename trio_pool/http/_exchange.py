@@ -223,11 +223,19 @@ class Exchange:
         """
         if self.complete:
             return None
-        options = self.worker.client._options
-        event = await self.conn.next_event(scope, BodyTimeoutError, options.body_timeout)
+        conn = self.conn
+        event = conn.buffered_event()
+        if event is h11.NEED_DATA:
+            event = await conn.next_event(
+                scope, BodyTimeoutError, self.worker.client._options.body_timeout, read_first=True
+            )
+        return self._body_event(event)
+
+    def _body_event(self, event: object) -> bytes | None:
+        """A body event: a chunk, or None at the end (trailers kept, lease made reusable)."""
         if type(event) is h11.Data:
             self._total += len(event.data)
-            limit = options.max_response_size
+            limit = self.worker.client._options.max_response_size
             if limit is not None and self._total > limit:
                 raise ResponseExceededMaxSizeError(
                     f"response body exceeds max_response_size ({limit} bytes)"
@@ -243,10 +251,23 @@ class Exchange:
         raise SocketError(f"unexpected {event!r} in a response body")
 
     async def read_rest(self, scope: trio.CancelScope) -> None:
-        """Read the whole body into :attr:`chunks` and end the request. A checkpoint."""
+        """Read the whole body into :attr:`chunks` and end the request. A checkpoint
+        (unless the whole body had already arrived)."""
         chunks = self.chunks
-        while (chunk := await self.receive_data(scope)) is not None:
-            chunks.append(chunk)
+        conn = self.conn
+        while not self.complete:
+            # What has arrived is parsed here; only a read awaits (receive_data's work).
+            event = conn.buffered_event()
+            if event is h11.NEED_DATA:
+                event = await conn.next_event(
+                    scope,
+                    BodyTimeoutError,
+                    self.worker.client._options.body_timeout,
+                    read_first=True,
+                )
+            chunk = self._body_event(event)
+            if chunk is not None:
+                chunks.append(chunk)
         self.request.finish(None)
 
     def retryable(self, error: BaseException) -> bool:

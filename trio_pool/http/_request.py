@@ -63,10 +63,10 @@ class State(enum.IntEnum):
 
 
 class Owner:
-    """What a request needs from the dispatcher that accepted it (its counters)."""
+    """What a request needs from the dispatcher that accepted it: its counters, requests
+    per :class:`State` (indexed by it), which :meth:`Request.move` keeps exact."""
 
-    def _count(self, old: State, new: State) -> None:
-        raise NotImplementedError
+    _counts: list[int]
 
 
 class Request:
@@ -157,7 +157,9 @@ class Request:
         """Change state, keeping the owner's counters exact. Not a checkpoint."""
         old, self.state = self.state, new
         assert self.owner is not None
-        self.owner._count(old, new)
+        counts = self.owner._counts
+        counts[old] -= 1
+        counts[new] += 1
 
     @property
     def ended(self) -> bool:
