@@ -145,3 +145,53 @@ async def test_response_headers_as_sent() -> None:
         [("x-one", "a"), ("x-one", "b"), ("keep-alive", "timeout=1"), ("content-length", "2")]
     )
     assert response.trailers == trio_pool.Headers()
+
+
+async def answers_once(request: ServerRequest, conn: ServerConnection) -> None:
+    """The first request on a connection is answered; the next never is."""
+    if request.index > 0:
+        await trio.sleep_forever()
+    await conn.respond(200, body=b"ok")
+
+
+async def test_a_read_timeout_after_the_connection_task_rearmed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The connection task enforces read timeouts lazily: asleep until the idle expiry
+    (t=4) when the read begins (t=1, due t=11), it re-arms for the read and fires on time."""
+    async with serve_memory(answers_once) as server:
+        async with Pool(
+            server.origin, connector=server.connector, keep_alive_timeout=4, headers_timeout=10
+        ) as pool:
+            await pool.request("GET", "/")
+            await trio.sleep(1)
+            start = trio.current_time()
+            with pytest.raises(trio_pool.HeadersTimeoutError):
+                await pool.request("GET", "/")
+            assert trio.current_time() - start == pytest.approx(10)
+            assert server.connections == 1
+
+
+async def test_a_read_timeout_that_begins_after_the_connection_task_woke(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The connection task woke at the idle expiry (t=4) while the request was still
+    writing its body: no read to watch, so it slept without a deadline; the read that
+    begins at t=6 must give it one (due t=16)."""
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"a"
+        await trio.sleep(5)
+        yield b"b"
+
+    async with serve_memory(answers_once) as server:
+        async with Pool(
+            server.origin, connector=server.connector, keep_alive_timeout=4, headers_timeout=10
+        ) as pool:
+            await pool.request("GET", "/")
+            await trio.sleep(1)
+            with pytest.raises(trio_pool.HeadersTimeoutError):
+                await pool.request("POST", "/", body=slow_body())
+            assert trio.current_time() == pytest.approx(16, abs=0.01)
+            assert (await pool.request("GET", "/")).body == b"ok"  # a new connection
+            assert server.connections == 2

@@ -76,6 +76,9 @@ class Connection:
         "idle_deadline",
         "leftover",
         "length_framed",
+        "on_read",
+        "read_deadline",
+        "reader",
         "received_bytes",
         "requests_started",
         "responses",
@@ -97,6 +100,11 @@ class Connection:
         self.leftover = False  # bytes or EOF arrived with the last response
         self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
         self.waiting_timeout: float | None = None
+        # The cancel scope of the read waiting for bytes, and when it times out; the worker
+        # (told by on_read) cancels the scope then. No scope deadline is set per read.
+        self.reader: trio.CancelScope | None = None
+        self.read_deadline = math.inf
+        self.on_read: Callable[[float], None] | None = None
         self._received_eof = False
         self._probe = _probe_socket(stream)
         # Plain TCP: do the I/O on the probe (see the module docstring).
@@ -345,10 +353,9 @@ class Connection:
         """The next h11 event of the response. A checkpoint only when it has to read;
         ``read_first``: the caller just got ``NEED_DATA`` from :meth:`buffered_event`.
 
-        Each read runs with ``scope``'s deadline set to ``deadline`` (a total, for headers)
-        or else to ``timeout`` from now (an idle gap, for the body); the caller's request
-        scope is reused, so no scope is created per read. When it expires, the caller
-        raises ``waiting_for`` (``on_timeout``).
+        Each read times out at ``deadline`` (a total, for headers) or else ``timeout`` from
+        now (an idle gap, for the body): the worker then cancels ``scope``, the caller's
+        request scope, and the caller raises ``waiting_for`` (``on_timeout``).
         """
         while True:
             if read_first:
@@ -358,15 +365,21 @@ class Connection:
                 if event is not h11.NEED_DATA:
                     return event  # type: ignore[return-value]
             if timeout is None:
-                scope.deadline = math.inf
+                self.read_deadline = math.inf
             else:
-                scope.deadline = trio.current_time() + timeout if deadline is None else deadline
+                when = trio.current_time() + timeout if deadline is None else deadline
+                self.read_deadline = when
                 self.waiting_for = on_timeout
                 self.waiting_timeout = timeout
+                if self.on_read is not None:
+                    self.on_read(when)
+            self.reader = scope
             try:
                 data = await self._receive()
             except _STREAM_ERRORS as exc:
                 raise SocketError(f"reading the response failed: {exc!r}") from exc
+            finally:
+                self.reader = None
             if data:
                 self.received_bytes += len(data)
             else:

@@ -30,7 +30,6 @@ a nursery of the caller's block while the caller reads the response (see ``_exch
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -373,7 +372,6 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             else:
                 return exchange
             exchange.close()
-            scope.deadline = math.inf
             next_worker = await self._connection_for(request, front=True)
             if next_worker is None:
                 return None
@@ -720,12 +718,12 @@ class _HandlerFailed(Exception):
         self.error = error
 
 
-async def _handle(scope: trio.CancelScope, method: Callable[..., object], *args: object) -> None:
-    """Call a handler method; an async one runs with no read deadline on ``scope``."""
+async def _handle(method: Callable[..., object], *args: object) -> None:
+    """Call a handler method (awaited if async; no read deadline runs meanwhile: a read's
+    timeout is enforced only while it waits for bytes)."""
     try:
         pending = start_call(method, *args)
         if pending is not None:
-            scope.deadline = math.inf
             await pending
     except Exception as exc:
         raise _HandlerFailed(exc) from exc
@@ -747,14 +745,14 @@ async def _drive(
     """Feed the response to ``handler``; stop as soon as the request is aborted."""
     request = exchange.request
     assert exchange.head is not None
-    await _handle(scope, handler.on_response_start, controller, *exchange.head)
+    await _handle(handler.on_response_start, controller, *exchange.head)
     while request.state is not State.DONE:
         chunk = await exchange.receive_data(scope)
         if chunk is None:
-            await _handle(scope, handler.on_response_end, controller, exchange.trailers)
+            await _handle(handler.on_response_end, controller, exchange.trailers)
             request.finish(None)
             return
-        await _handle(scope, handler.on_response_data, controller, chunk)
+        await _handle(handler.on_response_data, controller, chunk)
 
 
 class _BodySource:

@@ -12,7 +12,11 @@ itself (``_exchange.py``), so a request costs no task switch beyond waiting for 
 While the connection is idle the task sleeps in a cancel scope whose deadline is the idle
 expiry. A release records the new expiry (re-arming the deadline only if it moved
 earlier), so the task wakes only to close the connection, or at an outdated deadline,
-to sleep on until the current one.
+to sleep on until the current one. The same task enforces the timeout of a read that
+waits for response bytes (``headers_timeout``, ``body_timeout``): it cancels the
+reader's scope when the read is due, so no request scope carries a deadline (a deadline
+update per read was a tenth of a small request's cost) and a busy connection re-arms
+nothing per request.
 Whether an idle connection is still usable is checked when it is handed out
 (:meth:`Connection.alive`, a non-blocking peek): a server's FIN or unsolicited bytes evict
 it before any request touches it.
@@ -141,9 +145,14 @@ class Worker:
 
     def _set_expiry(self, when: float) -> None:
         self._expiry = when
-        # Only an earlier expiry re-arms the sleeping task's deadline; a later one (the
-        # usual case: each release pushes it forward) is found when the old one fires, so
-        # a busy connection costs no deadline update per request.
+        self.wake_by(when)
+
+    def wake_by(self, when: float) -> None:
+        """Make sure the task wakes by ``when`` (an idle expiry, or a read's deadline).
+
+        Only an earlier time re-arms the sleeping task's deadline; a later one (the usual
+        case: each release and each read pushes it forward) is found when the old one
+        fires, so a busy connection costs no deadline update per request."""
         if self._wake is not None and when < self._wake.deadline:
             self._wake.deadline = when
 
@@ -237,6 +246,7 @@ class Worker:
                     if self.first is not None:
                         self.first.finish(exc)
                     return
+                self.conn.on_read = self.wake_by
                 self.owner._worker_connected(self)
                 reason = await self._live()
         finally:
@@ -247,11 +257,19 @@ class Worker:
     async def _live(self) -> BaseException:
         """Sleep until the connection is retired or its idle time is up."""
         ttl = self.owner._client_ttl
+        conn = self.conn
+        assert conn is not None
         while True:
             deadline = self._expiry if self.idle() else math.inf
+            if conn.reader is not None:
+                deadline = min(deadline, conn.read_deadline)
             with trio.CancelScope(deadline=deadline) as self._wake:
                 await trio.sleep_forever()
             self._wake = None
+            if conn.reader is not None and trio.current_time() >= conn.read_deadline:
+                # A read's timeout: its caller maps the cancellation of its scope.
+                conn.read_deadline = math.inf
+                conn.reader.cancel()
             if not self.idle():
                 continue  # leased as the deadline fired
             if self.retiring:
