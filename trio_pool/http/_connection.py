@@ -47,8 +47,6 @@ from .._errors import (
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from ._options import ClientOptions
     from ._origin import Origin
     from ._request import Request
@@ -59,6 +57,7 @@ Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
 """A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
 
 _RECEIVE_SIZE = 65536
+_END = h11.EndOfMessage()  # immutable: one for every request
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -75,12 +74,12 @@ class Connection:
         "h11",
         "idle_deadline",
         "leftover",
-        "length_framed",
         "on_read",
         "read_deadline",
         "reader",
         "received_bytes",
         "requests_started",
+        "response_head",
         "responses",
         "stream",
         "waiting_for",
@@ -95,7 +94,8 @@ class Connection:
         self.requests_started = 0
         self.responses = 0  # complete responses: a connection with any is "reused"
         self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
-        self.length_framed = False  # the response being read has a content-length
+        # The raw headers of the response being read (whether a content-length frames it).
+        self.response_head: list[tuple[bytes, bytes]] = []
         self.idle_deadline = math.inf
         self.leftover = False  # bytes or EOF arrived with the last response
         self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
@@ -221,24 +221,27 @@ class Connection:
         """
         self.requests_started += 1
         request.replay = pipelined
-        if pipelined and request.wire is not None:
-            # Its bytes are known: no side serialiser needed (the replay updates h11).
-            with _Writing(None):
+        writer = None
+        try:
+            if pipelined and request.wire is not None:
+                # Its bytes are known: no side serialiser needed (the replay updates h11).
                 await self._send_all(request.wire)
-            return None
-        writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
-        with _Writing(writer):
+                return None
+            writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
             head = writer.send(request.h11_event())
             assert head is not None
             body = request.body
             if body is None or isinstance(body, bytes):
                 data = head + _send(writer, h11.Data(data=body)) if body else head
-                await self._send_all(data + _send(writer, h11.EndOfMessage()))
+                await self._send_all(data + _send(writer, _END))
                 return None
             await self._send_all(head)
             if duplex:
                 return writer
             await self._send_body(writer, body)
+        except BaseException as exc:
+            _write_failed(writer, exc)
+            raise
         return None
 
     async def send_body(self, request: Request, writer: h11.Connection) -> None:
@@ -249,8 +252,10 @@ class Connection:
         body = request.body
         chunks = aiter(body) if isinstance(body, AsyncIterable) else body
         try:
-            with _Writing(writer):
-                await self._send_body(writer, chunks)
+            await self._send_body(writer, chunks)
+        except BaseException as exc:
+            _write_failed(writer, exc)
+            raise
         finally:
             # Stopped mid-way (an error, a cancellation, the caller left): finish an async
             # generator now, in this task, rather than leave it to the garbage collector.
@@ -265,7 +270,7 @@ class Connection:
             assert isinstance(body, Iterable)
             for chunk in body:
                 await self._send_chunk(writer, chunk)
-        await self._send_all(_send(writer, h11.EndOfMessage()))
+        await self._send_all(_send(writer, _END))
 
     async def _send_chunk(self, writer: h11.Connection, chunk: bytes) -> None:
         if chunk:
@@ -326,7 +331,7 @@ class Connection:
         if body:
             assert isinstance(body, bytes)
             self.h11.send(h11.Data(data=body))
-        self.h11.send(h11.EndOfMessage())
+        self.h11.send(_END)
 
     # ------------------------------------------------------------------ reading
 
@@ -392,7 +397,7 @@ class Connection:
                 f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
             )
         if self._received_eof:
-            if self.length_framed:
+            if any(name.lower() == b"content-length" for name, _ in self.response_head):
                 return ResponseContentLengthMismatchError(
                     f"the server closed the connection before the whole body: {exc}"
                 )
@@ -400,34 +405,17 @@ class Connection:
         return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
 
 
-class _Writing:
-    """Around a write: tell h11 when it was interrupted, and map the failure to the
-    library's errors (the original as ``__cause__``). A plain class: it runs per request."""
-
-    __slots__ = ("_writer",)
-
-    def __init__(self, writer: h11.Connection | None) -> None:
-        self._writer = writer
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            return
-        if self._writer is not None:
-            self._writer.send_failed()
-        if isinstance(exc, h11.LocalProtocolError):
-            raise RequestContentLengthMismatchError(
-                f"request body does not match its content-length: {exc}"
-            ) from exc
-        if isinstance(exc, _STREAM_ERRORS):
-            raise SocketError(f"writing the request failed: {exc!r}") from exc
+def _write_failed(writer: h11.Connection | None, exc: BaseException) -> None:
+    """An interrupted write: tell h11 (``writer``), and raise the library's error for
+    ``exc`` (the original as ``__cause__``), or return to let it propagate as it is."""
+    if writer is not None:
+        writer.send_failed()
+    if isinstance(exc, h11.LocalProtocolError):
+        raise RequestContentLengthMismatchError(
+            f"request body does not match its content-length: {exc}"
+        ) from exc
+    if isinstance(exc, _STREAM_ERRORS):
+        raise SocketError(f"writing the request failed: {exc!r}") from exc
 
 
 def _send(writer: h11.Connection, event: h11.Event) -> bytes:

@@ -328,6 +328,10 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         worker = self._acquire(request, front=front)
         if worker is not None:
             return worker
+        return await self._leased(request)
+
+    async def _leased(self, request: Request) -> Worker | None:
+        """Wait for the lease :meth:`_acquire` arranged (see :meth:`_connection_for`)."""
         if request.state is State.DONE:  # a failing factory
             return None
         try:
@@ -338,7 +342,7 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         except BaseException:
             self._abort(request, RequestAbortedError("the caller was cancelled"))
             raise
-        return None if request.ended else request.worker  # type: ignore[no-any-return]
+        return None if request.ended else request.worker
 
     async def _begin(
         self,
@@ -399,9 +403,13 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         and ``consume`` the rest (which ends the request). Its error ends up on ``request``;
         returns the exchange (None if there is no head). A request waiting for a connection
         holds no cancel scope: a queue of thousands stays small."""
-        worker = await self._connection_for(request)
+        # A new request (not ended): _connection_for without a coroutine when a connection
+        # is free at once.
+        worker = self._acquire(request, front=False)
         if worker is None:
-            return None
+            worker = await self._leased(request)
+            if worker is None:
+                return None
         exchange = None
         with self._scope_for(request) as scope:
             exchange = await self._begin(request, worker, scope, writers)
@@ -463,7 +471,8 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             and type(path) is str
             and type(reset) is bool
         ):
-            self._check_open()
+            if self._closed or not self._supervisor.running:
+                self._check_open()  # raises
             request = self._prepared.request(method, path, reset)
             request.owner = self
         else:

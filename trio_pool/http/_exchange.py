@@ -186,14 +186,17 @@ class Exchange:
         options = worker.client._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
-        conn.length_framed = False
+        conn.response_head = []
         event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
-        while isinstance(event, h11.InformationalResponse):
-            if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
-                break
-            event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
-        if not isinstance(event, h11.InformationalResponse | h11.Response):
-            raise SocketError(f"unexpected {event!r} instead of a response")
+        if type(event) is not h11.Response:  # the usual case needs none of these checks
+            while isinstance(event, h11.InformationalResponse):
+                if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
+                    break
+                event = await conn.next_event(
+                    scope, HeadersTimeoutError, timeout, deadline=deadline
+                )
+            if not isinstance(event, h11.InformationalResponse | h11.Response):
+                raise SocketError(f"unexpected {event!r} instead of a response")
         raw = event.headers.raw_items()
         # h11 bounds only an *incomplete* head; one that arrived whole is measured here,
         # unless all the bytes that came since we began to wait for it are few enough.
@@ -208,7 +211,7 @@ class Exchange:
         if conn.h11.their_state is h11.SWITCHED_PROTOCOL:
             self.switched = self.complete = True
         else:
-            conn.length_framed = headers._raw_get(b"content-length") is not None
+            conn.response_head = raw
             self._headers = headers
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
