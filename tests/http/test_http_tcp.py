@@ -4,6 +4,9 @@ server that hangs up, ``destroy()`` under a waiting read, and pipelining — ove
 
 from __future__ import annotations
 
+import socket
+import struct
+
 import pytest
 import trio
 import trio.testing
@@ -117,3 +120,52 @@ async def test_pipelined_requests_share_one_connection() -> None:
         assert results == {f"/{i}": f"/{i}".encode() for i in range(20)}
         assert server.connections == 1
         assert_idle(pool)
+
+
+async def test_a_reset_connection_is_a_socket_error() -> None:
+    async def reset(request: ServerRequest, conn: ServerConnection) -> None:
+        sock = conn.stream.socket  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await conn.close()  # with linger 0: an RST, not a FIN
+
+    async with serve_h11(reset) as server, Pool(server.origin) as pool:
+        with trio.fail_after(10), pytest.raises(trio_pool.SocketError) as info:
+            await pool.request("POST", "/")
+        assert isinstance(info.value.__cause__, trio.BrokenResourceError)
+        assert_idle(pool)
+
+
+async def test_pipelined_requests_behind_a_hang_up() -> None:
+    """Requests written behind the first wait in the connection's outbox or on the wire;
+    the server answers one and hangs up. The others fail with SocketError (their own
+    heads failed on a connection that was never reused: API.md 1.6), nothing hangs, and
+    the pool is idle and usable afterwards."""
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=request.target.encode())
+        if conn.number == 0:
+            await conn.close()
+
+    async with serve_h11(script) as server:
+        async with Pool(server.origin, connections=1, pipelining=5) as pool:
+            results: dict[str, object] = {}
+
+            async def get(path: str) -> None:
+                headers = [("x-path", path)]  # not a prepared request: a side serialiser
+                try:
+                    results[path] = (await pool.request("GET", path, headers=headers)).body
+                except trio_pool.SocketError as exc:
+                    results[path] = type(exc)
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for i in range(5):
+                        nursery.start_soon(get, f"/{i}")
+                        await trio.testing.wait_all_tasks_blocked()
+            assert results.pop("/0") == b"/0"
+            assert set(results) == {"/1", "/2", "/3", "/4"}
+            assert all(
+                r == trio_pool.SocketError or r == path.encode() for path, r in results.items()
+            )
+            assert_idle(pool)
+            assert (await pool.request("GET", "/again")).body == b"/again"

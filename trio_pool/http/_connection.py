@@ -75,6 +75,7 @@ class Connection:
         "idle_deadline",
         "leftover",
         "on_read",
+        "outbox",
         "read_deadline",
         "reader",
         "received_bytes",
@@ -105,6 +106,8 @@ class Connection:
         self.reader: trio.CancelScope | None = None
         self.read_deadline = math.inf
         self.on_read: Callable[[float], None] | None = None
+        # Pipelined requests written but not yet sent (see send_request's ``defer``).
+        self.outbox: list[bytes] = []
         self._received_eof = False
         self._probe = _probe_socket(stream)
         # Plain TCP: do the I/O on the probe (see the module docstring).
@@ -209,15 +212,20 @@ class Connection:
     # ------------------------------------------------------------------ writing
 
     async def send_request(
-        self, request: Request, *, pipelined: bool, duplex: bool = False
+        self, request: Request, *, pipelined: bool, duplex: bool = False, defer: bool = False
     ) -> h11.Connection | None:
         """Write the request; ``pipelined``: responses to earlier ones are still due. A
-        checkpoint.
+        checkpoint, unless deferred.
 
         With ``duplex`` a streaming body is left to :meth:`send_body` (another task may read
         the response meanwhile) and the h11 machine to pass it is returned; otherwise the
         whole request is written and None returned. An interrupted write (error or
         cancellation) leaves the connection unusable; h11 is told so with ``send_failed()``.
+
+        ``defer`` (pipelined, whole body): the task that reads the response due first is
+        about to run and will read until it has to wait, so the bytes go to :attr:`outbox`
+        and leave with the next write or before that read waits (:meth:`next_event`):
+        pipelined requests made meanwhile share one system call.
         """
         self.requests_started += 1
         request.replay = pipelined
@@ -225,6 +233,9 @@ class Connection:
         try:
             if pipelined and request.wire is not None:
                 # Its bytes are known: no side serialiser needed (the replay updates h11).
+                if defer:
+                    self.outbox.append(request.wire)
+                    return None
                 await self._send_all(request.wire)
                 return None
             writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
@@ -233,7 +244,11 @@ class Connection:
             body = request.body
             if body is None or isinstance(body, bytes):
                 data = head + _send(writer, h11.Data(data=body)) if body else head
-                await self._send_all(data + _send(writer, _END))
+                data += _send(writer, _END)
+                if defer:
+                    self.outbox.append(data)
+                    return None
+                await self._send_all(data)
                 return None
             await self._send_all(head)
             if duplex:
@@ -277,9 +292,13 @@ class Connection:
             await self._send_all(_send(writer, h11.Data(data=chunk)))
 
     async def _send_all(self, data: bytes) -> None:
-        """Write ``data`` whole. Checks for cancellation first; waits (a checkpoint) only
-        while the socket's buffer is full. A broken socket raises ``BrokenResourceError``,
-        as ``SocketStream`` does."""
+        """Write :attr:`outbox`, then ``data``, whole. Checks for cancellation first; waits
+        (a checkpoint) only while the socket's buffer is full. A broken socket raises
+        ``BrokenResourceError``, as ``SocketStream`` does."""
+        if self.outbox:
+            self.outbox.append(data)
+            data = b"".join(self.outbox)
+            self.outbox = []
         raw = self._raw
         if raw is None:
             await self.stream.send_all(data)
@@ -378,6 +397,11 @@ class Connection:
                 self.waiting_timeout = timeout
                 if self.on_read is not None:
                     self.on_read(when)
+            while self.outbox:  # deferred pipelined requests leave before this read waits
+                try:
+                    await self._send_all(b"")
+                except _STREAM_ERRORS as exc:
+                    raise SocketError(f"writing the request failed: {exc!r}") from exc
             self.reader = scope
             try:
                 data = await self._receive()

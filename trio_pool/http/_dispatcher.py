@@ -488,6 +488,7 @@ class Dispatcher(Lifecycle, Emitter, Owner):
                     capability=capability,
                 )
             )
+        request.reads_whole = True
         # _run, not _run_or_raise: one coroutine frame less per waiting request.
         exchange = await self._run(request, Exchange.read_rest)
         if request.error is not None:

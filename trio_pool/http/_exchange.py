@@ -123,8 +123,13 @@ class Exchange:
         self._reused = conn.responses > 0
         self._fresh = True  # a write failure happens before any response byte
         self._mark = conn.received_bytes
+        to_read = worker.to_read
         writer = await conn.send_request(
-            request, pipelined=bool(worker.to_read), duplex=nursery is not None
+            request,
+            pipelined=bool(to_read),
+            duplex=nursery is not None,
+            # The reader due first will read (and send what waits) as soon as it runs.
+            defer=bool(to_read) and to_read[0].reads_whole and conn.reader is None,
         )
         request.written_at = trio.current_time()
         worker.written(request)

@@ -82,6 +82,7 @@ class Request:
         "method",
         "owner",
         "pipelineable",
+        "reads_whole",
         "replay",
         "retried",
         "scope",
@@ -126,6 +127,9 @@ class Request:
         self.replay = False  # written through a side serializer (pipelined): replay into h11
         # Trio time the request (a duplex one: its head) was written: headers_timeout's start.
         self.written_at = 0.0
+        # request(): its task reads the whole response once its turn comes, without waiting
+        # for anything but the connection.
+        self.reads_whole = False
         self.head: h11.Request | None = None  # the h11 event, once built (see h11_event)
         self.wire: bytes | None = None  # the whole request as bytes, if known in advance
 
