@@ -10,6 +10,12 @@ or ``ResponseContentLengthMismatchError`` when the peer closed a content-length 
 It owns no task and makes no policy decision: the exchange (``_exchange.py``) and the
 connection's worker (``_worker.py``) decide when to write, read, reuse or close.
 
+On a plain TCP connection the bytes go through a non-blocking duplicate of the socket
+(the one :meth:`Connection.alive` peeks with) rather than ``SocketStream``: one system call
+per write or read plus Trio's wait primitives, with the same cancellation points as
+``send_all``/``receive_some`` but a fraction of their per-call Python overhead, which
+dominates a small request's cost. TLS and custom streams (``connector=``) use the stream.
+
 h11 cannot have a second request outstanding, so a request written while an earlier response
 is still open (pipelining) is serialised by a throwaway h11 connection and later *replayed*
 into the main one (its bytes discarded) when its response is due, so the main state machine
@@ -41,8 +47,6 @@ from .._errors import (
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from ._options import ClientOptions
     from ._origin import Origin
     from ._request import Request
@@ -53,6 +57,7 @@ Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
 """A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
 
 _RECEIVE_SIZE = 65536
+_END = h11.EndOfMessage()  # immutable: one for every request
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
@@ -63,14 +68,19 @@ class Connection:
     __slots__ = (
         "_options",
         "_probe",
+        "_raw",
         "_received_eof",
         "connected_at",
-        "expected_length",
         "h11",
         "idle_deadline",
         "leftover",
+        "on_read",
+        "outbox",
+        "read_deadline",
+        "reader",
         "received_bytes",
         "requests_started",
+        "response_head",
         "responses",
         "stream",
         "waiting_for",
@@ -85,13 +95,23 @@ class Connection:
         self.requests_started = 0
         self.responses = 0  # complete responses: a connection with any is "reused"
         self.received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
-        self.expected_length: int | None = None  # content-length of the response being read
+        # The raw headers of the response being read (whether a content-length frames it).
+        self.response_head: list[tuple[bytes, bytes]] = []
         self.idle_deadline = math.inf
         self.leftover = False  # bytes arrived with the last response (an EOF ends reuse)
         self.waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
         self.waiting_timeout: float | None = None
+        # The cancel scope of the read waiting for bytes, and when it times out; the worker
+        # (told by on_read) cancels the scope then. No scope deadline is set per read.
+        self.reader: trio.CancelScope | None = None
+        self.read_deadline = math.inf
+        self.on_read: Callable[[float], None] | None = None
+        # Pipelined requests written but not yet sent (see send_request's ``defer``).
+        self.outbox: list[bytes] = []
         self._received_eof = False
         self._probe = _probe_socket(stream)
+        # Plain TCP: do the I/O on the probe (see the module docstring).
+        self._raw = self._probe if isinstance(stream, trio.SocketStream) else None
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for while it
@@ -177,12 +197,14 @@ class Connection:
     async def aclose(self) -> None:
         """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
         if self._probe is not None:
+            trio.lowlevel.notify_closing(self._probe)  # a task waiting on it gets an error
             self._probe.close()
         await trio.aclose_forcefully(self.stream)
 
     def detach(self) -> trio.abc.Stream:
         """Stop owning the transport (``upgrade()``/``connect()`` hand it over)."""
         if self._probe is not None:
+            trio.lowlevel.notify_closing(self._probe)
             self._probe.close()
         leftover, _ = self.h11.trailing_data
         return PrefixedStream(self.stream, leftover) if leftover else self.stream
@@ -190,33 +212,51 @@ class Connection:
     # ------------------------------------------------------------------ writing
 
     async def send_request(
-        self, request: Request, *, pipelined: bool, duplex: bool = False
+        self, request: Request, *, pipelined: bool, duplex: bool = False, defer: bool = False
     ) -> h11.Connection | None:
         """Write the request; ``pipelined``: responses to earlier ones are still due. A
-        checkpoint.
+        checkpoint, unless deferred.
 
         With ``duplex`` a streaming body is left to :meth:`send_body` (another task may read
         the response meanwhile) and the h11 machine to pass it is returned; otherwise the
         whole request is written and None returned. An interrupted write (error or
         cancellation) leaves the connection unusable; h11 is told so with ``send_failed()``.
+
+        ``defer`` (pipelined, whole body): the task that reads the response due first is
+        about to run and will read until it has to wait, so the bytes go to :attr:`outbox`
+        and leave with the next write or before that read waits (:meth:`next_event`):
+        pipelined requests made meanwhile share one system call.
         """
         self.requests_started += 1
         request.replay = pipelined
-        writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
-        with _Writing(writer):
-            head = writer.send(
-                h11.Request(method=request.method, target=request.target, headers=request.headers)
-            )
+        writer = None
+        try:
+            if pipelined and request.wire is not None:
+                # Its bytes are known: no side serialiser needed (the replay updates h11).
+                if defer:
+                    self.outbox.append(request.wire)
+                    return None
+                await self._send_all(request.wire)
+                return None
+            writer = h11.Connection(h11.CLIENT) if pipelined else self.h11
+            head = writer.send(request.h11_event())
             assert head is not None
             body = request.body
             if body is None or isinstance(body, bytes):
                 data = head + _send(writer, h11.Data(data=body)) if body else head
-                await self.stream.send_all(data + _send(writer, h11.EndOfMessage()))
+                data += _send(writer, _END)
+                if defer:
+                    self.outbox.append(data)
+                    return None
+                await self._send_all(data)
                 return None
-            await self.stream.send_all(head)
+            await self._send_all(head)
             if duplex:
                 return writer
             await self._send_body(writer, body)
+        except BaseException as exc:
+            _write_failed(writer, exc)
+            raise
         return None
 
     async def send_body(self, request: Request, writer: h11.Connection) -> None:
@@ -227,8 +267,10 @@ class Connection:
         body = request.body
         chunks = aiter(body) if isinstance(body, AsyncIterable) else body
         try:
-            with _Writing(writer):
-                await self._send_body(writer, chunks)
+            await self._send_body(writer, chunks)
+        except BaseException as exc:
+            _write_failed(writer, exc)
+            raise
         finally:
             # Stopped mid-way (an error, a cancellation, the caller left): finish an async
             # generator now, in this task, rather than leave it to the garbage collector.
@@ -243,24 +285,85 @@ class Connection:
             assert isinstance(body, Iterable)
             for chunk in body:
                 await self._send_chunk(writer, chunk)
-        await self.stream.send_all(_send(writer, h11.EndOfMessage()))
+        await self._send_all(_send(writer, _END))
 
     async def _send_chunk(self, writer: h11.Connection, chunk: bytes) -> None:
         if chunk:
-            await self.stream.send_all(_send(writer, h11.Data(data=chunk)))
+            await self._send_all(_send(writer, h11.Data(data=chunk)))
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write :attr:`outbox`, then ``data``, whole. Checks for cancellation first; waits
+        (a checkpoint) only while the socket's buffer is full. A broken socket raises
+        ``BrokenResourceError``, as ``SocketStream`` does."""
+        if self.outbox:
+            self.outbox.append(data)
+            data = b"".join(self.outbox)
+            self.outbox = []
+        raw = self._raw
+        if raw is None:
+            await self.stream.send_all(data)
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        total = len(data)
+        sent = 0
+        try:
+            while True:
+                try:
+                    sent += raw.send(memoryview(data)[sent:] if sent else data)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(raw)
+                    continue
+                if sent >= total:
+                    return
+                await trio.lowlevel.wait_writable(raw)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+    async def _receive(self) -> bytes:
+        """The next bytes from the server (b"" at EOF). A checkpoint, like
+        ``receive_some``: a read that has to wait waits for the socket, one that does not
+        is still a schedule point."""
+        raw = self._raw
+        if raw is None:
+            data = await self.stream.receive_some(_RECEIVE_SIZE)
+            return bytes(data) if type(data) is not bytes else data
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            try:
+                data = raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                while True:
+                    await trio.lowlevel.wait_readable(raw)
+                    try:
+                        return raw.recv(_RECEIVE_SIZE)
+                    except BlockingIOError:
+                        pass
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
 
     def replay(self, request: Request) -> None:
         """Tell the main h11 machine about a request written through a side serialiser."""
-        self.h11.send(
-            h11.Request(method=request.method, target=request.target, headers=request.headers)
-        )
+        self.h11.send(request.h11_event())
         body = request.body
         if body:
             assert isinstance(body, bytes)
             self.h11.send(h11.Data(data=body))
-        self.h11.send(h11.EndOfMessage())
+        self.h11.send(_END)
 
     # ------------------------------------------------------------------ reading
+
+    def buffered_event(self) -> h11.Event | type[h11.NEED_DATA]:
+        """The next h11 event from what has arrived, or ``h11.NEED_DATA``. Not a checkpoint.
+
+        Raises:
+            HTTPParserError and the like (see :meth:`next_event`).
+        """
+        try:
+            return self.h11.next_event()  # type: ignore[return-value]
+        except h11.RemoteProtocolError as exc:
+            raise self._protocol_error(exc) from exc
 
     async def next_event(
         self,
@@ -269,36 +372,48 @@ class Connection:
         timeout: float | None,
         *,
         deadline: float | None = None,
+        read_first: bool = False,
     ) -> h11.Event:
-        """The next h11 event of the response. A checkpoint only when it has to read.
+        """The next h11 event of the response. A checkpoint only when it has to read;
+        ``read_first``: the caller just got ``NEED_DATA`` from :meth:`buffered_event`.
 
-        Each read runs with ``scope``'s deadline set to ``deadline`` (a total, for headers)
-        or else to ``timeout`` from now (an idle gap, for the body); the caller's request
-        scope is reused, so no scope is created per read. When it expires, the caller
-        raises ``waiting_for`` (``on_timeout``).
+        Each read times out at ``deadline`` (a total, for headers) or else ``timeout`` from
+        now (an idle gap, for the body): the worker then cancels ``scope``, the caller's
+        request scope, and the caller raises ``waiting_for`` (``on_timeout``).
         """
         while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise self._protocol_error(exc) from exc
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
-            if timeout is None:
-                scope.deadline = math.inf
+            if read_first:
+                read_first = False
             else:
-                scope.deadline = trio.current_time() + timeout if deadline is None else deadline
+                event = self.buffered_event()
+                if event is not h11.NEED_DATA:
+                    return event  # type: ignore[return-value]
+            if timeout is None:
+                self.read_deadline = math.inf
+            else:
+                when = trio.current_time() + timeout if deadline is None else deadline
+                self.read_deadline = when
                 self.waiting_for = on_timeout
                 self.waiting_timeout = timeout
+                if self.on_read is not None:
+                    self.on_read(when)
+            while self.outbox:  # deferred pipelined requests leave before this read waits
+                try:
+                    await self._send_all(b"")
+                except _STREAM_ERRORS as exc:
+                    raise SocketError(f"writing the request failed: {exc!r}") from exc
+            self.reader = scope
             try:
-                data = await self.stream.receive_some(_RECEIVE_SIZE)
+                data = await self._receive()
             except _STREAM_ERRORS as exc:
                 raise SocketError(f"reading the response failed: {exc!r}") from exc
+            finally:
+                self.reader = None
             if data:
                 self.received_bytes += len(data)
             else:
                 self._received_eof = True
-            self.h11.receive_data(bytes(data) if type(data) is not bytes else data)
+            self.h11.receive_data(data)
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> TrioPoolError:
         if exc.error_status_hint == 431:
@@ -306,7 +421,7 @@ class Connection:
                 f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
             )
         if self._received_eof:
-            if self.expected_length is not None:
+            if any(name.lower() == b"content-length" for name, _ in self.response_head):
                 return ResponseContentLengthMismatchError(
                     f"the server closed the connection before the whole body: {exc}"
                 )
@@ -314,33 +429,17 @@ class Connection:
         return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
 
 
-class _Writing:
-    """Around a write: tell h11 when it was interrupted, and map the failure to the
-    library's errors (the original as ``__cause__``). A plain class: it runs per request."""
-
-    __slots__ = ("_writer",)
-
-    def __init__(self, writer: h11.Connection) -> None:
-        self._writer = writer
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            return
-        self._writer.send_failed()
-        if isinstance(exc, h11.LocalProtocolError):
-            raise RequestContentLengthMismatchError(
-                f"request body does not match its content-length: {exc}"
-            ) from exc
-        if isinstance(exc, _STREAM_ERRORS):
-            raise SocketError(f"writing the request failed: {exc!r}") from exc
+def _write_failed(writer: h11.Connection | None, exc: BaseException) -> None:
+    """An interrupted write: tell h11 (``writer``), and raise the library's error for
+    ``exc`` (the original as ``__cause__``), or return to let it propagate as it is."""
+    if writer is not None:
+        writer.send_failed()
+    if isinstance(exc, h11.LocalProtocolError):
+        raise RequestContentLengthMismatchError(
+            f"request body does not match its content-length: {exc}"
+        ) from exc
+    if isinstance(exc, _STREAM_ERRORS):
+        raise SocketError(f"writing the request failed: {exc!r}") from exc
 
 
 def _send(writer: h11.Connection, event: h11.Event) -> bytes:

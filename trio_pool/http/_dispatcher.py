@@ -30,10 +30,9 @@ a nursery of the caller's block while the caller reads the response (see ``_exch
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -53,10 +52,12 @@ from ._exchange import Exchange, Head
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
-from ._request import Owner, Request, State, prepare
+from ._request import Owner, Prepared, Request, State, prepare
 from ._worker import Broken, Worker
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from typing_extensions import Self
 
     from ._client import Client
@@ -97,6 +98,7 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         self._connected = 0
         self._need_drain = False
         self._parents: list[Emitter] = []  # outer dispatchers, outermost first (targets)
+        self._prepared = Prepared(self._origin, options)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -147,11 +149,6 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             size=pending + running,
         )
 
-    def _count(self, old: State, new: State) -> None:
-        counts = self._counts
-        counts[old] -= 1
-        counts[new] += 1
-
     def _targets(self, worker: Worker) -> list[Emitter]:
         chain: list[Emitter] = [*self._parents, self]
         if worker.client is not self:
@@ -178,7 +175,8 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             worker = self._pick(request)
             if worker is not None:
                 worker.lease(request)
-                self._refresh(worker)
+                if worker.client._options.pipelining > 1:  # else it has no room left
+                    self._refresh(worker)
                 return worker
             if self._max_workers is None or len(self._workers) < self._max_workers:
                 self._spawn(request)
@@ -330,31 +328,35 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         worker = self._acquire(request, front=front)
         if worker is not None:
             return worker
+        return await self._leased(request)
+
+    async def _leased(self, request: Request) -> Worker | None:
+        """Wait for the lease :meth:`_acquire` arranged (see :meth:`_connection_for`)."""
         if request.state is State.DONE:  # a failing factory
             return None
-        request.event = event = trio.Event()
         try:
-            await event.wait()
+            await request.park()
             # Handed a lease, but cancelled in the same instant: give it to the next waiter
             # rather than start (and spoil) an exchange. Not a checkpoint otherwise.
             await trio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             self._abort(request, RequestAbortedError("the caller was cancelled"))
             raise
-        return None if request.ended else request.worker  # type: ignore[no-any-return]
+        return None if request.ended else request.worker
 
     async def _begin(
-        self, request: Request, scope: trio.CancelScope, writers: trio.Nursery | None
+        self,
+        request: Request,
+        worker: Worker,
+        scope: trio.CancelScope,
+        writers: trio.Nursery | None,
     ) -> Exchange | None:
-        """Lease a connection, write the request and read the response head, re-sending it
-        as API.md 1.6 allows. None if the request failed (its error is on it). Runs in
-        ``scope`` (set up by the caller: timeouts and aborts cancel it). With ``writers``
-        the exchange is duplex: a streaming body is written by a task started there."""
-        front = False
+        """Write the request on its leased connection and read the response head, re-sending
+        it (on another lease) as API.md 1.6 allows. None if the request failed (its error is
+        on it). Runs in ``scope`` (set up by the caller: timeouts and aborts cancel it). With
+        ``writers`` the exchange is duplex: a streaming body is written by a task started
+        there."""
         while True:
-            worker = await self._connection_for(request, front=front)
-            if worker is None:
-                return None
             exchange = Exchange(worker, request)
             try:
                 await exchange.send(writers)
@@ -374,8 +376,10 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             else:
                 return exchange
             exchange.close()
-            scope.deadline = math.inf
-            front = True
+            next_worker = await self._connection_for(request, front=True)
+            if next_worker is None:
+                return None
+            worker = next_worker
 
     def _ended(self, request: Request, scope: trio.CancelScope) -> None:
         """After an exchange's scope: a deadline that expired is the request's error."""
@@ -383,20 +387,10 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             exchange: Exchange = request.exchange
             request.finish(exchange.timeout_error())
 
-    @contextmanager
-    def _scope_for(self, request: Request) -> Iterator[trio.CancelScope]:
+    def _scope_for(self, request: Request) -> _RequestScope:
         """The cancel scope a request runs its exchange in; a caller cancelled from outside
         (or any unexpected error) ends the request at once."""
-        scope = trio.CancelScope()
-        request.scope = scope
-        try:
-            with scope:
-                yield scope
-        except BaseException:
-            self._abort(request, RequestAbortedError("the caller was cancelled"))
-            raise
-        finally:
-            request.scope = None
+        return _RequestScope(self, request)
 
     async def _run(
         self,
@@ -404,13 +398,21 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         consume: Callable[[Exchange, trio.CancelScope], Awaitable[None]] | None = None,
         writers: trio.Nursery | None = None,
     ) -> Exchange | None:
-        """Run ``request`` in this task, in one cancel scope: lease a connection, write it
-        (its body from a task in ``writers``, if given), read the response head, then
-        ``consume`` the rest (which ends the request). Its error ends up on ``request``;
-        returns the exchange (None if there is no head)."""
+        """Run ``request`` in this task: lease a connection, then, in one cancel scope, write
+        the request (its body from a task in ``writers``, if given), read the response head,
+        and ``consume`` the rest (which ends the request). Its error ends up on ``request``;
+        returns the exchange (None if there is no head). A request waiting for a connection
+        holds no cancel scope: a queue of thousands stays small."""
+        # A new request (not ended): _connection_for without a coroutine when a connection
+        # is free at once.
+        worker = self._acquire(request, front=False)
+        if worker is None:
+            worker = await self._leased(request)
+            if worker is None:
+                return None
         exchange = None
         with self._scope_for(request) as scope:
-            exchange = await self._begin(request, scope, writers)
+            exchange = await self._begin(request, worker, scope, writers)
             if exchange is not None and consume is not None:
                 try:
                     await consume(exchange, scope)
@@ -460,21 +462,40 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
             TrioPoolError: the request failed (the HTTP errors in the error reference).
         """
-        request = self._accept(
-            RequestOptions(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
+        if (
+            headers is None
+            and body is None
+            and query is None
+            and idempotent is None
+            and type(method) is str
+            and type(path) is str
+            and type(reset) is bool
+        ):
+            if self._closed or not self._supervisor.running:
+                self._check_open()  # raises
+            request = self._prepared.request(method, path, reset)
+            request.owner = self
+        else:
+            request = self._accept(
+                RequestOptions(
+                    method,
+                    path,
+                    headers=headers,
+                    body=body,
+                    query=query,
+                    idempotent=idempotent,
+                    reset=reset,
+                    capability=capability,
+                )
             )
-        )
-        exchange, (status, response_headers, reason) = await self._run_or_raise(
-            request, Exchange.read_rest
-        )
+        request.reads_whole = True
+        # _run, not _run_or_raise: one coroutine frame less per waiting request.
+        exchange = await self._run(request, Exchange.read_rest)
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        status, response_headers, reason = exchange.head
         chunks = exchange.chunks
         body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return Response(
@@ -653,6 +674,38 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             await call(handler.on_response_error, controller, request.error)
 
 
+class _RequestScope:
+    """:meth:`Dispatcher._scope_for` (a plain class: it runs once per request)."""
+
+    __slots__ = ("_dispatcher", "_request", "_scope")
+
+    def __init__(self, dispatcher: Dispatcher, request: Request) -> None:
+        self._dispatcher = dispatcher
+        self._request = request
+        self._scope = request.scope = trio.CancelScope()
+
+    def __enter__(self) -> trio.CancelScope:
+        return self._scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        request = self._request
+        try:
+            handled = self._scope.__exit__(exc_type, exc, tb)  # its own deadline or cancel
+        except BaseException:
+            self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
+            raise
+        finally:
+            request.scope = None
+        if exc is not None and not handled:
+            self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
+        return handled
+
+
 class _HandlerFailed(Exception):
     """A handler method raised; carries what it raised (delivered to the request as is)."""
 
@@ -660,12 +713,12 @@ class _HandlerFailed(Exception):
         self.error = error
 
 
-async def _handle(scope: trio.CancelScope, method: Callable[..., object], *args: object) -> None:
-    """Call a handler method; an async one runs with no read deadline on ``scope``."""
+async def _handle(method: Callable[..., object], *args: object) -> None:
+    """Call a handler method (awaited if async; no read deadline runs meanwhile: a read's
+    timeout is enforced only while it waits for bytes)."""
     try:
         pending = start_call(method, *args)
         if pending is not None:
-            scope.deadline = math.inf
             await pending
     except Exception as exc:
         raise _HandlerFailed(exc) from exc
@@ -687,14 +740,14 @@ async def _drive(
     """Feed the response to ``handler``; stop as soon as the request is aborted."""
     request = exchange.request
     assert exchange.head is not None
-    await _handle(scope, handler.on_response_start, controller, *exchange.head)
+    await _handle(handler.on_response_start, controller, *exchange.head)
     while request.state is not State.DONE:
         chunk = await exchange.receive_data(scope)
         if chunk is None:
-            await _handle(scope, handler.on_response_end, controller, exchange.trailers)
+            await _handle(handler.on_response_end, controller, exchange.trailers)
             request.finish(None)
             return
-        await _handle(scope, handler.on_response_data, controller, chunk)
+        await _handle(handler.on_response_data, controller, chunk)
 
 
 class _BodySource:

@@ -57,6 +57,7 @@ __all__ = ["Exchange", "Head"]
 Head = tuple[int, Headers, str]
 
 _CHEAP_DRAIN = 65536  # body bytes an unread stream may still drain to keep its connection
+_NO_HEADERS = Headers()  # immutable, so every exchange may start with this one
 
 
 class Exchange:
@@ -94,12 +95,12 @@ class Exchange:
         self.complete = False  # the whole response was read
         self.keep = False  # ...and the connection may serve another request
         self.switched = False  # 101 to an upgrade or 2xx to a CONNECT: hand the stream over
-        self.trailers = Headers()
+        self.trailers = _NO_HEADERS
         self.chunks: list[bytes] = []  # the body, for read_rest()
         self.taken_over: trio.abc.Stream | None = None  # the switched connection, detached
         self.head: Head | None = None
         self.http_version = "1.1"
-        self._headers = Headers()
+        self._headers = _NO_HEADERS
         self._total = 0
         self._reused = self._fresh = False
         self._mark = 0
@@ -118,12 +119,18 @@ class Exchange:
         worker = self.worker
         conn = self.conn
         request.move(State.RUNNING)
-        await worker.write_turn(request)
+        if worker.broken or worker.to_write[0] is not request:  # pipelined: wait for it
+            await worker.write_turn(request)
         self._reused = conn.responses > 0
         self._fresh = True  # a write failure happens before any response byte
         self._mark = conn.received_bytes
+        to_read = worker.to_read
         writer = await conn.send_request(
-            request, pipelined=bool(worker.to_read), duplex=nursery is not None
+            request,
+            pipelined=bool(to_read),
+            duplex=nursery is not None,
+            # The reader due first will read (and send what waits) as soon as it runs.
+            defer=bool(to_read) and to_read[0].reads_whole and conn.reader is None,
         )
         request.written_at = trio.current_time()
         worker.written(request)
@@ -174,7 +181,9 @@ class Exchange:
         """
         request = self.request
         conn = self.conn
-        await self.worker.read_turn(request)
+        worker = self.worker
+        if worker.broken or worker.to_read[0] is not request:  # pipelined: wait for it
+            await worker.read_turn(request)
         if request.replay:
             conn.replay(request)
         # For the 1.6 retry: nothing of this response yet, nothing left over before it.
@@ -184,33 +193,42 @@ class Exchange:
         # one written on an idle kept-alive connection (RFC 9112 9.3.2).
         self._reused = conn.responses > 0
         self._mark = conn.received_bytes
-        options = self.worker.client._options
+        options = worker.client._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
-        conn.expected_length = None
+        conn.response_head = []
         event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
-        while isinstance(event, h11.InformationalResponse):
-            if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
-                break
-            event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
-        if not isinstance(event, h11.InformationalResponse | h11.Response):
-            raise SocketError(f"unexpected {event!r} instead of a response")
-        # h11 bounds only an *incomplete* head; one that arrived whole is measured here.
-        size = sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
-        if size > options.max_header_size:
-            raise HeadersOverflowError(
-                f"response headers exceed max_header_size ({options.max_header_size} bytes)"
-            )
-        headers = Headers._from_raw(event.headers)
+        if type(event) is not h11.Response:  # the usual case needs none of these checks
+            while isinstance(event, h11.InformationalResponse):
+                if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
+                    break
+                event = await conn.next_event(
+                    scope, HeadersTimeoutError, timeout, deadline=deadline
+                )
+            if not isinstance(event, h11.InformationalResponse | h11.Response):
+                raise SocketError(f"unexpected {event!r} instead of a response")
+        raw = event.headers.raw_items()
+        # h11 bounds only an *incomplete* head; one that arrived whole is measured here,
+        # unless all the bytes that came since we began to wait for it are few enough.
+        limit = options.max_header_size
+        if not self._fresh or conn.received_bytes - self._mark > limit:
+            size = sum(len(name) + len(value) + 4 for name, value in raw)
+            if size > limit:
+                raise HeadersOverflowError(
+                    f"response headers exceed max_header_size ({limit} bytes)"
+                )
+        headers = Headers._from_raw(raw)
         if conn.h11.their_state is h11.SWITCHED_PROTOCOL:
             self.switched = self.complete = True
         else:
-            length = headers.get("content-length")
-            if length is not None and "transfer-encoding" in headers:
+            if (
+                headers._raw_get(b"content-length") is not None
+                and headers._raw_get(b"transfer-encoding") is not None
+            ):
                 # h11 lets transfer-encoding win; RFC 9112 6.3 says to treat it as an error
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
-            conn.expected_length = int(length) if length is not None else None
+            conn.response_head = raw
             self._headers = headers
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
@@ -225,28 +243,51 @@ class Exchange:
         """
         if self.complete:
             return None
-        options = self.worker.client._options
-        event = await self.conn.next_event(scope, BodyTimeoutError, options.body_timeout)
+        conn = self.conn
+        event = conn.buffered_event()
+        if event is h11.NEED_DATA:
+            event = await conn.next_event(
+                scope, BodyTimeoutError, self.worker.client._options.body_timeout, read_first=True
+            )
+        return self._body_event(event)
+
+    def _body_event(self, event: object) -> bytes | None:
+        """A body event: a chunk, or None at the end (trailers kept, lease made reusable)."""
         if type(event) is h11.Data:
             self._total += len(event.data)
-            limit = options.max_response_size
+            limit = self.worker.client._options.max_response_size
             if limit is not None and self._total > limit:
                 raise ResponseExceededMaxSizeError(
                     f"response body exceeds max_response_size ({limit} bytes)"
                 )
             return bytes(event.data)
         if type(event) is h11.EndOfMessage:
-            self.trailers = Headers._from_raw(event.headers)
+            trailers = event.headers.raw_items()
+            if trailers:
+                self.trailers = Headers._from_raw(trailers)
             self.complete = True
             self.keep = self.worker.keep_alive(self._headers)
             return None
         raise SocketError(f"unexpected {event!r} in a response body")
 
     async def read_rest(self, scope: trio.CancelScope) -> None:
-        """Read the whole body into :attr:`chunks` and end the request. A checkpoint."""
+        """Read the whole body into :attr:`chunks` and end the request. A checkpoint
+        (unless the whole body had already arrived)."""
         chunks = self.chunks
-        while (chunk := await self.receive_data(scope)) is not None:
-            chunks.append(chunk)
+        conn = self.conn
+        while not self.complete:
+            # What has arrived is parsed here; only a read awaits (receive_data's work).
+            event = conn.buffered_event()
+            if event is h11.NEED_DATA:
+                event = await conn.next_event(
+                    scope,
+                    BodyTimeoutError,
+                    self.worker.client._options.body_timeout,
+                    read_first=True,
+                )
+            chunk = self._body_event(event)
+            if chunk is not None:
+                chunks.append(chunk)
         self.request.finish(None)
 
     def retryable(self, error: BaseException) -> bool:

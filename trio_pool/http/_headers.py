@@ -16,19 +16,45 @@ class Headers:
     they arrived, names lower-cased as h11 delivers them.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_raw")
 
     def __init__(self, items: Sequence[tuple[str, str]] = ()) -> None:
-        self._items = list(items)
+        self._items: list[tuple[str, str]] | None = list(items)
+        self._raw: Sequence[tuple[bytes, bytes]] = ()
 
     @classmethod
     def _from_raw(cls, raw: Sequence[tuple[bytes, bytes]]) -> Headers:
-        # h11 already lower-cases names; latin-1 maps every byte, so nothing can fail here.
-        return cls([(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw])
+        """Headers as h11 parsed them (``raw_items()``: names as sent), decoded on first
+        use: most responses are never looked at beyond their framing."""
+        headers = cls.__new__(cls)
+        headers._items = None
+        headers._raw = raw
+        return headers
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        items = self._items
+        if items is None:
+            # Names are tokens (ASCII, checked by h11): lower-casing bytes is exact. latin-1
+            # maps every byte, so nothing can fail here.
+            items = self._items = [
+                (name.lower().decode("latin-1"), value.decode("latin-1"))
+                for name, value in self._raw
+            ]
+        return items
+
+    def _raw_get(self, name: bytes) -> bytes | None:
+        """The first value of ``name`` (lower-case), looked up without decoding."""
+        if self._items is not None:
+            found = self.get(name.decode("latin-1"))
+            return None if found is None else found.encode("latin-1")
+        for raw_name, value in self._raw:
+            if len(raw_name) == len(name) and raw_name.lower() == name:
+                return value
+        return None
 
     def __getitem__(self, name: str) -> str:
         key = name.lower()
-        for item_name, value in self._items:
+        for item_name, value in self._pairs():
             if item_name == key:
                 return value
         raise KeyError(name)
@@ -47,26 +73,26 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in wire order (an empty list if absent)."""
         key = name.lower()
-        return [value for item_name, value in self._items if item_name == key]
+        return [value for item_name, value in self._pairs() if item_name == key]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return iter(self._pairs())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._raw) if self._items is None else len(self._items)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        return self._items == other._items
+        return self._pairs() == other._pairs()
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Headers({redacted(self._items)!r})"
+        return f"Headers({redacted(self._pairs())!r})"
 
 
 # Never shown in reprs or logs.

@@ -20,6 +20,11 @@ through :meth:`Request.move`, which keeps the owner's
 counters exact, so ``statistics()`` is O(1) and always consistent. ``DONE`` is final:
 whoever gets there first (the connection finishing the response, the caller being
 cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
+
+The commonest request — no headers, body or query, as ``request("GET", "/")`` — is
+prepared once per ``(method, path, reset)`` by :class:`Prepared`: later ones copy the
+validated wire form, h11 event and bytes included, so they skip validation and h11's own
+checks, and a pipelined one is written without a side serialiser.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import h11
 import trio
 
 from .._errors import InvalidArgumentError, RequestContentLengthMismatchError
@@ -39,7 +45,7 @@ if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Request", "State", "prepare"]
+__all__ = ["IDEMPOTENT_METHODS", "Prepared", "Request", "State", "prepare"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
@@ -49,6 +55,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Controls, space and "#": a fragment is never sent (RFC 9110 7.1).
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
+_PREPARED_MAX = 64  # shapes remembered per dispatcher; a full cache starts over
 
 
 class State(enum.IntEnum):
@@ -66,10 +73,10 @@ class State(enum.IntEnum):
 
 
 class Owner:
-    """What a request needs from the dispatcher that accepted it (its counters)."""
+    """What a request needs from the dispatcher that accepted it: its counters, requests
+    per :class:`State` (indexed by it), which :meth:`Request.move` keeps exact."""
 
-    def _count(self, old: State, new: State) -> None:
-        raise NotImplementedError
+    _counts: list[int]
 
 
 class Request:
@@ -78,20 +85,22 @@ class Request:
     __slots__ = (
         "body",
         "error",
-        "event",
         "exchange",
+        "head",
         "headers",
         "idempotent",
         "method",
         "owner",
         "pipelineable",
+        "reads_whole",
         "replay",
         "retried",
         "scope",
         "state",
         "target",
-        "turn",
         "upgrade",
+        "waiter",
+        "wire",
         "worker",
         "written_at",
     )
@@ -121,31 +130,74 @@ class Request:
         # The caller's cancel scope while it runs the exchange; aborting cancels it.
         self.scope: trio.CancelScope | None = None
         self.error: BaseException | None = None
-        self.event: trio.Event | None = None  # set when its caller waits for a connection
         self.exchange: Any = None  # its latest exchange (whose read may have timed out)
-        self.turn: trio.Event | None = None  # set when it waits for its pipelining turn
+        # Its caller's task while parked (for a connection or a pipelining turn).
+        self.waiter: trio.lowlevel.Task | None = None
         self.retried = False
         self.replay = False  # written through a side serializer (pipelined): replay into h11
         # Trio time the request (a duplex one: its head) was written: headers_timeout's start.
         self.written_at = 0.0
+        # request(): its task reads the whole response once its turn comes, without waiting
+        # for anything but the connection.
+        self.reads_whole = False
+        self.head: h11.Request | None = None  # the h11 event, once built (see h11_event)
+        self.wire: bytes | None = None  # the whole request as bytes, if known in advance
+
+    def h11_event(self) -> h11.Request:
+        """The request head as an h11 event, built on first use (a write, then a replay
+        into the main state machine, share it). Raises h11's ``LocalProtocolError``."""
+        head = self.head
+        if head is None:
+            head = self.head = h11.Request(
+                method=self.method, target=self.target, headers=self.headers
+            )
+        return head
+
+    def copy(self) -> Request:
+        """A new request with the same wire form (sharing its immutable parts)."""
+        request = Request(
+            self.method,
+            self.target,
+            self.headers,
+            self.body,
+            idempotent=self.idempotent,
+            upgrade=self.upgrade,
+        )
+        request.head = self.head
+        request.wire = self.wire
+        return request
 
     def move(self, new: State) -> None:
         """Change state, keeping the owner's counters exact. Not a checkpoint."""
         old, self.state = self.state, new
         assert self.owner is not None
-        self.owner._count(old, new)
+        counts = self.owner._counts
+        counts[old] -= 1
+        counts[new] += 1
 
     @property
     def ended(self) -> bool:
         """``DONE`` (a property, so type checkers do not assume it unchanged by an await)."""
         return self.state is State.DONE
 
+    async def park(self) -> None:
+        """Sleep until :meth:`wake` (or a cancellation). A checkpoint.
+
+        A parked task rather than a ``trio.Event``: nothing is allocated for it, which
+        matters for a queue of thousands of requests."""
+        self.waiter = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._unpark)
+
+    def _unpark(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self.waiter = None  # cancelled while parked: a later wake() must not touch it
+        return trio.lowlevel.Abort.SUCCEEDED
+
     def wake(self) -> None:
-        """Wake the caller if it waits for a connection."""
-        event = self.event
-        if event is not None:
-            self.event = None
-            event.set()
+        """Wake the caller if it is parked (for a connection or its turn)."""
+        task = self.waiter
+        if task is not None:
+            self.waiter = None
+            trio.lowlevel.reschedule(task)
 
     def finish(self, error: BaseException | None) -> None:
         """Mark the request DONE (first caller wins) and wake its caller."""
@@ -154,8 +206,6 @@ class Request:
         self.error = error
         self.move(State.DONE)
         self.wake()
-        if self.turn is not None:
-            self.turn.set()
 
 
 def _is_token(text: object) -> bool:
@@ -316,3 +366,38 @@ def prepare(
         idempotent=bool(idempotent),
         upgrade=protocol is not None or authority is not None,
     )
+
+
+class Prepared:
+    """Requests without headers, body or query, prepared once per ``(method, path,
+    reset)`` of one dispatcher: :func:`prepare` is a pure function of those and of the
+    dispatcher's origin and options, so a copy of the first is the same request."""
+
+    __slots__ = ("_cache", "_client_options", "_origin")
+
+    def __init__(self, origin: Origin, client_options: ClientOptions) -> None:
+        self._origin = origin
+        self._client_options = client_options
+        self._cache: dict[tuple[str, str, bool], Request] = {}
+
+    def request(self, method: str, path: str, reset: bool) -> Request:
+        """A new request; raises like :func:`prepare`."""
+        key = (method, path, reset)
+        template = self._cache.get(key)
+        if template is None:
+            template = prepare(
+                RequestOptions(method, path, reset=reset), self._origin, self._client_options
+            )
+            # A host, a length, a close: nothing h11 could refuse. Its bytes let a pipelined
+            # copy skip the side serialiser (the first request of a connection writes through
+            # the connection's own h11, which keeps its state).
+            writer = h11.Connection(h11.CLIENT)
+            wire = writer.send(template.h11_event())
+            end = writer.send(h11.EndOfMessage())
+            assert wire is not None
+            assert end is not None
+            template.wire = wire + end
+            if len(self._cache) >= _PREPARED_MAX:
+                self._cache.clear()
+            self._cache[key] = template
+        return template.copy()

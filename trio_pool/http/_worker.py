@@ -12,7 +12,11 @@ itself (``_exchange.py``), so a request costs no task switch beyond waiting for 
 While the connection is idle the task sleeps in a cancel scope whose deadline is the idle
 expiry. A release records the new expiry (re-arming the deadline only if it moved
 earlier), so the task wakes only to close the connection, or at an outdated deadline,
-to sleep on until the current one.
+to sleep on until the current one. The same task enforces the timeout of a read that
+waits for response bytes (``headers_timeout``, ``body_timeout``): it cancels the
+reader's scope when the read is due, so no request scope carries a deadline (a deadline
+update per read was a tenth of a small request's cost) and a busy connection re-arms
+nothing per request.
 Whether an idle connection is still usable is checked when it is handed out
 (:meth:`Connection.alive`, a non-blocking peek): a server's FIN or unsolicited bytes evict
 it before any request touches it.
@@ -141,9 +145,14 @@ class Worker:
 
     def _set_expiry(self, when: float) -> None:
         self._expiry = when
-        # Only an earlier expiry re-arms the sleeping task's deadline; a later one (the
-        # usual case: each release pushes it forward) is found when the old one fires, so
-        # a busy connection costs no deadline update per request.
+        self.wake_by(when)
+
+    def wake_by(self, when: float) -> None:
+        """Make sure the task wakes by ``when`` (an idle expiry, or a read's deadline).
+
+        Only an earlier time re-arms the sleeping task's deadline; a later one (the usual
+        case: each release and each read pushes it forward) is found when the old one
+        fires, so a busy connection costs no deadline update per request."""
         if self._wake is not None and when < self._wake.deadline:
             self._wake.deadline = when
 
@@ -153,7 +162,7 @@ class Worker:
         """Wait until the leases before ``request`` are written. A checkpoint only if it
         has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_write[0] is not request:
-            await self._park(request)
+            await request.park()
         if self.broken:
             raise Broken
 
@@ -162,19 +171,15 @@ class Worker:
         self.to_write.popleft()
         self.to_read.append(request)
         if self.to_write:
-            _wake(self.to_write[0])
+            self.to_write[0].wake()
 
     async def read_turn(self, request: Request) -> None:
         """Wait until the responses before ``request``'s have been read. A checkpoint only
         if it has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_read[0] is not request:
-            await self._park(request)
+            await request.park()
         if self.broken:
             raise Broken
-
-    async def _park(self, request: Request) -> None:
-        request.turn = event = trio.Event()
-        await event.wait()
 
     def release(
         self, request: Request, *, reusable: bool, reason: BaseException | None = None
@@ -188,7 +193,7 @@ class Worker:
             head = self.to_write[0] is request
             self.to_write.remove(request)
             if head and self.to_write:
-                _wake(self.to_write[0])
+                self.to_write[0].wake()
         elif self.to_read and self.to_read[0] is request:
             self.to_read.popleft()
             if self.to_read:
@@ -196,7 +201,7 @@ class Worker:
                 if self.to_read[0].state is State.DONE:
                     reusable = False
                 else:
-                    _wake(self.to_read[0])
+                    self.to_read[0].wake()
         elif request in self.to_read:
             if not self.broken:
                 # Its caller gave up while it waited for its turn to read: its response
@@ -222,7 +227,7 @@ class Worker:
             if waiting.state is State.DONE:  # a placeholder (see release): nobody to wake
                 self.to_read.remove(waiting)
             else:
-                _wake(waiting)
+                waiting.wake()
 
     # ------------------------------------------------------------------ the task
 
@@ -241,6 +246,7 @@ class Worker:
                     if self.first is not None:
                         self.first.finish(exc)
                     return
+                self.conn.on_read = self.wake_by
                 self.owner._worker_connected(self)
                 reason = await self._live()
         finally:
@@ -251,6 +257,8 @@ class Worker:
     async def _live(self) -> BaseException:
         """Sleep until the connection is retired or its idle time is up."""
         ttl = self.owner._client_ttl
+        conn = self.conn
+        assert conn is not None
         while True:
             # retire() can wake this task only while it sleeps, so look before sleeping: a
             # connection retired as it connected (the pool closing, its request gone) would
@@ -258,11 +266,19 @@ class Worker:
             if self.retiring and self.idle():
                 return self._reason or InformationalError("connection retired")
             deadline = self._expiry if self.idle() else math.inf
+            if conn.reader is not None:
+                deadline = min(deadline, conn.read_deadline)
             with trio.CancelScope(deadline=deadline) as self._wake:
                 await trio.sleep_forever()
             self._wake = None
-            if not self.idle() or self.retiring:
-                continue  # leased as the deadline fired, or retired (returns above)
+            if conn.reader is not None and trio.current_time() >= conn.read_deadline:
+                # A read's timeout: its caller maps the cancellation of its scope.
+                conn.read_deadline = math.inf
+                conn.reader.cancel()
+            if not self.idle():
+                continue  # leased as the deadline fired
+            if self.retiring:
+                return self._reason or InformationalError("connection retired")
             if trio.current_time() >= self._expiry:
                 self.retiring = True
                 self.owner._refresh(self)
@@ -291,7 +307,7 @@ class Worker:
         conn.leftover = bool(leftover)
         options = self.client._options
         lifetime = options.keep_alive_timeout
-        hint = _keep_alive_hint(headers.get("keep-alive"))
+        hint = _keep_alive_hint(headers._raw_get(b"keep-alive"))
         if hint is not None:
             lifetime = hint - options.keep_alive_timeout_threshold
             if lifetime <= 0:
@@ -313,18 +329,11 @@ class Worker:
         self._set_expiry(expiry)
 
 
-def _wake(request: Request) -> None:
-    event = request.turn
-    if event is not None:
-        request.turn = None
-        event.set()
-
-
-def _keep_alive_hint(value: str | None) -> float | None:
+def _keep_alive_hint(raw: bytes | None) -> float | None:
     """The ``timeout=N`` of a ``Keep-Alive`` header, or None (absent or malformed)."""
-    if not value:
+    if not raw:
         return None
-    for part in value.split(","):
+    for part in raw.decode("latin-1").split(","):
         key, _, number = part.strip().partition("=")
         if key.strip().lower() == "timeout":
             try:

@@ -509,6 +509,9 @@ class MockPool(Lifecycle, Emitter, Owner):
         self._options = ClientOptions.from_kwargs(options)
         self._scopes: list[MockScope] = []
         self._active: dict[Request, None] = {}  # accepted, not ended; insertion-ordered
+        # Requests keep their owner's per-state counts; the mock reports from ``_active``
+        # instead (kept by ``_end``, through which every request ends).
+        self._counts = [0] * len(State)
         self.calls: list[MockCall] = []
 
     @property
@@ -578,11 +581,6 @@ class MockPool(Lifecycle, Emitter, Owner):
     def _check_shutdown(self) -> None:
         if self._closed and not self._active:
             self._shut.set()
-
-    def _count(self, old: State, new: State) -> None:
-        # Requests report their moves to their owner; the mock's one counter is ``_active``,
-        # kept by ``_end``, through which every one of them ends.
-        pass
 
     def statistics(self) -> PoolStats:
         """Requests in progress count as ``running`` (a ``stream()``'s until its body is read

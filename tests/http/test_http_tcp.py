@@ -1,0 +1,171 @@
+"""Plain TCP connections do their I/O on the socket itself, not through ``SocketStream``
+(``_connection.py``): large writes and reads, cancellation while waiting on the socket, a
+server that hangs up, ``destroy()`` under a waiting read, and pipelining — over loopback."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+import trio
+import trio.testing
+
+import trio_pool
+from trio_pool import ClientDestroyedError, Pool
+from trio_pool.testing import ServerConnection, ServerRequest, serve_h11
+
+BIG = 4 * 1024 * 1024  # far beyond a socket buffer: the write has to wait for room
+
+
+def assert_idle(pool: Pool) -> None:
+    stats = pool.statistics()
+    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
+
+
+async def test_large_body_both_ways() -> None:
+    async def mirror(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=request.body[::-1])
+
+    body = bytes(range(256)) * (BIG // 256)
+    async with serve_h11(mirror) as server, Pool(server.origin) as pool:
+        with trio.fail_after(30):
+            response = await pool.request("POST", "/", body=body)
+            assert response.body == body[::-1]
+            assert (await pool.request("POST", "/", body=b"ab")).body == b"ba"  # reused
+        assert server.connections == 1
+
+
+async def test_cancel_while_waiting_for_the_response() -> None:
+    arrived = trio.Event()
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        if request.target == "/never":
+            arrived.set()
+            await trio.sleep_forever()
+        await conn.respond(200, body=str(conn.number).encode())
+
+    async with serve_h11(script) as server, Pool(server.origin) as pool:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def victim() -> None:
+                    await pool.request("GET", "/never")
+
+                nursery.start_soon(victim)
+                await arrived.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.cancel_scope.cancel()
+            assert_idle(pool)
+            # The cut connection was closed, not reused.
+            assert (await pool.request("GET", "/")).body == b"1"
+
+
+async def test_server_hanging_up_mid_body() -> None:
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_head(200, [("content-length", "10")])
+        await conn.send_data(b"12345")
+        await conn.close()
+
+    async with serve_h11(script) as server, Pool(server.origin) as pool:
+        with trio.fail_after(10), pytest.raises(trio_pool.ResponseContentLengthMismatchError):
+            await pool.request("GET", "/")
+        assert_idle(pool)
+
+
+async def test_destroy_under_a_waiting_read() -> None:
+    arrived = trio.Event()
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        arrived.set()
+        await trio.sleep_forever()
+
+    errors: list[BaseException] = []
+    async with serve_h11(script) as server, Pool(server.origin) as pool:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def run() -> None:
+                    try:
+                        await pool.request("GET", "/")
+                    except trio_pool.TrioPoolError as exc:
+                        errors.append(exc)
+
+                nursery.start_soon(run)
+                await arrived.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                await pool.destroy()
+    assert len(errors) == 1
+    assert isinstance(errors[0], ClientDestroyedError)
+    assert pool.statistics().connected == 0
+
+
+async def test_pipelined_requests_share_one_connection() -> None:
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=request.target.encode())
+
+    async with (
+        serve_h11(script) as server,
+        Pool(server.origin, connections=1, pipelining=5) as pool,
+    ):
+        results: dict[str, bytes] = {}
+
+        async def get(path: str) -> None:
+            results[path] = (await pool.request("GET", path)).body
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(get, f"/{i}")
+        assert results == {f"/{i}": f"/{i}".encode() for i in range(20)}
+        assert server.connections == 1
+        assert_idle(pool)
+
+
+async def test_a_reset_connection_is_a_socket_error() -> None:
+    async def reset(request: ServerRequest, conn: ServerConnection) -> None:
+        sock = conn.stream.socket  # type: ignore[attr-defined]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await conn.close()  # with linger 0: an RST, not a FIN
+
+    async with serve_h11(reset) as server, Pool(server.origin) as pool:
+        with trio.fail_after(10), pytest.raises(trio_pool.SocketError) as info:
+            await pool.request("POST", "/")
+        assert isinstance(info.value.__cause__, trio.BrokenResourceError)
+        assert_idle(pool)
+
+
+async def test_pipelined_requests_behind_a_hang_up() -> None:
+    """Requests written behind the first wait in the connection's outbox or on the wire;
+    the server answers one and hangs up. The others fail with SocketError (their own
+    heads failed on a connection that was never reused: API.md 1.6), nothing hangs, and
+    the pool is idle and usable afterwards."""
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=request.target.encode())
+        if conn.number == 0:
+            await conn.close()
+
+    async with serve_h11(script) as server:
+        async with Pool(server.origin, connections=1, pipelining=5) as pool:
+            results: dict[str, object] = {}
+
+            async def get(path: str) -> None:
+                headers = [("x-path", path)]  # not a prepared request: a side serialiser
+                try:
+                    results[path] = (await pool.request("GET", path, headers=headers)).body
+                except trio_pool.SocketError as exc:
+                    results[path] = type(exc)
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for i in range(5):
+                        nursery.start_soon(get, f"/{i}")
+                        await trio.testing.wait_all_tasks_blocked()
+            assert results.pop("/0") == b"/0"
+            assert set(results) == {"/1", "/2", "/3", "/4"}
+            assert all(
+                r == trio_pool.SocketError or r == path.encode() for path, r in results.items()
+            )
+            assert_idle(pool)
+            assert (await pool.request("GET", "/again")).body == b"/again"
