@@ -75,6 +75,7 @@ SERVER_START_TIMEOUT = 10.0
 SERVER_STOP_GRACE = 2.0
 
 _PROGRESS_INTERVAL = 0.2
+_BAR_WIDTH = 24
 # Put first on the embedded server's PYTHONPATH, so that the child imports this very copy of
 # trio_pool, installed or not (a source checkout).
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
@@ -458,18 +459,37 @@ class _Load:
             self.recorder.first_error = exc
 
 
+def progress_line(config: BenchConfig, done: int, errors: int, elapsed: float) -> str:
+    """The live line: a bar filled by requests done (``-n``) or time spent (``-d``), then
+    the counts and the rate so far. Not a checkpoint."""
+    if config.requests is not None:
+        fraction, goal = done / config.requests, f"/{config.requests:,}"
+    else:
+        assert config.duration is not None
+        fraction, goal = elapsed / config.duration, ""
+    fraction = min(max(fraction, 0.0), 1.0)
+    filled = round(fraction * _BAR_WIDTH)
+    bar = "#" * filled + "." * (_BAR_WIDTH - filled)
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return (
+        f"[{bar}] {fraction:4.0%} {done:,}{goal} requests, {errors:,} errors, "
+        f"{rate:,.0f} req/s, {elapsed:.1f} s"
+    )
+
+
 async def _show_progress(recorder: Recorder, config: BenchConfig, stream: TextIO) -> None:
     started = trio.current_time()
     try:
         while True:
             await trio.sleep(_PROGRESS_INTERVAL)
-            elapsed = trio.current_time() - started
-            done = recorder.finished
-            goal = f"/{config.requests}" if config.requests is not None else ""
-            stream.write(
-                f"\r\x1b[K{done}{goal} requests, {sum(recorder.errors.values())} errors, "
-                f"{done / elapsed:,.0f} req/s, {elapsed:.1f} s"
+            line = progress_line(
+                config,
+                recorder.finished,
+                sum(recorder.errors.values()),
+                trio.current_time() - started,
             )
+            # \r and "erase line": the bar redraws in place; it never scrolls the terminal.
+            stream.write(f"\r\x1b[K{line}")
             stream.flush()
     finally:
         stream.write("\r\x1b[K")

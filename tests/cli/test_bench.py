@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -31,7 +32,7 @@ import trio
 import trustme
 
 import trio_pool
-from trio_pool._cli import main
+from trio_pool._cli import main, parse_args, progress_line
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inspects /proc")
 
@@ -165,6 +166,7 @@ def test_progress_line_only_on_a_terminal(
     assert main(["bench", "--json", "-d", "0.7"]) == 0
     progress = terminal.getvalue()
     assert "req/s" in progress
+    assert re.search(r"\[[#.]{24}\] +\d+% ", progress)  # the bar, then its percentage
     assert progress.startswith("\r\x1b[K")
     assert progress.endswith("\r\x1b[K")  # the line is cleared before the report
     assert "\n" not in progress
@@ -403,3 +405,22 @@ async def test_table_reports_the_kinds_of_errors() -> None:
     # A connection dropped before the response is a SocketError (API.md 1.6).
     assert rows["error"].startswith("error kinds  SocketError: 5")
     assert "first error  SocketError: " in completed.stdout.decode()
+
+
+@pytest.mark.parametrize(
+    ("argv", "done", "elapsed", "expected"),
+    [
+        # -n: the bar fills with requests done.
+        (["-n", "1000"], 0, 0.0, "[........................]   0% 0/1,000 requests"),
+        (["-n", "1000"], 500, 1.0, "[############............]  50% 500/1,000 requests"),
+        (["-n", "1000"], 1000, 2.0, "[########################] 100% 1,000/1,000 requests"),
+        # -d: the bar fills with time; a late sample never overflows it.
+        (["-d", "4"], 300, 1.0, "[######..................]  25% 300 requests"),
+        (["-d", "4"], 900, 4.5, "[########################] 100% 900 requests"),
+    ],
+)
+def test_progress_bar(argv: list[str], done: int, elapsed: float, expected: str) -> None:
+    line = progress_line(parse_args(["bench", *argv]), done, 3, elapsed)
+    assert line.startswith(expected)
+    assert "3 errors" in line
+    assert line.endswith(f"{done / elapsed if elapsed else 0:,.0f} req/s, {elapsed:.1f} s")
