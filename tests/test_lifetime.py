@@ -51,11 +51,13 @@ class Recorder:
 
 async def test_construction_does_no_io_and_starts_no_task() -> None:
     rec = Recorder()
-    tasks_before = len(trio.lowlevel.current_root_task().child_nurseries)
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # inside trio.run
+    tasks_before = len(root.child_nurseries)
     pool = rec.pool(min=3)
     await trio.testing.wait_all_tasks_blocked()
     assert rec.created == []
-    assert len(trio.lowlevel.current_root_task().child_nurseries) == tasks_before
+    assert len(root.child_nurseries) == tasks_before
     assert pool.statistics().allocated == 0
 
 

@@ -57,8 +57,8 @@ async def test_cancel_while_reading_the_body(
         async with dispatcher.stream("GET", "/half") as response:
             await response.read()
     assert_idle(dispatcher)
-    response = await dispatcher.request("GET", "/")
-    assert response.body == b"2"  # the two cut connections were closed, not reused
+    again = await dispatcher.request("GET", "/")
+    assert again.body == b"2"  # the two cut connections were closed, not reused
 
 
 async def test_cancel_while_writing_the_body(
