@@ -24,7 +24,7 @@ from trio_pool import (
     RequestOptions,
     TrioPoolError,
 )
-from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_h11
+from trio_pool.testing import H11Server, Script, ServerConnection, ServerRequest, serve_h11
 
 
 class Gate:
@@ -37,7 +37,7 @@ class Gate:
     def open(self) -> None:
         self.opened.set()
 
-    def script(self, name: str):  # type: ignore[no-untyped-def]
+    def script(self, name: str) -> Script:
         async def answer(request: ServerRequest, conn: ServerConnection) -> None:
             if request.target == "/never":
                 await trio.sleep_forever()
