@@ -34,9 +34,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package."""
+    """mypy --strict over the package, its tests, examples, benchmarks and this file."""
     session.install("-e", ".[typecheck]")
-    session.run("mypy", "trio_pool")
+    session.run("mypy", "trio_pool", "tests", "examples", "benchmarks", "noxfile.py")
 
 
 @nox.session

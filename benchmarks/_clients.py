@@ -334,16 +334,19 @@ async def _open_trio_client(
         return [await _httpcore_get(stack, client, target, concurrency)] * concurrency
     from trio_pool import BalancedPool, Pool
 
-    options = {"ssl_context": target.ssl_context()}
+    context = target.ssl_context()
+    pool: Pool | BalancedPool
     if client == POOL:
-        pool = Pool(target.origins[0], connections=concurrency, pipelining=1, **options)
+        pool = Pool(target.origins[0], connections=concurrency, pipelining=1, ssl_context=context)
     elif client == PIPELINED:
         connections = math.ceil(concurrency / PIPELINING)
-        pool = Pool(target.origins[0], connections=connections, pipelining=PIPELINING, **options)
+        pool = Pool(
+            target.origins[0], connections=connections, pipelining=PIPELINING, ssl_context=context
+        )
     else:
         assert client == BALANCED
         connections = math.ceil(concurrency / 2)
-        pool = BalancedPool(list(target.origins), connections=connections, **options)
+        pool = BalancedPool(list(target.origins), connections=connections, ssl_context=context)
     await stack.enter_async_context(pool)
     path = target.path
 
@@ -410,12 +413,13 @@ def _h11_connection(stack: AsyncExitStack, target: Target) -> _Get:
             stack.push_async_callback(stream.aclose)
             streams.append(stream)
         stream = streams[0]
-        await stream.send_all(conn.send(request) + conn.send(end))  # type: ignore[operator]
+        await stream.send_all(conn.send(request) + conn.send(end))
         status = size = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
+                # h11 takes bytes; a TLS stream may give a bytearray (a plain one: bytes, as is).
+                conn.receive_data(bytes(await stream.receive_some(65536)))
             elif isinstance(event, h11.Response):
                 status = event.status_code
             elif isinstance(event, h11.Data):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
@@ -40,22 +42,19 @@ class Recorder:
     def destroy(self, resource: int) -> None:
         self.destroyed.append(resource)
 
-    def pool(self, **options: object) -> trio_pool.ResourcePool[int]:
-        return trio_pool.ResourcePool(
-            self.acquire,
-            self.dispose,
-            destroy=self.destroy,
-            **options,  # type: ignore[arg-type]
-        )
+    def pool(self, **options: Any) -> trio_pool.ResourcePool[int]:
+        return trio_pool.ResourcePool(self.acquire, self.dispose, destroy=self.destroy, **options)
 
 
 async def test_construction_does_no_io_and_starts_no_task() -> None:
     rec = Recorder()
-    tasks_before = len(trio.lowlevel.current_root_task().child_nurseries)
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # inside trio.run
+    tasks_before = len(root.child_nurseries)
     pool = rec.pool(min=3)
     await trio.testing.wait_all_tasks_blocked()
     assert rec.created == []
-    assert len(trio.lowlevel.current_root_task().child_nurseries) == tasks_before
+    assert len(root.child_nurseries) == tasks_before
     assert pool.statistics().allocated == 0
 
 
@@ -172,9 +171,11 @@ async def _use_http(pool: trio_pool.Client | trio_pool.Pool | trio_pool.Balanced
     ids=["ResourcePool", "Client", "Pool", "BalancedPool"],
 )
 async def test_use_before_the_block_is_a_trio_pool_error_and_a_runtime_error(
-    make: object, use: object
+    # Any: each ``use`` takes what its own ``make`` makes, which one annotation cannot say.
+    make: Callable[[], Any],
+    use: Callable[[Any], Awaitable[None]],
 ) -> None:
-    obj = make()  # type: ignore[operator]
+    obj = make()
     with pytest.raises(trio_pool.TrioPoolError, match="async with") as caught:
-        await use(obj)  # type: ignore[operator]
+        await use(obj)
     assert isinstance(caught.value, RuntimeError)

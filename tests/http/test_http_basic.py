@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from typing import Protocol
 
 import pytest
 import trio
@@ -52,7 +54,7 @@ async def test_request_over_real_tcp() -> None:
 
 
 async def test_query_body_kinds_and_streaming_upload() -> None:
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         yield b"ab"
         yield b"cd"
 
@@ -123,28 +125,36 @@ async def test_head_response_has_no_body() -> None:
         assert server.connections == 1
 
 
+class Abortable(Protocol):
+    """The part of dispatch()'s controller these handlers use (API.md: ``controller.abort``)."""
+
+    def abort(self, reason: object = None) -> None: ...
+
+
+# Handler methods may be plain or async (API.md); a subclass below that swaps one kind for
+# the other is an incompatible override to mypy, hence its ``type: ignore[override]``.
 class Recorder:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.chunks: list[bytes] = []
         self.error: BaseException | None = None
 
-    def on_request_start(self, controller: object) -> None:
+    def on_request_start(self, controller: Abortable) -> None:
         self.calls.append("start")
 
     async def on_response_start(
-        self, controller: object, status: int, headers: Headers, reason: str
+        self, controller: Abortable, status: int, headers: Headers, reason: str
     ) -> None:
         await trio.lowlevel.checkpoint()
         self.calls.append(f"head {status}")
 
-    def on_response_data(self, controller: object, chunk: bytes) -> None:
+    def on_response_data(self, controller: Abortable, chunk: bytes) -> None:
         self.chunks.append(chunk)
 
-    def on_response_end(self, controller: object, trailers: Headers) -> None:
+    def on_response_end(self, controller: Abortable, trailers: Headers) -> None:
         self.calls.append("end")
 
-    def on_response_error(self, controller: object, error: BaseException) -> None:
+    def on_response_error(self, controller: Abortable, error: BaseException) -> None:
         self.calls.append("error")
         self.error = error
 
@@ -159,7 +169,7 @@ async def test_dispatch_calls_handler_in_order() -> None:
 
 async def test_dispatch_handler_error_aborts_request() -> None:
     class Failing(Recorder):
-        def on_response_data(self, controller: object, chunk: bytes) -> None:
+        def on_response_data(self, controller: Abortable, chunk: bytes) -> None:
             raise KeyError("boom")
 
     async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
@@ -172,7 +182,9 @@ async def test_dispatch_handler_error_aborts_request() -> None:
 
 async def test_dispatch_controller_abort() -> None:
     class Aborting(Recorder):
-        def on_response_start(self, controller, status, headers, reason):  # type: ignore[no-untyped-def,override]
+        def on_response_start(  # type: ignore[override]  # plain where Recorder's is async
+            self, controller: Abortable, status: int, headers: Headers, reason: str
+        ) -> None:
             controller.abort(ValueError("enough"))
 
     async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
@@ -270,7 +282,8 @@ def test_invalid_connections(connections: object) -> None:
 )
 def test_invalid_client_options(option: str, value: object) -> None:
     with pytest.raises(InvalidArgumentError, match=option):
-        Client("http://x", **{option: value})
+        # Deliberately ill-typed options: the check under test is the runtime one.
+        Client("http://x", **{option: value})  # type: ignore[arg-type]
 
 
 def test_origins_are_normalised_and_options_accept_zero() -> None:
@@ -327,7 +340,7 @@ async def test_factory_error_goes_to_the_request() -> None:
 
 async def test_dispatch_aborted_in_on_request_start_sends_nothing() -> None:
     class AbortAtStart(Recorder):
-        def on_request_start(self, controller) -> None:  # type: ignore[no-untyped-def,override]
+        def on_request_start(self, controller: Abortable) -> None:
             self.calls.append("start")
             controller.abort("changed my mind")
 
@@ -347,7 +360,7 @@ async def test_dispatch_cancelled_in_its_async_on_request_start_ends_with_one_re
     ran used to leave the handler without its ``on_response_error``."""
 
     class SlowStart(Recorder):
-        async def on_request_start(self, controller: object) -> None:  # type: ignore[override]
+        async def on_request_start(self, controller: Abortable) -> None:  # type: ignore[override]
             self.calls.append("start")
             await trio.sleep(10)
 
@@ -371,7 +384,7 @@ async def test_dispatch_cancelled_by_its_caller_ends_with_one_response_error(
         await trio.sleep_forever()
 
     class AsyncRecorder(Recorder):
-        async def on_response_error(self, controller: object, error: BaseException) -> None:  # type: ignore[override]
+        async def on_response_error(self, controller: Abortable, error: BaseException) -> None:  # type: ignore[override]
             super().on_response_error(controller, error)
             await trio.lowlevel.checkpoint()  # meets the caller's cancellation
 

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from trio_pool import Client, Pool
-from trio_pool.testing import ServerConnection, ServerRequest, serve_memory
+from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_memory
 
 
 def assert_idle(pool: Client | Pool) -> None:
@@ -29,13 +29,19 @@ async def script(request: ServerRequest, conn: ServerConnection) -> None:
     await conn.respond(200, body=str(conn.number).encode())
 
 
-@pytest.fixture(params=["client", "pool"])
-async def dispatcher(request: pytest.FixtureRequest) -> AsyncIterator[Client | Pool]:
+@pytest.fixture
+async def server() -> AsyncIterator[H11Server]:
     async with serve_memory(script) as server:
-        kind = Client if request.param == "client" else Pool
-        async with kind(server.origin, connector=server.connector) as d:
-            d.server = server  # type: ignore[union-attr]
-            yield d
+        yield server
+
+
+@pytest.fixture(params=["client", "pool"])
+async def dispatcher(
+    request: pytest.FixtureRequest, server: H11Server
+) -> AsyncIterator[Client | Pool]:
+    kind = Client if request.param == "client" else Pool
+    async with kind(server.origin, connector=server.connector) as d:
+        yield d
 
 
 async def test_cancel_while_waiting_for_headers(
@@ -57,8 +63,8 @@ async def test_cancel_while_reading_the_body(
         async with dispatcher.stream("GET", "/half") as response:
             await response.read()
     assert_idle(dispatcher)
-    response = await dispatcher.request("GET", "/")
-    assert response.body == b"2"  # the two cut connections were closed, not reused
+    again = await dispatcher.request("GET", "/")
+    assert again.body == b"2"  # the two cut connections were closed, not reused
 
 
 async def test_cancel_while_writing_the_body(
@@ -75,9 +81,8 @@ async def test_cancel_while_writing_the_body(
 
 
 async def test_cancel_while_connecting_leaves_the_connection_to_the_pool(
-    autojump_clock: trio.testing.MockClock, dispatcher: Client | Pool
+    autojump_clock: trio.testing.MockClock, dispatcher: Client | Pool, server: H11Server
 ) -> None:
-    server = dispatcher.server  # type: ignore[union-attr]
     server.connect_delay = 5
     with trio.move_on_after(1):
         await dispatcher.request("GET", "/")

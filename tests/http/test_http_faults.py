@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import h11
 import pytest
@@ -11,7 +12,7 @@ import trio.testing
 
 import trio_pool
 from trio_pool import Client, Pool
-from trio_pool.testing import ServerConnection, ServerRequest, serve_h11, serve_memory
+from trio_pool.testing import Script, ServerConnection, ServerRequest, serve_h11, serve_memory
 
 
 async def ok(request: ServerRequest, conn: ServerConnection) -> None:
@@ -164,7 +165,7 @@ async def test_max_response_size() -> None:
             assert idle_stats(pool) == (0, 0, 0, 0)
 
 
-def keep_alive_script(headers: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+def keep_alive_script(headers: list[tuple[str, str]]) -> Script:
     async def script(request: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, headers, b"ok")
 
@@ -189,12 +190,12 @@ def keep_alive_script(headers: list[tuple[str, str]]):  # type: ignore[no-untype
 async def test_keep_alive_lifetime(
     autojump_clock: trio.testing.MockClock,
     headers: list[tuple[str, str]],
-    options: dict[str, float],
+    options: dict[str, Any],  # Any: each case sets a different option
     lifetime: float,
 ) -> None:
     disconnected: list[tuple[float, BaseException]] = []
     async with serve_memory(keep_alive_script(headers)) as server:
-        async with Pool(server.origin, connector=server.connector, **options) as pool:  # type: ignore[arg-type]
+        async with Pool(server.origin, connector=server.connector, **options) as pool:
             pool.on("disconnect", lambda o, t, e: disconnected.append((trio.current_time(), e)))
             await pool.request("GET", "/")
             done = trio.current_time()
@@ -338,8 +339,9 @@ async def test_body_without_timeout_after_headers_timeout(
         await conn.send_end()
 
     async with serve_memory(slow_body) as server:
-        options = {"headers_timeout": 10, "body_timeout": None}
-        async with Pool(server.origin, connector=server.connector, **options) as pool:  # type: ignore[arg-type]
+        async with Pool(
+            server.origin, connector=server.connector, headers_timeout=10, body_timeout=None
+        ) as pool:
             assert (await pool.request("GET", "/")).body == b"ok"
 
 

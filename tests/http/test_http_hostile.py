@@ -199,8 +199,9 @@ async def test_slowloris_body_is_bounded_by_the_callers_cancel_scope(
             assert scope.cancelled_caught
             assert received == 19  # one byte per 5 s; none came within 7 s of the last
             await assert_recovers(pool, server, 2)
-        options = {"connector": server.connector, "body_timeout": 7, "max_response_size": 10}
-        async with Pool(server.origin, **options) as pool:  # type: ignore[arg-type]
+        async with Pool(
+            server.origin, connector=server.connector, body_timeout=7, max_response_size=10
+        ) as pool:
             start = trio.current_time()
             with pytest.raises(trio_pool.ResponseExceededMaxSizeError):
                 await pool.request("GET", "/drip")

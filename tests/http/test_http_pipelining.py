@@ -149,7 +149,7 @@ async def test_pipelining_respects_max_requests_per_client() -> None:
 
     async with serve_memory(script) as server:
         options = {"pipelining": 4, "max_requests_per_client": 2}
-        async with Client(server.origin, connector=server.connector, **options) as client:  # type: ignore[arg-type]
+        async with Client(server.origin, connector=server.connector, **options) as client:
             results: list[bytes] = []
 
             async def run(path: str) -> None:

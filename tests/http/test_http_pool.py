@@ -6,10 +6,10 @@ import trio
 import trio.testing
 
 from trio_pool import Client, Pool
-from trio_pool.testing import ServerConnection, ServerRequest, serve_h11, serve_memory
+from trio_pool.testing import Script, ServerConnection, ServerRequest, serve_h11, serve_memory
 
 
-def gated(gate: trio.Event):  # type: ignore[no-untyped-def]
+def gated(gate: trio.Event) -> Script:
     async def script(request: ServerRequest, conn: ServerConnection) -> None:
         if request.target == "/wait":
             await gate.wait()

@@ -124,7 +124,8 @@ async def test_pipelined_requests_share_one_connection() -> None:
 
 async def test_a_reset_connection_is_a_socket_error() -> None:
     async def reset(request: ServerRequest, conn: ServerConnection) -> None:
-        sock = conn.stream.socket  # type: ignore[attr-defined]
+        assert isinstance(conn.stream, trio.SocketStream)  # serve_h11: a TCP connection
+        sock = conn.stream.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await conn.close()  # with linger 0: an RST, not a FIN
 

@@ -21,7 +21,7 @@ async def switching(request: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(426 if request.header("upgrade") else 200, body=b"plain")
         return
     while data := await conn.stream.receive_some():
-        await conn.send_raw(data.upper())
+        await conn.send_raw(bytes(data).upper())  # receive_some may give a bytearray
 
 
 async def test_upgrade_hands_the_connection_over() -> None:

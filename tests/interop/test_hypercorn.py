@@ -13,7 +13,7 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,16 +24,18 @@ import trio
 import trustme
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Scope,
+)
 
 import trio_pool
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # The directory holding the trio_pool package under test, for a child process's PYTHONPATH.
 PACKAGE_PARENT = str(Path(trio_pool.__file__).resolve().parent.parent)
@@ -51,7 +53,7 @@ def _pattern(size: int) -> bytes:
 # --------------------------------------------------------------------------- the ASGI app
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
+async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """Routes: /inspect, /echo, /headers, /big?size=N, /chunked, /status/<code>."""
     if scope["type"] == "lifespan":
         while True:
@@ -65,15 +67,21 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     body = bytearray()
     while True:
         message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body", False):
+        if message["type"] != "http.request":
+            break  # http.disconnect: nothing more will arrive
+        body += message["body"]
+        if not message["more_body"]:
             break
     path: str = scope["path"]
     query = dict(parse_qsl(scope["query_string"].decode()))
 
     async def respond(status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": content})
+        await send(
+            HTTPResponseStartEvent(
+                type="http.response.start", status=status, headers=headers, trailers=False
+            )
+        )
+        await send(HTTPResponseBodyEvent(type="http.response.body", body=content, more_body=False))
 
     if path == "/inspect":
         report = {
@@ -110,11 +118,15 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await respond(200, content, [(b"content-length", b"%d" % len(content))])
     elif path == "/chunked":
         # No content-length and several body messages: hypercorn sends it chunked.
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send(
+            HTTPResponseStartEvent(
+                type="http.response.start", status=200, headers=[], trailers=False
+            )
+        )
         for chunk in CHUNKS:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send(HTTPResponseBodyEvent(type="http.response.body", body=chunk, more_body=True))
             await trio.lowlevel.checkpoint()
-        await send({"type": "http.response.body", "body": b""})
+        await send(HTTPResponseBodyEvent(type="http.response.body", body=b"", more_body=False))
     elif path.startswith("/status/"):
         status = int(path.removeprefix("/status/"))
         content = b"" if status in (204, 304) else b"status %d" % status
@@ -221,6 +233,7 @@ async def test_many_concurrent_requests_share_the_connections(pool: trio_pool.Po
 async def test_pipelined_requests(origin: str) -> None:
     # hypercorn answers pipelined requests one at a time, in order.
     bodies: list[bytes] = []
+    pool: trio_pool.Pool  # bound below; declared here so one() does not see the fixture
 
     async def one(i: int) -> None:
         response = await pool.request("GET", "/inspect", query={"i": str(i)})

@@ -239,12 +239,12 @@ async def quiet() -> None:
 
 def make_pool(
     backend: FakeBackend, form: str = CALLBACKS, *, ping: bool = False, **options: Any
-) -> trio_pool.ResourcePool:
+) -> trio_pool.ResourcePool[FakeResource]:
     """A ``ResourcePool`` over ``backend``; ``options`` are passed through."""
     return trio_pool.ResourcePool(**backend.options(form, ping=ping), **options)
 
 
-def snapshot(pool: trio_pool.ResourcePool) -> dict[str, Any]:
+def snapshot(pool: trio_pool.ResourcePool[Any]) -> dict[str, Any]:
     """The statistics fields the tests compare, as a dict (nicer assertion diffs)."""
     stats = pool.statistics()
     return {

@@ -35,10 +35,10 @@ from trio_pool import (
 @asynccontextmanager
 async def open_pools(
     specs: Sequence[dict[str, Any]],
-) -> AsyncIterator[tuple[list[ResourcePool], list[FakeBackend]]]:
+) -> AsyncIterator[tuple[list[ResourcePool[FakeResource]], list[FakeBackend]]]:
     """Enter one pool per spec; each spec's ``label`` names its backend's resources."""
-    backends = []
-    pools = []
+    backends: list[FakeBackend] = []
+    pools: list[ResourcePool[FakeResource]] = []
     async with AsyncExitStack() as stack:
         for spec in specs:
             options = dict(spec)
@@ -50,7 +50,7 @@ async def open_pools(
         yield pools, backends
 
 
-async def label_of(cluster: Cluster, capability: str | None = None) -> str:
+async def label_of(cluster: Cluster[FakeResource], capability: str | None = None) -> str:
     if capability is None:
         async with cluster.acquire() as resource:
             return resource.label
@@ -69,7 +69,7 @@ async def test_acquire_without_capability_uses_any_pool() -> None:
 
 
 async def test_capability_filters_the_pools() -> None:
-    specs = [
+    specs: list[dict[str, Any]] = [
         {"label": "replica", "capabilities": ("read",), "min": 3},
         {"label": "primary", "capabilities": ("read", "write")},
     ]
@@ -91,7 +91,7 @@ async def test_no_capable_pool_names_the_capability() -> None:
 
 
 async def test_an_empty_cluster_has_no_capable_pool() -> None:
-    cluster = Cluster()
+    cluster: Cluster[FakeResource] = Cluster()
     assert cluster.pools == []
     with pytest.raises(NoCapablePoolError):
         async with cluster.acquire():
@@ -102,7 +102,11 @@ async def test_an_empty_cluster_has_no_capable_pool() -> None:
 
 
 async def test_most_idle_pool_is_chosen_first() -> None:
-    specs = [{"label": "a", "min": 1}, {"label": "b", "min": 3}, {"label": "c", "min": 2}]
+    specs: list[dict[str, Any]] = [
+        {"label": "a", "min": 1},
+        {"label": "b", "min": 3},
+        {"label": "c", "min": 2},
+    ]
     async with open_pools(specs) as (pools, _):
         cluster = Cluster(pools)
         assert await label_of(cluster) == "b"
@@ -113,7 +117,7 @@ async def test_most_idle_pool_is_chosen_first() -> None:
 
 
 async def test_ties_on_idle_go_to_the_pool_with_fewest_queued() -> None:
-    specs = [{"label": "a", "max": 1}, {"label": "b", "max": 1}]
+    specs: list[dict[str, Any]] = [{"label": "a", "max": 1}, {"label": "b", "max": 1}]
     async with open_pools(specs) as (pools, _):
         a, b = pools
         cluster = Cluster([a, b])
@@ -138,7 +142,7 @@ async def test_ties_on_idle_go_to_the_pool_with_fewest_queued() -> None:
 
 
 async def test_ties_on_idle_and_queued_go_to_the_pool_with_most_spare_capacity() -> None:
-    specs = [{"label": "small", "max": 2}, {"label": "big", "max": 5}]
+    specs: list[dict[str, Any]] = [{"label": "small", "max": 2}, {"label": "big", "max": 5}]
     async with open_pools(specs) as (pools, _):
         small, big = pools
         cluster = Cluster([small, big])
@@ -150,14 +154,17 @@ async def test_ties_on_idle_and_queued_go_to_the_pool_with_most_spare_capacity()
 
 @pytest.mark.parametrize("reverse", [False, True])
 async def test_full_ties_go_to_the_first_pool_added(reverse: bool) -> None:
-    specs = [{"label": "a"}, {"label": "b"}, {"label": "c"}]
+    specs: list[dict[str, Any]] = [{"label": "a"}, {"label": "b"}, {"label": "c"}]
     async with open_pools(specs) as (pools, _):
         cluster = Cluster(pools[::-1] if reverse else pools)
         assert await label_of(cluster) == ("c" if reverse else "a")
 
 
 async def test_selection_prefers_idle_over_spare_capacity() -> None:
-    specs = [{"label": "big", "max": 10}, {"label": "warm", "min": 1, "max": 1}]
+    specs: list[dict[str, Any]] = [
+        {"label": "big", "max": 10},
+        {"label": "warm", "min": 1, "max": 1},
+    ]
     async with open_pools(specs) as (pools, backends):
         cluster = Cluster(pools)
         assert await label_of(cluster) == "warm"
@@ -165,7 +172,7 @@ async def test_selection_prefers_idle_over_spare_capacity() -> None:
 
 
 async def test_pools_lists_members_in_insertion_order_as_a_copy() -> None:
-    specs = [{"label": "a"}, {"label": "b"}, {"label": "c"}]
+    specs: list[dict[str, Any]] = [{"label": "a"}, {"label": "b"}, {"label": "c"}]
     async with open_pools(specs) as (pools, _):
         a, b, c = pools
         cluster = Cluster([a, b])
@@ -185,7 +192,7 @@ async def test_pools_lists_members_in_insertion_order_as_a_copy() -> None:
 
 
 async def test_a_removed_pool_is_no_longer_used_and_an_added_one_is() -> None:
-    specs = [{"label": "a", "min": 2}, {"label": "b", "capabilities": ("x",)}]
+    specs: list[dict[str, Any]] = [{"label": "a", "min": 2}, {"label": "b", "capabilities": ("x",)}]
     async with open_pools(specs) as (pools, _):
         a, b = pools
         cluster = Cluster([a])
@@ -199,7 +206,7 @@ async def test_a_removed_pool_is_no_longer_used_and_an_added_one_is() -> None:
 
 
 async def test_cluster_end_ends_every_pool_and_consolidates_errors() -> None:
-    specs = [{"label": "a"}, {"label": "b"}, {"label": "c"}]
+    specs: list[dict[str, Any]] = [{"label": "a"}, {"label": "b"}, {"label": "c"}]
     async with open_pools(specs) as (pools, backends):
         resources = []
         for pool in pools:
@@ -223,14 +230,16 @@ async def test_cluster_end_ends_every_pool_and_consolidates_errors() -> None:
 
 
 async def test_cluster_end_ends_pools_concurrently(autojump_clock: trio.testing.MockClock) -> None:
-    specs = [{"label": "a"}, {"label": "b"}]
+    specs: list[dict[str, Any]] = [{"label": "a"}, {"label": "b"}]
     async with open_pools(specs) as (pools, _):
         a, b = pools
         held_a, held_b = await a.checkout(), await b.checkout()
         cluster = Cluster(pools)
         async with trio.open_nursery() as nursery:
 
-            async def release_later(pool: ResourcePool, resource: FakeResource) -> None:
+            async def release_later(
+                pool: ResourcePool[FakeResource], resource: FakeResource
+            ) -> None:
                 await trio.sleep(5)
                 pool.release(resource)
 
@@ -241,7 +250,7 @@ async def test_cluster_end_ends_pools_concurrently(autojump_clock: trio.testing.
 
 
 async def test_ending_pools_are_skipped_while_another_capable_pool_is_open() -> None:
-    specs = [{"label": "a", "min": 3}, {"label": "b"}]
+    specs: list[dict[str, Any]] = [{"label": "a", "min": 3}, {"label": "b"}]
     async with open_pools(specs) as (pools, _):
         a = pools[0]
         cluster = Cluster(pools)
@@ -267,7 +276,7 @@ async def test_when_no_capable_pool_is_open_the_pools_own_error_surfaces() -> No
 async def test_bailed_pools_are_skipped_while_another_capable_pool_is_open(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    specs = [{"label": "broken"}, {"label": "healthy"}]
+    specs: list[dict[str, Any]] = [{"label": "broken"}, {"label": "healthy"}]
     async with open_pools(specs) as (pools, backends):
         broken, _healthy = pools
         backends[0].fail_always = True

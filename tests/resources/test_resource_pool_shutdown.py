@@ -28,7 +28,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup
 
 
-async def fill(pool: ResourcePool, count: int) -> list:
+async def fill(pool: ResourcePool[FakeResource], count: int) -> list[FakeResource]:
     """Check ``count`` resources out and release them again (so they are idle)."""
     resources = [await pool.checkout() for _ in range(count)]
     for resource in resources:
@@ -191,7 +191,9 @@ async def test_concurrent_end_calls_wait_for_the_same_shutdown(autojump_clock: M
             assert results == {}
             pool.release(held)
         assert results["first"][0] == pytest.approx(7.0)
-        assert results["second"] == (pytest.approx(7.0), [])
+        second_time, second_errors = results["second"]
+        assert second_time == pytest.approx(7.0)
+        assert second_errors == []
     assert backend.disposed == [held]
 
 

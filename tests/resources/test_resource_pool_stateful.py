@@ -20,7 +20,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from resource_fakes import FORMS, OPEN, FakeBackend, Holder, make_pool
+from resource_fakes import FORMS, OPEN, FakeBackend, FakeResource, Holder, make_pool
 
 from trio_pool import Backoff, PoolDestroyedError, PoolEndingError, ResourcePool
 
@@ -91,7 +91,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         super().__init__()
         self.driver = TrioDriver()
         self.backend = FakeBackend(acquire_delay=1.0)
-        self.pool: ResourcePool | None = None
+        self.pool: ResourcePool[FakeResource] | None = None
         self.holders: list[Holder] = []
         self.destroyed_by_us: list[Any] = []
         self._pool_done: trio.Event | None = None
@@ -209,24 +209,26 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         self.driver.call_sync(holder.release)
 
     def _remove(self, holder: Holder) -> None:
-        pool = self.pool
+        pool, resource = self.pool, holder.resource
         assert pool is not None
+        assert resource is not None  # a holding holder has its resource
 
         def remove() -> None:
-            pool.remove(holder.resource)
+            pool.remove(resource)
             holder.state = "removed"
 
         self.driver.call_sync(remove)
 
     def _destroy(self, holder: Holder) -> None:
-        pool = self.pool
+        pool, resource = self.pool, holder.resource
         assert pool is not None
+        assert resource is not None  # a holding holder has its resource
 
         def destroy() -> None:
-            pool.destroy(holder.resource)
+            pool.destroy(resource)
             holder.state = "destroyed"
 
-        self.destroyed_by_us.append(holder.resource)
+        self.destroyed_by_us.append(resource)
         self.driver.call_sync(destroy)
 
     # ------------------------------------------------------------------ rules

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 import trio
 import trio.testing
 
 import trio_pool
-from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_h11, serve_memory
+from trio_pool.testing import (
+    H11Server,
+    Script,
+    ServerConnection,
+    ServerRequest,
+    serve_h11,
+    serve_memory,
+)
 
 
 async def answer_ok(request: ServerRequest, conn: ServerConnection) -> None:
@@ -120,9 +128,11 @@ async def test_close_is_a_fin_the_pool_reports() -> None:
 
 
 @pytest.mark.parametrize("serve", [serve_h11, serve_memory])
-async def test_an_error_in_the_block_leaves_as_itself(serve: object) -> None:
+async def test_an_error_in_the_block_leaves_as_itself(
+    serve: Callable[[Script], AbstractAsyncContextManager[H11Server]],
+) -> None:
     server: H11Server | None = None
     with pytest.raises(KeyError, match="mine"):
-        async with serve(answer_ok) as server:  # type: ignore[operator]
+        async with serve(answer_ok) as server:
             raise KeyError("mine")
     assert server is not None
