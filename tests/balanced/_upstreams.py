@@ -35,9 +35,7 @@ class Upstream:
         self.port = 0
         self.gate = trio.Event()  # ``/slow`` is answered once this is set
         self._nursery = nursery
-        # H11Server only calls its nursery's start_soon, but the field is typed as the
-        # library's private task starter; a trio.Nursery does the same job here.
-        self._server = H11Server(script or self._answer, nursery)  # type: ignore[arg-type]
+        self._server = H11Server(script or self._answer, nursery)
         self._scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
 

@@ -23,6 +23,7 @@ from ._server import H11Server as H11Server
 from ._server import Script as Script
 from ._server import ServerConnection as ServerConnection
 from ._server import ServerRequest as ServerRequest
+from ._server import TaskStarter as TaskStarter
 from ._server import serve_h11 as serve_h11
 from ._server import serve_memory as serve_memory
 
@@ -42,6 +43,7 @@ __all__ = [
     "Script",
     "ServerConnection",
     "ServerRequest",
+    "TaskStarter",
     "serve_h11",
     "serve_memory",
 ]

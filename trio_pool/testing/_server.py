@@ -36,7 +36,7 @@ import errno
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import h11
@@ -252,7 +252,7 @@ class H11Server:
     """
 
     script: Script
-    nursery: _Tasks
+    nursery: TaskStarter
     origin: str = "http://testserver"
     requests: list[ServerRequest] = attrs.Factory(list)
     connections: int = 0
@@ -357,6 +357,14 @@ async def serve_memory(script: Script, *, streaming: bool = False) -> AsyncItera
     """
     async with _supervised() as supervisor:
         yield H11Server(script, supervisor, streaming=streaming)
+
+
+class TaskStarter(Protocol):
+    """Where an :class:`H11Server` starts its connection tasks: a :class:`trio.Nursery`,
+    or anything else with its ``start_soon``."""
+
+    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Start ``async_fn(*args)`` as a task. Not a checkpoint."""
 
 
 @asynccontextmanager
