@@ -327,21 +327,19 @@ class Connection:
         if raw is None:
             data = await self.stream.receive_some(_RECEIVE_SIZE)
             return bytes(data) if type(data) is not bytes else data
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # The schedule point first: the request was usually just written, and while the
+        # other tasks run the server answers, so the read then finds the bytes there
+        # instead of failing (a system call and an exception) and waiting for the socket
+        # (an epoll registration and a wake-up), as a hand-written send/receive loop does.
+        await trio.lowlevel.checkpoint()
         try:
-            try:
-                data = raw.recv(_RECEIVE_SIZE)
-            except BlockingIOError:
-                while True:
+            while True:
+                try:
+                    return raw.recv(_RECEIVE_SIZE)
+                except BlockingIOError:
                     await trio.lowlevel.wait_readable(raw)
-                    try:
-                        return raw.recv(_RECEIVE_SIZE)
-                    except BlockingIOError:
-                        pass
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
 
     def replay(self, request: Request) -> None:
         """Tell the main h11 machine about a request written through a side serialiser."""
