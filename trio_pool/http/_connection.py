@@ -45,6 +45,7 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
+from ._request import Interrupted
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
@@ -341,6 +342,41 @@ class Connection:
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
+    async def _receive_unscoped(self, request: Request) -> bytes | None:
+        """:meth:`_receive` for a request without a cancel scope: one is entered only if
+        the read has to wait (a cancel scope costs more than the rest of a small request's
+        bookkeeping). None if it would wait while deferred requests are unsent."""
+        raw = self._raw
+        if raw is not None:
+            await trio.lowlevel.checkpoint()  # see _receive: first, so the bytes are there
+            if request.ended:  # aborted during the schedule point
+                raise Interrupted
+            try:
+                return raw.recv(_RECEIVE_SIZE)
+            except BlockingIOError:
+                if self.outbox:
+                    return None
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        with trio.CancelScope() as scope:
+            self.reader = request.scope = scope
+            if request.ended:
+                scope.cancel()
+            elif self.on_read is not None and self.read_deadline < math.inf:
+                # The worker found no read waiting when it last looked: re-arm it.
+                self.on_read(self.read_deadline)
+            try:
+                return await self._receive()
+            finally:
+                self.reader = request.scope = None
+        if request.ended:  # aborted
+            raise Interrupted
+        raise self.timeout_error()
+
+    def timeout_error(self) -> TrioPoolError:
+        """The error of the read whose deadline expired."""
+        return self.waiting_for(f"no response data within {self.waiting_timeout} s")
+
     def replay(self, request: Request) -> None:
         """Tell the main h11 machine about a request written through a side serialiser."""
         self.h11.send(request.h11_event())
@@ -365,12 +401,13 @@ class Connection:
 
     async def next_event(
         self,
-        scope: trio.CancelScope,
+        scope: trio.CancelScope | None,
         on_timeout: type[TrioPoolError],
         timeout: float | None,
         *,
         deadline: float | None = None,
         read_first: bool = False,
+        request: Request | None = None,
     ) -> h11.Event:
         """The next h11 event of the response. A checkpoint only when it has to read;
         ``read_first``: the caller just got ``NEED_DATA`` from :meth:`buffered_event`.
@@ -378,6 +415,10 @@ class Connection:
         Each read times out at ``deadline`` (a total, for headers) or else ``timeout`` from
         now (an idle gap, for the body): the worker then cancels ``scope``, the caller's
         request scope, and the caller raises ``waiting_for`` (``on_timeout``).
+
+        Without a ``scope`` (``request()``: its ``request`` runs without one), a scope is
+        entered only around a read that has to wait for the socket; this raises the timeout
+        error itself, and ``Interrupted`` if the request was aborted meanwhile.
         """
         while True:
             if read_first:
@@ -400,13 +441,20 @@ class Connection:
                     await self._send_all(b"")
                 except _STREAM_ERRORS as exc:
                     raise SocketError(f"writing the request failed: {exc!r}") from exc
-            self.reader = scope
             try:
-                data = await self._receive()
+                if scope is None:
+                    assert request is not None
+                    data = await self._receive_unscoped(request)
+                    if data is None:
+                        continue  # requests were deferred meanwhile: send them first
+                else:
+                    self.reader = scope
+                    try:
+                        data = await self._receive()
+                    finally:
+                        self.reader = None
             except _STREAM_ERRORS as exc:
                 raise SocketError(f"reading the response failed: {exc!r}") from exc
-            finally:
-                self.reader = None
             if data:
                 self.received_bytes += len(data)
             else:

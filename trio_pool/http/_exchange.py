@@ -8,7 +8,8 @@ the response head and then the body in steps, so ``request()`` can drive it to t
 while a ``StreamResponse`` hands each step to its reader. Reads run under a cancel scope
 given by the caller, whose deadline is set for each read (``headers_timeout`` as a total
 from the request being written, ``body_timeout`` per gap); the same scope is what
-``Controller.abort()`` cancels.
+``Controller.abort()`` cancels. ``request()`` gives no scope: its reads enter one only
+while they wait for the socket (see ``Dispatcher._run``).
 
 Every way out goes through :meth:`Exchange.close`, which gives the lease back: reusable
 only after a complete response on a persistent connection; a request cut anywhere else
@@ -172,12 +173,12 @@ class Exchange:
             if self._closing:
                 self.close(self._reason)
 
-    async def receive_head(self, scope: trio.CancelScope) -> Head:
+    async def receive_head(self, scope: trio.CancelScope | None) -> Head:
         """Read the response head, after the responses before it. A checkpoint.
 
         Raises:
-            HeadersTimeoutError (as a cancellation of ``scope``, mapped by the caller),
-            HeadersOverflowError, HTTPParserError, SocketError.
+            HeadersTimeoutError (as a cancellation of ``scope``, mapped by the caller; as
+            itself without a scope), HeadersOverflowError, HTTPParserError, SocketError.
         """
         request = self.request
         conn = self.conn
@@ -197,13 +198,15 @@ class Exchange:
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
         conn.response_head = []
-        event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
+        event = await conn.next_event(
+            scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
+        )
         if type(event) is not h11.Response:  # the usual case needs none of these checks
             while isinstance(event, h11.InformationalResponse):
                 if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
                     break
                 event = await conn.next_event(
-                    scope, HeadersTimeoutError, timeout, deadline=deadline
+                    scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
                 )
             if not isinstance(event, h11.InformationalResponse | h11.Response):
                 raise SocketError(f"unexpected {event!r} instead of a response")
@@ -270,9 +273,10 @@ class Exchange:
             return None
         raise SocketError(f"unexpected {event!r} in a response body")
 
-    async def read_rest(self, scope: trio.CancelScope) -> None:
+    async def read_rest(self, scope: trio.CancelScope | None) -> None:
         """Read the whole body into :attr:`chunks` and end the request. A checkpoint
-        (unless the whole body had already arrived)."""
+        (unless the whole body had already arrived). Without a ``scope`` it raises like
+        :meth:`receive_head`."""
         chunks = self.chunks
         conn = self.conn
         while not self.complete:
@@ -284,6 +288,7 @@ class Exchange:
                     BodyTimeoutError,
                     self.worker.client._options.body_timeout,
                     read_first=True,
+                    request=self.request,
                 )
             chunk = self._body_event(event)
             if chunk is not None:
@@ -359,5 +364,4 @@ class Exchange:
 
     def timeout_error(self) -> TrioPoolError:
         """The error of the read whose deadline expired."""
-        conn = self.conn
-        return conn.waiting_for(f"no response data within {conn.waiting_timeout} s")
+        return self.conn.timeout_error()

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Prepared", "Request", "State", "prepare"]
+__all__ = ["IDEMPOTENT_METHODS", "Interrupted", "Prepared", "Request", "State", "prepare"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
@@ -70,6 +70,11 @@ class State(enum.IntEnum):
     ASSIGNED = 2
     RUNNING = 3
     DONE = 4
+
+
+class Interrupted(Exception):
+    """Internal: an aborted request noticed it at a wait (a request without a cancel
+    scope, or woken from waiting for its turn); its error is on it."""
 
 
 class Owner:
@@ -127,7 +132,8 @@ class Request:
         self.owner: Owner | None = None
         # The connection it holds a lease on, or is waiting for while it connects.
         self.worker: Any = None
-        # The caller's cancel scope while it runs the exchange; aborting cancels it.
+        # The caller's cancel scope while it runs the exchange (request(): while it waits
+        # for the socket); aborting cancels it.
         self.scope: trio.CancelScope | None = None
         self.error: BaseException | None = None
         self.exchange: Any = None  # its latest exchange (whose read may have timed out)

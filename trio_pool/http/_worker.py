@@ -39,7 +39,7 @@ import trio
 
 from .._errors import ConnectError, InformationalError
 from ._connection import Connection
-from ._request import State
+from ._request import Interrupted, State
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -163,6 +163,8 @@ class Worker:
         has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_write[0] is not request:
             await request.park()
+            if request.ended:  # aborted: woken (and, with a scope, cancelled)
+                raise Interrupted
         if self.broken:
             raise Broken
 
@@ -178,6 +180,8 @@ class Worker:
         if it has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_read[0] is not request:
             await request.park()
+            if request.ended:
+                raise Interrupted
         if self.broken:
             raise Broken
 
