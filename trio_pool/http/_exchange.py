@@ -30,6 +30,7 @@ re-sent: the body it consumed cannot be produced again.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import h11
@@ -68,7 +69,7 @@ class Exchange:
         "_closing",
         "_duplex",
         "_fresh",
-        "_headers",
+        "_keep_alive",
         "_mark",
         "_reason",
         "_reused",
@@ -101,7 +102,7 @@ class Exchange:
         self.taken_over: trio.abc.Stream | None = None  # the switched connection, detached
         self.head: Head | None = None
         self.http_version = "1.1"
-        self._headers = _NO_HEADERS
+        self._keep_alive: bytes | None = None  # the response's keep-alive header
         self._total = 0
         self._reused = self._fresh = False
         self._mark = 0
@@ -224,15 +225,12 @@ class Exchange:
         if conn.h11.their_state is h11.SWITCHED_PROTOCOL:
             self.switched = self.complete = True
         else:
-            if (
-                headers._raw_get(b"content-length") is not None
-                and headers._raw_get(b"transfer-encoding") is not None
-            ):
+            both, self._keep_alive = _scan(raw)
+            if both:
                 # h11 lets transfer-encoding win; RFC 9112 6.3 says to treat it as an error
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
             conn.response_head = raw
-            self._headers = headers
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
         return self.head
@@ -269,7 +267,7 @@ class Exchange:
             if trailers:
                 self.trailers = Headers._from_raw(trailers)
             self.complete = True
-            self.keep = self.worker.keep_alive(self._headers)
+            self.keep = self.worker.keep_alive(self._keep_alive)
             return None
         raise SocketError(f"unexpected {event!r} in a response body")
 
@@ -333,7 +331,7 @@ class Exchange:
                         return
                 elif type(event) is h11.EndOfMessage:
                     self.complete = True
-                    self.keep = self.worker.keep_alive(self._headers)
+                    self.keep = self.worker.keep_alive(self._keep_alive)
                     return
                 else:
                     return
@@ -365,3 +363,19 @@ class Exchange:
     def timeout_error(self) -> TrioPoolError:
         """The error of the read whose deadline expired."""
         return self.conn.timeout_error()
+
+
+def _scan(raw: Sequence[tuple[bytes, bytes]]) -> tuple[bool, bytes | None]:
+    """One pass over a response head's fields: are both content-length and
+    transfer-encoding there, and the first keep-alive value (None if absent)."""
+    length = chunked = False
+    keep_alive = None
+    for name, value in raw:
+        size = len(name)  # compare lengths first: most fields are none of these
+        if size == 14:
+            length = length or name.lower() == b"content-length"
+        elif size == 17:
+            chunked = chunked or name.lower() == b"transfer-encoding"
+        elif size == 10 and keep_alive is None and name.lower() == b"keep-alive":
+            keep_alive = value
+    return length and chunked, keep_alive

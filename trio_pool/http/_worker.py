@@ -44,7 +44,6 @@ from ._request import Interrupted, State
 if TYPE_CHECKING:
     from ._client import Client
     from ._dispatcher import Dispatcher
-    from ._headers import Headers
     from ._request import Request
 
 __all__ = ["Broken", "Worker"]
@@ -291,9 +290,10 @@ class Worker:
                     return InformationalError("client_ttl expired")
                 return InformationalError("socket idle timeout")
 
-    def keep_alive(self, headers: Headers) -> bool:
+    def keep_alive(self, hint_header: bytes | None) -> bool:
         """After a complete response: start h11's next cycle and set the idle lifetime
-        (honouring a ``Keep-Alive: timeout=N`` hint); False if the connection must close."""
+        (honouring a ``Keep-Alive: timeout=N`` hint, ``hint_header`` being the response's
+        keep-alive header); False if the connection must close."""
         conn = self.conn
         assert conn is not None
         h = conn.h11
@@ -311,7 +311,7 @@ class Worker:
         conn.leftover = bool(leftover)
         options = self.client._options
         lifetime = options.keep_alive_timeout
-        hint = _keep_alive_hint(headers._raw_get(b"keep-alive"))
+        hint = _keep_alive_hint(hint_header)
         if hint is not None:
             lifetime = hint - options.keep_alive_timeout_threshold
             if lifetime <= 0:
