@@ -170,3 +170,50 @@ async def test_pipelined_requests_behind_a_hang_up() -> None:
             )
             assert_idle(pool)
             assert (await pool.request("GET", "/again")).body == b"/again"
+
+
+async def test_headers_timeout_due_while_the_read_is_not_yet_waiting() -> None:
+    # request() enters a cancel scope only once its read has to wait for the socket; a
+    # deadline that passed before (here: at once) must still end it, so the connection's
+    # task, which found no read waiting, is woken again (real clock: 1 µs is always past).
+    async def never(request: ServerRequest, conn: ServerConnection) -> None:
+        await trio.sleep_forever()
+
+    async with serve_h11(never) as server, Pool(server.origin, headers_timeout=1e-6) as pool:
+        with trio.fail_after(20):  # the hang guard: without the re-arm a read waits forever
+            for _ in range(20):
+                with pytest.raises(trio_pool.HeadersTimeoutError):
+                    await pool.request("GET", "/")
+        assert_idle(pool)
+
+
+@pytest.mark.parametrize("steps", range(12))
+async def test_destroy_at_every_step_of_a_request(steps: int) -> None:
+    # request() runs without a cancel scope: destroy() between its waits (e.g. at the
+    # schedule point before a read) is noticed at the next one; the request still ends
+    # with ClientDestroyedError unless it had already completed.
+    async def ok(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.send_head(200, [("content-length", "5")])
+        await conn.send_data(b"hello")
+        await conn.send_end()
+
+    outcomes: list[object] = []
+    async with serve_h11(ok) as server, Pool(server.origin) as pool:
+        await pool.request("GET", "/")  # a kept-alive connection: no connect step below
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+
+                async def run() -> None:
+                    try:
+                        outcomes.append((await pool.request("GET", "/")).body)
+                    except trio_pool.TrioPoolError as exc:
+                        outcomes.append(exc)
+
+                nursery.start_soon(run)
+                for _ in range(steps):
+                    await trio.lowlevel.checkpoint()
+                await pool.destroy()
+    assert len(outcomes) == 1
+    assert outcomes[0] == b"hello" or isinstance(outcomes[0], ClientDestroyedError)
+    assert_idle(pool)
+    assert pool.statistics().connected == 0

@@ -45,6 +45,7 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
+from ._request import Cancellable, Interrupted
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
@@ -66,6 +67,7 @@ class Connection:
     except :meth:`send_body` alongside the reads (see there)."""
 
     __slots__ = (
+        "_interrupt",
         "_options",
         "_probe",
         "_raw",
@@ -103,7 +105,7 @@ class Connection:
         self.waiting_timeout: float | None = None
         # The cancel scope of the read waiting for bytes, and when it times out; the worker
         # (told by on_read) cancels the scope then. No scope deadline is set per read.
-        self.reader: trio.CancelScope | None = None
+        self.reader: Cancellable | None = None
         self.read_deadline = math.inf
         self.on_read: Callable[[float], None] | None = None
         # Pipelined requests written but not yet sent (see send_request's ``defer``).
@@ -112,6 +114,7 @@ class Connection:
         self._probe = _probe_socket(stream)
         # Plain TCP: do the I/O on the probe (see the module docstring).
         self._raw = self._probe if isinstance(stream, trio.SocketStream) else None
+        self._interrupt = None if self._raw is None else _SocketInterrupt(self._raw)
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for while it
@@ -327,21 +330,82 @@ class Connection:
         if raw is None:
             data = await self.stream.receive_some(_RECEIVE_SIZE)
             return bytes(data) if type(data) is not bytes else data
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # The schedule point first: the request was usually just written, and while the
+        # other tasks run the server answers, so the read then finds the bytes there
+        # instead of failing (a system call and an exception) and waiting for the socket
+        # (an epoll registration and a wake-up), as a hand-written send/receive loop does.
+        await trio.lowlevel.checkpoint()
         try:
-            try:
-                data = raw.recv(_RECEIVE_SIZE)
-            except BlockingIOError:
-                while True:
+            while True:
+                try:
+                    return raw.recv(_RECEIVE_SIZE)
+                except BlockingIOError:
                     await trio.lowlevel.wait_readable(raw)
-                    try:
-                        return raw.recv(_RECEIVE_SIZE)
-                    except BlockingIOError:
-                        pass
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
+
+    async def _receive_unscoped(self, request: Request) -> bytes | None:
+        """:meth:`_receive` for a request without a cancel scope (a cancel scope costs
+        more than the rest of a small request's bookkeeping). A read that has to wait can
+        be interrupted (a timeout, an abort): on plain TCP through the socket (the
+        connection is closed afterwards anyway), else in a cancel scope entered for it.
+        None if it would wait while deferred requests are unsent."""
+        raw = self._raw
+        if raw is None:
+            with trio.CancelScope() as scope:
+                self._waiting(request, scope)
+                try:
+                    return await self._receive()
+                finally:
+                    self.reader = request.scope = None
+        else:
+            await trio.lowlevel.checkpoint()  # see _receive: first, so the bytes are there
+            if request.ended:  # aborted during the schedule point
+                raise Interrupted
+            interrupt = self._interrupt
+            assert interrupt is not None
+            try:
+                try:
+                    return raw.recv(_RECEIVE_SIZE)
+                except BlockingIOError:
+                    if self.outbox:
+                        return None
+                interrupt.fired = False
+                self._waiting(request, interrupt)
+                try:
+                    while True:
+                        await trio.lowlevel.wait_readable(raw)
+                        try:
+                            data = raw.recv(_RECEIVE_SIZE)
+                        except BlockingIOError:
+                            continue
+                        if not interrupt.fired:  # else it fired as the bytes came: too late
+                            return data
+                        break
+                finally:
+                    self.reader = request.scope = None
+            except trio.ClosedResourceError:
+                if not interrupt.fired:
+                    raise
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        if request.ended:  # aborted
+            raise Interrupted
+        raise self.timeout_error()
+
+    def _waiting(self, request: Request, interrupt: Cancellable) -> None:
+        """A read without a request scope is about to wait: let a timeout or an abort
+        interrupt it."""
+        self.reader = request.scope = interrupt
+        if request.ended:
+            interrupt.cancel()
+        elif self.on_read is not None and self.read_deadline < math.inf:
+            # The worker found no read waiting when it last looked: re-arm it.
+            self.on_read(self.read_deadline)
+
+    def timeout_error(self) -> TrioPoolError:
+        """The error of the read whose deadline expired."""
+        return self.waiting_for(f"no response data within {self.waiting_timeout} s")
 
     def replay(self, request: Request) -> None:
         """Tell the main h11 machine about a request written through a side serialiser."""
@@ -367,12 +431,13 @@ class Connection:
 
     async def next_event(
         self,
-        scope: trio.CancelScope,
+        scope: trio.CancelScope | None,
         on_timeout: type[TrioPoolError],
         timeout: float | None,
         *,
         deadline: float | None = None,
         read_first: bool = False,
+        request: Request | None = None,
     ) -> h11.Event:
         """The next h11 event of the response. A checkpoint only when it has to read;
         ``read_first``: the caller just got ``NEED_DATA`` from :meth:`buffered_event`.
@@ -380,6 +445,10 @@ class Connection:
         Each read times out at ``deadline`` (a total, for headers) or else ``timeout`` from
         now (an idle gap, for the body): the worker then cancels ``scope``, the caller's
         request scope, and the caller raises ``waiting_for`` (``on_timeout``).
+
+        Without a ``scope`` (``request()``: its ``request`` runs without one), a scope is
+        entered only around a read that has to wait for the socket; this raises the timeout
+        error itself, and ``Interrupted`` if the request was aborted meanwhile.
         """
         while True:
             if read_first:
@@ -402,13 +471,20 @@ class Connection:
                     await self._send_all(b"")
                 except _STREAM_ERRORS as exc:
                     raise SocketError(f"writing the request failed: {exc!r}") from exc
-            self.reader = scope
             try:
-                data = await self._receive()
+                if scope is None:
+                    assert request is not None
+                    data = await self._receive_unscoped(request)
+                    if data is None:
+                        continue  # requests were deferred meanwhile: send them first
+                else:
+                    self.reader = scope
+                    try:
+                        data = await self._receive()
+                    finally:
+                        self.reader = None
             except _STREAM_ERRORS as exc:
                 raise SocketError(f"reading the response failed: {exc!r}") from exc
-            finally:
-                self.reader = None
             if data:
                 self.received_bytes += len(data)
             else:
@@ -427,6 +503,22 @@ class Connection:
                 )
             return SocketError("other side closed")
         return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
+
+
+class _SocketInterrupt:
+    """Interrupts a read waiting on a plain TCP socket without a cancel scope: it wakes
+    with ``ClosedResourceError`` (the connection is closed afterwards, as after a cancel)."""
+
+    __slots__ = ("fired", "socket")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+        self.fired = False
+
+    def cancel(self) -> None:
+        if not self.fired:
+            self.fired = True
+            trio.lowlevel.notify_closing(self.socket)
 
 
 def _write_failed(writer: h11.Connection | None, exc: BaseException) -> None:

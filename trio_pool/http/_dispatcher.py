@@ -52,7 +52,7 @@ from ._exchange import Exchange, Head
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
-from ._request import Owner, Prepared, Request, State, prepare
+from ._request import Interrupted, Owner, Prepared, Request, State, prepare
 from ._worker import Broken, Worker
 
 if TYPE_CHECKING:
@@ -348,12 +348,13 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         self,
         request: Request,
         worker: Worker,
-        scope: trio.CancelScope,
+        scope: trio.CancelScope | None,
         writers: trio.Nursery | None,
     ) -> Exchange | None:
         """Write the request on its leased connection and read the response head, re-sending
         it (on another lease) as API.md 1.6 allows. None if the request failed (its error is
-        on it). Runs in ``scope`` (set up by the caller: timeouts and aborts cancel it). With
+        on it). Runs in ``scope`` (set up by the caller: timeouts and aborts cancel it; None
+        for ``request()``, see :meth:`_run`). With
         ``writers`` the exchange is duplex: a streaming body is written by a task started
         there."""
         while True:
@@ -402,7 +403,13 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         the request (its body from a task in ``writers``, if given), read the response head,
         and ``consume`` the rest (which ends the request). Its error ends up on ``request``;
         returns the exchange (None if there is no head). A request waiting for a connection
-        holds no cancel scope: a queue of thousands stays small."""
+        holds no cancel scope: a queue of thousands stays small.
+
+        ``request()`` (``reads_whole``) holds none either: entering and leaving one cost
+        as much as the rest of the bookkeeping of a small request. Its reads enter a scope
+        only while they wait for the socket (a timeout or an abort cancels that one), and
+        an abort at any other moment is noticed at the next wait (``Interrupted``); nothing
+        of it runs user code that an abort would have to interrupt."""
         # A new request (not ended): _connection_for without a coroutine when a connection
         # is free at once.
         worker = self._acquire(request, front=False)
@@ -411,17 +418,36 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             if worker is None:
                 return None
         exchange = None
-        with self._scope_for(request) as scope:
-            exchange = await self._begin(request, worker, scope, writers)
-            if exchange is not None and consume is not None:
-                try:
-                    await consume(exchange, scope)
-                except _HandlerFailed as exc:
-                    request.finish(exc.error)
-                except TrioPoolError as exc:
-                    request.finish(exc)
-                finally:
-                    exchange.close(request.error)
+        if request.reads_whole:
+            try:
+                exchange = await self._begin(request, worker, None, None)
+                if exchange is not None:
+                    try:
+                        await exchange.read_rest(None)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
+            except Interrupted:
+                pass  # aborted: its error is on it, its exchange closed the connection
+            except BaseException:
+                self._abort(request, RequestAbortedError("the caller was cancelled"))
+                raise
+            return exchange
+        try:
+            with self._scope_for(request) as scope:
+                exchange = await self._begin(request, worker, scope, writers)
+                if exchange is not None and consume is not None:
+                    try:
+                        await consume(exchange, scope)
+                    except _HandlerFailed as exc:
+                        request.finish(exc.error)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
+        except Interrupted:
+            return None  # aborted while waiting for its turn: its error is on it
         self._ended(request, scope)
         return exchange
 
@@ -490,7 +516,7 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             )
         request.reads_whole = True
         # _run, not _run_or_raise: one coroutine frame less per waiting request.
-        exchange = await self._run(request, Exchange.read_rest)
+        exchange = await self._run(request)
         if request.error is not None:
             raise request.error
         assert exchange is not None

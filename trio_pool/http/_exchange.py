@@ -8,7 +8,8 @@ the response head and then the body in steps, so ``request()`` can drive it to t
 while a ``StreamResponse`` hands each step to its reader. Reads run under a cancel scope
 given by the caller, whose deadline is set for each read (``headers_timeout`` as a total
 from the request being written, ``body_timeout`` per gap); the same scope is what
-``Controller.abort()`` cancels.
+``Controller.abort()`` cancels. ``request()`` gives no scope: its reads enter one only
+while they wait for the socket (see ``Dispatcher._run``).
 
 Every way out goes through :meth:`Exchange.close`, which gives the lease back: reusable
 only after a complete response on a persistent connection; a request cut anywhere else
@@ -29,6 +30,7 @@ re-sent: the body it consumed cannot be produced again.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import h11
@@ -67,7 +69,7 @@ class Exchange:
         "_closing",
         "_duplex",
         "_fresh",
-        "_headers",
+        "_keep_alive",
         "_mark",
         "_reason",
         "_reused",
@@ -100,7 +102,7 @@ class Exchange:
         self.taken_over: trio.abc.Stream | None = None  # the switched connection, detached
         self.head: Head | None = None
         self.http_version = "1.1"
-        self._headers = _NO_HEADERS
+        self._keep_alive: bytes | None = None  # the response's keep-alive header
         self._total = 0
         self._reused = self._fresh = False
         self._mark = 0
@@ -172,12 +174,12 @@ class Exchange:
             if self._closing:
                 self.close(self._reason)
 
-    async def receive_head(self, scope: trio.CancelScope) -> Head:
+    async def receive_head(self, scope: trio.CancelScope | None) -> Head:
         """Read the response head, after the responses before it. A checkpoint.
 
         Raises:
-            HeadersTimeoutError (as a cancellation of ``scope``, mapped by the caller),
-            HeadersOverflowError, HTTPParserError, SocketError.
+            HeadersTimeoutError (as a cancellation of ``scope``, mapped by the caller; as
+            itself without a scope), HeadersOverflowError, HTTPParserError, SocketError.
         """
         request = self.request
         conn = self.conn
@@ -197,13 +199,15 @@ class Exchange:
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
         conn.response_head = []
-        event = await conn.next_event(scope, HeadersTimeoutError, timeout, deadline=deadline)
+        event = await conn.next_event(
+            scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
+        )
         if type(event) is not h11.Response:  # the usual case needs none of these checks
             while isinstance(event, h11.InformationalResponse):
                 if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
                     break
                 event = await conn.next_event(
-                    scope, HeadersTimeoutError, timeout, deadline=deadline
+                    scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
                 )
             if not isinstance(event, h11.InformationalResponse | h11.Response):
                 raise SocketError(f"unexpected {event!r} instead of a response")
@@ -221,15 +225,12 @@ class Exchange:
         if conn.h11.their_state is h11.SWITCHED_PROTOCOL:
             self.switched = self.complete = True
         else:
-            if (
-                headers._raw_get(b"content-length") is not None
-                and headers._raw_get(b"transfer-encoding") is not None
-            ):
+            both, self._keep_alive = _scan(raw)
+            if both:
                 # h11 lets transfer-encoding win; RFC 9112 6.3 says to treat it as an error
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
             conn.response_head = raw
-            self._headers = headers
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
         return self.head
@@ -266,13 +267,14 @@ class Exchange:
             if trailers:
                 self.trailers = Headers._from_raw(trailers)
             self.complete = True
-            self.keep = self.worker.keep_alive(self._headers)
+            self.keep = self.worker.keep_alive(self._keep_alive)
             return None
         raise SocketError(f"unexpected {event!r} in a response body")
 
-    async def read_rest(self, scope: trio.CancelScope) -> None:
+    async def read_rest(self, scope: trio.CancelScope | None) -> None:
         """Read the whole body into :attr:`chunks` and end the request. A checkpoint
-        (unless the whole body had already arrived)."""
+        (unless the whole body had already arrived). Without a ``scope`` it raises like
+        :meth:`receive_head`."""
         chunks = self.chunks
         conn = self.conn
         while not self.complete:
@@ -284,6 +286,7 @@ class Exchange:
                     BodyTimeoutError,
                     self.worker.client._options.body_timeout,
                     read_first=True,
+                    request=self.request,
                 )
             chunk = self._body_event(event)
             if chunk is not None:
@@ -328,7 +331,7 @@ class Exchange:
                         return
                 elif type(event) is h11.EndOfMessage:
                     self.complete = True
-                    self.keep = self.worker.keep_alive(self._headers)
+                    self.keep = self.worker.keep_alive(self._keep_alive)
                     return
                 else:
                     return
@@ -359,5 +362,20 @@ class Exchange:
 
     def timeout_error(self) -> TrioPoolError:
         """The error of the read whose deadline expired."""
-        conn = self.conn
-        return conn.waiting_for(f"no response data within {conn.waiting_timeout} s")
+        return self.conn.timeout_error()
+
+
+def _scan(raw: Sequence[tuple[bytes, bytes]]) -> tuple[bool, bytes | None]:
+    """One pass over a response head's fields: are both content-length and
+    transfer-encoding there, and the first keep-alive value (None if absent)."""
+    length = chunked = False
+    keep_alive = None
+    for name, value in raw:
+        size = len(name)  # compare lengths first: most fields are none of these
+        if size == 14:
+            length = length or name.lower() == b"content-length"
+        elif size == 17:
+            chunked = chunked or name.lower() == b"transfer-encoding"
+        elif size == 10 and keep_alive is None and name.lower() == b"keep-alive":
+            keep_alive = value
+    return length and chunked, keep_alive

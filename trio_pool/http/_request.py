@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 import h11
@@ -45,7 +45,15 @@ if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Prepared", "Request", "State", "prepare"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "Cancellable",
+    "Interrupted",
+    "Prepared",
+    "Request",
+    "State",
+    "prepare",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
@@ -70,6 +78,18 @@ class State(enum.IntEnum):
     ASSIGNED = 2
     RUNNING = 3
     DONE = 4
+
+
+class Cancellable(Protocol):
+    """What stops a request's wait: its cancel scope, or (``request()`` on plain TCP)
+    the socket's interrupt."""
+
+    def cancel(self) -> None: ...
+
+
+class Interrupted(Exception):
+    """Internal: an aborted request noticed it at a wait (a request without a cancel
+    scope, or woken from waiting for its turn); its error is on it."""
 
 
 class Owner:
@@ -127,8 +147,9 @@ class Request:
         self.owner: Owner | None = None
         # The connection it holds a lease on, or is waiting for while it connects.
         self.worker: Any = None
-        # The caller's cancel scope while it runs the exchange; aborting cancels it.
-        self.scope: trio.CancelScope | None = None
+        # The caller's cancel scope while it runs the exchange (request(): while it waits
+        # for the socket); aborting cancels it.
+        self.scope: Cancellable | None = None
         self.error: BaseException | None = None
         self.exchange: Any = None  # its latest exchange (whose read may have timed out)
         # Its caller's task while parked (for a connection or a pipelining turn).

@@ -39,12 +39,11 @@ import trio
 
 from .._errors import ConnectError, InformationalError
 from ._connection import Connection
-from ._request import State
+from ._request import Interrupted, State
 
 if TYPE_CHECKING:
     from ._client import Client
     from ._dispatcher import Dispatcher
-    from ._headers import Headers
     from ._request import Request
 
 __all__ = ["Broken", "Worker"]
@@ -163,6 +162,8 @@ class Worker:
         has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_write[0] is not request:
             await request.park()
+            if request.ended:  # aborted: woken (and, with a scope, cancelled)
+                raise Interrupted
         if self.broken:
             raise Broken
 
@@ -178,6 +179,8 @@ class Worker:
         if it has to wait. Raises :class:`Broken` if the connection broke meanwhile."""
         while not self.broken and self.to_read[0] is not request:
             await request.park()
+            if request.ended:
+                raise Interrupted
         if self.broken:
             raise Broken
 
@@ -287,9 +290,10 @@ class Worker:
                     return InformationalError("client_ttl expired")
                 return InformationalError("socket idle timeout")
 
-    def keep_alive(self, headers: Headers) -> bool:
+    def keep_alive(self, hint_header: bytes | None) -> bool:
         """After a complete response: start h11's next cycle and set the idle lifetime
-        (honouring a ``Keep-Alive: timeout=N`` hint); False if the connection must close."""
+        (honouring a ``Keep-Alive: timeout=N`` hint, ``hint_header`` being the response's
+        keep-alive header); False if the connection must close."""
         conn = self.conn
         assert conn is not None
         h = conn.h11
@@ -307,7 +311,7 @@ class Worker:
         conn.leftover = bool(leftover)
         options = self.client._options
         lifetime = options.keep_alive_timeout
-        hint = _keep_alive_hint(headers._raw_get(b"keep-alive"))
+        hint = _keep_alive_hint(hint_header)
         if hint is not None:
             lifetime = hint - options.keep_alive_timeout_threshold
             if lifetime <= 0:
