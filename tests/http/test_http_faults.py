@@ -265,6 +265,39 @@ async def test_stale_keep_alive_race_retries_idempotent_once() -> None:
         assert (await pool.request("POST", "/", idempotent=True)).body == b"POST"
 
 
+async def test_the_retry_goes_to_a_fresh_connection_not_another_idle_one() -> None:
+    # Two kept-alive connections that the server has (silently, in memory) given up on: the
+    # retry must not try the second stale one, it opens a fresh connection (API.md 1.6).
+    both_in = trio.Event()
+    arrived = 0
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        nonlocal arrived
+        if request.index == 1:  # every connection dies at its second request
+            await conn.close()
+            return
+        arrived += 1
+        if arrived == 2:
+            both_in.set()
+        await both_in.wait()  # hold the first two requests: two connections exist
+        await conn.respond(200, body=str(request.connection).encode())
+
+    async with (
+        serve_memory(script) as server,
+        Pool(server.origin, connector=server.connector, connections=2) as pool,
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.request, "GET", "/")
+            nursery.start_soon(pool.request, "GET", "/")
+        assert pool.statistics().connected == 2
+        response = await pool.request("GET", "/")
+        assert response.body == b"2"  # served by a third, new connection
+        assert server.connections == 3
+        assert len(server.requests) == 4  # the two, the stale try, the retry
+        await trio.testing.wait_all_tasks_blocked()
+        assert idle_stats(pool) == (0, 0, 0, 0)
+
+
 async def test_stale_keep_alive_not_retried_when_disabled() -> None:
     async def script(request: ServerRequest, conn: ServerConnection) -> None:
         if request.index == 1:

@@ -172,12 +172,21 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         """Lease a connection to ``request`` now, or arrange for it to get one (a new
         connection, or the queue; ``front`` = a re-send, at the head). O(1)."""
         if not self._queue or front:
-            worker = self._pick(request)
+            # API.md 1.6: the one retry after a stale keep-alive goes to a fresh connection;
+            # another kept-alive one may be just as stale (and a stream that is not a socket
+            # can't even be checked before reuse).
+            fresh = request.retried
+            worker = None if fresh else self._pick(request)
             if worker is not None:
                 worker.lease(request)
                 if worker.client._options.pipelining > 1:  # else it has no room left
                     self._refresh(worker)
                 return worker
+            if fresh and self._idle and len(self._workers) == self._max_workers:
+                # At the limit: an idle connection makes room (when its task has ended,
+                # _pump opens the fresh one for the queue's head, which this request is).
+                idle, _ = self._idle.popitem()
+                idle.retire(InformationalError("closed to open a fresh one for a retry"))
             if self._max_workers is None or len(self._workers) < self._max_workers:
                 self._spawn(request)
                 return None
