@@ -33,6 +33,7 @@ import trio.testing
 from _faulty_server import Fault, FaultyServer, closed_port, faulty_connector, is_own_body
 from _load import Load, assert_idle, check_run, open_fds, run_load
 
+import trio_pool
 from trio_pool import BalancedPool, Pool, PoolStats
 from trio_pool.testing import serve_h11, serve_memory
 
@@ -125,7 +126,10 @@ async def soak(
     await trio.sleep(2 * max(server.gap for server in servers))
     for index in range(2 * len(servers)):
         rid = f"healthy{index}"
-        response = await dispatcher.request("GET", f"/{rid}")
+        try:
+            response = await dispatcher.request("GET", f"/{rid}")
+        except trio_pool.TrioPoolError as exc:  # name the seed, so the run can be replayed
+            raise AssertionError(f"{what}: healthy request {rid} failed: {exc!r}") from exc
         assert response.status == 200, what
         assert is_own_body(rid, response.body), what
     await assert_idle(dispatcher, f"{what}, after the healthy requests")
