@@ -413,13 +413,8 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
         the request (its body from a task in ``writers``, if given), read the response head,
         and ``consume`` the rest (which ends the request). Its error ends up on ``request``;
         returns the exchange (None if there is no head). A request waiting for a connection
-        holds no cancel scope: a queue of thousands stays small.
-
-        ``request()`` (``reads_whole``) holds none either: entering and leaving one cost
-        as much as the rest of the bookkeeping of a small request. Its reads enter a scope
-        only while they wait for the socket (a timeout or an abort cancels that one), and
-        an abort at any other moment is noticed at the next wait (``Interrupted``); nothing
-        of it runs user code that an abort would have to interrupt."""
+        holds no cancel scope: a queue of thousands stays small. (``request()`` runs in
+        :meth:`_whole` instead.)"""
         # A new request (not ended): _connection_for without a coroutine when a connection
         # is free at once.
         worker = self._acquire(request, front=False)
@@ -427,23 +422,7 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
             worker = await self._leased(request)
             if worker is None:
                 return None
-        exchange = None
-        if request.reads_whole:
-            try:
-                exchange = await self._begin(request, worker, None, None)
-                if exchange is not None:
-                    try:
-                        await exchange.read_rest(None)
-                    except TrioPoolError as exc:
-                        request.finish(exc)
-                    finally:
-                        exchange.close(request.error)
-            except Interrupted:
-                pass  # aborted: its error is on it, its exchange closed the connection
-            except BaseException:
-                self._abort(request, RequestAbortedError("the caller was cancelled"))
-                raise
-            return exchange
+        exchange = None  # stays None if the scope's deadline cancels _begin
         try:
             with self._scope_for(request) as scope:
                 exchange = await self._begin(request, worker, scope, writers)
@@ -494,10 +473,34 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
         return self._whole(self._accept(options))
 
     async def _whole(self, request: Request) -> Response:
-        """Run ``request`` and read its whole response (:meth:`request`)."""
+        """Run ``request`` in this task and read its whole response (:meth:`request`).
+
+        Like :meth:`_run`, but with no cancel scope at all: entering and leaving one cost
+        as much as the rest of the bookkeeping of a small request. Its reads enter a scope
+        only while they wait for the socket (a timeout or an abort cancels that one), and
+        an abort at any other moment is noticed at the next wait (``Interrupted``); nothing
+        of it runs user code that an abort would have to interrupt. Written out here, not
+        called from here: one coroutine frame less per waiting request."""
         request.reads_whole = True
-        # _run, not _run_or_raise: one coroutine frame less per waiting request.
-        exchange = await self._run(request)
+        worker = self._acquire(request, front=False)
+        if worker is None:
+            worker = await self._leased(request)
+        exchange = None
+        if worker is not None:
+            try:
+                exchange = await self._begin(request, worker, None, None)
+                if exchange is not None:
+                    try:
+                        await exchange.read_rest(None)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
+            except Interrupted:
+                pass  # aborted: its error is on it, its exchange closed the connection
+            except BaseException:
+                self._abort(request, RequestAbortedError("the caller was cancelled"))
+                raise
         if request.error is not None:
             raise request.error
         assert exchange is not None
