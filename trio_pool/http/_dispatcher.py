@@ -1,4 +1,4 @@
-"""What ``Client`` and ``Pool`` share: the public dispatcher methods and the scheduler.
+"""What ``Client`` and ``Pool`` share: the scheduler, under the public ``Dispatcher`` methods.
 
 Theory of operation
 -------------------
@@ -479,8 +479,8 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
         as much as the rest of the bookkeeping of a small request. Its reads enter a scope
         only while they wait for the socket (a timeout or an abort cancels that one), and
         an abort at any other moment is noticed at the next wait (``Interrupted``); nothing
-        of it runs user code that an abort would have to interrupt. Written out here, not
-        called from here: one coroutine frame less per waiting request."""
+        of it runs user code that an abort would have to interrupt. It leases its connection
+        itself rather than call :meth:`_run`: one coroutine frame less per waiting request."""
         request.reads_whole = True
         worker = self._acquire(request, front=False)
         if worker is None:
