@@ -32,12 +32,12 @@ from ._errors import TrioPoolError as TrioPoolError
 from .http._balanced import BalancedPool as BalancedPool
 from .http._client import Client as Client
 from .http._headers import Headers as Headers
+from .http._interface import Dispatcher as Dispatcher
 from .http._models import PoolStats as PoolStats
 from .http._models import RequestOptions as RequestOptions
 from .http._models import Response as Response
 from .http._models import StreamResponse as StreamResponse
 from .http._pool import Pool as Pool
-from .http._protocol import Dispatcher as Dispatcher
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster
 from .resources._pool import ResourcePool as ResourcePool

@@ -43,7 +43,7 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -59,6 +59,7 @@ from .._errors import (
 from .._validate import check_count, check_timeout
 from ._dispatch import Controller, tell_cancelled
 from ._events import EVENTS, Emitter
+from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
 from ._options import ClientOptions
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from ._dispatch import Handler
-    from ._models import BodyType, HeadersType, QueryType, Response, StreamResponse, Upgraded
+    from ._models import HeadersType, Response, StreamResponse, Upgraded
     from ._request import Request
 
 __all__ = ["BalancedPool"]
@@ -157,7 +158,7 @@ class _Rotation:
         return heaviest
 
 
-class BalancedPool(Lifecycle, Emitter):
+class BalancedPool(Lifecycle, Emitter, Dispatcher):
     """A pool of ``Pool``s, one per upstream origin, balanced by weighted round-robin
     (undici's ``BalancedPool``).
 
@@ -523,105 +524,24 @@ class BalancedPool(Lifecycle, Emitter):
 
     # ------------------------------------------------------------------ requests
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
+    async def _request_plain(
+        self, method: str, path: str, reset: bool, capability: str | None
     ) -> Response:
-        """Send a request to an upstream (carrying ``capability``, if given) and read its
-        whole response. A checkpoint. See ``Pool.request``.
-
-        Raises:
-            BalancedPoolMissingUpstreamError: no upstream carries ``capability``.
-            Like ``Pool.request`` otherwise.
-        """
+        # The routed Pool's own hot path (no RequestOptions).
         async with self._routed(capability) as pool:
-            return await pool.request(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
-            )
+            return await pool._request_plain(method, path, reset, capability)
+
+    async def _request_options(self, options: RequestOptions) -> Response:
+        async with self._routed(options.capability) as pool:
+            return await pool._request_options(options)
 
     @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
+    async def _stream(
+        self, options: RequestOptions, *, duplex: bool
     ) -> AsyncIterator[StreamResponse]:
-        """Like ``Pool.stream``, on an upstream carrying ``capability``. Entering is a
-        checkpoint. Raises like :meth:`request`."""
-        async with self._forwarded(
-            Pool.stream,
-            method,
-            path,
-            headers=headers,
-            body=body,
-            query=query,
-            idempotent=idempotent,
-            reset=reset,
-            capability=capability,
-        ) as response:
-            yield response
-
-    @asynccontextmanager
-    async def pipeline(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
-    ) -> AsyncIterator[StreamResponse]:
-        """Like ``Pool.pipeline`` (full duplex), on an upstream carrying ``capability``.
-        Entering is a checkpoint. Raises like :meth:`request`."""
-        async with self._forwarded(
-            Pool.pipeline,
-            method,
-            path,
-            headers=headers,
-            body=body,
-            query=query,
-            idempotent=idempotent,
-            reset=reset,
-            capability=capability,
-        ) as response:
-            yield response
-
-    @asynccontextmanager
-    async def _forwarded(
-        self,
-        opener: Callable[..., AbstractAsyncContextManager[StreamResponse]],
-        *args: Any,
-        capability: str | None,
-        **options: Any,
-    ) -> AsyncIterator[StreamResponse]:
-        """``opener`` (``Pool.stream`` or ``Pool.pipeline``) on a routed upstream."""
         async with (
-            self._routed(capability) as pool,
-            opener(pool, *args, capability=capability, **options) as response,
+            self._routed(options.capability) as pool,
+            pool._stream(options, duplex=duplex) as response,
         ):
             yield response
 

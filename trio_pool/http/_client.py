@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._dispatcher import Dispatcher
+from ._dispatcher import OriginDispatcher
 from ._options import ClientOptions
 
 if TYPE_CHECKING:
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 
-class Client(Dispatcher):
+class Client(OriginDispatcher):
     """A dispatcher with at most one connection to ``origin``, up to ``pipelining`` requests
     in flight on it (undici's ``Client``).
 

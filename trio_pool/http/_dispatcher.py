@@ -1,4 +1,4 @@
-"""What ``Client`` and ``Pool`` share: the public dispatcher methods and the scheduler.
+"""What ``Client`` and ``Pool`` share: the scheduler, under the public ``Dispatcher`` methods.
 
 Theory of operation
 -------------------
@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,7 @@ from .._supervisor import open_helpers
 from ._dispatch import Controller, Handler, call, start_call, tell_cancelled
 from ._events import Emitter, emit_along
 from ._exchange import Exchange, Head
+from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
@@ -63,14 +64,14 @@ if TYPE_CHECKING:
     from ._client import Client
     from ._connection import Connector
     from ._headers import Headers
-    from ._models import BodyType, HeadersType, QueryType
+    from ._models import HeadersType
     from ._options import ClientOptions
 
-__all__ = ["Dispatcher"]
+__all__ = ["OriginDispatcher"]
 
 
-class Dispatcher(Lifecycle, Emitter, Owner):
-    """The shared base of ``Client`` and ``Pool``; see the module docstring."""
+class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
+    """The shared base of ``Client`` and ``Pool`` (one origin); see the module docstring."""
 
     _log = logging.getLogger("trio_pool.pool")
 
@@ -412,13 +413,8 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         the request (its body from a task in ``writers``, if given), read the response head,
         and ``consume`` the rest (which ends the request). Its error ends up on ``request``;
         returns the exchange (None if there is no head). A request waiting for a connection
-        holds no cancel scope: a queue of thousands stays small.
-
-        ``request()`` (``reads_whole``) holds none either: entering and leaving one cost
-        as much as the rest of the bookkeeping of a small request. Its reads enter a scope
-        only while they wait for the socket (a timeout or an abort cancels that one), and
-        an abort at any other moment is noticed at the next wait (``Interrupted``); nothing
-        of it runs user code that an abort would have to interrupt."""
+        holds no cancel scope: a queue of thousands stays small. (``request()`` runs in
+        :meth:`_whole` instead.)"""
         # A new request (not ended): _connection_for without a coroutine when a connection
         # is free at once.
         worker = self._acquire(request, front=False)
@@ -426,23 +422,7 @@ class Dispatcher(Lifecycle, Emitter, Owner):
             worker = await self._leased(request)
             if worker is None:
                 return None
-        exchange = None
-        if request.reads_whole:
-            try:
-                exchange = await self._begin(request, worker, None, None)
-                if exchange is not None:
-                    try:
-                        await exchange.read_rest(None)
-                    except TrioPoolError as exc:
-                        request.finish(exc)
-                    finally:
-                        exchange.close(request.error)
-            except Interrupted:
-                pass  # aborted: its error is on it, its exchange closed the connection
-            except BaseException:
-                self._abort(request, RequestAbortedError("the caller was cancelled"))
-                raise
-            return exchange
+        exchange = None  # stays None if the scope's deadline cancels _begin
         try:
             with self._scope_for(request) as scope:
                 exchange = await self._begin(request, worker, scope, writers)
@@ -474,58 +454,53 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         assert exchange.head is not None
         return exchange, exchange.head
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
-    ) -> Response:
-        """Send a request and read its whole response. A checkpoint.
-
-        The connection is free for the next request before this returns. Non-2xx statuses
-        are not errors (see ``Response.raise_for_status``). Cancelling the caller aborts the
-        request (a connection cut mid-response is closed and replaced).
-
-        Raises:
-            InvalidArgumentError: a bad argument (nothing was sent).
-            ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
-            TrioPoolError: the request failed (the HTTP errors in the error reference).
-        """
-        if (
-            headers is None
-            and body is None
-            and query is None
-            and idempotent is None
-            and type(method) is str
-            and type(path) is str
-            and type(reset) is bool
-        ):
+    def _request_plain(
+        self, method: str, path: str, reset: bool, capability: str | None
+    ) -> Awaitable[Response]:
+        # The hot path: a prepared request, no RequestOptions (capability means nothing to
+        # one origin). Not a coroutine: Dispatcher.request awaits _whole directly.
+        if type(method) is str and type(path) is str and type(reset) is bool:
             if self._closed or not self._supervisor.running:
                 self._check_open()  # raises
             request = self._prepared.request(method, path, reset)
             request.owner = self
-        else:
-            request = self._accept(
-                RequestOptions(
-                    method,
-                    path,
-                    headers=headers,
-                    body=body,
-                    query=query,
-                    idempotent=idempotent,
-                    reset=reset,
-                    capability=capability,
-                )
-            )
+            return self._whole(request)
+        return self._request_options(
+            RequestOptions(method, path, reset=reset, capability=capability)
+        )
+
+    def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+        return self._whole(self._accept(options))
+
+    async def _whole(self, request: Request) -> Response:
+        """Run ``request`` in this task and read its whole response (:meth:`request`).
+
+        Like :meth:`_run`, but with no cancel scope at all: entering and leaving one cost
+        as much as the rest of the bookkeeping of a small request. Its reads enter a scope
+        only while they wait for the socket (a timeout or an abort cancels that one), and
+        an abort at any other moment is noticed at the next wait (``Interrupted``); nothing
+        of it runs user code that an abort would have to interrupt. It leases its connection
+        itself rather than call :meth:`_run`: one coroutine frame less per waiting request."""
         request.reads_whole = True
-        # _run, not _run_or_raise: one coroutine frame less per waiting request.
-        exchange = await self._run(request)
+        worker = self._acquire(request, front=False)
+        if worker is None:
+            worker = await self._leased(request)
+        exchange = None
+        if worker is not None:
+            try:
+                exchange = await self._begin(request, worker, None, None)
+                if exchange is not None:
+                    try:
+                        await exchange.read_rest(None)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
+            except Interrupted:
+                pass  # aborted: its error is on it, its exchange closed the connection
+            except BaseException:
+                self._abort(request, RequestAbortedError("the caller was cancelled"))
+                raise
         if request.error is not None:
             raise request.error
         assert exchange is not None
@@ -538,102 +513,26 @@ class Dispatcher(Lifecycle, Emitter, Owner):
         )
 
     @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
+    async def _stream(
+        self, options: RequestOptions, *, duplex: bool
     ) -> AsyncIterator[StreamResponse]:
-        """Send a request; the block gets the response once its head arrived, and reads the
-        body as it comes (``async for chunk in resp.body``, in the reader's task). Entering
-        is a checkpoint.
-
-        Leaving the block before the body ended closes the connection (never leaked).
-        Raises like :meth:`request`.
-        """
-        request = self._accept(
-            RequestOptions(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
+        """Run the request up to its head and hand out the response (of :meth:`stream`, or
+        duplex for :meth:`pipeline`, its body written from a nursery of the block); leaving
+        frees the connection."""
+        request = self._accept(options)
+        writing: AbstractAsyncContextManager[trio.Nursery | None]
+        writing = open_helpers() if duplex else nullcontext()
+        async with writing as writers:
+            exchange, (status, response_headers, reason) = await self._run_or_raise(
+                request, writers=writers
             )
-        )
-        async with self._streaming(request, None) as response:
-            yield response
-
-    @asynccontextmanager
-    async def pipeline(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
-    ) -> AsyncIterator[StreamResponse]:
-        """Like :meth:`stream`, but full duplex (undici's ``pipeline``): the response is
-        readable while ``body`` (typically an async iterable) is still being written, so a
-        server may answer, and stream its answer, before the request ends. Entering is a
-        checkpoint (it returns once the response head arrived).
-
-        The body is written by a helper task in a nursery of this block (in the caller's
-        task tree: nothing outlives the block). ``headers_timeout`` counts from the request
-        *head* being written, since a duplex body may be long-lived; ``body_timeout`` is the
-        idle gap between response chunks, as for :meth:`stream`. Such a request is never
-        pipelined behind others nor re-sent (its body cannot be produced twice).
-
-        A failure to write the body ends the request: reading the response (or entering)
-        raises ``SocketError`` (the I/O error as ``__cause__``), the error the body iterable
-        raised as itself, or ``RequestContentLengthMismatchError``. Cancellation of the
-        caller, an error, or leaving the block before both directions ended stops the writer
-        and closes the connection (never reused half-written).
-        Raises like :meth:`request` otherwise.
-        """
-        request = self._accept(
-            RequestOptions(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
-            )
-        )
-        async with open_helpers() as writers, self._streaming(request, writers) as response:
-            yield response
-
-    @asynccontextmanager
-    async def _streaming(
-        self, request: Request, writers: trio.Nursery | None
-    ) -> AsyncIterator[StreamResponse]:
-        """Run ``request`` up to its head and hand out the response (of :meth:`stream`, or
-        duplex for :meth:`pipeline`); leaving frees the connection."""
-        exchange, (status, response_headers, reason) = await self._run_or_raise(
-            request, writers=writers
-        )
-        source = _BodySource(self, exchange)
-        try:
-            yield StreamResponse(
-                status, reason, exchange.http_version, response_headers, source=source
-            )
-        finally:
-            source.close()
+            source = _BodySource(self, exchange)
+            try:
+                yield StreamResponse(
+                    status, reason, exchange.http_version, response_headers, source=source
+                )
+            finally:
+                source.close()
 
     @asynccontextmanager
     async def upgrade(
@@ -710,11 +609,11 @@ class Dispatcher(Lifecycle, Emitter, Owner):
 
 
 class _RequestScope:
-    """:meth:`Dispatcher._scope_for` (a plain class: it runs once per request)."""
+    """:meth:`OriginDispatcher._scope_for` (a plain class: it runs once per request)."""
 
     __slots__ = ("_dispatcher", "_request", "_scope")
 
-    def __init__(self, dispatcher: Dispatcher, request: Request) -> None:
+    def __init__(self, dispatcher: OriginDispatcher, request: Request) -> None:
         self._dispatcher = dispatcher
         self._request = request
         self._scope = request.scope = trio.CancelScope()
@@ -790,7 +689,7 @@ class _BodySource:
 
     __slots__ = ("_dispatcher", "_exchange")
 
-    def __init__(self, dispatcher: Dispatcher, exchange: Exchange) -> None:
+    def __init__(self, dispatcher: OriginDispatcher, exchange: Exchange) -> None:
         self._dispatcher = dispatcher
         self._exchange = exchange
 

@@ -9,7 +9,7 @@ while a ``StreamResponse`` hands each step to its reader. Reads run under a canc
 given by the caller, whose deadline is set for each read (``headers_timeout`` as a total
 from the request being written, ``body_timeout`` per gap); the same scope is what
 ``Controller.abort()`` cancels. ``request()`` gives no scope: its reads enter one only
-while they wait for the socket (see ``Dispatcher._run``).
+while they wait for the socket (see ``OriginDispatcher._whole``).
 
 Every way out goes through :meth:`Exchange.close`, which gives the lease back: reusable
 only after a complete response on a persistent connection; a request cut anywhere else

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidArgumentError
 from .._validate import check_count, check_timeout
 from ._client import Client
-from ._dispatcher import Dispatcher
+from ._dispatcher import OriginDispatcher
 from ._options import ClientOptions
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["Pool"]
 
 
-class Pool(Dispatcher):
+class Pool(OriginDispatcher):
     """A pool of connections to ``origin`` (undici's ``Pool``).
 
     Args:

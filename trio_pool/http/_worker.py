@@ -43,7 +43,7 @@ from ._request import Interrupted, State
 
 if TYPE_CHECKING:
     from ._client import Client
-    from ._dispatcher import Dispatcher
+    from ._dispatcher import OriginDispatcher
     from ._request import Request
 
 __all__ = ["Broken", "Worker"]
@@ -73,7 +73,7 @@ class Worker:
         "unpipelineable",
     )
 
-    def __init__(self, owner: Dispatcher, client: Client, first: Request) -> None:
+    def __init__(self, owner: OriginDispatcher, client: Client, first: Request) -> None:
         self.owner = owner
         self.client = client
         self.first: Request | None = first  # the request this connection is opened for

@@ -51,6 +51,7 @@ from .._validate import check_count
 from ..http._dispatch import Controller, Handler, call, tell_cancelled
 from ..http._events import Emitter
 from ..http._headers import Headers
+from ..http._interface import Dispatcher
 from ..http._lifecycle import Lifecycle
 from ..http._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ..http._options import ClientOptions
@@ -63,8 +64,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from ..http._models import BodyType, HeadersType, QueryType
-    from ..http._protocol import Dispatcher
+    from ..http._models import HeadersType
 
 __all__ = [
     "MockCall",
@@ -478,7 +478,7 @@ class MockScope:
 # ---------------------------------------------------------------------------------- the pool
 
 
-class MockPool(Lifecycle, Emitter, Owner):
+class MockPool(Lifecycle, Emitter, Owner, Dispatcher):
     """A dispatcher with ``Pool``'s methods that answers declared routes, with no sockets.
 
     Args:
@@ -661,37 +661,8 @@ class MockPool(Lifecycle, Emitter, Owner):
 
     # ------------------------------------------------------------------ the dispatcher methods
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
-    ) -> Response:
-        """Like ``Pool.request``: the matching route's answer. A checkpoint.
-
-        Raises:
-            MockNotMatchedError: no route matches.
-            InvalidArgumentError, ClientClosedError, ClientDestroyedError: as ``Pool``.
-            Exception: a route's declared error (``reply_with_error``).
-        """
-        request = self._accept(
-            RequestOptions(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
-            )
-        )
+    async def _request_options(self, options: RequestOptions) -> Response:
+        request = self._accept(options)
         rendered = await self._respond(request)
         self._end(request, None)
         self._raise_if_failed(request)
@@ -706,35 +677,12 @@ class MockPool(Lifecycle, Emitter, Owner):
         )
 
     @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        headers: HeadersType | None = None,
-        body: BodyType | None = None,
-        query: QueryType | None = None,
-        idempotent: bool | None = None,
-        reset: bool = False,
-        capability: str | None = None,
+    async def _stream(
+        self, options: RequestOptions, *, duplex: bool
     ) -> AsyncIterator[StreamResponse]:
-        """Like ``Pool.stream``: the body yields the route's chunks. Entering is a checkpoint.
-        Raises like :meth:`request`.
-
-        ``pipeline()`` is the same method: the mock reads the request body whole before the
-        route answers (it is not duplex)."""
-        request = self._accept(
-            RequestOptions(
-                method,
-                path,
-                headers=headers,
-                body=body,
-                query=query,
-                idempotent=idempotent,
-                reset=reset,
-                capability=capability,
-            )
-        )
+        # The mock is not duplex (``duplex`` changes nothing): it reads the request body
+        # whole before the route answers, so a pipeline() is a stream().
+        request = self._accept(options)
         rendered = await self._respond(request)
         self._raise_if_failed(request)
         assert rendered is not None
@@ -745,10 +693,6 @@ class MockPool(Lifecycle, Emitter, Owner):
             )
         finally:
             source.close()
-
-    # The mock is not duplex: it reads the request body whole before answering, so a
-    # pipeline() is a stream().
-    pipeline = stream
 
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
         """Like ``Pool.dispatch``: drives ``handler`` with the route's answer, or its
@@ -896,9 +840,3 @@ class _NotSimulated(AbstractAsyncContextManager[Upgraded]):
         tb: TracebackType | None,
     ) -> None:  # pragma: no cover - entering always raises, so this is never called
         return None
-
-
-if TYPE_CHECKING:
-    # Checked by mypy, never run: the mock fits wherever a Dispatcher is expected.
-    def _conforms(mock: MockPool) -> Dispatcher:
-        return mock

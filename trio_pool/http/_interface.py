@@ -1,0 +1,254 @@
+"""``Dispatcher``: the public base class of everything that sends HTTP requests.
+
+Theory of operation
+-------------------
+``Client``, ``Pool``, ``BalancedPool`` and ``trio_pool.testing.MockPool`` derive from this
+abstract class, which holds only the interface (no state, no scheduler: the mock must not
+inherit one it does not use). An application annotates its dependency with it, and a type
+checker accepts any of them.
+
+The request methods (:meth:`Dispatcher.request`, :meth:`~Dispatcher.stream`,
+:meth:`~Dispatcher.pipeline`) are written once, here: they turn their keyword arguments into
+the calls of a few private hooks that each class implements. ``request()`` with only a method
+and a path — by far the most common call — does not build a ``RequestOptions``: it goes to
+``_request_plain``, which a ``Pool`` serves from a prepared request. The hooks that run a
+request return the awaitable rather than being coroutines themselves where that saves a
+coroutine frame on the hot path (``Pool``'s).
+
+The other members are abstract; ``Lifecycle`` and ``Emitter`` implement most of them, so a
+concrete class lists those mixins *before* this class (their methods must come first in the
+method resolution order).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
+
+from ._models import RequestOptions
+
+if TYPE_CHECKING:
+    from ._dispatch import Handler
+    from ._models import (
+        BodyType,
+        HeadersType,
+        PoolStats,
+        QueryType,
+        Response,
+        StreamResponse,
+        Upgraded,
+    )
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher(ABC):
+    """What ``Client``, ``Pool``, ``BalancedPool`` and ``trio_pool.testing.MockPool`` have in
+    common: annotate a parameter with it to accept any of them.
+
+    Example::
+
+        async def fetch_user(http: trio_pool.Dispatcher, user_id: int) -> dict:
+            response = await http.request("GET", f"/users/{user_id}")
+            response.raise_for_status()
+            return response.json()
+
+    It is their base class, so ``isinstance(obj, trio_pool.Dispatcher)`` tells whether
+    ``obj`` is one of them. The request methods are the same everywhere; where a class adds
+    to a method's meaning, its own documentation says so.
+    """
+
+    __slots__ = ()
+
+    # ------------------------------------------------------------------ requests
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> Response:
+        """Send a request and read its whole response. A checkpoint.
+
+        The arguments are those of :class:`RequestOptions`. The connection is free for the
+        next request before this returns. Non-2xx statuses are not errors (see
+        ``Response.raise_for_status``). Cancelling the caller aborts the request (a
+        connection cut mid-response is closed and replaced). A ``BalancedPool`` sends it to
+        an upstream carrying ``capability`` (if given).
+
+        Raises:
+            InvalidArgumentError: a bad argument (nothing was sent).
+            ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
+            BalancedPoolMissingUpstreamError: (``BalancedPool``) no upstream carries
+                ``capability``.
+            TrioPoolError: the request failed (the HTTP errors in the error reference; for
+                a ``MockPool``, ``MockNotMatchedError`` or a route's declared error).
+        """
+        if headers is None and body is None and query is None and idempotent is None:
+            return await self._request_plain(method, path, reset, capability)
+        return await self._request_options(
+            RequestOptions(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            )
+        )
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        """Send a request; the ``async with`` block gets the response once its head arrived,
+        and reads the body as it comes (``async for chunk in resp.body``, in the reader's
+        task). Entering is a checkpoint; the arguments are checked then.
+
+        Leaving the block before the body ended closes the connection (never leaked).
+        Raises like :meth:`request`.
+        """
+        return self._stream(
+            RequestOptions(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            ),
+            duplex=False,
+        )
+
+    def pipeline(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeadersType | None = None,
+        body: BodyType | None = None,
+        query: QueryType | None = None,
+        idempotent: bool | None = None,
+        reset: bool = False,
+        capability: str | None = None,
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        """Like :meth:`stream`, but full duplex (undici's ``pipeline``): the response is
+        readable while ``body`` (typically an async iterable) is still being written, so a
+        server may answer, and stream its answer, before the request ends. Entering is a
+        checkpoint (it returns once the response head arrived).
+
+        The body is written by a helper task in a nursery of this block (in the caller's
+        task tree: nothing outlives the block). ``headers_timeout`` counts from the request
+        *head* being written, since a duplex body may be long-lived; ``body_timeout`` is the
+        idle gap between response chunks, as for :meth:`stream`. Such a request is never
+        pipelined behind others nor re-sent (its body cannot be produced twice).
+
+        A failure to write the body ends the request: reading the response (or entering)
+        raises ``SocketError`` (the I/O error as ``__cause__``), the error the body iterable
+        raised as itself, or ``RequestContentLengthMismatchError``. Cancellation of the
+        caller, an error, or leaving the block before both directions ended stops the writer
+        and closes the connection (never reused half-written).
+        Raises like :meth:`request` otherwise. (A ``MockPool`` is not duplex: it reads the
+        request body whole before its route answers.)
+        """
+        return self._stream(
+            RequestOptions(
+                method,
+                path,
+                headers=headers,
+                body=body,
+                query=query,
+                idempotent=idempotent,
+                reset=reset,
+                capability=capability,
+            ),
+            duplex=True,
+        )
+
+    # ------------------------------------------------------------------ hooks of the above
+
+    def _request_plain(
+        self, method: str, path: str, reset: bool, capability: str | None
+    ) -> Awaitable[Response]:
+        """:meth:`request` with no headers, body, query nor idempotent override."""
+        return self._request_options(
+            RequestOptions(method, path, reset=reset, capability=capability)
+        )
+
+    @abstractmethod
+    def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+        """:meth:`request` (its arguments unchecked)."""
+
+    @abstractmethod
+    def _stream(
+        self, options: RequestOptions, *, duplex: bool
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        """:meth:`stream`, or :meth:`pipeline` if ``duplex`` (checking ``options`` on entry)."""
+
+    # ------------------------------------------------------------------ the rest
+
+    @abstractmethod
+    async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
+        """Send a request, driving ``handler``'s methods. A checkpoint."""
+
+    @abstractmethod
+    def upgrade(
+        self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
+    ) -> AbstractAsyncContextManager[Upgraded]:
+        """``async with``: the connection, once the server switched protocols."""
+
+    @abstractmethod
+    def connect(
+        self, authority: str, *, headers: HeadersType | None = None
+    ) -> AbstractAsyncContextManager[Upgraded]:
+        """``async with``: a tunnel through a proxy (``CONNECT authority``)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Refuse new requests, let the others finish, then close. A checkpoint."""
+
+    @abstractmethod
+    async def destroy(self, error: BaseException | None = None) -> None:
+        """Fail every outstanding request with ``error`` and close. A checkpoint."""
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once closing began."""
+
+    @property
+    @abstractmethod
+    def destroyed(self) -> bool:
+        """True once destroying began."""
+
+    @abstractmethod
+    def statistics(self) -> PoolStats:
+        """A snapshot of the counters. Not a checkpoint."""
+
+    @abstractmethod
+    def on(self, event: str, callback: Callable[..., object]) -> None:
+        """Call ``callback`` on ``event``."""
+
+    @abstractmethod
+    def off(self, event: str, callback: Callable[..., object]) -> None:
+        """Remove one registration of ``callback`` for ``event``."""
