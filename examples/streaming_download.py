@@ -10,9 +10,9 @@ Theory of operation: the script starts a scripted HTTP/1.1 server on 127.0.0.1
 (starts, then stops sending without closing, as a wedged backend does). The ``Pool`` is
 opened with two guards that suit downloads:
 
-* ``max_response_size``: once more body bytes than this have arrived, reading raises
-  ``ResponseExceededMaxSizeError`` instead of filling the disk (counted as the bytes
-  arrive, so it also holds for a chunked body, which announces no length);
+* ``max_response_size``: a body larger than this raises ``ResponseExceededMaxSizeError``
+  instead of filling the disk: at once when its ``content-length`` says so (``/huge.bin``),
+  else once more bytes than this have arrived (a chunked body announces no length);
 * ``body_timeout``: the longest *gap* between two chunks, not a bound on the whole
   download; a body that stops flowing raises ``BodyTimeoutError`` while a slow but steady
   one is fine. (A bound on the whole download is a ``trio.move_on_after`` around it.)

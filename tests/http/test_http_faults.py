@@ -165,6 +165,33 @@ async def test_max_response_size() -> None:
             assert idle_stats(pool) == (0, 0, 0, 0)
 
 
+async def test_a_body_announced_over_max_response_size_fails_at_its_head() -> None:
+    # The server announces 1 GB and sends its head only: the error comes from the head, with
+    # no byte of the body awaited (a read of it would hang here), and the connection is
+    # closed, not reused. HEAD, 204 and 304 announce a size without a body: not refused.
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        status = int(request.target[1:])
+        await conn.send_head(status, [("content-length", str(10**9))])
+        if request.method == "HEAD" or status in (204, 304):
+            await conn.send_end()
+
+    async with (
+        serve_memory(script) as server,
+        Pool(server.origin, connector=server.connector, max_response_size=10) as pool,
+    ):
+        for use_stream in (False, True):
+            with trio.fail_after(5), pytest.raises(trio_pool.ResponseExceededMaxSizeError):
+                if use_stream:
+                    async with pool.stream("GET", "/200"):
+                        pass  # pragma: no cover - the head is refused
+                else:
+                    await pool.request("GET", "/200")
+        assert (await pool.request("HEAD", "/200")).status == 200
+        assert (await pool.request("GET", "/304")).status == 304
+        assert server.connections == 3  # each refused head closed its connection
+        assert idle_stats(pool) == (0, 0, 0, 0)
+
+
 def keep_alive_script(headers: list[tuple[str, str]]) -> Script:
     async def script(request: ServerRequest, conn: ServerConnection) -> None:
         await conn.respond(200, headers, b"ok")

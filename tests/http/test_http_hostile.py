@@ -176,7 +176,8 @@ async def test_endless_body_is_streamed_in_bounded_memory() -> None:
 
 
 async def one_byte_every_5s(request: ServerRequest, conn: ServerConnection) -> None:
-    await conn.send_head(200, [("content-length", "1000000")])
+    # Chunked: a size announced over max_response_size would be refused at the head.
+    await conn.send_head(200, [("transfer-encoding", "chunked")])
     while True:
         await trio.sleep(5)
         await conn.send_data(b"s")

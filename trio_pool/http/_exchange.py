@@ -230,10 +230,22 @@ class Exchange:
                 # h11 lets transfer-encoding win; RFC 9112 6.3 says to treat it as an error
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
+            self._check_announced_size(event.status_code, headers, options.max_response_size)
             conn.response_head = raw
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
         return self.head
+
+    def _check_announced_size(self, status: int, headers: Headers, limit: int | None) -> None:
+        """A body announced larger than ``max_response_size`` fails at its head, before a
+        byte of it is read (HEAD, 204 and 304 announce a size but carry no body)."""
+        if limit is None or self.request.method == b"HEAD" or status in (204, 304):
+            return
+        length = headers._raw_get(b"content-length")
+        if length is not None and int(length) > limit:  # h11 checked it is all digits
+            raise ResponseExceededMaxSizeError(
+                f"the response announces {int(length)} bytes, over max_response_size ({limit})"
+            )
 
     async def receive_data(self, scope: trio.CancelScope) -> bytes | None:
         """The next piece of the body, or None at its end. A checkpoint when it has to read.
