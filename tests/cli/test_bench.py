@@ -202,9 +202,16 @@ async def _poll(condition: Callable[[], bool], limit: float, what: str) -> None:
 
 
 async def _wait_for_server(marker: str) -> int:
-    await _poll(lambda: bool(_live_servers(marker)), 15, "no embedded server started")
-    (pid,) = _live_servers(marker)
-    return pid
+    # One listing, kept: listing twice could see the process list change in between (on a
+    # busy machine the poll and a second look have failed to agree).
+    found: list[int] = []
+
+    def exactly_one() -> bool:
+        found[:] = _live_servers(marker)
+        return len(found) == 1
+
+    await _poll(exactly_one, 15, "no embedded server started (or more than one)")
+    return found[0]
 
 
 async def _wait_until_gone(pid: int, marker: str) -> None:
