@@ -46,6 +46,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import trio
 from _common import now, quiet_gc
@@ -285,9 +286,16 @@ def _print_sample(sample: Sample) -> None:
 _Get = Callable[[], Awaitable[tuple[int, int]]]  # one GET; returns (status, body bytes)
 
 
-async def _trio_worker(
-    get: _Get, load: _Load, all_warm: trio.Event, go: trio.Event, all_done: trio.Event
-) -> None:
+class _Event(Protocol):
+    """What a worker needs of an event: ``trio.Event`` and ``asyncio.Event`` both fit."""
+
+    def set(self) -> None: ...
+    async def wait(self) -> object: ...
+
+
+async def _worker(get: _Get, load: _Load, all_warm: _Event, go: _Event, all_done: _Event) -> None:
+    """One worker's warm-up then measured GETs; the same loop on trio and on asyncio (it only
+    awaits ``get()`` and the events)."""
     for _ in range(load.warm):
         await get()
     load.warmed += 1
@@ -311,7 +319,7 @@ async def _trio_measure(client: str, load: _Load, setup: float) -> Sample:
         gets = await _open_trio_client(stack, client, load.target, load.concurrency)
         async with trio.open_nursery() as nursery:
             for get in gets:
-                nursery.start_soon(_trio_worker, get, load, all_warm, go, all_done)
+                nursery.start_soon(_worker, get, load, all_warm, go, all_done)
             with trio.move_on_after(setup):
                 await all_warm.wait()
             if all_warm.is_set():
@@ -453,26 +461,12 @@ async def _aiohttp_measure(load: _Load, setup: float) -> Sample:
 
         async def worker() -> None:
             try:
-                for _ in range(load.warm):
-                    await get()
-                load.warmed += 1
-                if load.warmed == load.concurrency:
-                    all_warm.set()
-                await go.wait()
-                latencies = load.latencies
-                while load.take():
-                    started = now()
-                    status, size = await get()
-                    latencies.append(now() - started)
-                    load.check(status, size)
+                await _worker(get, load, all_warm, go, all_done)
             except Exception as exc:
                 problems.append(exc)
                 all_warm.set()  # do not leave the measurement waiting for its guard
                 all_done.set()
                 raise
-            load.finished += 1
-            if load.finished == load.concurrency:
-                all_done.set()
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(load.concurrency)]
         try:
