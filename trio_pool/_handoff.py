@@ -1,0 +1,158 @@
+"""The one cancellation-safe FIFO hand-off: parked tasks, each woken with a value or an error.
+
+Theory of operation
+-------------------
+Every queue in trio_pool — requests waiting for an HTTP connection, requests waiting for a
+``BalancedPool`` upstream or an ``Agent`` budget, acquirers waiting for a resource — has the
+same shape, and the same race to avoid (aiohttp#9670, asyncpg#467): a waiter is handed a
+resource at the very moment its caller cancels it, and the resource is lost, or later waiters
+are never woken. :class:`HandoffQueue` is written once, in the style of trio's
+``MemoryChannelState``:
+
+* A waiter is a *key* (any hashable object that names it: the request record, a token) and the
+  task parked under it, kept in an insertion-ordered dict, so the head is O(1) and removing a
+  waiter from the middle is O(1).
+* :meth:`HandoffQueue.wait` parks the current task with ``wait_task_rescheduled`` and an
+  abort function that removes its key. A waiter cancelled while parked is therefore gone from
+  the queue *before* anyone can hand it anything: nothing is ever handed to a cancelled waiter.
+* :meth:`HandoffQueue.hand` and :meth:`HandoffQueue.fail` remove the waiter and reschedule its
+  task with the outcome in one synchronous step. Once handed, the value is the waiter's: the
+  task's ``wait()`` returns it even if a cancellation arrives in the meantime (trio does not
+  abort a task that was already rescheduled), so the waiter's caller owns it and must give it
+  back if it cannot use it.
+
+Invariants: every key in the queue names exactly one parked task; a key is in the queue at
+most once; only this class's methods change the queue (its owner decides *what* to hand and
+*when*, synchronously, with no ``await`` between deciding and handing).
+
+Nothing here is a checkpoint except :meth:`HandoffQueue.wait` (which always blocks until woken:
+callers try their non-blocking path first, after a ``checkpoint_if_cancelled`` of their own, as
+``trio.MemoryReceiveChannel.receive`` does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from typing import Generic, TypeVar
+
+import outcome
+import trio
+
+__all__ = ["HandoffQueue"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class HandoffQueue(Generic[K, V]):
+    """A FIFO of tasks parked under keys, each woken with a value (:meth:`hand`) or an error
+    (:meth:`fail`). See the module docstring for the rules."""
+
+    __slots__ = ("_parked",)
+
+    def __init__(self) -> None:
+        # key -> parked task, head first. A dict keeps insertion order and moves a key to the
+        # front only through a rebuild, which front=True insertions (rare: retries) pay for.
+        self._parked: dict[K, trio.lowlevel.Task] = {}
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    def __bool__(self) -> bool:
+        return bool(self._parked)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._parked
+
+    def __iter__(self) -> Iterator[K]:
+        """The keys, head first (a snapshot: safe to hand or fail while iterating)."""
+        return iter(list(self._parked))
+
+    def head(self) -> K:
+        """The key of the longest waiter. Raises ``IndexError`` when nobody waits."""
+        for key in self._parked:
+            return key
+        raise IndexError("nobody waits")
+
+    async def wait(self, key: K, *, front: bool = False) -> V:
+        """Park the current task under ``key`` until :meth:`hand` or :meth:`fail` wakes it.
+
+        A checkpoint that always blocks. If the caller is cancelled while parked, ``key`` is
+        removed and ``trio.Cancelled`` propagates: nothing was handed to it. ``front=True``
+        queues it ahead of every current waiter (a request re-queued after a failure keeps its
+        place ahead of newer ones).
+
+        Returns:
+            The value given to :meth:`hand`.
+
+        Raises:
+            BaseException: the error given to :meth:`fail`.
+            ValueError: ``key`` already waits (a bug in the caller).
+        """
+        parked = self._parked
+        if key in parked:
+            raise ValueError("this key already waits")
+        task = trio.lowlevel.current_task()
+        if front and parked:
+            rest = list(parked.items())
+            parked.clear()
+            parked[key] = task
+            parked.update(rest)
+        else:
+            parked[key] = task
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            # Still parked, so nothing was handed to it: removing it loses nothing.
+            del parked[key]
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+
+    def hand(self, value: V, key: K | None = None) -> K:
+        """Wake the head waiter (or the one under ``key``) with ``value``; it leaves the queue.
+
+        Not a checkpoint. From now on ``value`` belongs to that waiter.
+
+        Returns:
+            The key that was woken.
+
+        Raises:
+            IndexError: nobody waits (``key`` not given).
+            KeyError: ``key`` does not wait.
+        """
+        key, task = self._take(key)
+        trio.lowlevel.reschedule(task, outcome.Value(value))
+        return key
+
+    def fail(self, error: BaseException, key: K | None = None) -> K:
+        """Wake the head waiter (or the one under ``key``) by raising ``error`` in it.
+
+        Not a checkpoint.
+
+        Returns:
+            The key that was woken.
+
+        Raises:
+            IndexError: nobody waits (``key`` not given).
+            KeyError: ``key`` does not wait.
+        """
+        key, task = self._take(key)
+        trio.lowlevel.reschedule(task, outcome.Error(error))
+        return key
+
+    def fail_all(self, make_error: Callable[[K], BaseException]) -> None:
+        """Wake every waiter, head first, each with its own ``make_error(key)``.
+
+        Not a checkpoint. Errors are made one per waiter: a raised exception object collects a
+        traceback, so waiters must never share one.
+        """
+        parked = self._parked
+        while parked:
+            key, task = self._take(None)
+            trio.lowlevel.reschedule(task, outcome.Error(make_error(key)))
+
+    def _take(self, key: K | None) -> tuple[K, trio.lowlevel.Task]:
+        parked = self._parked
+        if key is None:
+            key = self.head()
+        return key, parked.pop(key)
