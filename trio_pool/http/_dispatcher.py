@@ -53,7 +53,8 @@ from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
-from ._request import Interrupted, Owner, Prepared, Request, State, prepare
+from ._prepare import Prepared, prepare
+from ._request import Interrupted, Owner, Request, State
 from ._worker import Broken, Worker
 
 if TYPE_CHECKING:

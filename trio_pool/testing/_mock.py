@@ -56,7 +56,8 @@ from ..http._lifecycle import Lifecycle
 from ..http._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ..http._options import ClientOptions
 from ..http._origin import parse_origin
-from ..http._request import Owner, Request, State, prepare
+from ..http._prepare import prepare
+from ..http._request import Owner, Request, State
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
