@@ -265,6 +265,7 @@ class Round:
             stats = pool.statistics()
             assert 0 <= stats.allocated <= stats.max, f"statistics {stats}"
             assert stats.available <= stats.allocated, f"statistics {stats}"
+            pool._check_invariants()  # the pool's own view: containers, states, hand-off
 
     def got(self, name: str, resource: ChaosResource) -> None:
         assert id(resource) not in self.holders, (

@@ -328,6 +328,8 @@ class ResourcePoolMachine(RuleBasedStateMachine):
     def pool_invariants(self) -> None:
         if self.pool is None:
             return
+        # The pool's own view first (containers, slot states, the hand-off), in its thread.
+        self.driver.call_sync(self.pool._check_invariants)
         stats = self.pool.statistics()
         holding = self._with_state("holding")
         waiting = self._with_state("waiting")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, final
 
 import trio
 
@@ -21,6 +21,7 @@ __all__ = ["Cluster"]
 T = TypeVar("T")
 
 
+@final
 class Cluster(Generic[T]):
     """A set of :class:`ResourcePool` objects acquired from as one.
 

@@ -1,0 +1,155 @@
+"""Who holds which resource: the idle stack, the lent map and the queue of waiting acquirers.
+
+Theory of operation
+-------------------
+:class:`Lending` is the pool's bookkeeping of placed resources, three containers that only its
+synchronous methods change (decide and record with no ``await`` in between):
+
+* ``idle``: a stack of IDLE slots (LIFO hand-out, so resources nobody needs age out; its bottom
+  holds the longest-idle ones, which idle eviction takes);
+* ``busy``: lent slots (BUSY, or DEAD ones whose holder has not given them back yet) by
+  ``id(resource)`` (resources need not be hashable);
+* ``waiters``: parked acquirers, a :class:`~trio_pool._handoff.HandoffQueue` of slots.
+
+A free resource goes straight to the head waiter (:meth:`Lending.give`: ``HandoffQueue.hand``
+is atomic with the wake-up, so a waiter being cancelled never loses it, aiohttp#9670), else to
+the idle stack. So idle resources exist only while nobody waits, and an acquirer that finds the
+stack empty parks ("try now, then park", as ``trio.MemoryReceiveChannel.receive`` does).
+
+While the pool ends, :attr:`Lending.drained` is set once nobody holds or waits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import trio
+
+from .._errors import InvalidArgumentError
+from .._handoff import HandoffQueue
+from ._slot import Slot, SlotState
+
+__all__ = ["Lending"]
+
+_INF = math.inf
+
+
+class Lending:
+    """The idle stack, the lent map and the waiter queue (see the module docstring)."""
+
+    __slots__ = ("busy", "drained", "idle", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: list[Slot] = []
+        self.busy: dict[int, Slot] = {}
+        self.waiters: HandoffQueue[object, Slot] = HandoffQueue()
+        self.drained: trio.Event | None = None  # made when the pool starts ending
+
+    def lend(self, slot: Slot) -> Slot:
+        """Record ``slot`` as lent (a new lease) and return it. Not a checkpoint."""
+        slot.lend()
+        self.busy[id(slot.resource)] = slot
+        return slot
+
+    def lend_idle(self) -> Slot:
+        """Lend the most recently idle slot (the stack must not be empty)."""
+        return self.lend(self.idle.pop())
+
+    def give(self, slot: Slot, *, may_idle: bool) -> bool:
+        """A resource is free: hand it to the head waiter, else (if ``may_idle``) stack it.
+
+        Returns False when nobody took it: the caller retires it.
+        """
+        if self.waiters:
+            self.waiters.hand(self.lend(slot))
+        elif may_idle:
+            slot.park_idle(trio.current_time())
+            self.idle.append(slot)
+        else:
+            return False
+        return True
+
+    async def wait(self, deadline: float, *, front: bool = False) -> Slot | None:
+        """Park until a slot is handed over; None if ``deadline`` passed first.
+
+        A checkpoint. Raises what :meth:`HandoffQueue.fail` gives, or ``Cancelled``; either way
+        the waiter has left the queue.
+        """
+        key = object()
+        try:
+            if deadline == _INF:  # the common case; a cancel scope costs a little on a hot path
+                return await self.waiters.wait(key, front=front)
+            with trio.CancelScope(deadline=deadline):
+                return await self.waiters.wait(key, front=front)
+        except BaseException:
+            self.check_drained()
+            raise
+        # Only reached when the deadline's scope caught its cancellation.
+        self.check_drained()
+        return None
+
+    def take_back(self, resource: Any, verb: str) -> Slot:
+        """Un-lend ``resource``.
+
+        Raises:
+            InvalidArgumentError: it is not lent from here (foreign, or already given back).
+        """
+        slot = self.busy.get(id(resource))
+        if slot is None or slot.resource is not resource:
+            raise InvalidArgumentError(
+                f"cannot {verb} {resource!r}: it is not checked out from this pool"
+            )
+        del self.busy[id(resource)]
+        return slot
+
+    def holds(self, slot: Slot) -> bool:
+        """Whether ``slot`` is lent right now."""
+        return self.busy.get(id(slot.resource)) is slot
+
+    def untake(self, slot: Slot) -> bool:
+        """Un-lend ``slot`` if it is still lent (a teardown may have dropped it); say so."""
+        if self.busy.get(id(slot.resource)) is not slot:
+            return False
+        del self.busy[id(slot.resource)]
+        return True
+
+    def drop_idle(self, slot: Slot) -> None:
+        """Take one slot off the idle stack (its resource died there)."""
+        self.idle.remove(slot)
+
+    def stale(self, cutoff: float, spare: int) -> list[Slot]:
+        """Take off (at most ``spare``) the slots idle since before ``cutoff``, oldest first."""
+        idle = self.idle
+        count = 0
+        while count < spare and count < len(idle) and idle[count].idle_since <= cutoff:
+            count += 1
+        taken, idle[:count] = idle[:count], []
+        return taken
+
+    def take_all_idle(self) -> list[Slot]:
+        """Empty the idle stack; return what it held."""
+        idle, self.idle = self.idle, []
+        return idle
+
+    def start_draining(self) -> trio.Event:
+        """The pool is ending: :attr:`drained` will be set once nobody holds or waits."""
+        self.drained = trio.Event()
+        self.check_drained()
+        return self.drained
+
+    def check_drained(self) -> None:
+        """Set :attr:`drained` if the pool is ending and nobody holds or waits."""
+        if self.drained is not None and not self.waiters and not self.busy:
+            self.drained.set()
+
+    def check_invariants(self) -> None:
+        """Assert the containers agree with the slots' states (for tests)."""
+        idle, busy = self.idle, self.busy
+        assert not (idle and self.waiters), "a resource idles while someone waits"
+        assert all(slot.state is SlotState.IDLE for slot in idle), idle
+        for key, slot in busy.items():
+            assert key == id(slot.resource), slot
+            assert slot.state in (SlotState.BUSY, SlotState.DEAD), slot
+        held = [id(slot.resource) for slot in idle] + list(busy)
+        assert len(set(held)) == len(held), "a resource is idle or lent twice"
