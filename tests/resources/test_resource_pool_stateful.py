@@ -1,7 +1,7 @@
 """A Hypothesis state machine driving a ResourcePool through random sequences of acquire,
-release, remove, destroy, cancel (including the cancel-at-hand-off race), failing
-allocations, dead resources and the passage of time, checking the pool's invariants after
-every step.
+release, remove, destroy (of held and of idle resources), cancel (including the
+cancel-at-hand-off race), failing allocations, dead resources and the passage of time, checking
+the pool's invariants (its own ``_check_invariants()`` and the backend's view) after every step.
 
 Harness: Trio runs in a background thread on a ``MockClock`` that only moves when a rule
 jumps it; every rule calls into that loop with ``trio.from_thread`` and then waits until all
@@ -259,6 +259,25 @@ class ResourcePoolMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def destroy(self, data: st.DataObject) -> None:
         self._destroy(data.draw(st.sampled_from(self._with_state("holding"))))
+
+    def _idle_resources(self) -> list[FakeResource]:
+        # In a quiescent state every live resource is idle, held, or being pinged.
+        busy = {id(h.resource) for h in self._with_state("holding")}
+        busy |= {id(r) for r in self.backend.pinging}
+        return [r for r in self.backend.alive_resources if id(r) not in busy]
+
+    @precondition(lambda self: self.pool is not None and bool(self._idle_resources()))
+    @rule(data=st.data(), ungracefully=st.booleans())
+    def evict_idle(self, data: st.DataObject, ungracefully: bool) -> None:
+        """remove()/destroy() of an idle resource evicts it (issue 12 item 10)."""
+        pool = self.pool
+        assert pool is not None
+        resource = data.draw(st.sampled_from(self._idle_resources()))
+        if ungracefully:
+            self.destroyed_by_us.append(resource)
+            self.driver.call_sync(lambda: pool.destroy(resource))
+        else:
+            self.driver.call_sync(lambda: pool.remove(resource))
 
     @precondition(lambda self: self.pool is not None and not self.ending)
     @rule()

@@ -110,9 +110,13 @@ class Checkout:
         return slot
 
     def _timed_out(self) -> RequestTimeoutError:
-        return RequestTimeoutError(
+        error = RequestTimeoutError(
             f"no resource within request_timeout={self._options.request_timeout}s"
         )
+        # During an allocation outage, say why nothing came: "database down" must not look
+        # like "pool exhausted".
+        error.__cause__ = self._allocator.outage
+        return error
 
     def _check_not_torn_down(self, slot: Slot) -> None:
         if self._owner._torn_down():
@@ -161,7 +165,9 @@ class Checkout:
             # Interrupted mid-ping by the caller: the resource's state is unknown, so it goes.
             self._give_up(slot)
             raise
-        if not scope.cancelled_caught:
+        # A ping that ignored its cancellation and came back late is as untrusted as one
+        # that was cut off in time: the resource it vouches for is handed out late either way.
+        if not scope.cancelled_caught and trio.current_time() < scope.deadline:
             return None
         if ping_deadline > deadline:
             return _CUT_SHORT

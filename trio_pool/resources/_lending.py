@@ -89,19 +89,23 @@ class Lending:
         self.check_drained()
         return None
 
-    def take_back(self, resource: Any, verb: str) -> Slot:
-        """Un-lend ``resource``.
+    def take_back(self, resource: Any, verb: str, *, idle_too: bool = False) -> Slot:
+        """Un-lend ``resource`` (``idle_too``: or take it off the idle stack).
 
         Raises:
-            InvalidArgumentError: it is not lent from here (foreign, or already given back).
+            InvalidArgumentError: it is not lent (or idle) here: foreign, or given back.
         """
         slot = self.busy.get(id(resource))
-        if slot is None or slot.resource is not resource:
-            raise InvalidArgumentError(
-                f"cannot {verb} {resource!r}: it is not checked out from this pool"
-            )
-        del self.busy[id(resource)]
-        return slot
+        if slot is not None and slot.resource is resource:
+            del self.busy[id(resource)]
+            return slot
+        if idle_too:
+            for index, slot in enumerate(self.idle):  # O(idle); removing idle ones is rare
+                if slot.resource is resource:
+                    del self.idle[index]
+                    return slot
+        where = "checked out from" if not idle_too else "in"
+        raise InvalidArgumentError(f"cannot {verb} {resource!r}: it is not {where} this pool")
 
     def holds(self, slot: Slot) -> bool:
         """Whether ``slot`` is lent right now."""

@@ -279,26 +279,29 @@ class ResourcePool(Generic[T]):
             self._offer(slot)
 
     def remove(self, resource: T) -> None:
-        """Take a checked-out resource out of the pool; ``dispose`` runs in the background.
+        """Take a resource (checked out or idle) out of the pool; ``dispose`` runs in the
+        background.
 
         Not a checkpoint. Inside ``async with pool.acquire() as r``, leaving the block then
         does not release ``r``.
 
         Raises:
-            InvalidArgumentError: the resource is not checked out from this pool.
+            InvalidArgumentError: the pool does not own the resource (foreign, or already
+                removed or destroyed).
         """
-        slot = self._lending.take_back(resource, "remove")
+        slot = self._lending.take_back(resource, "remove", idle_too=True)
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=True)
 
     def destroy(self, resource: T) -> None:
-        """Take a checked-out resource out of the pool ungracefully: ``destroy`` is called
-        (synchronously), ``dispose`` is not. Not a checkpoint.
+        """Take a resource (checked out or idle) out of the pool ungracefully: ``destroy`` is
+        called (synchronously), ``dispose`` is not. Not a checkpoint.
 
         Raises:
-            InvalidArgumentError: the resource is not checked out from this pool.
+            InvalidArgumentError: the pool does not own the resource (foreign, or already
+                removed or destroyed).
         """
-        slot = self._lending.take_back(resource, "destroy")
+        slot = self._lending.take_back(resource, "destroy", idle_too=True)
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 
