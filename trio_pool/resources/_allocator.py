@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any, Protocol
 
 import trio
@@ -34,6 +35,7 @@ from .._errors import AcquireTimeoutError
 from .._supervisor import Supervisor
 from ._options import PoolOptions
 from ._slot import Slot, SlotState, run_resource_task
+from ._stats import Counters
 
 __all__ = ["Allocator", "AllocatorOwner"]
 
@@ -69,6 +71,7 @@ class Allocator:
     docstring). It is the :class:`~._slot.SlotOwner` of every slot."""
 
     __slots__ = (
+        "_counters",
         "_failures",
         "_options",
         "_owner",
@@ -79,14 +82,22 @@ class Allocator:
         "_timer_running",
         "alive",
         "creating",
+        "generation",
         "last_error",
         "live",
     )
 
     def __init__(
-        self, options: PoolOptions[Any], owner: AllocatorOwner, supervisor: Supervisor
+        self,
+        options: PoolOptions[Any],
+        owner: AllocatorOwner,
+        supervisor: Supervisor,
+        counters: Counters,
     ) -> None:
         self._options = options
+        self._counters = counters
+        self.generation = 0
+        """Bumped by expire_all(): slots of an older generation are retired when free."""
         self._owner = owner
         self._supervisor = supervisor
         self.creating: set[Slot] = set()
@@ -114,16 +125,16 @@ class Allocator:
 
     # ------------------------------------------------------------------ starting tasks
 
-    def allocate(self, wanted: int, allocated: int) -> None:
-        """Start up to ``wanted`` more resource tasks, never past ``max`` allocated, and only
-        one probe at a time while creations fail. Not a checkpoint."""
+    def allocate(self, wanted: int, allocated: int, maximum: int) -> None:
+        """Start up to ``wanted`` more resource tasks, never past ``maximum`` allocated, and
+        only one probe at a time while creations fail. Not a checkpoint."""
         if wanted <= 0 or trio.current_time() < self._retry_at:
             return  # nothing to do, or backing off (the timer calls again when it is time)
-        room = self._options.max - allocated
+        room = maximum - allocated
         if self._failures:
             room = min(room, 1 - len(self.creating))
         for _ in range(min(wanted, room)):
-            slot = Slot()
+            slot = Slot(generation=self.generation)
             self.creating.add(slot)
             self.alive.add(slot)
             self._supervisor.start_soon(
@@ -159,6 +170,11 @@ class Allocator:
             self.live = True
             self._failures = 0
             self._retry_at = -_INF
+            lifetime = self._options.max_lifetime
+            if lifetime is not None:
+                # Each its own limit in [0.9, 1.0] x max_lifetime, so that resources created
+                # together (at start, after a failover) do not all expire together.
+                slot.expires_at = trio.current_time() + lifetime * random.uniform(0.9, 1.0)
             logger.debug("%r: created %r", self, slot.resource)
             self._owner._place(slot)
             return True
@@ -211,6 +227,7 @@ class Allocator:
     def _failed(self, error: BaseException) -> None:
         """A creation failed: bail, or schedule the next attempt after the backoff delay."""
         now = trio.current_time()
+        self._counters.allocation_errors += 1
         self._failures += 1
         self.last_error = error
         logger.debug("%r: allocation failed (%d in a row): %r", self, self._failures, error)

@@ -22,6 +22,7 @@ methods and asks its owner to retire or allocate.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
@@ -34,6 +35,7 @@ from ._allocator import Allocator
 from ._lending import Lending
 from ._options import PoolOptions
 from ._slot import Slot, SlotState, deadline_after
+from ._stats import Counters
 
 __all__ = ["AcquireContext", "Checkout", "CheckoutOwner"]
 
@@ -65,6 +67,9 @@ class CheckoutOwner(Protocol):
     def _retire(self, slot: Slot, *, graceful: bool) -> None:
         """Dispose of (or destroy) an un-lent slot, and refill."""
 
+    def _expired(self, slot: Slot) -> bool:
+        """Whether a free slot must be retired rather than lent (lifetime, expire_all, resize)."""
+
 
 @attrs.define(eq=False, slots=True)
 class Checkout:
@@ -74,7 +79,34 @@ class Checkout:
     _options: PoolOptions[Any]
     _lending: Lending
     _allocator: Allocator
+    _counters: Counters
     release: Callable[[Any], object]  # the pool's release, for AcquireContext
+
+    def lent(self, slot: Slot) -> None:
+        """A checkout succeeded. Call it directly from the public method the user called:
+        with ``leak_timeout``, the frame two up is the user's (its file:line is kept)."""
+        self._counters.acquires += 1
+        if self._options.leak_timeout is not None:
+            caller = sys._getframe(2)
+            slot.lent_at = trio.current_time()
+            slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+
+    def take_nowait(self) -> Slot:
+        """Lend an idle slot now. Not a checkpoint. Runs no ping (it cannot wait).
+
+        Raises:
+            trio.WouldBlock: nothing is idle.
+        """
+        refusal = self._owner._refusal()
+        if refusal is not None:
+            raise refusal
+        lending = self._lending
+        while lending.idle:
+            slot = lending.idle.pop()
+            if not self._owner._expired(slot):
+                return lending.lend(slot)
+            self._owner._retire(slot, graceful=True)
+        raise trio.WouldBlock
 
     async def take(self) -> Slot:
         """Check out a slot. A checkpoint. Raises what ``acquire()`` documents."""
@@ -110,6 +142,7 @@ class Checkout:
         return slot
 
     def _timed_out(self) -> RequestTimeoutError:
+        self._counters.request_timeouts += 1
         error = RequestTimeoutError(
             f"no resource within request_timeout={self._options.request_timeout}s"
         )
@@ -133,6 +166,8 @@ class Checkout:
                 self._check_not_torn_down(slot)  # torn down mid-ping
                 return slot
             logger.debug("%r: ping failed (%r); replacing the resource", self._owner, failure)
+            if failure is not _CUT_SHORT:
+                self._counters.ping_failures += 1
             if failure is _CUT_SHORT or lending.idle or not self._owner._serving():
                 self._give_up(slot)
                 if failure is _CUT_SHORT:
@@ -189,6 +224,7 @@ class AcquireContext(Generic[T]):
 
     async def __aenter__(self) -> T:
         slot = await self._checkout.take()
+        self._checkout.lent(slot)
         self._slot, self._lease = slot, slot.lease
         return slot.resource  # type: ignore[no-any-return]
 

@@ -22,6 +22,7 @@ While the pool ends, :attr:`Lending.drained` is set once nobody holds or waits.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -129,6 +130,13 @@ class Lending:
         while count < spare and count < len(idle) and idle[count].idle_since <= cutoff:
             count += 1
         taken, idle[:count] = idle[:count], []
+        return taken
+
+    def take_idle_if(self, predicate: Callable[[Slot], bool]) -> list[Slot]:
+        """Take off the idle slots for which ``predicate`` holds; return them."""
+        taken = [slot for slot in self.idle if predicate(slot)]
+        if taken:
+            self.idle = [slot for slot in self.idle if not predicate(slot)]
         return taken
 
     def take_all_idle(self) -> list[Slot]:

@@ -12,6 +12,7 @@ none can change them.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
@@ -25,6 +26,8 @@ from ._backoff import Backoff
 __all__ = ["PoolOptions", "pool_options"]
 
 T = TypeVar("T")
+
+_numbers = itertools.count(1)  # the N of the default name "ResourcePool-N"
 
 
 @attrs.frozen
@@ -48,6 +51,9 @@ class PoolOptions(Generic[T]):
     max_requests: int | None
     backoff: Backoff
     bail_after: float | None  # 0.0: at the first failure; None: never
+    max_lifetime: float | None
+    leak_timeout: float | None
+    name: str
 
 
 def pool_options(
@@ -69,6 +75,9 @@ def pool_options(
     sync_interval: object,
     backoff: object,
     bail_after: object,
+    max_lifetime: object = None,
+    leak_timeout: object = None,
+    name: object = None,
 ) -> PoolOptions[Any]:
     """Check every argument of :class:`ResourcePool` and return them as one frozen record.
 
@@ -85,10 +94,10 @@ def pool_options(
     elif acquire is None or dispose is None:
         missing = "dispose" if acquire is not None else "acquire"
         raise InvalidArgumentError(f"invalid {missing}: give acquire and dispose together, or open")
-    for name, fn in (("acquire", acquire), ("dispose", dispose), ("destroy", destroy),
-                     ("ping", ping)):  # fmt: skip
+    for label, fn in (("acquire", acquire), ("dispose", dispose), ("destroy", destroy),
+                      ("ping", ping)):  # fmt: skip
         if fn is not None and not callable(fn):
-            raise InvalidArgumentError(f"invalid {name}: expected a callable, got {fn!r}")
+            raise InvalidArgumentError(f"invalid {label}: expected a callable, got {fn!r}")
     timeouts = {
         name: check_timeout(name, value)
         for name, value in (
@@ -97,6 +106,8 @@ def pool_options(
             ("ping_timeout", ping_timeout),
             ("request_timeout", request_timeout),
             ("idle_timeout", idle_timeout),
+            ("max_lifetime", max_lifetime),
+            ("leak_timeout", leak_timeout),
         )
     }
     interval = check_positive("sync_interval", sync_interval)
@@ -121,6 +132,10 @@ def pool_options(
     bail = check_timeout("bail_after", bail_after)
     if bail_after == 0:
         bail = 0.0
+    if name is None:
+        name = f"ResourcePool-{next(_numbers)}"
+    elif not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"invalid name: expected a non-empty string, got {name!r}")
     return PoolOptions(
         acquire=acquire,
         dispose=dispose,
@@ -134,5 +149,6 @@ def pool_options(
         max_requests=requests,
         backoff=backoff,
         bail_after=bail,
+        name=name,
         **timeouts,
     )

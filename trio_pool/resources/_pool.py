@@ -33,18 +33,20 @@ from typing import Generic, TypeVar, final
 import trio
 
 from .._errors import (
+    InvalidArgumentError,
     PoolBailedError,
     PoolDestroyedError,
     PoolEndingError,
 )
 from .._supervisor import LifetimeError, Supervisor
+from .._validate import check_count
 from ._allocator import Allocator
 from ._backoff import Backoff
 from ._checkout import AcquireContext, Checkout
 from ._lending import Lending
 from ._options import pool_options
 from ._slot import Slot, SlotState
-from ._stats import ResourcePoolStats
+from ._stats import Counters, ResourcePoolStats
 
 __all__ = ["ResourcePool", "ResourcePoolStats"]
 
@@ -129,6 +131,9 @@ class ResourcePool(Generic[T]):
         sync_interval: float = 10.0,
         backoff: Backoff | None = None,
         bail_after: float | None = 0.0,
+        max_lifetime: float | None = None,
+        leak_timeout: float | None = None,
+        name: str | None = None,
     ) -> None:
         options = pool_options(
             acquire, dispose, open=open, destroy=destroy, ping=ping,
@@ -136,15 +141,25 @@ class ResourcePool(Generic[T]):
             ping_timeout=ping_timeout, capabilities=capabilities, min=min, max=max,
             max_requests=max_requests, request_timeout=request_timeout,
             idle_timeout=idle_timeout, sync_interval=sync_interval, backoff=backoff,
-            bail_after=bail_after,
+            bail_after=bail_after, max_lifetime=max_lifetime, leak_timeout=leak_timeout,
+            name=name,
         )  # fmt: skip
         self._options = options
         self.capabilities: tuple[str, ...] = options.capabilities
         """The tags a :class:`Cluster` selects this pool by."""
+        self.name: str = options.name
+        """The pool's name, in its repr (hence its log lines) and its metrics."""
+        self._min, self._max = options.min, options.max  # resize() changes them
+        # Whether a free resource may have to be retired instead of reused (max_lifetime,
+        # expire_all(), a lower max): the release path checks only then.
+        self._may_expire = options.max_lifetime is not None
+        self._counters = Counters()
         self._supervisor = Supervisor()
-        self._allocator = Allocator(options, self, self._supervisor)
+        self._allocator = Allocator(options, self, self._supervisor, self._counters)
         self._lending = Lending()
-        self._checkout = Checkout(self, options, self._lending, self._allocator, self.release)
+        self._checkout = Checkout(
+            self, options, self._lending, self._allocator, self._counters, self.release
+        )
         self._state = _State.NEW
         self._bail_error: BaseException | None = None
         self._sync_scope: trio.CancelScope | None = None
@@ -159,7 +174,8 @@ class ResourcePool(Generic[T]):
         await self._supervisor.enter()
         self._state = _State.OPEN
         self._allocator.start()
-        if self._options.idle_timeout is not None:
+        options = self._options
+        if (options.idle_timeout, options.max_lifetime, options.leak_timeout) != (None,) * 3:
             self._supervisor.start_soon(self._sync_task, name=f"{self!r} sync")
         logger.debug("%r: started", self)
         self._maybe_allocate()
@@ -176,8 +192,8 @@ class ResourcePool(Generic[T]):
 
     def __repr__(self) -> str:
         return (
-            f"<ResourcePool {self._state.value} allocated={self._allocated()}"
-            f"/{self._options.max} idle={len(self._lending.idle)}"
+            f"<ResourcePool {self.name!r} {self._state.value} allocated={self._allocated()}"
+            f"/{self._max} idle={len(self._lending.idle)}"
             f" queued={len(self._lending.waiters)}>"
         )
 
@@ -188,15 +204,20 @@ class ResourcePool(Generic[T]):
 
     def statistics(self) -> ResourcePoolStats:
         """Return a snapshot of the pool's counts. O(1), not a checkpoint."""
-        options = self._options
+        counters = self._counters
         return ResourcePoolStats(
-            min=options.min,
-            max=options.max,
+            min=self._min,
+            max=self._max,
             allocated=self._allocated(),
             available=len(self._lending.idle),
             queued=len(self._lending.waiters),
-            max_requests=options.max_requests,
+            max_requests=self._options.max_requests,
             live=self._allocator.live,
+            acquires_total=counters.acquires,
+            request_timeouts_total=counters.request_timeouts,
+            allocation_errors_total=counters.allocation_errors,
+            ping_failures_total=counters.ping_failures,
+            leaks_total=counters.leaks,
         )
 
     def _allocated(self) -> int:
@@ -227,7 +248,57 @@ class ResourcePool(Generic[T]):
         Raises the same errors as :meth:`acquire`. Cancelling it while it waits leaves no
         trace; once it has returned, the caller owns the resource until it releases it.
         """
-        return (await self._checkout.take()).resource  # type: ignore[no-any-return]
+        slot = await self._checkout.take()
+        self._checkout.lent(slot)
+        return slot.resource  # type: ignore[no-any-return]
+
+    def checkout_nowait(self) -> T:
+        """Take an idle resource now; give it back with :meth:`release`. Not a checkpoint.
+
+        No ``ping`` runs (it would have to wait).
+
+        Raises:
+            trio.WouldBlock: no resource is idle (nothing is queued or allocated for it).
+            PoolEndingError, PoolDestroyedError, PoolBailedError: as :meth:`acquire`.
+        """
+        slot = self._checkout.take_nowait()
+        self._checkout.lent(slot)
+        return slot.resource  # type: ignore[no-any-return]
+
+    def expire_all(self) -> None:
+        """Retire every current resource: idle ones are disposed now, checked-out ones when
+        they are given back, creations under way when they finish; ``min`` is refilled with
+        new ones. For a failover: nothing opened before it is reused after. Not a checkpoint.
+        """
+        self._allocator.generation += 1
+        self._may_expire = True
+        for slot in self._lending.take_all_idle():
+            self._retire(slot, graceful=True)
+        self._maybe_allocate()
+
+    def resize(self, *, min: int | None = None, max: int | None = None) -> None:
+        """Change ``min`` and/or ``max`` at run time. Not a checkpoint.
+
+        A lower ``max`` retires surplus idle resources now and checked-out ones as they are
+        given back (``allocated`` may exceed the new ``max`` until then); a higher one serves
+        waiters at once. A higher ``min`` opens resources now.
+
+        Raises:
+            InvalidArgumentError: a value is out of its domain, or ``max`` is below ``min``
+                (nothing is changed).
+        """
+        new_min = self._min if min is None else check_count("min", min)
+        new_max = self._max if max is None else check_count("max", max, minimum=1)
+        assert new_min is not None
+        assert new_max is not None
+        if new_max < new_min:
+            raise InvalidArgumentError(f"invalid max: {new_max!r} is below min {new_min!r}")
+        self._min, self._max = new_min, new_max
+        self._may_expire = True
+        surplus = self._allocated() - new_max
+        for slot in self._lending.stale(_INF, surplus):
+            self._retire(slot, graceful=True)
+        self._maybe_allocate()
 
     def _refusal(self) -> BaseException | None:
         """Why a new acquirer is refused, or None while the pool is OPEN."""
@@ -305,10 +376,18 @@ class ResourcePool(Generic[T]):
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 
+    def _expired(self, slot: Slot) -> bool:
+        """Whether a free (un-counted) slot must be retired instead of reused."""
+        return self._may_expire and (
+            slot.generation != self._allocator.generation
+            or slot.expires_at <= trio.current_time()
+            or self._allocated() >= self._max
+        )
+
     def _offer(self, slot: Slot) -> None:
         """A resource is free: the head waiter gets it, else it goes idle (or, unless open,
-        is disposed)."""
-        if not self._lending.give(slot, may_idle=self._state is _State.OPEN):
+        is disposed). One past its lifetime, expired or over ``max`` is retired instead."""
+        if self._expired(slot) or not self._lending.give(slot, may_idle=self._state is _State.OPEN):
             self._retire(slot, graceful=True)
         self._lending.check_drained()
 
@@ -339,8 +418,8 @@ class ResourcePool(Generic[T]):
         allocated = len(lending.idle) + len(lending.busy) + creating
         wanted = len(lending.waiters) + arriving - creating
         if state is _State.OPEN:
-            wanted = max(wanted, self._options.min - allocated)
-        self._allocator.allocate(wanted, allocated)
+            wanted = max(wanted, self._min - allocated)
+        self._allocator.allocate(wanted, allocated, self._max)
 
     def _place(self, slot: Slot) -> None:
         self._offer(slot)
@@ -374,17 +453,41 @@ class ResourcePool(Generic[T]):
 
         (Refills after failures and removals happen at once; this catches evictions.)
         """
+        options = self._options
         with trio.CancelScope() as self._sync_scope:
             while True:
-                await trio.sleep(self._options.sync_interval)
-                idle_timeout = self._options.idle_timeout
-                if idle_timeout is not None and self._state is _State.OPEN:
-                    cutoff = trio.current_time() - idle_timeout
-                    spare = self._allocated() - self._options.min
-                    for slot in self._lending.stale(cutoff, spare):
+                await trio.sleep(options.sync_interval)
+                if self._state is not _State.OPEN:
+                    continue
+                now = trio.current_time()
+                if options.idle_timeout is not None:
+                    cutoff = now - options.idle_timeout
+                    for slot in self._lending.stale(cutoff, self._allocated() - self._min):
                         logger.debug("%r: evicting idle %r", self, slot.resource)
                         self._retire(slot, graceful=True)
+                if self._may_expire:
+                    for slot in self._lending.take_idle_if(self._expired_while_idle):
+                        logger.debug("%r: retiring expired %r", self, slot.resource)
+                        self._retire(slot, graceful=True)
+                if options.leak_timeout is not None:
+                    self._report_leaks(now - options.leak_timeout)
                 self._maybe_allocate()
+
+    def _expired_while_idle(self, slot: Slot) -> bool:
+        return (
+            slot.generation != self._allocator.generation or slot.expires_at <= trio.current_time()
+        )
+
+    def _report_leaks(self, cutoff: float) -> None:
+        """One WARNING (and one count) per checkout held since before ``cutoff``."""
+        for slot in self._lending.busy.values():
+            if slot.leak_site is not None and slot.lent_at <= cutoff:
+                logger.warning(
+                    "%r: %r checked out at %s held over leak_timeout=%ss (a leak?)",
+                    self, slot.resource, slot.leak_site, self._options.leak_timeout,
+                )  # fmt: skip
+                slot.leak_site = None
+                self._counters.leaks += 1
 
     def _check_invariants(self) -> None:
         """Assert that the bookkeeping is consistent (for tests; O(allocated + queued))."""
@@ -398,7 +501,8 @@ class ResourcePool(Generic[T]):
             assert not lending.idle, "a destroyed pool keeps idle resources"
             assert not lending.waiters, "a destroyed pool keeps waiters"
             return
-        assert stats.allocated <= self._options.max, f"over max: {stats}"
+        # Over max only after a resize down, and then nothing idles until it is back under.
+        assert stats.allocated <= self._max or not lending.idle, f"over max: {stats}"
         assert (self._state is _State.BAILED) == (self._bail_error is not None)
         assert all(slot in self._allocator.alive for slot in lending.idle), "idle, no task"
         lending.check_invariants()

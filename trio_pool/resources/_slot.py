@@ -83,6 +83,10 @@ class Slot:
     retired: trio.Event = attrs.field(factory=trio.Event)  # the task waits on it, then disposes
     idle_since: float = 0.0
     lease: int = 0  # bumped at every hand-out; tells an acquire block its own checkout apart
+    generation: int = 0  # the pool's expire_all() generation when its creation began
+    expires_at: float = _INF  # max_lifetime (with its jitter) after its creation
+    lent_at: float = 0.0  # when the current lease began (kept only with leak_timeout)
+    leak_site: str | None = None  # file:line of the current lease, until reported as a leak
 
     def __repr__(self) -> str:
         return f"<Slot {self.state.value} {self.resource!r}>"
@@ -107,6 +111,7 @@ class Slot:
         """CREATING, IDLE or BUSY -> BUSY: handed to an acquirer (a new lease)."""
         self._move(frozenset({_S.CREATING, _S.IDLE, _S.BUSY}), _S.BUSY)
         self.lease += 1
+        self.leak_site = None
 
     def abandon(self) -> None:
         """CREATING -> ABANDONED: nobody needs this creation any more; cancel it."""

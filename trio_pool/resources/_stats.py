@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["ResourcePoolStats"]
+__all__ = ["Counters", "ResourcePoolStats"]
 
 
 @attrs.frozen
@@ -25,3 +25,24 @@ class ResourcePoolStats:
     """The cap on :attr:`queued`, or None for no cap (the ``max_requests`` option)."""
     live: bool
     """Whether an allocation has ever succeeded."""
+    acquires_total: int = 0
+    """Checkouts that succeeded, since the pool was made (cumulative)."""
+    request_timeouts_total: int = 0
+    """Acquirers that gave up on ``request_timeout`` (cumulative)."""
+    allocation_errors_total: int = 0
+    """Creations that failed or timed out (cumulative)."""
+    ping_failures_total: int = 0
+    """Pings that failed or timed out (cumulative)."""
+    leaks_total: int = 0
+    """Checkouts held longer than ``leak_timeout`` (cumulative)."""
+
+
+@attrs.define(slots=True)
+class Counters:
+    """The cumulative counters, written by the part of the pool that sees each event."""
+
+    acquires: int = 0
+    request_timeouts: int = 0
+    allocation_errors: int = 0
+    ping_failures: int = 0
+    leaks: int = 0
