@@ -58,9 +58,6 @@ class CheckoutOwner(Protocol):
     def _serving(self) -> bool:
         """Whether acquirers accepted earlier may still be served."""
 
-    def _torn_down(self) -> bool:
-        """Whether the pool was torn down (every resource destroyed)."""
-
     def _maybe_allocate(self, arriving: int = 0) -> None:
         """Allocate for the waiters, counting ``arriving`` more about to park."""
 
@@ -82,14 +79,25 @@ class Checkout:
     _counters: Counters
     release: Callable[[Any], object]  # the pool's release, for AcquireContext
 
-    def lent(self, slot: Slot) -> None:
-        """A checkout succeeded. Call it directly from the public method the user called:
-        with ``leak_timeout``, the frame two up is the user's (its file:line is kept)."""
+    # Mirrors of the pool's state, kept by the pool (read on every checkout: no call).
+    open: bool = False
+    torn_down: bool = False
+
+    def _lent(self, slot: Slot) -> Slot:
+        """Count a checkout that succeeded; with ``leak_timeout``, note where it was asked
+        for: three frames up, past this method, ``take``/``take_nowait`` and the public
+        method the user called."""
         self._counters.acquires += 1
         if self._options.leak_timeout is not None:
-            caller = sys._getframe(2)
+            caller = sys._getframe(3)
             slot.lent_at = trio.current_time()
             slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+        return slot
+
+    def _refuse(self) -> BaseException:
+        refusal = self._owner._refusal()
+        assert refusal is not None
+        return refusal
 
     def take_nowait(self) -> Slot:
         """Lend an idle slot now. Not a checkpoint. Runs no ping (it cannot wait).
@@ -97,23 +105,21 @@ class Checkout:
         Raises:
             trio.WouldBlock: nothing is idle.
         """
-        refusal = self._owner._refusal()
-        if refusal is not None:
-            raise refusal
+        if not self.open:
+            raise self._refuse()
         lending = self._lending
         while lending.idle:
             slot = lending.idle.pop()
             if not self._owner._expired(slot):
-                return lending.lend(slot)
+                return self._lent(lending.lend(slot))
             self._owner._retire(slot, graceful=True)
         raise trio.WouldBlock
 
     async def take(self) -> Slot:
         """Check out a slot. A checkpoint. Raises what ``acquire()`` documents."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        refusal = self._owner._refusal()
-        if refusal is not None:
-            raise refusal
+        if not self.open:
+            raise self._refuse()
         lending, options = self._lending, self._options
         timeout = options.request_timeout
         deadline = _INF if timeout is None else trio.current_time() + timeout
@@ -127,10 +133,11 @@ class Checkout:
             slot = await self._wait(deadline)
         # The pool may have been torn down between handing the slot over and this task
         # running again; then the resource was destroyed with the rest.
-        self._check_not_torn_down(slot)
+        if self.torn_down:
+            self._check_not_torn_down(slot)
         if options.ping is not None:
             slot = await self._pinged(slot, deadline)
-        return slot
+        return self._lent(slot)
 
     async def _wait(self, deadline: float, *, front: bool = False) -> Slot:
         """Count this acquirer's demand, then park until a slot is handed over (``front``: at
@@ -152,7 +159,7 @@ class Checkout:
         return error
 
     def _check_not_torn_down(self, slot: Slot) -> None:
-        if self._owner._torn_down():
+        if self.torn_down:
             self._lending.untake(slot)
             raise PoolDestroyedError("Pool is destroyed")
 
@@ -173,9 +180,7 @@ class Checkout:
                 if failure is _CUT_SHORT:
                     raise self._timed_out()
                 if not lending.idle:
-                    refusal = self._owner._refusal()  # why this acquirer cannot be served
-                    assert refusal is not None
-                    raise refusal
+                    raise self._refuse()  # why this acquirer cannot be served
                 slot = lending.lend_idle()
             else:
                 # One synchronous step: give the failed slot back, park at the head (_wait
@@ -210,7 +215,7 @@ class Checkout:
 
     def _give_up(self, slot: Slot) -> None:
         """Let go of a slot this acquirer could not use (a teardown destroyed it already)."""
-        if self._lending.untake(slot) and not self._owner._torn_down():
+        if self._lending.untake(slot) and not self.torn_down:
             self._owner._retire(slot, graceful=True)
 
 
@@ -224,7 +229,6 @@ class AcquireContext(Generic[T]):
 
     async def __aenter__(self) -> T:
         slot = await self._checkout.take()
-        self._checkout.lent(slot)
         self._slot, self._lease = slot, slot.lease
         return slot.resource  # type: ignore[no-any-return]
 

@@ -55,7 +55,10 @@ class Lending:
 
     def lend_idle(self) -> Slot:
         """Lend the most recently idle slot (the stack must not be empty)."""
-        return self.lend(self.idle.pop())
+        slot = self.idle.pop()
+        slot.lend()
+        self.busy[id(slot.resource)] = slot
+        return slot
 
     def give(self, slot: Slot, *, may_idle: bool) -> bool:
         """A resource is free: hand it to the head waiter, else (if ``may_idle``) stack it.

@@ -172,7 +172,7 @@ class ResourcePool(Generic[T]):
         if self._state is _State.DESTROYED:
             raise PoolDestroyedError("Pool is destroyed: a pool's async with block runs once")
         await self._supervisor.enter()
-        self._state = _State.OPEN
+        self._set_state(_State.OPEN)
         self._allocator.start()
         options = self._options
         if (options.idle_timeout, options.max_lifetime, options.leak_timeout) != (None,) * 3:
@@ -248,9 +248,7 @@ class ResourcePool(Generic[T]):
         Raises the same errors as :meth:`acquire`. Cancelling it while it waits leaves no
         trace; once it has returned, the caller owns the resource until it releases it.
         """
-        slot = await self._checkout.take()
-        self._checkout.lent(slot)
-        return slot.resource  # type: ignore[no-any-return]
+        return (await self._checkout.take()).resource  # type: ignore[no-any-return]
 
     def checkout_nowait(self) -> T:
         """Take an idle resource now; give it back with :meth:`release`. Not a checkpoint.
@@ -261,9 +259,7 @@ class ResourcePool(Generic[T]):
             trio.WouldBlock: no resource is idle (nothing is queued or allocated for it).
             PoolEndingError, PoolDestroyedError, PoolBailedError: as :meth:`acquire`.
         """
-        slot = self._checkout.take_nowait()
-        self._checkout.lent(slot)
-        return slot.resource  # type: ignore[no-any-return]
+        return self._checkout.take_nowait().resource  # type: ignore[no-any-return]
 
     def expire_all(self) -> None:
         """Retire every current resource: idle ones are disposed now, checked-out ones when
@@ -299,6 +295,11 @@ class ResourcePool(Generic[T]):
         for slot in self._lending.stale(_INF, surplus):
             self._retire(slot, graceful=True)
         self._maybe_allocate()
+
+    def _set_state(self, state: _State) -> None:
+        self._state = state
+        self._checkout.open = state is _State.OPEN
+        self._checkout.torn_down = state is _State.DESTROYED
 
     def _refusal(self) -> BaseException | None:
         """Why a new acquirer is refused, or None while the pool is OPEN."""
@@ -387,7 +388,8 @@ class ResourcePool(Generic[T]):
     def _offer(self, slot: Slot) -> None:
         """A resource is free: the head waiter gets it, else it goes idle (or, unless open,
         is disposed). One past its lifetime, expired or over ``max`` is retired instead."""
-        if self._expired(slot) or not self._lending.give(slot, may_idle=self._state is _State.OPEN):
+        expired = self._may_expire and self._expired(slot)
+        if expired or not self._lending.give(slot, may_idle=self._state is _State.OPEN):
             self._retire(slot, graceful=True)
         self._lending.check_drained()
 
@@ -440,7 +442,7 @@ class ResourcePool(Generic[T]):
     def _bail(self, error: BaseException) -> None:
         if self._state not in _SERVING:
             return
-        self._state = _State.BAILED
+        self._set_state(_State.BAILED)
         self._bail_error = error
         logger.debug("%r: bailing: no allocation ever succeeded (%r)", self, error)
         self._lending.waiters.fail_all(self._bailed)
@@ -525,12 +527,12 @@ class ResourcePool(Generic[T]):
             return []
         self._ended = trio.Event()
         if self._state is _State.NEW or not self._supervisor.running:
-            self._state = _State.DESTROYED
+            self._set_state(_State.DESTROYED)
             self._ended.set()
             await trio.lowlevel.checkpoint()
             return []
         if self._state is _State.OPEN:
-            self._state = _State.ENDING  # a bailed pool stays BAILED: it refuses as such
+            self._set_state(_State.ENDING)  # a bailed pool stays BAILED: it refuses as such
         logger.debug("%r: ending", self)
         drained = self._lending.start_draining()
         self._supervisor.start_soon(self._shutdown, drained, name=f"{self!r} end")
@@ -545,7 +547,7 @@ class ResourcePool(Generic[T]):
         for slot in self._lending.take_all_idle():
             self._retire(slot, graceful=True)
         await self._allocator.tasks_ended()
-        self._state = _State.DESTROYED
+        self._set_state(_State.DESTROYED)
         if self._sync_scope is not None:
             self._sync_scope.cancel()
         assert self._ended is not None
@@ -555,7 +557,7 @@ class ResourcePool(Generic[T]):
     def _abort(self) -> None:
         """Tear everything down at once (the block raised): destroy, never dispose."""
         logger.debug("%r: destroying everything", self)
-        self._state = _State.DESTROYED
+        self._set_state(_State.DESTROYED)
         lending = self._lending
         lending.waiters.fail_all(lambda _: PoolDestroyedError("Pool is destroyed"))
         lending.check_drained()

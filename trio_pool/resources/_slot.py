@@ -66,7 +66,12 @@ class SlotState(enum.Enum):
 
 _S = SlotState
 _LIVE = frozenset({_S.CREATING, _S.ABANDONED, _S.IDLE, _S.BUSY})
-_ENDED = frozenset({_S.FAILED, _S.CLOSED, _S.DESTROYED, _S.DEAD})
+_PARKABLE = frozenset({_S.CREATING, _S.BUSY})
+_LENDABLE = frozenset({_S.CREATING, _S.IDLE, _S.BUSY})
+_CREATING = frozenset({_S.CREATING})
+_CREATED_OR_NOT = frozenset({_S.CREATING, _S.ABANDONED})
+_RETIRED = frozenset({_S.RETIRED})
+_IN_POOL = frozenset({_S.IDLE, _S.BUSY})
 
 
 class SlotStateError(AssertionError):
@@ -91,6 +96,8 @@ class Slot:
     def __repr__(self) -> str:
         return f"<Slot {self.state.value} {self.resource!r}>"
 
+    # lend() and park_idle() are on every checkout's path: their checks are inlined.
+
     def _move(self, allowed: frozenset[SlotState], to: SlotState) -> None:
         if self.state not in allowed:
             raise SlotStateError(f"{self!r}: cannot become {to.value}")
@@ -104,24 +111,28 @@ class Slot:
 
     def park_idle(self, now: float) -> None:
         """CREATING or BUSY -> IDLE: into the pool's idle stack."""
-        self._move(frozenset({_S.CREATING, _S.BUSY}), _S.IDLE)
+        if self.state not in _PARKABLE:
+            raise SlotStateError(f"{self!r}: cannot become idle")
+        self.state = _S.IDLE
         self.idle_since = now
 
     def lend(self) -> None:
         """CREATING, IDLE or BUSY -> BUSY: handed to an acquirer (a new lease)."""
-        self._move(frozenset({_S.CREATING, _S.IDLE, _S.BUSY}), _S.BUSY)
+        if self.state not in _LENDABLE:
+            raise SlotStateError(f"{self!r}: cannot be lent")
+        self.state = _S.BUSY
         self.lease += 1
         self.leak_site = None
 
     def abandon(self) -> None:
         """CREATING -> ABANDONED: nobody needs this creation any more; cancel it."""
-        self._move(frozenset({_S.CREATING}), _S.ABANDONED)
+        self._move(_CREATING, _S.ABANDONED)
         if self.scope is not None:
             self.scope.cancel()
 
     def fail(self) -> None:
         """CREATING or ABANDONED -> FAILED: the creation raised or timed out."""
-        self._move(frozenset({_S.CREATING, _S.ABANDONED}), _S.FAILED)
+        self._move(_CREATED_OR_NOT, _S.FAILED)
 
     def retire(self) -> None:
         """-> RETIRED: its task disposes of the resource (now, or once created)."""
@@ -130,11 +141,11 @@ class Slot:
 
     def closed(self) -> None:
         """RETIRED -> CLOSED: the dispose (or leaving open()'s block) completed."""
-        self._move(frozenset({_S.RETIRED}), _S.CLOSED)
+        self._move(_RETIRED, _S.CLOSED)
 
     def die(self) -> None:
         """IDLE or BUSY -> DEAD: its open= context manager ended while the resource lived."""
-        self._move(frozenset({_S.IDLE, _S.BUSY}), _S.DEAD)
+        self._move(_IN_POOL, _S.DEAD)
 
     def destroy(self, destroy: Any, owner: object) -> None:
         """-> DESTROYED, calling ``destroy(resource)`` (if given) exactly once per slot.
