@@ -64,8 +64,11 @@ class CheckoutOwner(Protocol):
     def _retire(self, slot: Slot, *, graceful: bool) -> None:
         """Dispose of (or destroy) an un-lent slot, and refill."""
 
-    def _expired(self, slot: Slot) -> bool:
-        """Whether a free slot must be retired rather than lent (lifetime, expire_all, resize)."""
+    def _expired(self, slot: Slot) -> str | None:
+        """Why a free slot must be retired rather than lent (lifetime, expire_all, resize)."""
+
+    def _expire(self, slot: Slot, why: str) -> None:
+        """Retire a free slot on the pool's own initiative."""
 
 
 @attrs.define(eq=False, slots=True)
@@ -110,9 +113,10 @@ class Checkout:
         lending = self._lending
         while lending.idle:
             slot = lending.idle.pop()
-            if not self._owner._expired(slot):
+            why = self._owner._expired(slot)
+            if why is None:
                 return self._lent(lending.lend(slot))
-            self._owner._retire(slot, graceful=True)
+            self._owner._expire(slot, why)
         raise trio.WouldBlock
 
     async def take(self) -> Slot:
@@ -175,13 +179,15 @@ class Checkout:
             logger.debug("%r: ping failed (%r); replacing the resource", self._owner, failure)
             if failure is not _CUT_SHORT:
                 self._counters.ping_failures += 1
-            if failure is _CUT_SHORT or lending.idle or not self._owner._serving():
+            if failure is not _CUT_SHORT and lending.idle:
+                # Take the replacement before giving the failed one back: an ending pool that
+                # saw nobody holding or waiting for an instant would finish under this acquirer.
+                replacement = lending.lend_idle()
                 self._give_up(slot)
-                if failure is _CUT_SHORT:
-                    raise self._timed_out()
-                if not lending.idle:
-                    raise self._refuse()  # why this acquirer cannot be served
-                slot = lending.lend_idle()
+                slot = replacement
+            elif failure is _CUT_SHORT or not self._owner._serving():
+                self._give_up(slot)
+                raise self._timed_out() if failure is _CUT_SHORT else self._refuse()
             else:
                 # One synchronous step: give the failed slot back, park at the head (_wait
                 # counts this acquirer's demand for the replacement).

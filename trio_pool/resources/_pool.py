@@ -269,7 +269,7 @@ class ResourcePool(Generic[T]):
         self._allocator.generation += 1
         self._may_expire = True
         for slot in self._lending.take_all_idle():
-            self._retire(slot, graceful=True)
+            self._expire(slot, "expire_all()")
         self._maybe_allocate()
 
     def resize(self, *, min: int | None = None, max: int | None = None) -> None:
@@ -293,7 +293,7 @@ class ResourcePool(Generic[T]):
         self._may_expire = True
         surplus = self._allocated() - new_max
         for slot in self._lending.stale(_INF, surplus):
-            self._retire(slot, graceful=True)
+            self._expire(slot, "over max")
         self._maybe_allocate()
 
     def _set_state(self, state: _State) -> None:
@@ -377,19 +377,31 @@ class ResourcePool(Generic[T]):
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 
-    def _expired(self, slot: Slot) -> bool:
-        """Whether a free (un-counted) slot must be retired instead of reused."""
-        return self._may_expire and (
-            slot.generation != self._allocator.generation
-            or slot.expires_at <= trio.current_time()
-            or self._allocated() >= self._max
-        )
+    def _expired(self, slot: Slot) -> str | None:
+        """Why a free (un-counted) slot must be retired instead of reused, or None."""
+        if not self._may_expire:
+            return None
+        if slot.generation != self._allocator.generation:
+            return "expire_all()"
+        if slot.expires_at <= trio.current_time():
+            return "max_lifetime"
+        if self._allocated() >= self._max:
+            return "over max"
+        return None
+
+    def _expire(self, slot: Slot, why: str) -> None:
+        """Retire a slot on the pool's own initiative (logged: a refill may start at once,
+        before its dispose does, as after remove())."""
+        logger.debug("%r: retiring %r (%s)", self, slot.resource, why)
+        self._retire(slot, graceful=True)
 
     def _offer(self, slot: Slot) -> None:
         """A resource is free: the head waiter gets it, else it goes idle (or, unless open,
         is disposed). One past its lifetime, expired or over ``max`` is retired instead."""
-        expired = self._may_expire and self._expired(slot)
-        if expired or not self._lending.give(slot, may_idle=self._state is _State.OPEN):
+        why = self._expired(slot) if self._may_expire else None
+        if why:
+            self._expire(slot, why)
+        elif not self._lending.give(slot, may_idle=self._state is _State.OPEN):
             self._retire(slot, graceful=True)
         self._lending.check_drained()
 
@@ -469,8 +481,7 @@ class ResourcePool(Generic[T]):
                         self._retire(slot, graceful=True)
                 if self._may_expire:
                     for slot in self._lending.take_idle_if(self._expired_while_idle):
-                        logger.debug("%r: retiring expired %r", self, slot.resource)
-                        self._retire(slot, graceful=True)
+                        self._expire(slot, "expire_all() or max_lifetime")
                 if options.leak_timeout is not None:
                     self._report_leaks(now - options.leak_timeout)
                 self._maybe_allocate()
