@@ -1,6 +1,7 @@
 """A Hypothesis state machine driving a ResourcePool through random sequences of acquire,
 release, remove, destroy (of held and of idle resources), cancel (including the
-cancel-at-hand-off race), failing allocations, dead resources and the passage of time, checking
+cancel-at-hand-off race), failing allocations, dead resources, expire_all(), resize(),
+max_lifetime and the passage of time, checking
 the pool's invariants (its own ``_check_invariants()`` and the backend's view) after every step.
 
 Harness: Trio runs in a background thread on a ``MockClock`` that only moves when a rule
@@ -108,6 +109,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         idle_timeout=st.sampled_from([None, 4.0, 20.0]),
         allocation_time=st.sampled_from([0.0, 1.0]),
         ping_time=st.sampled_from([0.0, 0.0, 0.5]),
+        max_lifetime=st.sampled_from([None, None, 3.0, 15.0]),
     )
     def open_pool(
         self,
@@ -117,6 +119,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         idle_timeout: float | None,
         allocation_time: float,
         ping_time: float,
+        max_lifetime: float | None,
     ) -> None:
         self.form = form
         self.backend.acquire_delay = allocation_time
@@ -132,6 +135,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
             backoff=Backoff(min=0.5, max=2.0),
             idle_timeout=idle_timeout,
             sync_interval=2.0,
+            max_lifetime=max_lifetime,
         )
         pool = self.pool
 
@@ -278,6 +282,25 @@ class ResourcePoolMachine(RuleBasedStateMachine):
             self.driver.call_sync(lambda: pool.destroy(resource))
         else:
             self.driver.call_sync(lambda: pool.remove(resource))
+
+    @precondition(lambda self: self.pool is not None)
+    @rule()
+    def expire_all(self) -> None:
+        """A failover: every current resource is retired (idle now, held on release)."""
+        pool = self.pool
+        assert pool is not None
+        self.driver.call_sync(pool.expire_all)
+
+    @precondition(lambda self: self.pool is not None)
+    @rule(data=st.data())
+    def resize(self, data: st.DataObject) -> None:
+        """min/max at run time, within the cap the machine started with."""
+        pool = self.pool
+        assert pool is not None
+        new_max = data.draw(st.integers(1, self.max))
+        new_min = data.draw(st.integers(0, min(2, new_max)))
+        self.driver.call_sync(lambda: pool.resize(min=new_min, max=new_max))
+        assert (pool.statistics().min, pool.statistics().max) == (new_min, new_max)
 
     @precondition(lambda self: self.pool is not None and not self.ending)
     @rule()

@@ -23,7 +23,7 @@ from .._errors import InvalidArgumentError
 from .._validate import check_count, check_positive, check_timeout
 from ._backoff import Backoff
 
-__all__ = ["PoolOptions", "pool_options"]
+__all__ = ["PoolOptions", "check_sizes", "pool_options"]
 
 T = TypeVar("T")
 
@@ -116,12 +116,7 @@ def pool_options(
         raise InvalidArgumentError(
             f"invalid capabilities: expected a sequence of strings, got {capabilities!r}"
         )
-    minimum = check_count("min", min)
-    maximum = check_count("max", max, minimum=1)
-    assert minimum is not None
-    assert maximum is not None
-    if maximum < minimum:
-        raise InvalidArgumentError(f"invalid max: {max!r} is below min {min!r}")
+    minimum, maximum = check_sizes(min, max)
     requests = check_count("max_requests", max_requests, allow_none=True)
     if backoff is None:
         backoff = Backoff()
@@ -152,3 +147,18 @@ def pool_options(
         name=name,
         **timeouts,
     )
+
+
+def check_sizes(min: object, max: object) -> tuple[int, int]:
+    """Check ``min`` and ``max`` (as the constructor and ``resize()`` take them).
+
+    Raises:
+        InvalidArgumentError: either is out of its domain, or ``max`` is below ``min``.
+    """
+    minimum = check_count("min", min)
+    maximum = check_count("max", max, minimum=1)
+    assert minimum is not None
+    assert maximum is not None
+    if maximum < minimum:
+        raise InvalidArgumentError(f"invalid max: {max!r} is below min {min!r}")
+    return minimum, maximum

@@ -33,18 +33,17 @@ from typing import Generic, TypeVar, final
 import trio
 
 from .._errors import (
-    InvalidArgumentError,
     PoolBailedError,
     PoolDestroyedError,
     PoolEndingError,
 )
 from .._supervisor import LifetimeError, Supervisor
-from .._validate import check_count
 from ._allocator import Allocator
 from ._backoff import Backoff
 from ._checkout import AcquireContext, Checkout
+from ._housekeeping import Housekeeper
 from ._lending import Lending
-from ._options import pool_options
+from ._options import check_sizes, pool_options
 from ._slot import Slot, SlotState
 from ._stats import Counters, ResourcePoolStats
 
@@ -106,6 +105,11 @@ class ResourcePool(Generic[T]):
             failure makes the pool fail every waiting and later acquire with
             :class:`PoolBailedError`. ``0`` (default): the first such failure. ``None``:
             retry forever.
+        max_lifetime: a resource older than this (each its own limit in [0.9, 1.0] x it) is
+            retired when given back or while idle; ``None`` (default): no limit.
+        leak_timeout: a checkout held longer logs one WARNING naming its ``file:line`` and
+            counts in ``leaks_total``; ``None`` (default): no check.
+        name: in the repr, the log lines and metrics; default ``"ResourcePool-N"``.
 
     Raises:
         InvalidArgumentError: an argument is out of its domain (the message names it).
@@ -157,12 +161,12 @@ class ResourcePool(Generic[T]):
         self._supervisor = Supervisor()
         self._allocator = Allocator(options, self, self._supervisor, self._counters)
         self._lending = Lending()
+        self._housekeeper = Housekeeper(self, options, self._lending, self._counters)
         self._checkout = Checkout(
             self, options, self._lending, self._allocator, self._counters, self.release
         )
         self._state = _State.NEW
         self._bail_error: BaseException | None = None
-        self._sync_scope: trio.CancelScope | None = None
         self._ended: trio.Event | None = None  # made when the shutdown (end or abort) begins
         self._end_errors: list[BaseException] = []
 
@@ -174,9 +178,8 @@ class ResourcePool(Generic[T]):
         await self._supervisor.enter()
         self._set_state(_State.OPEN)
         self._allocator.start()
-        options = self._options
-        if (options.idle_timeout, options.max_lifetime, options.leak_timeout) != (None,) * 3:
-            self._supervisor.start_soon(self._sync_task, name=f"{self!r} sync")
+        if self._housekeeper.needed:
+            self._supervisor.start_soon(self._housekeeper.run, name=f"{self!r} sync")
         logger.debug("%r: started", self)
         self._maybe_allocate()
         return self
@@ -283,13 +286,10 @@ class ResourcePool(Generic[T]):
             InvalidArgumentError: a value is out of its domain, or ``max`` is below ``min``
                 (nothing is changed).
         """
-        new_min = self._min if min is None else check_count("min", min)
-        new_max = self._max if max is None else check_count("max", max, minimum=1)
-        assert new_min is not None
-        assert new_max is not None
-        if new_max < new_min:
-            raise InvalidArgumentError(f"invalid max: {new_max!r} is below min {new_min!r}")
-        self._min, self._max = new_min, new_max
+        self._min, self._max = check_sizes(
+            self._min if min is None else min, self._max if max is None else max
+        )
+        new_max = self._max
         self._may_expire = True
         surplus = self._allocated() - new_max
         for slot in self._lending.stale(_INF, surplus):
@@ -377,15 +377,16 @@ class ResourcePool(Generic[T]):
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 
-    def _expired(self, slot: Slot) -> str | None:
-        """Why a free (un-counted) slot must be retired instead of reused, or None."""
+    def _expired(self, slot: Slot, *, counted: bool = False) -> str | None:
+        """Why a free slot must be retired instead of reused, or None (``counted``: it is
+        idle, so part of ``allocated``)."""
         if not self._may_expire:
             return None
         if slot.generation != self._allocator.generation:
             return "expire_all()"
         if slot.expires_at <= trio.current_time():
             return "max_lifetime"
-        if self._allocated() >= self._max:
+        if self._allocated() - counted >= self._max:
             return "over max"
         return None
 
@@ -462,45 +463,8 @@ class ResourcePool(Generic[T]):
 
     # ------------------------------------------------------------------ housekeeping
 
-    async def _sync_task(self) -> None:
-        """Every ``sync_interval``: evict stale idle resources, then refill to ``min``.
-
-        (Refills after failures and removals happen at once; this catches evictions.)
-        """
-        options = self._options
-        with trio.CancelScope() as self._sync_scope:
-            while True:
-                await trio.sleep(options.sync_interval)
-                if self._state is not _State.OPEN:
-                    continue
-                now = trio.current_time()
-                if options.idle_timeout is not None:
-                    cutoff = now - options.idle_timeout
-                    for slot in self._lending.stale(cutoff, self._allocated() - self._min):
-                        logger.debug("%r: evicting idle %r", self, slot.resource)
-                        self._retire(slot, graceful=True)
-                if self._may_expire:
-                    for slot in self._lending.take_idle_if(self._expired_while_idle):
-                        self._expire(slot, "expire_all() or max_lifetime")
-                if options.leak_timeout is not None:
-                    self._report_leaks(now - options.leak_timeout)
-                self._maybe_allocate()
-
-    def _expired_while_idle(self, slot: Slot) -> bool:
-        return (
-            slot.generation != self._allocator.generation or slot.expires_at <= trio.current_time()
-        )
-
-    def _report_leaks(self, cutoff: float) -> None:
-        """One WARNING (and one count) per checkout held since before ``cutoff``."""
-        for slot in self._lending.busy.values():
-            if slot.leak_site is not None and slot.lent_at <= cutoff:
-                logger.warning(
-                    "%r: %r checked out at %s held over leak_timeout=%ss (a leak?)",
-                    self, slot.resource, slot.leak_site, self._options.leak_timeout,
-                )  # fmt: skip
-                slot.leak_site = None
-                self._counters.leaks += 1
+    def _spare(self) -> int:
+        return self._allocated() - self._min
 
     def _check_invariants(self) -> None:
         """Assert that the bookkeeping is consistent (for tests; O(allocated + queued))."""
@@ -559,8 +523,7 @@ class ResourcePool(Generic[T]):
             self._retire(slot, graceful=True)
         await self._allocator.tasks_ended()
         self._set_state(_State.DESTROYED)
-        if self._sync_scope is not None:
-            self._sync_scope.cancel()
+        self._housekeeper.stop()
         assert self._ended is not None
         self._ended.set()
         logger.debug("%r: ended", self)
