@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -92,10 +92,13 @@ class Checkout:
         method the user called."""
         self._counters.acquires += 1
         if self._options.leak_timeout is not None:
-            caller = sys._getframe(3)
-            slot.lent_at = trio.current_time()
-            slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+            self._note_site(slot, sys._getframe(3))
         return slot
+
+    @staticmethod
+    def _note_site(slot: Slot, caller: FrameType) -> None:
+        slot.lent_at = trio.current_time()
+        slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
 
     def _refuse(self) -> BaseException:
         refusal = self._owner._refusal()
@@ -141,7 +144,10 @@ class Checkout:
             self._check_not_torn_down(slot)
         if options.ping is not None:
             slot = await self._pinged(slot, deadline)
-        return self._lent(slot)
+        self._counters.acquires += 1  # what _lent() does, without a call on the hot path
+        if options.leak_timeout is not None:
+            self._note_site(slot, sys._getframe(2))
+        return slot
 
     async def _wait(self, deadline: float, *, front: bool = False) -> Slot:
         """Count this acquirer's demand, then park until a slot is handed over (``front``: at
@@ -247,5 +253,7 @@ class AcquireContext(Generic[T]):
         slot, self._slot = self._slot, None
         assert slot is not None
         # Released, removed or destroyed inside the block (then maybe lent again): not ours.
-        if slot.lease == self._lease and self._checkout._lending.holds(slot):
-            self._checkout.release(slot.resource)
+        # (Lending.holds(), inlined: this runs on every acquire.)
+        checkout = self._checkout
+        if slot.lease == self._lease and checkout._lending.busy.get(id(slot.resource)) is slot:
+            checkout.release(slot.resource)

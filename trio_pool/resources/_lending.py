@@ -66,7 +66,9 @@ class Lending:
         Returns False when nobody took it: the caller retires it.
         """
         if self.waiters:
-            self.waiters.hand(self.lend(slot))
+            slot.lend()  # lend(), inlined: every hand-off runs this
+            self.busy[id(slot.resource)] = slot
+            self.waiters.hand(slot)
         elif may_idle:
             slot.park_idle(trio.current_time())
             self.idle.append(slot)

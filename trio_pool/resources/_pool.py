@@ -64,6 +64,7 @@ class _State(enum.Enum):
     DESTROYED = "destroyed"
 
 
+_DEAD = SlotState.DEAD
 _SERVING = (_State.OPEN, _State.ENDING)  # states that still serve accepted acquirers
 
 
@@ -345,7 +346,7 @@ class ResourcePool(Generic[T]):
         slot = self._lending.take_back(resource, "release")
         if self._state is _State.DESTROYED:
             return  # already torn down with the pool; giving it back is a no-op
-        if slot.state is SlotState.DEAD:
+        if slot.state is _DEAD:
             self._settle()
         else:
             self._offer(slot)
@@ -404,7 +405,8 @@ class ResourcePool(Generic[T]):
             self._expire(slot, why)
         elif not self._lending.give(slot, may_idle=self._state is _State.OPEN):
             self._retire(slot, graceful=True)
-        self._lending.check_drained()
+        if self._lending.drained is not None:  # only while ending
+            self._lending.check_drained()
 
     def _retire(self, slot: Slot, *, graceful: bool) -> None:
         """Tell the slot's task to dispose (or, ungracefully, destroy) it; refill. (A DEAD
