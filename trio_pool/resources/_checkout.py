@@ -253,7 +253,7 @@ class AcquireContext(Generic[T]):
         slot, self._slot = self._slot, None
         assert slot is not None
         # Released, removed or destroyed inside the block (then maybe lent again): not ours.
-        # (Lending.holds(), inlined: this runs on every acquire.)
+        # (Read straight from the lent map: this runs on every acquire.)
         checkout = self._checkout
         if slot.lease == self._lease and checkout._lending.busy.get(id(slot.resource)) is slot:
             checkout.release(slot.resource)

@@ -113,10 +113,6 @@ class Lending:
         where = "checked out from" if not idle_too else "in"
         raise InvalidArgumentError(f"cannot {verb} {resource!r}: it is not {where} this pool")
 
-    def holds(self, slot: Slot) -> bool:
-        """Whether ``slot`` is lent right now."""
-        return self.busy.get(id(slot.resource)) is slot
-
     def untake(self, slot: Slot) -> bool:
         """Un-lend ``slot`` if it is still lent (a teardown may have dropped it); say so."""
         if self.busy.get(id(slot.resource)) is not slot:
