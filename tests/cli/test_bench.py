@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import signal
@@ -30,14 +29,14 @@ import h11
 import pytest
 import trio
 import trustme
+from _bench_run import check_json, command, env, run, table_rows
 
-import trio_pool
-from trio_pool._cli import main, parse_args, progress_line
+from trio_pool._cli import main
+from trio_pool._cli._args import parse_args
+from trio_pool._cli._load import progress_line
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inspects /proc")
 
-PACKAGE_PARENT = str(Path(trio_pool.__file__).resolve().parent.parent)
-JSON_KEYS = {"requests", "errors", "duration_s", "rps", "latency_ms", "status_counts"}
 MARKER_VARIABLE = "TRIO_POOL_BENCH_TEST_MARKER"
 
 
@@ -70,29 +69,6 @@ def _live_servers(marker: str) -> list[int]:
     return found
 
 
-def _check_json(output: str) -> dict[str, Any]:
-    assert output.count("\n") == 1
-    result: dict[str, Any] = json.loads(output)
-    assert set(result) == JSON_KEYS
-    assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
-    latency = result["latency_ms"]
-    if result["requests"]:
-        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
-    assert result["duration_s"] > 0
-    assert result["rps"] == pytest.approx(result["requests"] / result["duration_s"], rel=0.01)
-    assert sum(result["status_counts"].values()) == result["requests"]
-    return result
-
-
-def _command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "trio_pool", "bench", *args]
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
-
-
 @pytest.fixture
 def refused_port() -> Iterator[int]:
     """A loopback port that refuses connections (bound, never listening)."""
@@ -107,7 +83,7 @@ def refused_port() -> Iterator[int]:
 def test_json_against_the_embedded_server(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--json", "-n", "200", "-c", "3", "--concurrency", "5"]) == 0
     captured = capsys.readouterr()
-    result = _check_json(captured.out)
+    result = check_json(captured.out)
     assert (result["requests"], result["errors"]) == (200, 0)
     assert result["status_counts"] == {"200": 200}
     assert captured.err == ""  # stderr is not a terminal: no progress line
@@ -116,8 +92,8 @@ def test_json_against_the_embedded_server(marker: str, capsys: pytest.CaptureFix
 
 def test_table_against_the_embedded_server(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "-n", "150", "-m", "POST"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    rows = {line.split(None, 1)[0]: line for line in lines}
+    output = capsys.readouterr().out
+    rows = table_rows(output)
     assert rows["target"].endswith("(embedded server)")
     assert "http://127.0.0.1:" in rows["target"]
     assert "POST, 150 requests" in rows["load"]
@@ -128,25 +104,35 @@ def test_table_against_the_embedded_server(marker: str, capsys: pytest.CaptureFi
         "p50",
         "p90",
         "p99",
+        "p99.9",
     ]
     assert "max" in rows["latency"]
     assert rows["statuses"].split(None, 1)[1] == "200: 150"
+    # 150 responses of the embedded server's 12-byte body.
+    assert rows["transfer"].startswith("transfer     1,800 bytes of bodies, ")
+    assert re.fullmatch(r"cpu +client \d+% of a core, embedded server \d+%", rows["cpu"])
+    # The histogram: a header, then one line per log bucket whose counts add up to 150.
+    histogram = output.split("histogram    latency ms (upper edge), log buckets\n", 1)[1]
+    counts = [
+        int(line.split("|")[2].split()[0].replace(",", "")) for line in histogram.splitlines()
+    ]
+    assert sum(counts) == 150
     assert _live_servers(marker) == []
 
 
 @pytest.mark.parametrize("pipelining", ["0", "4"])
 def test_pipelining_options(pipelining: str, marker: str) -> None:
-    command = _command("--json", "-n", "3000", "-c", "2", "--concurrency", "8", "-p", pipelining)
-    completed = trio.run(_run_subprocess, command, 20.0)
+    argv = command("--json", "-n", "3000", "-c", "2", "--concurrency", "8", "-p", pipelining)
+    completed = trio.run(run, argv, 20.0)
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     assert (result["requests"], result["errors"]) == (3000, 0)
     assert _live_servers(marker) == []
 
 
 def test_duration_bounds_the_run(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--json", "-d", "0.5", "--concurrency", "4"]) == 0
-    result = _check_json(capsys.readouterr().out)
+    result = check_json(capsys.readouterr().out)
     assert 0.45 <= result["duration_s"] < 2.0
     assert result["requests"] > 0
     assert result["errors"] == 0
@@ -170,26 +156,18 @@ def test_progress_line_only_on_a_terminal(
     assert progress.startswith("\r\x1b[K")
     assert progress.endswith("\r\x1b[K")  # the line is cleared before the report
     assert "\n" not in progress
-    _check_json(capsys.readouterr().out)
+    check_json(capsys.readouterr().out)
 
 
 def test_subprocess_json_end_to_end(marker: str) -> None:
     completed = trio.run(
-        _run_subprocess, _command("--json", "-n", "200"), 30.0
+        run, command("--json", "-n", "200"), 30.0
     )  # its own trio.run: this test is synchronous like a user's shell
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     assert (result["requests"], result["errors"]) == (200, 0)
     assert completed.stderr == b""
     assert _live_servers(marker) == []
-
-
-async def _run_subprocess(command: list[str], limit: float) -> Any:
-    with trio.move_on_after(limit):  # on expiry, run_process kills the process
-        return await trio.run_process(
-            command, capture_stdout=True, capture_stderr=True, check=False, env=_env()
-        )
-    raise AssertionError(f"{' '.join(command[2:])!r} did not finish within {limit} s")
 
 
 async def _poll(condition: Callable[[], bool], limit: float, what: str) -> None:
@@ -221,7 +199,7 @@ async def _wait_until_gone(pid: int, marker: str) -> None:
 async def test_ctrl_c_stops_the_bench_and_its_server(marker: str) -> None:
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
-            partial(trio.run_process, _command("-d", "30"), check=False, env=_env())
+            partial(trio.run_process, command("-d", "30"), check=False, env=env())
         )
         server = await _wait_for_server(marker)
         await trio.sleep(0.5)  # let the load start
@@ -232,7 +210,7 @@ async def test_ctrl_c_stops_the_bench_and_its_server(marker: str) -> None:
 
 
 async def test_killed_bench_leaves_no_server(marker: str) -> None:
-    process = await trio.lowlevel.open_process(_command("-d", "30"), env=_env())
+    process = await trio.lowlevel.open_process(command("-d", "30"), env=env())
     try:
         server = await _wait_for_server(marker)
     finally:
@@ -350,11 +328,11 @@ async def test_json_against_a_scripted_server() -> None:
     async with trio.open_nursery() as nursery:
         port = await server.start(nursery)
         url = f"http://127.0.0.1:{port}/path?x=1&y=2"
-        command = _command(url, "--json", "-n", "30", "-c", "3", "--concurrency", "3")
-        completed = await _run_subprocess([*command, "-m", "POST"], 30.0)
+        argv = command(url, "--json", "-n", "30", "-c", "3", "--concurrency", "3")
+        completed = await run([*argv, "-m", "POST"], 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     # POST is not idempotent, so a dropped request is an error, never silently retried.
     assert (result["requests"], result["errors"]) == (27, 3)
     expected = Counter(str(server.status_of(n)) for n in range(30) if server.status_of(n))
@@ -369,11 +347,11 @@ async def test_several_urls_are_balanced() -> None:
     servers = [ScriptedServer(), ScriptedServer()]
     async with trio.open_nursery() as nursery:
         urls = [f"http://127.0.0.1:{await server.start(nursery)}/lb" for server in servers]
-        command = _command(*urls, "--json", "-n", "200", "-c", "2", "--concurrency", "4")
-        completed = await _run_subprocess(command, 30.0)
+        argv = command(*urls, "--json", "-n", "200", "-c", "2", "--concurrency", "4")
+        completed = await run(argv, 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     assert result["status_counts"] == {"200": 200}
     served = [len(server.requests) for server in servers]
     assert sum(served) == 200
@@ -385,8 +363,8 @@ async def test_no_response_at_all_is_a_failure() -> None:
     server = ScriptedServer(drop_every=1)
     async with trio.open_nursery() as nursery:
         port = await server.start(nursery)
-        command = _command(f"http://127.0.0.1:{port}/", "-n", "20", "-m", "POST", "--json")
-        completed = await _run_subprocess(command, 30.0)
+        argv = command(f"http://127.0.0.1:{port}/", "-n", "20", "-m", "POST", "--json")
+        completed = await run(argv, 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 1
     assert completed.stdout == b""
@@ -400,11 +378,11 @@ async def test_table_reports_the_kinds_of_errors() -> None:
     server = ScriptedServer(drop_every=2)
     async with trio.open_nursery() as nursery:
         port = await server.start(nursery)
-        command = _command(f"http://127.0.0.1:{port}/t?a=b", "-n", "10", "-m", "POST")
-        completed = await _run_subprocess(command, 30.0)
+        argv = command(f"http://127.0.0.1:{port}/t?a=b", "-n", "10", "-m", "POST")
+        completed = await run(argv, 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 0, completed.stderr
-    rows = {line.split(None, 1)[0]: line for line in completed.stdout.decode().splitlines()}
+    rows = table_rows(completed.stdout.decode())
     assert rows["target"].split() == ["target", f"http://127.0.0.1:{port}/t?a=b"]
     assert rows["requests"].split() == ["requests", "5"]
     assert rows["errors"].split() == ["errors", "5"]
