@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import uuid
@@ -196,17 +197,58 @@ async def _wait_until_gone(pid: int, marker: str) -> None:
     await _poll(lambda: pid not in _live_servers(marker), 10, "the server did not stop")
 
 
-async def test_ctrl_c_stops_the_bench_and_its_server(marker: str) -> None:
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_ctrl_c_reports_what_ran_and_stops_the_server(marker: str, as_json: bool) -> None:
+    argv = command("-d", "30", *(["--json"] if as_json else []))
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
-            partial(trio.run_process, command("-d", "30"), check=False, env=env())
+            partial(
+                trio.run_process,
+                argv,
+                check=False,
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         )
         server = await _wait_for_server(marker)
-        await trio.sleep(0.5)  # let the load start
+        await _poll(lambda: _sockets(server) > 1, 15, "the load did not start")
+        await trio.sleep(0.5)  # let some requests finish
         process.send_signal(signal.SIGINT)
         with trio.fail_after(10):
+            out, err = await _read_all(process.stdout), await _read_all(process.stderr)
             assert await process.wait() == 130
     await _wait_until_gone(server, marker)
+    assert err.decode().endswith("trio-pool bench: interrupted\n")
+    if as_json:
+        result = check_json(out.decode())
+        assert result["interrupted"] is True
+        assert result["requests"] > 0
+        assert result["duration_s"] < 30
+    else:
+        rows = table_rows(out.decode())
+        assert int(rows["requests"].split()[1]) > 0
+        assert rows["interrupted"].startswith("interrupted  Ctrl-C")
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets process ``pid`` has open (its listener, then its connections)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    found = 0
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            found += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return found
+
+
+async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
 
 
 async def test_killed_bench_leaves_no_server(marker: str) -> None:

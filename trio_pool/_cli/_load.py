@@ -13,10 +13,12 @@ changes state, so no lock is needed):
   after the deadline, the phase is cut there and each such request counts as an error of kind
   ``timeout`` (it has run for at least ``--timeout``).
 * ``--rate``: open-loop. Request *i* is due at ``start + i / rate``; a free worker takes the
-  next due slot, sleeps until it (if it is in the future), sends it, and measures its latency
+  next slot, sleeps until it (if it is in the future), sends it, and measures its latency
   from the **scheduled** time, as wrk2 does: when the server stalls, the requests that should
   have gone out meanwhile count their wait, instead of the stall being hidden because fewer
   requests were sent (coordinated omission). ``--concurrency`` caps the requests in flight.
+  With ``-d`` the schedule ends at the deadline, but every slot due before it is sent, however
+  late (the cut at ``--timeout`` after the deadline still applies).
 
 A response whose request took longer than ``--timeout`` (from when it was sent) is an error
 of kind ``timeout``, not a request: the pool's own timeouts bound each phase of a request,
@@ -145,17 +147,18 @@ class _Load:
         assert self.config.rate is not None
         interval = 1.0 / self.config.rate
         send = self.send
-        while self._take():
+        # Not _take(): every slot due before the deadline is sent, late or not (its latency
+        # then shows how late); the schedule itself ends with the phase.
+        while self.remaining is None or self.remaining > 0:
             offset = self.slot * interval
             if self.duration is not None and offset >= self.duration:
-                self.stopping = True  # the schedule ends with the phase
                 return
             self.slot += 1
+            if self.remaining is not None:
+                self.remaining -= 1
             due = self.trio_start + offset
             if due > trio.current_time():
                 await trio.sleep_until(due)
-                if self.stopping:  # the deadline came while this worker slept
-                    return
             self.in_flight += 1
             started = time.perf_counter()
             outcome = await send()
