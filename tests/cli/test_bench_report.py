@@ -61,14 +61,14 @@ def test_histogram_buckets_are_log_spaced_with_inclusive_upper_edges() -> None:
 
 def test_percentiles_are_nearest_rank() -> None:
     summary = _summary([float(n) for n in range(1, 1001)], (0.1, None))
-    assert summary.latency_ms == {
+    assert summary.totals.latency_ms == {
         "p50": 500.0,
         "p90": 900.0,
         "p99": 990.0,
         "p99.9": 999.0,
         "max": 1000.0,
     }
-    assert summary.rps == 500.0
+    assert summary.totals.rps == 500.0
     assert summary.received_per_s == 500.0
-    assert summary.error_counts == {"timeout": 2}
+    assert summary.totals.error_counts == {"timeout": 2}
     assert summary.first_error == "first one"

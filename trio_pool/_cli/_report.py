@@ -22,7 +22,7 @@ import trio_pool
 from ._args import BenchConfig
 from ._load import LoadResult, Recorder
 
-__all__ = ["CPU_WARNING", "Summary"]
+__all__ = ["CPU_WARNING", "Counts", "Summary"]
 
 #: Above this share of one core, the client may be the bottleneck: the report says so.
 CPU_WARNING = 0.9
@@ -68,36 +68,44 @@ def _histogram(ordered: Sequence[float]) -> list[tuple[float, int]]:
 
 
 @attrs.frozen
-class UpstreamSummary:
-    """One upstream's share of a balanced run."""
+class Counts:
+    """What the totals and each upstream report alike."""
 
-    url: str
     requests: int
     errors: int
     rps: float
+    #: ``p50``, ``p90``, ``p99``, ``p99.9``, ``max`` in ms; None when no response came back.
     latency_ms: dict[str, float | None]
+    #: Responses by status code (as a string, since it is a JSON object key).
     status_counts: dict[str, int]
+    #: Errors by kind (``timeout`` or the exception's class).
     error_counts: dict[str, int]
 
+    @classmethod
+    def of(cls, recorder: Recorder, ordered: Sequence[float], elapsed: float) -> Counts:
+        """``recorder``'s counts; ``ordered`` are its latencies, sorted."""
+        return cls(
+            requests=len(ordered),
+            errors=recorder.errors.total(),
+            rps=len(ordered) / elapsed if elapsed > 0 else 0.0,
+            latency_ms=_latency_ms(ordered),
+            status_counts={str(code): n for code, n in sorted(recorder.statuses.items())},
+            error_counts=dict(recorder.errors.most_common()),
+        )
+
     def to_json(self) -> dict[str, object]:
+        """These fields as the JSON output has them (rounded)."""
         return {
-            "url": self.url,
             "requests": self.requests,
             "errors": self.errors,
             "rps": round(self.rps, 1),
-            "latency_ms": _rounded(self.latency_ms),
+            "latency_ms": {
+                key: None if value is None else round(value, 3)
+                for key, value in self.latency_ms.items()
+            },
             "status_counts": self.status_counts,
             "error_counts": self.error_counts,
         }
-
-
-def _rounded(latency: dict[str, float | None]) -> dict[str, float | None]:
-    return {key: None if value is None else round(value, 3) for key, value in latency.items()}
-
-
-def _counts(recorder: Recorder) -> tuple[dict[str, int], dict[str, int]]:
-    statuses = {str(code): n for code, n in sorted(recorder.statuses.items())}
-    return statuses, dict(recorder.errors.most_common())
 
 
 @attrs.frozen
@@ -106,22 +114,15 @@ class Summary:
     text."""
 
     settings: dict[str, object]
-    requests: int
-    errors: int
+    totals: Counts
     duration_s: float
-    rps: float
-    #: ``p50``, ``p90``, ``p99``, ``p99.9``, ``max`` in ms; None when no response came back.
-    latency_ms: dict[str, float | None]
-    #: Responses by status code (as a string, since it is a JSON object key).
-    status_counts: dict[str, int]
-    #: Errors by kind (``timeout`` or the exception's class), and the first one in full.
-    error_counts: dict[str, int]
     first_error: str | None
     #: Response body bytes, and per second.
     received: int
     received_per_s: float
     histogram: list[tuple[float, int]]
-    upstreams: list[UpstreamSummary]
+    #: ``(url, counts)`` per upstream of a balanced run, in the order of the URLs.
+    upstreams: list[tuple[str, Counts]]
     #: Shares of one core over the measured run; the server's None if not embedded/unknown.
     client_cpu: float
     server_cpu: float | None
@@ -138,37 +139,17 @@ class Summary:
         """Summarise the measured phase ``result`` of ``config`` against ``urls``."""
         recorder, elapsed = result.recorder, result.elapsed
         ordered = sorted(recorder.latencies)
-        statuses, errors = _counts(recorder)
-
-        def rate(count: float) -> float:
-            return count / elapsed if elapsed > 0 else 0.0
-
-        upstreams = []
-        for url, upstream in zip(urls, result.upstreams, strict=False):
-            up_statuses, up_errors = _counts(upstream)
-            upstreams.append(
-                UpstreamSummary(
-                    url=url,
-                    requests=len(upstream.latencies),
-                    errors=upstream.errors.total(),
-                    rps=rate(len(upstream.latencies)),
-                    latency_ms=_latency_ms(sorted(upstream.latencies)),
-                    status_counts=up_statuses,
-                    error_counts=up_errors,
-                )
-            )
+        upstreams = [
+            (url, Counts.of(upstream, sorted(upstream.latencies), elapsed))
+            for url, upstream in zip(urls, result.upstreams, strict=False)
+        ]
         return cls(
             settings=config.settings() | {"urls": list(urls)},
-            requests=len(ordered),
-            errors=recorder.errors.total(),
+            totals=Counts.of(recorder, ordered, elapsed),
             duration_s=elapsed,
-            rps=rate(len(ordered)),
-            latency_ms=_latency_ms(ordered),
-            status_counts=statuses,
-            error_counts=errors,
             first_error=recorder.first_error,
             received=recorder.received,
-            received_per_s=rate(recorder.received),
+            received_per_s=recorder.received / elapsed if elapsed > 0 else 0.0,
             histogram=_histogram(ordered),
             upstreams=upstreams,
             client_cpu=cpu[0],
@@ -183,26 +164,27 @@ class Summary:
 
     def to_json(self) -> dict[str, object]:
         """The ``--json`` output (schema: ``docs/bench-schema.json``)."""
+        totals = self.totals.to_json()
         return {
             "version": trio_pool.__version__,
             "settings": self.settings,
-            "requests": self.requests,
-            "errors": self.errors,
+            "requests": totals["requests"],
+            "errors": totals["errors"],
             "duration_s": round(self.duration_s, 6),
-            "rps": round(self.rps, 1),
+            "rps": totals["rps"],
             "transfer": {
                 "body_bytes": self.received,
                 "body_bytes_per_s": round(self.received_per_s, 1),
             },
-            "latency_ms": _rounded(self.latency_ms),
+            "latency_ms": totals["latency_ms"],
             "histogram": [
                 {"le_ms": None if math.isinf(edge) else edge, "count": count}
                 for edge, count in self.histogram
             ],
-            "status_counts": self.status_counts,
-            "error_counts": self.error_counts,
+            "status_counts": totals["status_counts"],
+            "error_counts": totals["error_counts"],
             "first_error": self.first_error,
-            "upstreams": [upstream.to_json() for upstream in self.upstreams],
+            "upstreams": [{"url": url, **counts.to_json()} for url, counts in self.upstreams],
             "cpu": {
                 "client": round(self.client_cpu, 3),
                 "server": None if self.server_cpu is None else round(self.server_cpu, 3),
@@ -213,28 +195,29 @@ class Summary:
 
     def table(self, label: str) -> str:
         """The human-readable report; ``label`` names the target."""
+        totals = self.totals
         rows = [("target", label), *self._setting_rows()]
         rows += [
-            ("requests", str(self.requests)),
-            ("errors", str(self.errors)),
+            ("requests", str(totals.requests)),
+            ("errors", str(totals.errors)),
             ("duration", f"{self.duration_s:.3f} s"),
-            ("req/s", f"{self.rps:,.1f}"),
+            ("req/s", f"{totals.rps:,.1f}"),
             ("transfer", f"{self.received:,} bytes of bodies, {_size(self.received_per_s)}/s"),
-            ("latency ms", _latency_text(self.latency_ms)),
+            ("latency ms", _latency_text(totals.latency_ms)),
             (
                 "statuses",
-                ", ".join(f"{code}: {n}" for code, n in self.status_counts.items()) or "-",
+                ", ".join(f"{code}: {n}" for code, n in totals.status_counts.items()) or "-",
             ),
         ]
-        if self.error_counts:
-            kinds = ", ".join(f"{kind}: {n}" for kind, n in self.error_counts.items())
+        if totals.error_counts:
+            kinds = ", ".join(f"{kind}: {n}" for kind, n in totals.error_counts.items())
             rows.append(("error kinds", kinds))
             rows.append(("first error", self.first_error or "-"))
-        for upstream in self.upstreams:
+        for url, upstream in self.upstreams:
             rows.append(
                 (
                     "upstream",
-                    f"{upstream.url}  requests {upstream.requests}, errors {upstream.errors}, "
+                    f"{url}  requests {upstream.requests}, errors {upstream.errors}, "
                     f"req/s {upstream.rps:,.1f}, latency ms " + _latency_text(upstream.latency_ms),
                 )
             )
