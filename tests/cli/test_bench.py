@@ -279,6 +279,21 @@ def test_unreachable_server_is_one_line_and_status_2(
     )
 
 
+@pytest.mark.parametrize("upstreams", [1, 2])
+async def test_a_request_the_pool_refuses_is_one_line_and_status_2(
+    refused_port: int, upstreams: int
+) -> None:
+    # A non-ASCII path passes URL parsing; the pool refuses it before anything is sent (so
+    # before the refused port matters), and the load stops at the first refusal.
+    urls = [f"http://127.0.0.{n}:{refused_port}/caf\u00e9" for n in range(1, upstreams + 1)]
+    completed = await run(command(*urls, "-n", "1000"))
+    assert completed.returncode == 2
+    assert completed.stdout == b""
+    stderr = completed.stderr.decode()
+    assert stderr.count("\n") == 1
+    assert stderr.startswith("trio-pool bench: error: InvalidArgumentError: invalid path '/caf")
+
+
 def test_untrusted_certificate_is_one_line_and_status_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
