@@ -175,12 +175,14 @@ class _Load:
         error: trio_pool.TrioPoolError | None,
     ) -> None:
         ended = time.perf_counter()
-        recorders = [self.recorder]
-        if upstream >= 0 and self.upstreams:
-            recorders.append(self.upstreams[upstream])
         if error is None and ended - started <= self.config.timeout:
             latency = ended - scheduled
-            for recorder in recorders:
+            recorder = self.recorder
+            recorder.latencies.append(latency)
+            recorder.statuses[status] += 1
+            recorder.received += size
+            if upstream >= 0 and self.upstreams:
+                recorder = self.upstreams[upstream]
                 recorder.latencies.append(latency)
                 recorder.statuses[status] += 1
                 recorder.received += size
@@ -192,14 +194,14 @@ class _Load:
             return
         if error is None:
             kind = TIMEOUT
-            text = (
-                f"no response within --timeout {self.config.timeout:g} s ({ended - started:.3f} s)"
-            )
+            took = ended - started
+            text = f"no response within --timeout {self.config.timeout:g} s ({took:.3f} s)"
         else:
             kind = TIMEOUT if isinstance(error, _TIMEOUTS) else type(error).__name__
             text = describe(error)
-        for recorder in recorders:
-            recorder.error(kind, text)
+        self.recorder.error(kind, text)
+        if upstream >= 0 and self.upstreams:
+            self.upstreams[upstream].error(kind, text)
 
     def _unreachable(self) -> bool:
         """A connect error before any response from the only origin: it is down."""
