@@ -466,3 +466,10 @@ def test_progress_bar(argv: list[str], done: int, elapsed: float, expected: str)
     assert line.startswith(expected)
     assert "3 errors" in line
     assert line.endswith(f"{done / elapsed if elapsed else 0:,.0f} req/s, {elapsed:.1f} s")
+
+
+def test_progress_bar_of_the_warmup() -> None:
+    # The warm-up's bar fills with time, whatever -n says, and says it is the warm-up.
+    config = parse_args(["bench", "-n", "1000", "--warmup", "2"])
+    line = progress_line(config, 400, 0, 1.0, warmup=True)
+    assert line.startswith("warm-up [############............]  50% 400 requests, 0 errors")

@@ -11,12 +11,12 @@ from trio_pool._cli._load import LoadResult, Recorder
 from trio_pool._cli._report import Summary
 
 
-def _summary(latencies_ms: list[float], cpu: tuple[float, float | None]) -> Summary:
+def _summary(latencies_ms: list[float], cpu: tuple[float, float | None], *options: str) -> Summary:
     recorder = Recorder(latencies=[ms / 1000 for ms in latencies_ms], received=1000)
     recorder.statuses[200] = len(latencies_ms)
     recorder.error("timeout", "first one", 2)
     result = LoadResult(recorder, (), 2.0, interrupted=False, fatal=None)
-    config = parse_args(["bench", "http://127.0.0.1:8080/x", "-n", "1000"])
+    config = parse_args(["bench", "http://127.0.0.1:8080/x", "-n", "1000", *options])
     return Summary.of(config, result, ["http://127.0.0.1:8080/x"], cpu)
 
 
@@ -72,3 +72,10 @@ def test_percentiles_are_nearest_rank() -> None:
     assert summary.received_per_s == 500.0
     assert summary.totals.error_counts == {"timeout": 2}
     assert summary.first_error == "first one"
+
+
+def test_a_rate_not_reached_is_warned_about() -> None:
+    latencies = [1.0] * 100  # 100 responses in 2 s: 50 req/s
+    assert "warning" not in _summary(latencies, (0.1, None), "--rate", "55").table("x")
+    table = _summary(latencies, (0.1, None), "--rate", "60").table("x")
+    assert "warning      50 req/s of the --rate 60: the requests in flight were capped" in table

@@ -230,6 +230,16 @@ class Summary:
                     "bottleneck (compare the server's share; try -p, or fewer --concurrency)",
                 )
             )
+        rate = self.settings["rate"]
+        if isinstance(rate, float) and totals.rps < 0.9 * rate and not self.interrupted:
+            rows.append(
+                (
+                    "warning",
+                    f"{totals.rps:,.0f} req/s of the --rate {rate:g}: the requests in flight "
+                    "were capped by --concurrency (or the client was busy); latency counts "
+                    "the wait",
+                )
+            )
         if self.interrupted:
             rows.append(("interrupted", "Ctrl-C: the run was cut short; this is what ran"))
         lines = [f"{name:<12} {value}" for name, value in rows]
