@@ -214,11 +214,14 @@ class Summary:
             rows.append(("error kinds", kinds))
             rows.append(("first error", self.first_error or "-"))
         for url, upstream in self.upstreams:
+            # The table keeps each upstream to one line; the JSON has every percentile.
+            latency = upstream.latency_ms
+            shown = {key: latency[key] for key in ("p50", "p99", "max")}
             rows.append(
                 (
                     "upstream",
-                    f"{url}  requests {upstream.requests}, errors {upstream.errors}, "
-                    f"req/s {upstream.rps:,.1f}, latency ms " + _latency_text(upstream.latency_ms),
+                    f"{url}  {upstream.requests} requests, {upstream.errors} errors, "
+                    f"{upstream.rps:,.1f} req/s, ms {_latency_text(shown)}",
                 )
             )
         rows.append(("cpu", self._cpu_text()))
