@@ -108,6 +108,9 @@ class Phase:
 
 @attrs.define(eq=False)
 class _Load:
+    """One phase's shared budget and schedule (see the module header); its workers and its
+    deadline timer are the only tasks that change it."""
+
     send: Sender
     config: BenchConfig
     recorder: Recorder
@@ -135,6 +138,8 @@ class _Load:
         return True
 
     async def closed_loop(self) -> None:
+        """A worker: send the next request as soon as the last one ended, while the budget
+        lasts. A checkpoint."""
         send = self.send
         while self._take():
             self.in_flight += 1
@@ -144,6 +149,8 @@ class _Load:
             self._record(started, started, *outcome)
 
     async def open_loop(self) -> None:
+        """A worker: take the next slot of the schedule, wait until it is due, send it,
+        while the schedule lasts. A checkpoint."""
         assert self.config.rate is not None
         interval = 1.0 / self.config.rate
         send = self.send
@@ -214,6 +221,8 @@ class _Load:
         self.phase.scope.cancel()
 
     async def deadline(self, duration: float) -> None:
+        """The ``-d`` timer: stop new requests after ``duration``, and cut the phase
+        ``--timeout`` later. A checkpoint; cancelled when the workers end first."""
         await trio.sleep(duration)
         self.stopping = True
         # Requests in flight now are finished and counted, each within --timeout (and the
