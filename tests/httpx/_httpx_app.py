@@ -9,7 +9,7 @@ Routes (everything else is 404):
 * ``/cookies/set?name=value``, ``/cookies``: sets a cookie; echoes the ``cookie`` header.
 * ``/basic``: 401 unless ``authorization: Basic dXNlcjpwYXNz`` (user:pass).
 * ``/gzip``: a gzip-encoded JSON body (``content-encoding: gzip``).
-* ``/stall``: sets ``STALLED`` (the test's event), then never answers.
+* ``/stall...``: sets ``STALLED`` (the test's event), then never answers.
 * ``/v1/models``, ``/v1/chat/completions``: the few endpoints of the OpenAI API the SDK test
   calls (JSON, or server-sent events with ``"stream": true``).
 """
@@ -28,7 +28,13 @@ from urllib.parse import parse_qsl
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Scope,
+)
 
 PIECE = 65536
 _BLOCK = bytes(range(256)) * (PIECE // 256)
@@ -50,6 +56,16 @@ STALLS = Stalls()
 def pattern(size: int) -> bytes:
     """The first ``size`` bytes ``/download`` sends."""
     return (_BLOCK * (size // PIECE + 1))[:size]
+
+
+def _start(status: int, headers: list[tuple[bytes, bytes]]) -> HTTPResponseStartEvent:
+    return HTTPResponseStartEvent(
+        type="http.response.start", status=status, headers=headers, trailers=False
+    )
+
+
+def _piece(body: bytes, *, more: bool) -> HTTPResponseBodyEvent:
+    return HTTPResponseBodyEvent(type="http.response.body", body=body, more_body=more)
 
 
 async def _read_body(receive: ASGIReceiveCallable, sink: Callable[[bytes], None]) -> None:
@@ -80,8 +96,8 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
         status: int, body: bytes = b"", extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         head = [(b"content-length", str(len(body)).encode()), *(extra or [])]
-        await send({"type": "http.response.start", "status": status, "headers": head})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send(_start(status, head))
+        await send(_piece(body, more=False))
 
     async def respond_json(value: Any, status: int = 200) -> None:
         await respond(status, json.dumps(value).encode(), [(b"content-type", b"application/json")])
@@ -113,18 +129,12 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
         )
     elif path == "/download":
         size = int(query["size"])
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(size).encode())],
-            }
-        )
+        await send(_start(200, [(b"content-length", str(size).encode())]))
         sent = 0
         while sent < size:
             piece = _BLOCK[: min(PIECE, size - sent)]
             sent += len(piece)
-            await send({"type": "http.response.body", "body": piece, "more_body": sent < size})
+            await send(_piece(piece, more=sent < size))
     elif path == "/redirect":
         await respond(302, b"", [(b"location", query["to"].encode())])
     elif path.startswith("/status/"):
@@ -142,13 +152,15 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     elif path == "/gzip":
         packed = gzip.compress(json.dumps({"packed": True}).encode())
         await respond(200, packed, [(b"content-encoding", b"gzip")])
-    elif path == "/stall":
+    elif path.startswith("/stall"):
         STALLS.arrived.set()
         await trio.sleep_forever()
     elif path == "/v1/models":
         await respond_json(
-            {"object": "list", "data": [{"id": "m-1", "object": "model", "created": 0,
-                                         "owned_by": "test"}]}
+            {
+                "object": "list",
+                "data": [{"id": "m-1", "object": "model", "created": 0, "owned_by": "test"}],
+            }
         )
     elif path == "/v1/chat/completions":
         await _chat(json.loads(body), send, respond_json)
@@ -179,13 +191,7 @@ async def _chat(
             }
         )
         return
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"text/event-stream")],
-        }
-    )
+    await send(_start(200, [(b"content-type", b"text/event-stream")]))
     for i, char in enumerate(text):
         delta = {"role": "assistant", "content": char} if i == 0 else {"content": char}
         event = {
@@ -194,8 +200,8 @@ async def _chat(
             "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
         }
         data = f"data: {json.dumps(event)}\n\n".encode()
-        await send({"type": "http.response.body", "body": data, "more_body": True})
-    await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+        await send(_piece(data, more=True))
+    await send(_piece(b"data: [DONE]\n\n", more=False))
 
 
 @asynccontextmanager
@@ -209,7 +215,7 @@ async def served() -> AsyncIterator[str]:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+            partial(serve, app, config, shutdown_trigger=stop.wait)
         )
         try:
             yield binds[0]

@@ -29,16 +29,21 @@ seconds or None) are deadlines of cancel scopes. The dispatcher's public surface
 when a request got its connection, so the transport tracks what it can see (``Phase``):
 
 * A streamed request body is the probe: the dispatcher pulls its first chunk once the request
-  has a connection. Until then (``WAITING``) the head scope's deadline is ``pool + connect``,
-  and its expiry is ``PoolTimeout``. While a chunk is being written (``WRITING``) the deadline
+  has a connection. Until then (``WAITING``) the head scope's deadline is ``pool`` (extended
+  by ``connect``: a connection may be opened for the request), and its expiry is
+  ``PoolTimeout``. While a chunk is being written (``WRITING``) the deadline
   is ``write`` (``WriteTimeout``); while httpx's body iterator produces the next chunk there is
   none (the producer is not the network). Once the body has been written (``READING``) the
   deadline is ``read`` (``ReadTimeout``).
 * A request without a streamed body (no body, or one httpx already holds as bytes, which the
   dispatcher may then re-send after a stale keep-alive connection) shows nothing between its
-  start and its response head: the head scope's deadline is the sum ``pool + connect (+ write)
-  + read``, and its expiry is ``PoolTimeout`` if the dispatcher still has queued requests at
-  that moment, else ``ReadTimeout``. A ``None`` part makes the sum unbounded.
+  start and its response head: the head scope's deadline is ``read`` extended by ``pool``,
+  ``connect`` (and ``write`` for a body), and its expiry is ``PoolTimeout`` if every open
+  connection of the dispatcher was busy when the request started (it had to wait for one),
+  else ``ReadTimeout`` (that rule cannot tell a slow head on a connection opened for the
+  request from a long wait for one: both are ``TimeoutException``).
+* In both, a phase's own timeout bounds it (None: no bound) and the timeouts of the phases
+  it hides extend that bound (None adds nothing).
 * Each read of a response body chunk runs in a scope with the ``read`` deadline.
 
 The dispatcher's own options (``connect_timeout``, ``headers_timeout``, ``body_timeout``)
@@ -199,9 +204,12 @@ class Timeouts:
         return cls(**values)
 
 
-def _total(*parts: float | None) -> float:
-    """The sum of ``parts``, unbounded (inf) if any of them is."""
-    return math.inf if any(part is None for part in parts) else sum(parts)  # type: ignore[arg-type]
+def _bound(own: float | None, *hidden: float | None) -> float:
+    """A phase's budget: its ``own`` timeout (None: unbounded), extended by the timeouts of
+    the phases hidden in it (None adds nothing)."""
+    if own is None:
+        return math.inf
+    return own + sum(part for part in hidden if part is not None)
 
 
 class TransportCore(Generic[R]):
@@ -294,6 +302,7 @@ class Exchange(Generic[R]):
 
     __slots__ = (
         "_body_it",
+        "_busy",
         "_closed",
         "_context",
         "_core",
@@ -315,6 +324,7 @@ class Exchange(Generic[R]):
         self._context: AbstractAsyncContextManager[trio_pool.StreamResponse] | None = None
         self._response: trio_pool.StreamResponse | None = None
         self._body_it: AsyncIterator[bytes] | None = None
+        self._busy = False  # every open connection was busy when it started
         self._closed = False
 
     # ------------------------------------------------------------------ head
@@ -330,10 +340,13 @@ class Exchange(Generic[R]):
             raise flavour.translate(exc, writing=False) from exc
         timeouts = self.timeouts
         if self._probed:
-            budget = _total(timeouts.pool, timeouts.connect)
+            budget = _bound(timeouts.pool, timeouts.connect)
         else:
-            wrote = timeouts.write if body is not None else 0.0
-            budget = _total(timeouts.pool, timeouts.connect, wrote, timeouts.read)
+            wrote = timeouts.write if body is not None else None
+            budget = _bound(timeouts.read, timeouts.pool, timeouts.connect, wrote)
+            if budget != math.inf:  # for the kind of timeout, should it expire
+                stats = self._core._dispatcher.statistics()
+                self._busy = stats.connected > 0 and stats.free == 0
         context = self._core._dispatcher.stream(
             self._request.method, target, headers=headers, body=body
         )
@@ -376,7 +389,7 @@ class Exchange(Generic[R]):
             return flavour.write_timeout("timed out writing the request body")
         if phase is Phase.READING:
             return flavour.read_timeout("timed out waiting for the response head")
-        if self._probed or self._core._dispatcher.statistics().queued:
+        if self._probed or self._busy:
             return flavour.pool_timeout("timed out waiting for a connection")
         return flavour.read_timeout("timed out waiting for the response head")
 
