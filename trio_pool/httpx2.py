@@ -1,10 +1,7 @@
 """``httpx2`` over trio_pool: ``AsyncTransport(dispatcher)`` (extra ``trio_pool[httpx2]``).
 
-``httpx2.AsyncClient(transport=AsyncTransport(pool))`` sends every request of the client
-through the trio_pool dispatcher ``pool`` (an entered ``Pool``, ``Client``,
-``BalancedPool`` or any other ``trio_pool.Dispatcher``). The logic lives in
-``trio_pool.integrations._httpx_common`` (shared with the other httpx flavour); this module
-only binds httpx2's classes to it. See the "Use trio_pool under httpx" page.
+The logic is in ``trio_pool.integrations._httpx_common``, shared by both httpx flavours; this
+module binds httpx2's classes to it. See the "Use trio_pool under httpx" page.
 """
 
 from __future__ import annotations
@@ -16,72 +13,27 @@ except ImportError as exc:  # pragma: no cover - the extra is installed wherever
         "trio_pool.httpx2 needs the httpx2 package: pip install 'trio_pool[httpx2]'"
     ) from exc
 
-import trio
-
-import trio_pool
-
-from .integrations._httpx_common import Exchange, Flavour, ResponseBody, TransportCore
+from .integrations._httpx_common import Flavour, ResponseBody, TransportBase
 
 __all__ = ["AsyncTransport"]
 
-_FLAVOUR = Flavour(
-    response=httpx2.Response,
-    request_not_read=httpx2.RequestNotRead,
-    connect_error=httpx2.ConnectError,
-    connect_timeout=httpx2.ConnectTimeout,
-    read_timeout=httpx2.ReadTimeout,
-    write_timeout=httpx2.WriteTimeout,
-    pool_timeout=httpx2.PoolTimeout,
-    read_error=httpx2.ReadError,
-    write_error=httpx2.WriteError,
-    local_protocol_error=httpx2.LocalProtocolError,
-    remote_protocol_error=httpx2.RemoteProtocolError,
-    proxy_error=httpx2.ProxyError,
-    transport_error=httpx2.TransportError,
-)
-
 
 class _ResponseStream(ResponseBody[httpx2.Response], httpx2.AsyncByteStream):
-    """A response body read from the dispatcher as httpx asks for it."""
+    """A response body, read from the dispatcher as httpx2 iterates it."""
 
 
-def _body(exchange: Exchange[httpx2.Response]) -> _ResponseStream:
-    return _ResponseStream(exchange)
+class AsyncTransport(TransportBase[httpx2.Response], httpx2.AsyncBaseTransport):
+    """An ``httpx2.AsyncBaseTransport`` over an entered trio_pool ``dispatcher``:
+    ``httpx2.AsyncClient(transport=AsyncTransport(pool))``.
 
-
-class AsyncTransport(httpx2.AsyncBaseTransport):
-    """An ``httpx2.AsyncBaseTransport`` over a trio_pool dispatcher.
-
-    Requests and responses stream both ways; httpx's ``timeout`` extension is enforced
-    with cancel scopes; trio_pool's errors become httpx2's (their ``__cause__`` is the
-    trio_pool error). Closing the transport (or the client) does not close the
-    dispatcher: its own ``async with`` owns it.
-
-    Args:
-        dispatcher: an entered trio_pool dispatcher. A dispatcher of one origin
-            (``Client``, ``Pool``, ``BalancedPool``) refuses a URL of another origin
-            with ``httpx2.LocalProtocolError`` (nothing is sent).
+    Both directions stream; httpx2's ``timeout`` is enforced with cancel scopes; trio_pool's
+    errors become httpx2's (``__cause__``: the trio_pool error). A ``Pool``, ``Client`` or
+    ``BalancedPool`` refuses a URL of another origin (``httpx2.LocalProtocolError``, nothing
+    sent). Closing the transport does not close the dispatcher.
 
     Raises:
         InvalidArgumentError: ``dispatcher`` is not a ``trio_pool.Dispatcher``.
     """
 
-    def __init__(self, dispatcher: trio_pool.Dispatcher) -> None:
-        self._core = TransportCore(dispatcher, _FLAVOUR)
-
-    @property
-    def dispatcher(self) -> trio_pool.Dispatcher:
-        """The dispatcher this transport sends through."""
-        return self._core.dispatcher
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Send ``request``; return once the response head arrived (the body is read
-        as httpx iterates it). A checkpoint."""
-        return await self._core.handle(request, _body)
-
-    async def aclose(self) -> None:
-        """Does nothing to the dispatcher (its ``async with`` owns it). A checkpoint."""
-        await trio.lowlevel.checkpoint()
-
-    def __repr__(self) -> str:
-        return f"<trio_pool.httpx2.AsyncTransport over {self._core.dispatcher!r}>"
+    flavour = Flavour.of(httpx2)
+    body_class = _ResponseStream

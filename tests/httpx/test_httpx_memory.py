@@ -194,3 +194,16 @@ def test_missing_package_names_the_extra(flavour: Flavour) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert f"pip install 'trio_pool[{flavour.name}]'" in out.stdout
+
+
+def test_a_dispatcher_is_required(flavour: Flavour) -> None:
+    with pytest.raises(trio_pool.InvalidArgumentError, match="dispatcher"):
+        flavour.transport("http://127.0.0.1:1")  # type: ignore[arg-type]
+
+
+async def test_repr_names_the_dispatcher(flavour: Flavour) -> None:
+    async with serve_memory(script) as server:
+        async with trio_pool.Pool(server.origin, connector=server.connector) as pool:
+            assert repr(flavour.transport(pool)).startswith(
+                f"<trio_pool.{flavour.name}.AsyncTransport over <Pool {server.origin}"
+            )

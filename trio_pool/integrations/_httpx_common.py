@@ -61,6 +61,7 @@ import math
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from types import ModuleType
 from typing import Generic, Protocol, TypeVar
 
 import attrs
@@ -68,7 +69,7 @@ import trio
 
 import trio_pool
 
-__all__ = ["Exchange", "Flavour", "RequestLike", "ResponseBody", "TransportCore"]
+__all__ = ["Exchange", "Flavour", "RequestLike", "ResponseBody", "TransportBase", "TransportCore"]
 
 R = TypeVar("R")
 
@@ -135,6 +136,25 @@ class Flavour(Generic[R]):
     remote_protocol_error: type[Exception]
     proxy_error: type[Exception]
     transport_error: type[Exception]
+
+    @classmethod
+    def of(cls, package: ModuleType) -> Flavour[R]:
+        """The flavour of ``package`` (``httpx`` or ``httpx2``: the same names in both)."""
+        return cls(
+            response=package.Response,
+            request_not_read=package.RequestNotRead,
+            connect_error=package.ConnectError,
+            connect_timeout=package.ConnectTimeout,
+            read_timeout=package.ReadTimeout,
+            write_timeout=package.WriteTimeout,
+            pool_timeout=package.PoolTimeout,
+            read_error=package.ReadError,
+            write_error=package.WriteError,
+            local_protocol_error=package.LocalProtocolError,
+            remote_protocol_error=package.RemoteProtocolError,
+            proxy_error=package.ProxyError,
+            transport_error=package.TransportError,
+        )
 
     def translate(self, error: trio_pool.TrioPoolError, *, writing: bool) -> Exception:
         """The httpx error for a trio_pool one (``writing``: the request body was being
@@ -530,3 +550,33 @@ class _Receiver(Protocol):
 
     async def receive(self) -> bytes | None: ...
     async def close(self) -> None: ...
+
+
+class TransportBase(Generic[R]):
+    """The public ``AsyncTransport`` classes, but for the package's base classes: each
+    public module lists this first, then the package's ``AsyncBaseTransport``, and sets
+    the two class variables."""
+
+    # Bound by each subclass to its package's (a ClassVar may not name R: hence plain).
+    flavour: Flavour[R]
+    body_class: type[ResponseBody[R]]
+
+    def __init__(self, dispatcher: trio_pool.Dispatcher) -> None:
+        self._core = TransportCore(dispatcher, self.flavour)
+
+    @property
+    def dispatcher(self) -> trio_pool.Dispatcher:
+        """The dispatcher this transport sends through."""
+        return self._core.dispatcher
+
+    async def handle_async_request(self, request: RequestLike) -> R:
+        """Send ``request``; return once the response head arrived (the body is read as
+        httpx iterates it). A checkpoint."""
+        return await self._core.handle(request, self.body_class)
+
+    async def aclose(self) -> None:
+        """Does nothing to the dispatcher (its ``async with`` owns it). A checkpoint."""
+        await trio.lowlevel.checkpoint()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.AsyncTransport over {self._core.dispatcher!r}>"
