@@ -18,7 +18,7 @@ from .integrations._httpx_common import Flavour, ResponseBody, TransportBase
 __all__ = ["AsyncTransport"]
 
 
-class _ResponseStream(ResponseBody[httpx.Response], httpx.AsyncByteStream):
+class _ResponseStream(ResponseBody, httpx.AsyncByteStream):
     """A response body, read from the dispatcher as httpx iterates it."""
 
 

@@ -18,7 +18,7 @@ from .integrations._httpx_common import Flavour, ResponseBody, TransportBase
 __all__ = ["AsyncTransport"]
 
 
-class _ResponseStream(ResponseBody[httpx2.Response], httpx2.AsyncByteStream):
+class _ResponseStream(ResponseBody, httpx2.AsyncByteStream):
     """A response body, read from the dispatcher as httpx2 iterates it."""
 
 

@@ -10,6 +10,7 @@ Routes (everything else is 404):
 * ``/basic``: 401 unless ``authorization: Basic dXNlcjpwYXNz`` (user:pass).
 * ``/gzip``: a gzip-encoded JSON body (``content-encoding: gzip``).
 * ``/stall...``: sets ``STALLED`` (the test's event), then never answers.
+* a websocket at any path: echoes each text message reversed.
 * ``/v1/models``, ``/v1/chat/completions``: the few endpoints of the OpenAI API the SDK test
   calls (JSON, or server-sent events with ``"stream": true``).
 """
@@ -87,6 +88,9 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await _websocket(receive, send)
+        return
     assert scope["type"] == "http"
     path: str = scope["path"]
     query = dict(parse_qsl(scope["query_string"].decode(), keep_blank_values=True))
@@ -166,6 +170,19 @@ async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
         await _chat(json.loads(body), send, respond_json)
     else:
         await respond(404, b"not found")
+
+
+async def _websocket(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Accept, then answer every text message with it reversed, until the client leaves."""
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        elif message["type"] == "websocket.receive":
+            text = message.get("text") or ""
+            await send({"type": "websocket.send", "text": text[::-1], "bytes": None})
+        else:
+            return
 
 
 async def _chat(

@@ -20,6 +20,9 @@ One httpx request is one :class:`Exchange`, run in the caller's task:
 * ``CLOSED``: :meth:`Exchange.close` (httpx closing the response) leaves the ``stream()``
   block, which frees the connection (kept if the body ended, else closed). Idempotent.
 
+A request with an ``upgrade`` header goes through ``upgrade()`` instead (``_httpx_upgrade``:
+the 101 response carries the connection as its ``network_stream`` extension).
+
 Entering ``stream()`` in one call and leaving it in another is sound because a non-duplex
 ``stream()`` holds no cancel scope nor nursery between its entry and its exit; the tests close
 a response from another task and after leaving the scope it was opened in.
@@ -69,13 +72,17 @@ import trio
 
 import trio_pool
 
+from ._httpx_upgrade import NetworkStream, Upgrade, UpgradedLike
+
 __all__ = ["Exchange", "Flavour", "RequestLike", "ResponseBody", "TransportBase", "TransportCore"]
 
-R = TypeVar("R")
+R = TypeVar("R", covariant=True)  # a response class: only ever produced
 
 # Framing is the dispatcher's: it sends chunked itself when a streamed body has no length.
 _DROPPED_HEADERS = frozenset({b"transfer-encoding"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Sent by the dispatcher's upgrade() itself (it refuses them from the caller).
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"connection"})
 
 
 class URLLike(Protocol):
@@ -257,10 +264,13 @@ class TransportCore(Generic[R]):
         return self._dispatcher
 
     async def handle(
-        self, request: RequestLike, make_body: Callable[[Exchange[R]], ResponseBody[R]]
+        self, request: RequestLike, make_body: Callable[[Receiver], ResponseBody]
     ) -> R:
         """Send ``request``; return the flavour's response once its head arrived. A
         checkpoint. ``make_body`` wraps the exchange in the package's ``AsyncByteStream``."""
+        protocol = _upgrade_protocol(request)
+        if protocol is not None:
+            return await self._upgrade(request, protocol, make_body)
         exchange = Exchange(self, request)
         response = await exchange.start()
         extensions = {
@@ -269,13 +279,48 @@ class TransportCore(Generic[R]):
         }
         return self._flavour.response(
             response.status,
-            headers=[
-                (name.encode("latin-1"), value.encode("latin-1"))
-                for name, value in response.headers
-            ],
+            headers=_raw_headers(response.headers),
             stream=make_body(exchange),
             extensions=extensions,
         )
+
+    async def _upgrade(
+        self, request: RequestLike, protocol: str, make_body: Callable[[Receiver], ResponseBody]
+    ) -> R:
+        """A request with ``upgrade: protocol``: through ``upgrade()``; the response carries
+        the connection as ``extensions["network_stream"]`` (see ``_httpx_upgrade``)."""
+        flavour = self._flavour
+        timeouts = Timeouts.of(request.extensions)
+        budget = _bound(timeouts.read, timeouts.pool, timeouts.connect)
+        context: AbstractAsyncContextManager[UpgradedLike]
+        try:
+            target, headers = self._target(request)
+            headers = [(n, v) for n, v in headers if n.lower() not in _UPGRADE_HEADERS]
+            if request.method != "GET":
+                raise trio_pool.InvalidArgumentError(f"invalid upgrade method {request.method}")
+            context = self._dispatcher.upgrade(target, protocol=protocol, headers=headers)
+            with trio.move_on_after(budget):
+                upgraded = await context.__aenter__()
+                stream = NetworkStream(
+                    upgraded.stream,
+                    read_error=flavour.read_error,
+                    write_error=flavour.write_error,
+                    read_timeout=flavour.read_timeout,
+                    write_timeout=flavour.write_timeout,
+                )
+                return flavour.response(
+                    upgraded.status,
+                    headers=_raw_headers(upgraded.headers),
+                    stream=make_body(Upgrade(context)),
+                    extensions={
+                        "http_version": b"HTTP/1.1",
+                        "reason_phrase": b"Switching Protocols",
+                        "network_stream": stream,
+                    },
+                )
+        except trio_pool.TrioPoolError as exc:
+            raise flavour.translate(exc, writing=False) from exc
+        raise flavour.read_timeout("timed out waiting for the upgrade")
 
     def _target(self, request: RequestLike) -> tuple[str, list[tuple[bytes, bytes]]]:
         """What to pass ``stream()`` as the path (or URL), and the headers to send."""
@@ -300,6 +345,18 @@ class TransportCore(Generic[R]):
         return path, headers
 
 
+def _raw_headers(headers: trio_pool.Headers) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def _upgrade_protocol(request: RequestLike) -> str | None:
+    """The protocol a request asks to switch to (its ``upgrade`` header), or None."""
+    for name, value in request.headers.raw:
+        if name.lower() == b"upgrade":
+            return value.decode("latin-1")
+    return None
+
+
 def _is_mock(dispatcher: trio_pool.Dispatcher) -> bool:
     # trio_pool.testing is imported only if the program uses it (it is not for production).
     testing = sys.modules.get("trio_pool.testing")
@@ -316,7 +373,7 @@ def _origin_of(url: URLLike) -> str:
     return f"{url.scheme}://{host}:{port}"
 
 
-class Exchange(Generic[R]):
+class Exchange:
     """One httpx request over the dispatcher (see the module docstring for its phases).
     Changed only by its own methods and by its :class:`_Upload` probe."""
 
@@ -334,7 +391,7 @@ class Exchange(Generic[R]):
         "timeouts",
     )
 
-    def __init__(self, core: TransportCore[R], request: RequestLike) -> None:
+    def __init__(self, core: TransportCore[object], request: RequestLike) -> None:
         self._core = core
         self._request = request
         self.timeouts = Timeouts.of(request.extensions)
@@ -506,12 +563,12 @@ class _Upload:
         return chunk
 
 
-class ResponseBody(Generic[R]):
+class ResponseBody:
     """The response body handed to httpx; the public modules mix in the package's
     ``AsyncByteStream``. Iterating it reads the connection (a checkpoint per chunk); a
     failed read closes the exchange at once."""
 
-    def __init__(self, exchange: Exchange[R]) -> None:
+    def __init__(self, exchange: Receiver) -> None:
         self._exchange = exchange
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -527,8 +584,8 @@ class _Chunks:
 
     __slots__ = ("_exchange",)
 
-    def __init__(self, exchange: Exchange[R]) -> None:
-        self._exchange: _Receiver = exchange
+    def __init__(self, exchange: Receiver) -> None:
+        self._exchange = exchange
 
     def __aiter__(self) -> _Chunks:
         return self
@@ -545,8 +602,8 @@ class _Chunks:
         return chunk
 
 
-class _Receiver(Protocol):
-    """What :class:`_Chunks` needs of an exchange."""
+class Receiver(Protocol):
+    """What a :class:`ResponseBody` reads: an :class:`Exchange`, or an upgrade's (empty)."""
 
     async def receive(self) -> bytes | None: ...
     async def close(self) -> None: ...
@@ -559,7 +616,7 @@ class TransportBase(Generic[R]):
 
     # Bound by each subclass to its package's (a ClassVar may not name R: hence plain).
     flavour: Flavour[R]
-    body_class: type[ResponseBody[R]]
+    body_class: type[ResponseBody]
 
     def __init__(self, dispatcher: trio_pool.Dispatcher) -> None:
         self._core = TransportCore(dispatcher, self.flavour)
