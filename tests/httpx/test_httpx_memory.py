@@ -207,3 +207,38 @@ async def test_repr_names_the_dispatcher(flavour: Flavour) -> None:
             assert repr(flavour.transport(pool)).startswith(
                 f"<trio_pool.{flavour.name}.AsyncTransport over <Pool {server.origin}"
             )
+
+
+async def test_network_stream(flavour: Flavour, autojump_clock: trio.testing.MockClock) -> None:
+    async def upgrade(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.switch_protocols(101, [("upgrade", "echo"), ("connection", "upgrade")])
+        data = await conn.stream.receive_some()
+        await conn.stream.send_all(data.upper())
+        await trio.sleep(10)  # then silence, then hang up
+        await conn.stream.aclose()
+
+    errors = flavour.module
+    async with serve_memory(upgrade) as server:
+        async with trio_pool.Pool(server.origin, connector=server.connector) as pool:
+            async with flavour.client(pool, base_url=server.origin) as client:
+                headers = {"upgrade": "echo", "connection": "upgrade"}
+                async with client.stream("GET", "/", headers=headers) as r:
+                    assert (r.status_code, r.headers["upgrade"]) == (101, "echo")
+                    stream = r.extensions["network_stream"]
+                    assert stream.get_extra_info("stream") is not None
+                    await stream.write(b"")  # nothing to send: no I/O
+                    await stream.write(b"ping")
+                    assert await stream.read(100) == b"PING"
+                    took, error = await elapsed(lambda: stream.read(100, timeout=2.0))
+                    assert isinstance(error, errors.ReadTimeout), error
+                    assert 2.0 <= took < 2.1
+                    assert await stream.read(100) == b""  # the server hung up
+                    await stream.aclose()
+                    with pytest.raises(errors.ReadError):
+                        await stream.read(100)
+                    with pytest.raises(errors.WriteError):
+                        await stream.write(b"late")
+                assert_idle(pool)
+                with pytest.raises(errors.LocalProtocolError, match="upgrade method"):
+                    await client.post("/", headers=headers, content=b"x")
+                assert pool.statistics().connected == 0
