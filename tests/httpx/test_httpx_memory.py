@@ -242,3 +242,23 @@ async def test_network_stream(flavour: Flavour, autojump_clock: trio.testing.Moc
                 with pytest.raises(errors.LocalProtocolError, match="upgrade method"):
                     await client.post("/", headers=headers, content=b"x")
                 assert pool.statistics().connected == 0
+
+
+async def test_over_a_mock_pool(flavour: Flavour) -> None:
+    # Application code written against httpx, tested with trio_pool's MockPool underneath.
+    from trio_pool.testing import MockPool
+
+    async with MockPool("https://api.example") as mock:
+        mock.intercept("GET", "/items", query={"page": "2"}).reply(
+            200, b'{"items": []}', headers={"content-type": "application/json"}
+        )
+        mock.intercept("DELETE", "/items/1").reply_with_error(
+            trio_pool.SocketError("connection reset")
+        )
+        async with flavour.client(mock, base_url="https://api.example") as client:
+            r = await client.get("/items", params={"page": 2})
+            assert r.json() == {"items": []}
+            with pytest.raises(flavour.module.ReadError, match="connection reset"):
+                await client.delete("/items/1")
+        [get, delete] = mock.calls
+        assert (get.method, get.target, delete.method) == ("GET", "/items?page=2", "DELETE")
