@@ -262,3 +262,24 @@ async def test_over_a_mock_pool(flavour: Flavour) -> None:
                 await client.delete("/items/1")
         [get, delete] = mock.calls
         assert (get.method, get.target, delete.method) == ("GET", "/items?page=2", "DELETE")
+
+
+async def test_cancelled_while_upgrading(
+    flavour: Flavour, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with serve_memory(script) as server:  # /stall never answers the upgrade
+        async with trio_pool.Pool(server.origin, connector=server.connector) as pool:
+            async with flavour.client(pool, base_url=server.origin) as client:
+                with trio.move_on_after(5) as scope:
+                    await client.get("/stall", headers={"upgrade": "websocket"})
+                assert scope.cancelled_caught
+                assert_idle(pool)
+                # A deadline of the request's own: a timeout, not a cancellation.
+                timeout = flavour.module.Timeout(None, read=2.0)
+                took, error = await elapsed(
+                    lambda: client.get("/stall", headers={"upgrade": "x"}, timeout=timeout)
+                )
+                assert isinstance(error, flavour.module.ReadTimeout), error
+                assert 2.0 <= took < 2.1
+                assert_idle(pool)
+                assert (await client.get("/")).status_code == 200
