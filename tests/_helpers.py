@@ -31,16 +31,18 @@ def busy_fields(stats: trio_pool.PoolStats) -> str:
     return ", ".join(f"{name}={getattr(stats, name)}" for name in _BUSY if getattr(stats, name))
 
 
-def assert_idle(dispatcher: _HasStatistics, *, all_free: bool = False) -> None:
+def assert_idle(dispatcher: _HasStatistics, *, all_free: bool = False, what: str = "") -> None:
     """Assert that ``dispatcher`` (a ``Client``, ``Pool``, ``BalancedPool`` or ``MockPool``)
     has nothing pending, queued or running; with ``all_free``, also that every open
-    connection is free. The failure message names the fields that are not zero."""
+    connection is free. The failure message names the fields that are not zero, after
+    ``what`` (the context, if given)."""
     stats = dispatcher.statistics()
+    prefix = f"{what}: " if what else ""
     busy = busy_fields(stats)
-    assert not busy, f"statistics() not idle: {busy} ({stats})"
+    assert not busy, f"{prefix}statistics() not idle: {busy} ({stats})"
     if all_free:
         assert stats.free == stats.connected, (
-            f"statistics() not idle: free={stats.free} of connected={stats.connected}"
+            f"{prefix}statistics() not idle: free={stats.free} of connected={stats.connected}"
         )
 
 
