@@ -9,6 +9,8 @@
 See the "Testing" page of the documentation for worked examples.
 """
 
+from types import FunctionType as _FunctionType
+
 from ._mock import MockPool as MockPool
 from ._routes import BodyMatcher as BodyMatcher
 from ._routes import HeadersMatcher as HeadersMatcher
@@ -54,7 +56,7 @@ def _publish_under_package_name() -> None:
     # As in trio_pool/__init__.py: reprs, tracebacks and the docs say
     # ``trio_pool.testing.MockPool``, the name users import it by.
     for value in list(globals().values()):
-        if isinstance(value, type) and value.__module__.startswith(f"{__name__}."):
+        if isinstance(value, type | _FunctionType) and value.__module__.startswith(f"{__name__}."):
             value.__module__ = __name__
 
 
