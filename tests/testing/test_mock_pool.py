@@ -904,3 +904,56 @@ def test_mypy_accepts_every_dispatcher_and_nothing_else(tmp_path: Path) -> None:
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, result.stdout + result.stderr
     assert 'app.py:20: error: Argument 1 to "app" has incompatible type "object"' in errors[0]
+
+
+async def test_a_failed_request_does_not_spoil_the_response_pipelined_before_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with MockPool(connections=1, pipelining=2) as mock:
+        mock.intercept("GET", "/first").reply(200, b"first").delay(1)
+        results: dict[str, object] = {}
+
+        async def get(path: str) -> None:
+            try:
+                results[path] = (await mock.request("GET", path)).body
+            except MockNotMatchedError as exc:
+                results[path] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get, "/first")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(get, "/second")
+            await trio.testing.wait_all_tasks_blocked()
+            stats = mock.statistics()
+            assert (stats.connected, stats.running) == (1, 2)  # pipelined on one connection
+        assert results["/first"] == b"first"
+        assert isinstance(results["/second"], MockNotMatchedError)
+        assert [call.path for call in mock.calls] == ["/first", "/second"]
+        await trio.testing.wait_all_tasks_blocked()  # the connection's task ends
+        assert mock.statistics().connected == 0  # the failed request closed its connection
+        assert_idle(mock)
+        mock.intercept("GET", "/again").reply(200, b"again")
+        assert (await mock.request("GET", "/again")).body == b"again"
+
+
+async def test_a_reply_h11_refuses_to_send_is_an_invalid_argument() -> None:
+    async with MockPool() as mock:
+        mock.intercept("GET", "/").reply(200, headers={"x-bad": "a\nb"})
+        with pytest.raises(InvalidArgumentError, match="invalid reply to /"):
+            await mock.request("GET", "/")
+        assert_idle(mock)
+
+
+@pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
+async def test_no_body_is_sent_where_http_has_none(method: str, status: int) -> None:
+    async with MockPool() as mock:
+        mock.intercept(method, "/").reply(status, b"ignored").times(2)
+        for _ in range(2):  # the connection stays usable
+            response = await mock.request(method, "/")
+            assert (response.status, response.body) == (status, b"")
+        assert mock.statistics().connected == 1
+
+
+async def test_repr_shows_the_origin_and_the_counters() -> None:
+    async with mock_with() as mock:
+        assert repr(mock).startswith("<MockPool http://mock.test PoolStats(")

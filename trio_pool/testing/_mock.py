@@ -18,7 +18,7 @@ caller's cancellation end the wait as with any server), then sends the reply wit
 
 A request that must fail with an error (``reply_with_error``, :class:`MockNotMatchedError`,
 an ``InvalidArgumentError`` for a bad dynamic reply) fails through its connection: the router
-marks the client end (:class:`_ClientEnd`) with the error and closes the server end; the
+marks the pool's end (:class:`_FailingEnd`) with the error and closes the server end; the
 pool's next read that reaches the end of the stream raises the error itself (bytes before
 the end, such as earlier pipelined responses, are read first). The pool lets an exception of
 its transport through as itself (it maps only stream errors and ``OSError``, so a declared
@@ -26,7 +26,7 @@ its transport through as itself (it maps only stream errors and ``OSError``, so 
 (``retry_idempotent=False``): each request is charged to a route once.
 
 State and owners: the routes and ``calls`` lists are appended only by :meth:`MockPool.intercept`
-(through the interceptor) and by the router's script; ``_ClientEnd._error`` is set only by
+(through the interceptor) and by the router's script; ``_FailingEnd._error`` is set only by
 the router; the pool's state is the pool's. The server runs between entering and leaving the
 mock's ``async with`` block: leaving closes the pool first, then cancels the server's tasks
 (a route delayed for ever among them).
@@ -83,11 +83,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUSES = (204, 304)
 
 
-class _ClientEnd(trio.abc.Stream):
-    """The pool's end of an in-memory connection; the router can make it fail with an
-    error, raised by the read that reaches the end of the stream."""
+class _FailingEnd(trio.abc.ReceiveStream):
+    """The receiving half of the pool's end of an in-memory connection; the router can make
+    it fail with an error, raised by the read that reaches the end of the stream."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self._stream = stream
         self._error: Exception | None = None
 
@@ -102,12 +102,6 @@ class _ClientEnd(trio.abc.Stream):
             raise self._error.with_traceback(None)
         return data
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
     async def aclose(self) -> None:
         await self._stream.aclose()
 
@@ -120,7 +114,7 @@ class _Router:
         self.routes: list[MockScope] = []
         self.calls: list[MockCall] = []
         self._server: H11Server | None = None
-        self._clients: dict[trio.abc.Stream, _ClientEnd] = {}  # by their server end
+        self._clients: dict[trio.abc.Stream, _FailingEnd] = {}  # by their server end
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[None]:
@@ -142,10 +136,13 @@ class _Router:
         server = self._server
         if server is None:
             raise ConnectionRefusedError(errno.ECONNREFUSED, "the MockPool's block was left")
-        client_end, server_end = trio.testing.memory_stream_pair()
-        end = self._clients[server_end] = _ClientEnd(client_end)
+        # trio.testing.memory_stream_pair(), with the pool's receiving half able to fail.
+        to_server, from_client = trio.testing.memory_stream_one_way_pair()
+        to_client, from_server = trio.testing.memory_stream_one_way_pair()
+        server_end = trio.StapledStream(to_client, from_client)
+        failing = self._clients[server_end] = _FailingEnd(from_server)
         server.nursery.start_soon(self._serve, server, server_end)
-        return end
+        return trio.StapledStream(to_server, failing)
 
     async def _serve(self, server: H11Server, stream: trio.abc.Stream) -> None:
         try:
