@@ -957,3 +957,26 @@ async def test_no_body_is_sent_where_http_has_none(method: str, status: int) -> 
 async def test_repr_shows_the_origin_and_the_counters() -> None:
     async with mock_with() as mock:
         assert repr(mock).startswith("<MockPool http://mock.test PoolStats(")
+
+
+@pytest.mark.parametrize("steps", range(22))  # 0-9 before the call arrives, 14-20 in the body
+async def test_cancelled_at_any_step_the_mock_is_idle_and_serves_the_next(steps: int) -> None:
+    """The caller is cancelled after ``steps`` schedule points of its request: connecting,
+    writing, the route's matching, reading the head, reading the body."""
+    async with MockPool() as mock:
+        mock.intercept("POST", "/").reply(200, [b"a", b"b"], trailers={"t": "1"}).persist()
+        with trio.CancelScope() as scope:
+
+            async def cancel_later() -> None:
+                for _ in range(steps):
+                    await trio.lowlevel.checkpoint()
+                scope.cancel()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_later)
+                async with mock.stream("POST", "/", body=[b"x", b"y"]) as response:
+                    await response.read()
+        await trio.testing.wait_all_tasks_blocked()
+        assert_idle(mock, all_free=True)
+        response = await mock.request("POST", "/", body=b"again")
+        assert (response.body, mock.calls[-1].body) == (b"ab", b"again")
