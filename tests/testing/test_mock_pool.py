@@ -978,5 +978,5 @@ async def test_cancelled_at_any_step_the_mock_is_idle_and_serves_the_next(steps:
                     await response.read()
         await trio.testing.wait_all_tasks_blocked()
         assert_idle(mock, all_free=True)
-        response = await mock.request("POST", "/", body=b"again")
-        assert (response.body, mock.calls[-1].body) == (b"ab", b"again")
+        again = await mock.request("POST", "/", body=b"again")
+        assert (again.body, mock.calls[-1].body) == (b"ab", b"again")
