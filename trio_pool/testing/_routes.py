@@ -85,12 +85,12 @@ class MockCall:
 
     Attributes:
         method: e.g. ``"GET"``.
-        target: the request target as it would be sent, e.g. ``"/users?page=2"``.
+        target: the request target as it was sent, e.g. ``"/users?page=2"``.
         path: the target without its query, e.g. ``"/users"``.
         query: the decoded query, ``{name: [values]}`` (blank values kept).
-        headers: the request headers as they would be sent (``host`` and
+        headers: the request headers as they were sent (``host`` and
             ``content-length`` included), case-insensitive.
-        body: the whole request body.
+        body: the whole request body (a chunked one decoded).
         scope: the route that answered it, or None if none matched.
     """
 
