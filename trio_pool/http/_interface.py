@@ -168,8 +168,8 @@ class Dispatcher(ABC):
         raised as itself, or ``RequestContentLengthMismatchError``. Cancellation of the
         caller, an error, or leaving the block before both directions ended stops the writer
         and closes the connection (never reused half-written).
-        Raises like :meth:`request` otherwise. (A ``MockPool`` is not duplex: it reads the
-        request body whole before its route answers.)
+        Raises like :meth:`request` otherwise. (A ``MockPool``'s route answers once the body
+        has arrived whole.)
         """
         return self._stream(
             RequestOptions(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, final
 
 import attrs
 import trio
@@ -36,6 +36,7 @@ BodyType: TypeAlias = bytes | bytearray | memoryview | str | Iterable[bytes] | A
 QueryType: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
 
 
+@final
 @attrs.frozen(kw_only=True)
 class RequestOptions:
     """One request, as :meth:`dispatch` takes it; the fields mirror ``request()``'s arguments.
@@ -77,6 +78,7 @@ def _body_repr(body: BodyType | None) -> str:
     return repr(body)
 
 
+@final
 @attrs.frozen
 class PoolStats:
     """A snapshot of a dispatcher's counters (``statistics()``)."""
@@ -110,6 +112,7 @@ class _ResponseFields:
             raise ResponseStatusError(f"{self.status} {self.reason} ({kind} error)", self)
 
 
+@final
 @attrs.define(eq=False)
 class Response(_ResponseFields):
     """A complete response, body read (``request()``)."""
@@ -153,6 +156,7 @@ class BodySource(Protocol):
         """Give the body up: the connection is closed (never reused half-read)."""
 
 
+@final
 @attrs.define(eq=False)
 class StreamResponse(_ResponseFields):
     """A response whose body is read as it arrives (``stream()``).
