@@ -57,7 +57,7 @@ from .._errors import (
     SocketError,
 )
 from .._validate import check_count, check_timeout
-from ._dispatch import Controller, tell_cancelled
+from ._dispatch import Controller, check_dispatch_args, tell_cancelled
 from ._events import EVENTS, Emitter
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
@@ -553,8 +553,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             BalancedPoolMissingUpstreamError: no upstream carries the capability.
             Like ``Pool.dispatch`` otherwise.
         """
-        if not isinstance(options, RequestOptions):
-            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        check_dispatch_args(options, handler)
         async with self._routed(options.capability, handler) as pool:
             await pool.dispatch(options, handler)
 

@@ -48,7 +48,7 @@ from .._errors import (
     TrioPoolError,
 )
 from .._validate import check_count
-from ..http._dispatch import Controller, Handler, call, tell_cancelled
+from ..http._dispatch import Controller, Handler, call, check_dispatch_args, tell_cancelled
 from ..http._events import Emitter
 from ..http._headers import Headers
 from ..http._interface import Dispatcher
@@ -56,7 +56,7 @@ from ..http._lifecycle import Lifecycle
 from ..http._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ..http._options import ClientOptions
 from ..http._origin import parse_origin
-from ..http._prepare import prepare
+from ..http._prepare import prepare, request_url
 from ..http._request import Owner, Request, State
 
 if TYPE_CHECKING:
@@ -675,6 +675,8 @@ class MockPool(Lifecycle, Emitter, Owner, Dispatcher):
             rendered.headers,
             rendered.trailers,
             b"".join(rendered.chunks),
+            url=request_url(self._origin, request),
+            method=request.method.decode("ascii"),
         )
 
     @asynccontextmanager
@@ -690,7 +692,13 @@ class MockPool(Lifecycle, Emitter, Owner, Dispatcher):
         source = _MockBody(self, request, rendered)
         try:
             yield StreamResponse(
-                rendered.status, rendered.reason, "1.1", rendered.headers, source=source
+                rendered.status,
+                rendered.reason,
+                "1.1",
+                rendered.headers,
+                source=source,
+                url=request_url(self._origin, request),
+                method=request.method.decode("ascii"),
             )
         finally:
             source.close()
@@ -702,8 +710,7 @@ class MockPool(Lifecycle, Emitter, Owner, Dispatcher):
         Raises:
             InvalidArgumentError, ClientClosedError, ClientDestroyedError: as ``Pool``.
         """
-        if not isinstance(options, RequestOptions):
-            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        check_dispatch_args(options, handler)
         request = self._accept(options)
         controller = Controller(request, self._abort)
         try:

@@ -1,0 +1,142 @@
+"""Request bodies: every accepted ``body=`` turned into bytes or an async iterable of bytes.
+
+Theory of operation
+-------------------
+:func:`adapt_body` runs in ``prepare`` (call time, before anything is queued or sent) and
+decides from the value's type alone, so a body of the wrong kind — a mapping, a text-mode
+file, a list holding a ``str``, an ``int`` — raises ``InvalidArgumentError`` before a byte
+leaves. What it returns is what the connection writes, and the connection only iterates it:
+
+* ``None`` and bytes-likes (``bytes``, ``bytearray``, ``memoryview``, ``str`` as UTF-8) become
+  ``bytes`` (sent with a ``content-length``);
+* everything streamed becomes a :class:`BodyChunks`, an async iterable of ``bytes``: a binary
+  file object is read in 64 KiB blocks (a plain file in a worker thread, so a slow disk never
+  blocks the event loop; a Trio async file with ``await f.read(n)``; an in-memory
+  ``io.BytesIO`` directly), and an iterable or async iterable is passed through, each chunk
+  checked as it comes. A chunk that is not bytes-like raises ``InvalidArgumentError``; the
+  head is written by then, so the connection is closed (h11 is told the write failed), never
+  reused half-written.
+
+A file is checked before it is read: a ``read`` attribute is what makes a file (an
+``io.BytesIO`` is also iterable, by lines, which is how files used to be sent: line by line).
+Each iteration of a :class:`BodyChunks` starts from its source again, so a list body can be
+re-sent (API.md 1.6); a generator or a file is consumed once. Nothing here holds state
+between requests.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import trio
+
+from .._errors import InvalidArgumentError
+
+__all__ = ["BLOCK_SIZE", "BodyChunks", "adapt_body"]
+
+BLOCK_SIZE = 65536  # bytes per read of a file body (one TCP-friendly write each)
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_ACCEPTED = (
+    "bytes, bytearray, memoryview, str, an (async) iterable of bytes, a binary file object or None"
+)
+
+
+def adapt_body(body: object) -> bytes | BodyChunks | None:
+    """``body`` as the connection writes it; raises ``InvalidArgumentError`` for a type that
+    is not accepted (see the module docstring). Not a checkpoint."""
+    if body is None or type(body) is bytes:
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, _BYTES_LIKE):
+        return bytes(body)
+    if isinstance(body, Mapping):
+        raise InvalidArgumentError(
+            f"invalid body: a {type(body).__name__} is not a body; "
+            f"send JSON with json=, or encode it yourself (expected {_ACCEPTED})"
+        )
+    read = getattr(body, "read", None)
+    if callable(read):
+        if isinstance(getattr(body, "wrapped", body), io.TextIOBase) or getattr(
+            body, "encoding", None
+        ):
+            raise InvalidArgumentError("invalid body: a text-mode file; open it in binary mode")
+        return BodyChunks(_read_file, body)
+    if isinstance(body, list | tuple):
+        # A sequence is checked whole now: it costs nothing and fails before the head.
+        for chunk in body:
+            _check_chunk(chunk)
+        return BodyChunks(_iterate, body)
+    if isinstance(body, AsyncIterable | Iterable):
+        return BodyChunks(_iterate, body)
+    raise InvalidArgumentError(f"invalid body: a {type(body).__name__}; expected {_ACCEPTED}")
+
+
+class BodyChunks:
+    """A streamed request body: an async iterable of ``bytes``, each iteration a new pass
+    over its source (see the module docstring)."""
+
+    __slots__ = ("_produce", "source")
+
+    def __init__(self, produce: Any, source: object) -> None:
+        self._produce = produce
+        self.source = source
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._produce(self.source)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<body from {self.source!r}>"
+
+
+def _check_chunk(chunk: object) -> bytes:
+    if type(chunk) is bytes:
+        return chunk
+    if isinstance(chunk, _BYTES_LIKE):
+        return bytes(chunk)
+    raise InvalidArgumentError(
+        f"invalid body: the body iterable yielded a {type(chunk).__name__}, expected bytes"
+    )
+
+
+async def _iterate(source: Iterable[object] | AsyncIterable[object]) -> AsyncIterator[bytes]:
+    """The chunks of an iterable or async iterable, checked one by one. An async generator
+    given as the body is closed here when the write stops early (in this task)."""
+    if isinstance(source, AsyncIterable):
+        chunks = aiter(source)
+        try:
+            async for chunk in chunks:
+                yield _check_chunk(chunk)
+        finally:
+            if inspect.isasyncgen(chunks):
+                await chunks.aclose()
+    else:
+        for chunk in source:
+            yield _check_chunk(chunk)
+
+
+async def _read_file(file: Any) -> AsyncIterator[bytes]:
+    """A binary file's blocks from its current position: awaited for an async file, in a
+    worker thread for a real one (``to_thread.run_sync`` is a checkpoint and waits for the
+    read in progress if cancelled: a 64 KiB read is short), directly for ``io.BytesIO``."""
+    read = file.read
+    if inspect.iscoroutinefunction(read):
+        while block := _check_block(await read(BLOCK_SIZE)):
+            yield block
+    elif isinstance(file, io.BytesIO):
+        while block := _check_block(read(BLOCK_SIZE)):
+            yield block
+    else:
+        while block := _check_block(await trio.to_thread.run_sync(read, BLOCK_SIZE)):
+            yield block
+
+
+def _check_block(block: object) -> bytes:
+    if isinstance(block, str):
+        raise InvalidArgumentError("invalid body: the file's read() returned str; open it binary")
+    if block is None:  # a non-blocking raw file with nothing available: treat as the end
+        return b""
+    return _check_chunk(block)
