@@ -10,6 +10,7 @@ Each docstring says when the error is raised and how it differs from its neighbo
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 from typing import Protocol
@@ -264,8 +265,10 @@ def describe_cause(error: BaseException) -> str:
         return f"TLS certificate verification failed: {error.verify_message}"
     if isinstance(error, ssl.SSLError):
         return f"TLS handshake failed: {error.reason or error}"
+    if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno)  # Trio's strerror also names the address tried
     if isinstance(error, OSError) and error.strerror:
-        return error.strerror
+        return error.strerror  # getaddrinfo's (its errno is a negative EAI_ code)
     return str(error) or type(error).__name__
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import io
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import trio
@@ -64,14 +64,16 @@ def adapt_body(body: object) -> bytes | BodyChunks | None:
             body, "encoding", None
         ):
             raise InvalidArgumentError("invalid body: a text-mode file; open it in binary mode")
-        return BodyChunks(_read_file, body)
+        return BodyChunks(_FileChunks, body)
     if isinstance(body, list | tuple):
         # A sequence is checked whole now: it costs nothing and fails before the head.
         for chunk in body:
             _check_chunk(chunk)
-        return BodyChunks(_iterate, body)
-    if isinstance(body, AsyncIterable | Iterable):
-        return BodyChunks(_iterate, body)
+        return BodyChunks(_SyncChunks, body)
+    if isinstance(body, AsyncIterable):
+        return BodyChunks(_iterate_async, body)
+    if isinstance(body, Iterable):
+        return BodyChunks(_SyncChunks, body)
     raise InvalidArgumentError(f"invalid body: a {type(body).__name__}; expected {_ACCEPTED}")
 
 
@@ -81,12 +83,12 @@ class BodyChunks:
 
     __slots__ = ("_produce", "source")
 
-    def __init__(self, produce: Any, source: object) -> None:
+    def __init__(self, produce: Callable[[Any], AsyncIterator[bytes]], source: object) -> None:
         self._produce = produce
         self.source = source
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._produce(self.source)  # type: ignore[no-any-return]
+        return self._produce(self.source)
 
     def __repr__(self) -> str:
         return f"<body from {self.source!r}>"
@@ -102,41 +104,70 @@ def _check_chunk(chunk: object) -> bytes:
     )
 
 
-async def _iterate(source: Iterable[object] | AsyncIterable[object]) -> AsyncIterator[bytes]:
-    """The chunks of an iterable or async iterable, checked one by one. An async generator
-    given as the body is closed here when the write stops early (in this task)."""
-    if isinstance(source, AsyncIterable):
-        chunks = aiter(source)
-        try:
-            async for chunk in chunks:
-                yield _check_chunk(chunk)
-        finally:
-            if inspect.isasyncgen(chunks):
-                await chunks.aclose()
-    else:
-        for chunk in source:
+async def _iterate_async(source: AsyncIterable[object]) -> AsyncIterator[bytes]:
+    """An async iterable's chunks, checked one by one. An async generator: the duplex
+    writer closes it (and so the caller's generator) when the write stops early."""
+    chunks = aiter(source)
+    try:
+        async for chunk in chunks:
             yield _check_chunk(chunk)
+    finally:
+        if inspect.isasyncgen(chunks):
+            await chunks.aclose()
 
 
-async def _read_file(file: Any) -> AsyncIterator[bytes]:
+class _SyncChunks:
+    """A sync iterable's chunks, checked one by one (a class, not an async generator:
+    abandoned half-way, it needs no finalisation)."""
+
+    __slots__ = ("_chunks",)
+
+    def __init__(self, source: Iterable[object]) -> None:
+        self._chunks = iter(source)
+
+    def __aiter__(self) -> _SyncChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        for chunk in self._chunks:
+            return _check_chunk(chunk)
+        raise StopAsyncIteration
+
+
+class _FileChunks:
     """A binary file's blocks from its current position: awaited for an async file, in a
-    worker thread for a real one (``to_thread.run_sync`` is a checkpoint and waits for the
-    read in progress if cancelled: a 64 KiB read is short), directly for ``io.BytesIO``."""
-    read = file.read
-    if inspect.iscoroutinefunction(read):
-        while block := _check_block(await read(BLOCK_SIZE)):
-            yield block
-    elif isinstance(file, io.BytesIO):
-        while block := _check_block(read(BLOCK_SIZE)):
-            yield block
-    else:
-        while block := _check_block(await trio.to_thread.run_sync(read, BLOCK_SIZE)):
-            yield block
+    worker thread for a real one (``to_thread.run_sync`` is a checkpoint and, cancelled,
+    waits for the read in progress: a 64 KiB read is short), directly for ``io.BytesIO``.
+    A class, like :class:`_SyncChunks`."""
 
+    __slots__ = ("_file", "_mode")
 
-def _check_block(block: object) -> bytes:
-    if isinstance(block, str):
-        raise InvalidArgumentError("invalid body: the file's read() returned str; open it binary")
-    if block is None:  # a non-blocking raw file with nothing available: treat as the end
-        return b""
-    return _check_chunk(block)
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        read = file.read
+        self._mode = (
+            "async"
+            if inspect.iscoroutinefunction(read)
+            else "memory"
+            if isinstance(file, io.BytesIO)
+            else "thread"
+        )
+
+    def __aiter__(self) -> _FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        read = self._file.read
+        if self._mode == "async":
+            block = await read(BLOCK_SIZE)
+        elif self._mode == "memory":
+            block = read(BLOCK_SIZE)
+        else:
+            block = await trio.to_thread.run_sync(read, BLOCK_SIZE)
+        if isinstance(block, str):
+            raise InvalidArgumentError(
+                "invalid body: the file's read() returned str; open it binary"
+            )
+        if not block:  # b"", or None from a non-blocking raw file with nothing ready: the end
+            raise StopAsyncIteration
+        return _check_chunk(block)

@@ -32,7 +32,32 @@ HeadersType: TypeAlias = (
     | Mapping[HeaderValue, HeaderValue]
     | Iterable[tuple[HeaderValue, HeaderValue]]
 )
-BodyType: TypeAlias = bytes | bytearray | memoryview | str | Iterable[bytes] | AsyncIterable[bytes]
+
+
+class BinaryFile(Protocol):
+    """A binary file object, as ``body=`` takes it: ``read(n)`` returns up to ``n`` bytes
+    (``b""`` at the end). Read in 64 KiB blocks in a worker thread."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class AsyncBinaryFile(Protocol):
+    """A Trio async binary file (``await trio.open_file(path, "rb")``): awaited in 64 KiB
+    blocks."""
+
+    async def read(self, size: int, /) -> bytes: ...
+
+
+BodyType: TypeAlias = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | Iterable[bytes]
+    | AsyncIterable[bytes]
+    | BinaryFile
+    | AsyncBinaryFile
+)
 QueryType: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
 
 
