@@ -52,7 +52,7 @@ from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
-from ._prepare import Prepared, prepare, request_url
+from ._prepare import Prepared, identified, prepare
 from ._request import Interrupted, Owner, Request, State
 from ._worker import Broken, Worker
 
@@ -508,16 +508,10 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
         status, response_headers, reason = exchange.head
         chunks = exchange.chunks
         body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return Response(
-            status,
-            reason,
-            exchange.http_version,
-            response_headers,
-            exchange.trailers,
-            body_bytes,
-            url=request_url(self._origin, request),
-            method=request.method.decode("ascii"),
+        response = Response(
+            status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
         )
+        return identified(response, self._origin, request)
 
     @asynccontextmanager
     async def _stream(
@@ -535,15 +529,10 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
             )
             source = _BodySource(self, exchange)
             try:
-                yield StreamResponse(
-                    status,
-                    reason,
-                    exchange.http_version,
-                    response_headers,
-                    source=source,
-                    url=request_url(self._origin, request),
-                    method=request.method.decode("ascii"),
+                response = StreamResponse(
+                    status, reason, exchange.http_version, response_headers, source=source
                 )
+                yield identified(response, self._origin, request)
             finally:
                 source.close()
 

@@ -30,15 +30,15 @@ import ipaddress
 import json as _json
 import numbers
 import re
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import h11
 
 from .._errors import InvalidArgumentError, RequestContentLengthMismatchError
 from ._body import BodyChunks, adapt_body
-from ._models import RequestOptions
+from ._models import RequestOptions, Response, StreamResponse
 from ._origin import parse_origin
 from ._request import Request
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Prepared", "prepare", "request_url"]
+__all__ = ["IDEMPOTENT_METHODS", "Prepared", "identified", "prepare"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
@@ -63,6 +63,7 @@ _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _AUTHORITY = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|[A-Za-z0-9\-._~!$&'()*+,;=]+)(?::(?P<port>[0-9]{1,5}))?"
 )
+_R = TypeVar("_R", Response, StreamResponse)
 _PREPARED_MAX = 64  # shapes remembered per dispatcher; a full cache starts over
 
 
@@ -82,6 +83,18 @@ def _bytes(value: object, what: str) -> bytes:
     raise InvalidArgumentError(f"invalid {what}: expected str or bytes, not {type(value).__name__}")
 
 
+def _pairs(items: Iterable[Any], what: str) -> Iterator[tuple[Any, Any]]:
+    """``items`` as ``(name, value)`` pairs; anything else is refused, naming ``what``."""
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"invalid {what}: a {type(item).__name__} is not a (name, value) pair"
+            ) from None
+        yield name, value
+
+
 def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
     if headers is None:
         return []
@@ -89,13 +102,7 @@ def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
     if isinstance(items, str | bytes):
         raise InvalidArgumentError("invalid headers: expected a mapping or (name, value) pairs")
     pairs = []
-    for item in items:
-        try:
-            name, value = item
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(
-                f"invalid headers: a {type(item).__name__} is not a (name, value) pair"
-            ) from None
+    for name, value in _pairs(items, "headers"):
         raw_name = _bytes(name, "header name").lower()
         if not _TOKEN.fullmatch(raw_name):
             raise InvalidArgumentError(f"invalid header name {name!r}")
@@ -143,13 +150,7 @@ def _encode_query(query: object) -> str:
     else:
         raise InvalidArgumentError("invalid query: expected a mapping, pairs or a str")
     pairs: list[tuple[str | bytes, str | bytes]] = []
-    for item in items:
-        try:
-            key, value = item
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(
-                f"invalid query: a {type(item).__name__} is not a (name, value) pair"
-            ) from None
+    for key, value in _pairs(items, "query"):
         if not isinstance(key, str | bytes):
             raise InvalidArgumentError(f"invalid query name {key!r}: expected str or bytes")
         if isinstance(value, list | tuple):  # a sequence: the key repeated
@@ -306,9 +307,12 @@ def prepare(
     )
 
 
-def request_url(origin: Origin, request: Request) -> str:
-    """The absolute URL ``request`` asks of ``origin`` (``Response.url``). Not a checkpoint."""
-    return origin.text + request.target.decode("ascii")
+def identified(response: _R, origin: Origin, request: Request) -> _R:
+    """``response`` to ``request``, told what was requested of ``origin`` (its ``url`` and
+    the method ``raise_for_status`` names). Not a checkpoint."""
+    response.url = origin.text + request.target.decode("ascii")
+    response._method = request.method.decode("ascii")
+    return response
 
 
 class Prepared:

@@ -56,7 +56,7 @@ from ..http._lifecycle import Lifecycle
 from ..http._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ..http._options import ClientOptions
 from ..http._origin import parse_origin
-from ..http._prepare import prepare, request_url
+from ..http._prepare import identified, prepare
 from ..http._request import Owner, Request, State
 
 if TYPE_CHECKING:
@@ -668,16 +668,15 @@ class MockPool(Lifecycle, Emitter, Owner, Dispatcher):
         self._end(request, None)
         self._raise_if_failed(request)
         assert rendered is not None
-        return Response(
+        response = Response(
             rendered.status,
             rendered.reason,
             "1.1",
             rendered.headers,
             rendered.trailers,
             b"".join(rendered.chunks),
-            url=request_url(self._origin, request),
-            method=request.method.decode("ascii"),
         )
+        return identified(response, self._origin, request)
 
     @asynccontextmanager
     async def _stream(
@@ -691,15 +690,10 @@ class MockPool(Lifecycle, Emitter, Owner, Dispatcher):
         assert rendered is not None
         source = _MockBody(self, request, rendered)
         try:
-            yield StreamResponse(
-                rendered.status,
-                rendered.reason,
-                "1.1",
-                rendered.headers,
-                source=source,
-                url=request_url(self._origin, request),
-                method=request.method.decode("ascii"),
+            response = StreamResponse(
+                rendered.status, rendered.reason, "1.1", rendered.headers, source=source
             )
+            yield identified(response, self._origin, request)
         finally:
             source.close()
 
