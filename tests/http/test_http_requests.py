@@ -377,6 +377,50 @@ async def test_cancelled_while_a_thread_reads_a_file_leaves_the_pool_idle() -> N
         assert [seen.target for seen in made.seen] == ["/next"]
 
 
+async def stale_second(request: ServerRequest, conn: ServerConnection) -> None:
+    """The second request of each connection meets a closed connection (the keep-alive race
+    of API.md 1.6)."""
+    if request.index == 1:
+        await conn.close()
+        return
+    await conn.respond(200, body=request.body)
+
+
+async def test_a_one_shot_body_is_not_resent_after_a_stale_keep_alive() -> None:
+    def gen() -> Iterator[bytes]:
+        yield b"once"
+
+    async with (
+        serve_memory(stale_second) as server,
+        Pool(server.origin, connector=server.connector) as pool,
+    ):
+        await pool.request("GET", "/")
+        # PUT is idempotent, but its generator was consumed by the failed try: re-sending
+        # it would send an empty body. The failure reaches the caller instead.
+        with pytest.raises(trio_pool.SocketError):
+            await pool.request("PUT", "/gen", body=gen())
+        await pool.request("GET", "/warm")
+        with pytest.raises(trio_pool.SocketError):
+            await pool.request("PUT", "/file", body=io.BytesIO(b"once"))
+        assert idle(pool)
+        assert [r.target for r in server.requests] == ["/", "/gen", "/warm", "/file"]
+
+
+async def test_a_list_body_is_resent_whole_after_a_stale_keep_alive() -> None:
+    async with (
+        serve_memory(stale_second) as server,
+        Pool(server.origin, connector=server.connector) as pool,
+    ):
+        await pool.request("GET", "/")
+        response = await pool.request("PUT", "/list", body=[b"a", b"b"])
+        assert response.body == b"ab"
+        assert [(r.target, r.body) for r in server.requests] == [
+            ("/", b""),
+            ("/list", b"ab"),
+            ("/list", b"ab"),
+        ]
+
+
 # --------------------------------------------------------------------------- query=
 
 

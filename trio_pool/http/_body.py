@@ -35,7 +35,7 @@ import trio
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["BLOCK_SIZE", "BodyChunks", "adapt_body"]
+__all__ = ["BLOCK_SIZE", "BodyChunks", "adapt_body", "replayable"]
 
 BLOCK_SIZE = 65536  # bytes per read of a file body (one TCP-friendly write each)
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -77,15 +77,27 @@ def adapt_body(body: object) -> bytes | BodyChunks | None:
     raise InvalidArgumentError(f"invalid body: a {type(body).__name__}; expected {_ACCEPTED}")
 
 
+def replayable(body: object) -> bool:
+    """Can a request with this (adapted) body be written again, the same (a re-send after a
+    stale keep-alive connection failed)? Not a generator's, a file's: consumed once."""
+    return body is None or type(body) is bytes or (isinstance(body, BodyChunks) and body.again)
+
+
 class BodyChunks:
     """A streamed request body: an async iterable of ``bytes``, each iteration a new pass
-    over its source (see the module docstring)."""
+    over its source (see the module docstring).
 
-    __slots__ = ("_produce", "source")
+    Attributes:
+        source: what the caller gave.
+        again: a new pass yields the same chunks (a list or tuple of chunks).
+    """
+
+    __slots__ = ("_produce", "again", "source")
 
     def __init__(self, produce: Callable[[Any], AsyncIterator[bytes]], source: object) -> None:
         self._produce = produce
         self.source = source
+        self.again = isinstance(source, list | tuple)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._produce(self.source)
