@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 import socket
 import ssl
 import threading
@@ -323,7 +324,29 @@ async def test_real_files_bytesio_and_trio_async_files(target: Target, tmp_path:
     await target.http.request("PUT", "/bytesio", body=io.BytesIO(data))
     async with await trio.open_file(path, "rb") as async_file:
         await target.http.request("PUT", "/async", body=async_file)
-    assert [seen.body == data for seen in target.seen] == [True, True, True]
+    with path.open("rb") as sync_file:
+        sync_file.seek(100_000)  # sent from where it stands
+        await target.http.request("PUT", "/rest", body=sync_file)
+    assert [seen.body == data for seen in target.seen[:3]] == [True, True, True]
+    assert target.seen[3].body == data[100_000:]
+    # The size is known: a content-length, not chunked (servers that refuse chunked uploads).
+    assert [seen.headers.get("content-length") for seen in target.seen] == [
+        "150000",
+        "150000",
+        "150000",
+        "50000",
+    ]
+    assert all("transfer-encoding" not in seen.headers for seen in target.seen)
+
+
+async def test_a_pipe_is_streamed_chunked(target: Target) -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"piped")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        await target.http.request("PUT", "/pipe", body=pipe)
+    assert target.seen[0].body == b"piped"
+    assert target.seen[0].headers.get("content-length") is None
 
 
 async def test_cancelled_while_awaiting_an_async_file_leaves_the_pool_idle() -> None:

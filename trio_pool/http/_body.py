@@ -12,7 +12,8 @@ leaves. What it returns is what the connection writes, and the connection only i
 * everything streamed becomes a :class:`BodyChunks`, an async iterable of ``bytes``: a binary
   file object is read in 64 KiB blocks (a plain file in a worker thread, so a slow disk never
   blocks the event loop; a Trio async file with ``await f.read(n)``; an in-memory
-  ``io.BytesIO`` directly), and an iterable or async iterable is passed through, each chunk
+  ``io.BytesIO`` directly), with a ``content-length`` when its size is known (a regular
+  file), and an iterable or async iterable is passed through, each chunk
   checked as it comes. A chunk that is not bytes-like raises ``InvalidArgumentError``; the
   head is written by then, so the connection is closed (h11 is told the write failed), never
   reused half-written.
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import inspect
 import io
+import os
+import stat
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
@@ -64,7 +67,7 @@ def adapt_body(body: object) -> bytes | BodyChunks | None:
             body, "encoding", None
         ):
             raise InvalidArgumentError("invalid body: a text-mode file; open it in binary mode")
-        return BodyChunks(_FileChunks, body)
+        return BodyChunks(_FileChunks, body, _remaining(body))
     if isinstance(body, list | tuple):
         # A sequence is checked whole now: it costs nothing and fails before the head.
         for chunk in body:
@@ -90,20 +93,45 @@ class BodyChunks:
     Attributes:
         source: what the caller gave.
         again: a new pass yields the same chunks (a list or tuple of chunks).
+        length: the bytes it will yield, if known in advance (a regular file or an
+            ``io.BytesIO``: sent with a ``content-length``, as servers that refuse chunked
+            uploads need), else None (chunked).
     """
 
-    __slots__ = ("_produce", "again", "source")
+    __slots__ = ("_produce", "again", "length", "source")
 
-    def __init__(self, produce: Callable[[Any], AsyncIterator[bytes]], source: object) -> None:
+    def __init__(
+        self,
+        produce: Callable[[Any], AsyncIterator[bytes]],
+        source: object,
+        length: int | None = None,
+    ) -> None:
         self._produce = produce
         self.source = source
         self.again = isinstance(source, list | tuple)
+        self.length = length
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._produce(self.source)
 
     def __repr__(self) -> str:
         return f"<body from {self.source!r}>"
+
+
+def _remaining(file: Any) -> int | None:
+    """The bytes left from the position of a regular file or ``io.BytesIO`` (a Trio async
+    file: of the file it wraps), else None. Not a checkpoint: ``fstat`` and ``tell`` do not
+    wait for the disk."""
+    raw = getattr(file, "wrapped", file)
+    try:
+        if isinstance(raw, io.BytesIO):
+            return int(raw.getbuffer().nbytes - raw.tell())
+        status = os.fstat(raw.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            return None  # a pipe, a socket, a device: read until it ends
+        return max(status.st_size - int(raw.tell()), 0)
+    except (AttributeError, OSError, ValueError, TypeError):
+        return None  # not a real file (or closed): streamed chunked
 
 
 def _check_chunk(chunk: object) -> bytes:

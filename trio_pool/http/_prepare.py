@@ -285,6 +285,8 @@ def prepare(
             declared = None
         if declared is None and (actual or method in ("POST", "PUT", "PATCH")):
             headers.append((b"content-length", str(actual).encode("ascii")))
+    elif declared is None and body.length is not None:  # a file of known size
+        headers.append((b"content-length", str(body.length).encode("ascii")))
     elif declared is None:
         headers.append((b"transfer-encoding", b"chunked"))
     if protocol is not None:
