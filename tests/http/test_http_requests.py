@@ -781,3 +781,34 @@ async def test_a_connector_receives_a_public_origin() -> None:
     assert (origin.text, origin.authority) == ("http://testserver", "testserver")
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         origin.port = 1  # type: ignore[misc]
+
+
+async def test_a_balanced_pool_takes_an_absolute_url_of_any_upstream_and_balances_it() -> None:
+    async def where(request: ServerRequest, conn: ServerConnection) -> None:
+        await conn.respond(200, body=request.target.encode())
+
+    async with (
+        serve_h11(where) as one,
+        serve_h11(where) as two,
+        BalancedPool([one.origin, two.origin]) as pool,
+    ):
+        urls = []
+        for _ in range(4):
+            response = await pool.request("GET", f"{one.origin}/x?y=1")
+            assert response.body == b"/x?y=1"
+            urls.append(response.url)
+        async with pool.stream("GET", f"{two.origin}/s") as streamed:
+            assert await streamed.read() == b"/s"
+        handler = Recorder()
+        await pool.dispatch(RequestOptions("GET", f"{two.origin}/d"), handler)
+        assert handler.events == ["start", "head", "data", "end"]
+        # Routing picked the upstream, not the URL: both served, each URL says which.
+        assert set(urls) == {f"{one.origin}/x?y=1", f"{two.origin}/x?y=1"}
+        with pytest.raises(InvalidArgumentError) as info:
+            await pool.request("GET", "http://other.example/x")
+        assert "http://other.example" in str(info.value)
+        assert one.origin in str(info.value)
+        assert two.origin in str(info.value)
+        with pytest.raises(InvalidArgumentError, match="path"):
+            await pool.dispatch(RequestOptions("GET", None), handler)  # type: ignore[arg-type]
+        assert len(one.requests) + len(two.requests) == 6

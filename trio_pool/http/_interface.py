@@ -95,6 +95,8 @@ class Dispatcher(ABC):
             TrioPoolError: the request failed (the HTTP errors in the error reference; for
                 a ``MockPool``, ``MockNotMatchedError`` or a route's declared error).
         """
+        if type(path) is not str or path[:1] != "/":  # an absolute URL, or a bad path
+            path = self._origin_form(path)
         if (
             headers is None
             and body is None
@@ -137,6 +139,8 @@ class Dispatcher(ABC):
         Leaving the block before the body ended closes the connection (never leaked).
         Raises like :meth:`request`.
         """
+        if type(path) is not str or path[:1] != "/":
+            path = self._origin_form(path)
         return self._stream(
             RequestOptions(
                 method,
@@ -184,6 +188,8 @@ class Dispatcher(ABC):
         Raises like :meth:`request` otherwise. (A ``MockPool`` is not duplex: it reads the
         request body whole before its route answers.)
         """
+        if type(path) is not str or path[:1] != "/":
+            path = self._origin_form(path)
         return self._stream(
             RequestOptions(
                 method,
@@ -200,6 +206,14 @@ class Dispatcher(ABC):
         )
 
     # ------------------------------------------------------------------ hooks of the above
+
+    def _origin_form(self, path: str) -> str:
+        """A ``path`` that does not start with ``/``, as this dispatcher takes it: a
+        one-origin dispatcher checks an absolute URL when it prepares the request (so this
+        returns it as is, as it does a bad path, which ``prepare`` refuses); a
+        ``BalancedPool`` turns one naming any of its upstreams into a path, since routing,
+        not the URL, picks the upstream."""
+        return path
 
     def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None

@@ -30,7 +30,7 @@ import ipaddress
 import json as _json
 import numbers
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Prepared", "identified", "prepare"]
+__all__ = ["IDEMPOTENT_METHODS", "Prepared", "identified", "origin_form", "prepare"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
@@ -160,9 +160,13 @@ def _encode_query(query: object) -> str:
     return urlencode(pairs)
 
 
-def _split_url(path: str, origin: Origin) -> str:
-    """The origin-form target of an absolute URL naming ``origin`` (the fragment dropped:
-    it is never sent); another origin is an ``InvalidArgumentError`` naming both."""
+def origin_form(path: object, origins: Sequence[Origin]) -> object:
+    """``path``, or the origin-form target of an absolute URL naming one of ``origins`` (the
+    fragment dropped: it is never sent); an absolute URL of another origin is an
+    ``InvalidArgumentError`` naming both. Anything else is left for :func:`prepare` to
+    judge. Not a checkpoint."""
+    if not isinstance(path, str) or not _ABSOLUTE.match(path):
+        return path
     # urlsplit silently deletes tabs, CR and LF (bpo-43882): refuse them first.
     if not path.isascii() or _BAD_URL.search(path):
         raise InvalidArgumentError(f"invalid path {path!r}: ASCII, no spaces or controls")
@@ -171,17 +175,16 @@ def _split_url(path: str, origin: Origin) -> str:
         named = parse_origin(f"{parts.scheme}://{parts.netloc}")
     except (ValueError, InvalidArgumentError):
         raise InvalidArgumentError(f"invalid path {path!r}: not a valid absolute URL") from None
-    if named != origin:
+    if named not in origins:
+        own = ", ".join(origin.text for origin in origins) or "none"
         raise InvalidArgumentError(
-            f"invalid path {path!r}: its origin {named.text} is not this dispatcher's "
-            f"({origin.text})"
+            f"invalid path {path!r}: its origin {named.text} is not this dispatcher's ({own})"
         )
     return f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
 
 
 def _target(path: object, query: object, origin: Origin) -> bytes:
-    if isinstance(path, str) and _ABSOLUTE.match(path):
-        path = _split_url(path, origin)
+    path = origin_form(path, (origin,))
     if (
         not isinstance(path, str)
         or not path.startswith("/")
