@@ -79,7 +79,7 @@ def _answer(seen: Seen) -> tuple[int, list[tuple[str, str]], bytes, str]:
         return status, [], b"", HTTPStatus(status).phrase
     if seen.target == "/gzip":
         headers = [("content-encoding", "gzip"), ("content-type", "text/plain")]
-        return 200, headers, b"\x1f\x8b", "OK"
+        return 200, headers, b"" if seen.method == "HEAD" else b"\x1f\x8b", "OK"
     body = json.dumps({"method": seen.method, "target": seen.target}).encode()
     return 200, [("content-type", "application/json")], body, "OK"
 
@@ -527,6 +527,8 @@ async def test_an_undecoded_content_encoding_raises_response_decode_error(target
             await streamed.json()
         assert await streamed.read() == b"\x1f\x8b"
     assert isinstance(ResponseDecodeError("x"), trio_pool.TrioPoolError)
+    head = await target.http.request("HEAD", "/gzip")  # no body: nothing to decode
+    assert head.text() == ""
 
 
 @pytest.mark.parametrize(

@@ -151,22 +151,23 @@ class _ResponseFields:
 
 def _decoded(response: _ResponseFields, body: bytes, encoding: str | None) -> str:
     """``body`` as text (``encoding``, else the content-type charset, else UTF-8)."""
-    _check_not_encoded(response.headers)
+    _check_not_encoded(response.headers, body)
     if encoding is None:
         encoding = _charset(response.headers.get("content-type", "")) or "utf-8"
     return body.decode(encoding, errors="replace")
 
 
 def _parsed(response: _ResponseFields, body: bytes) -> Any:
-    _check_not_encoded(response.headers)
+    _check_not_encoded(response.headers, body)
     return _json.loads(body)
 
 
-def _check_not_encoded(headers: Headers) -> None:
+def _check_not_encoded(headers: Headers, body: bytes) -> None:
     """A body still in a content-encoding (compressed) is not text: say so, not a
-    ``UnicodeDecodeError`` or a JSON syntax error about binary bytes."""
+    ``UnicodeDecodeError`` or a JSON syntax error about binary bytes. (An empty body, as a
+    HEAD's, has nothing to decode.)"""
     coding = headers.get("content-encoding", "").strip().lower()
-    if coding and coding != "identity":
+    if body and coding and coding != "identity":
         raise ResponseDecodeError(
             f"the body is encoded (content-encoding: {coding}) and was not decoded; "
             "compose the dispatcher with interceptors.decompress() to decode it"
@@ -282,7 +283,6 @@ class StreamResponse(_ResponseFields):
         Raises:
             ResponseDecodeError: as :meth:`Response.text`.
         """
-        _check_not_encoded(self.headers)  # before reading: no need to read it to refuse
         return _decoded(self, await self.read(), encoding)
 
     async def json(self) -> Any:
@@ -292,7 +292,6 @@ class StreamResponse(_ResponseFields):
             ResponseDecodeError: as :meth:`Response.text`.
             ValueError: the body is not JSON.
         """
-        _check_not_encoded(self.headers)
         return _parsed(self, await self.read())
 
     async def aclose(self) -> None:
