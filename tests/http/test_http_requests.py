@@ -228,6 +228,13 @@ async def test_a_body_of_a_wrong_type_is_refused_before_anything_is_sent(
     with pytest.raises(InvalidArgumentError, match="body"):
         async with target.http.stream("POST", "/b", body=body):  # type: ignore[arg-type]
             pass
+    with pytest.raises(InvalidArgumentError, match="body"):
+        async with target.http.pipeline("POST", "/b", body=body):  # type: ignore[arg-type]
+            pass
+    handler = Recorder()
+    with pytest.raises(InvalidArgumentError, match="body"):
+        await target.http.dispatch(RequestOptions("POST", "/b", body=body), handler)  # type: ignore[arg-type]
+    assert handler.events == []
     assert target.seen == []
     assert target.connections() == 0  # nothing was even connected for it
     assert idle(target.http)
@@ -326,7 +333,8 @@ async def test_real_files_bytesio_and_trio_async_files(target: Target, tmp_path:
         await target.http.request("PUT", "/async", body=async_file)
     with path.open("rb") as sync_file:
         sync_file.seek(100_000)  # sent from where it stands
-        await target.http.request("PUT", "/rest", body=sync_file)
+        async with target.http.pipeline("PUT", "/rest", body=sync_file) as response:
+            await response.read()
     assert [seen.body == data for seen in target.seen[:3]] == [True, True, True]
     assert target.seen[3].body == data[100_000:]
     # The size is known: a content-length, not chunked (servers that refuse chunked uploads).
