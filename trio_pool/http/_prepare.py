@@ -224,8 +224,10 @@ def _check_authority(text: object, what: str, *, port_required: bool) -> str:
         valid = 1 <= int(port) <= 65535
     if not valid:
         shape = "host:port" if port_required else "host[:port]"
+        # A header's value is never quoted in a message (see the module docstring).
+        shown = f"{what} {text!r}" if what == "authority" else what
         raise InvalidArgumentError(
-            f"invalid {what} {text!r}: expected {shape} (port 1-65535, IPv6 in brackets)"
+            f"invalid {shown}: expected {shape} (port 1-65535, IPv6 in brackets)"
         )
     assert isinstance(text, str)
     return text
