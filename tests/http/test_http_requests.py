@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -48,6 +49,9 @@ from trio_pool.testing import (
     serve_h11,
     serve_memory,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import ExceptionGroup
 
 KINDS = ["pool-tcp", "client-memory", "balanced-tcp", "mock"]
 
@@ -822,3 +826,20 @@ async def test_a_balanced_pool_takes_an_absolute_url_of_any_upstream_and_balance
         with pytest.raises(InvalidArgumentError, match="path"):
             await pool.dispatch(RequestOptions("GET", None), handler)  # type: ignore[arg-type]
         assert len(one.requests) + len(two.requests) == 6
+
+
+async def test_connect_error_digs_the_oserror_out_of_groups_and_wrappers() -> None:
+    emfile = OSError(errno.EMFILE, "Too many open files")
+
+    async def connector(origin: trio_pool.Origin) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        wrapper = trio.BrokenResourceError("could not open")
+        wrapper.__cause__ = ExceptionGroup("attempts", [ValueError("first"), emfile])
+        raise wrapper
+
+    async with Pool("http://testserver", connector=connector) as pool:
+        with pytest.raises(trio_pool.ConnectError) as info:
+            await pool.request("GET", "/")
+        assert info.value.__cause__ is emfile
+        assert str(info.value) == "cannot connect to http://testserver: Too many open files"
+        assert idle(pool)
