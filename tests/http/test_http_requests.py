@@ -245,7 +245,9 @@ async def test_a_body_of_a_wrong_type_is_refused_before_anything_is_sent(
     assert (await target.http.request("GET", "/after")).status == 200
 
 
-async def test_a_text_mode_file_is_refused(target: Target, tmp_path: Path) -> None:
+async def test_a_text_mode_closed_or_write_only_file_is_refused(
+    target: Target, tmp_path: Path
+) -> None:
     path = tmp_path / "t.txt"
     path.write_text("text")
     with path.open() as text_file:
@@ -254,6 +256,13 @@ async def test_a_text_mode_file_is_refused(target: Target, tmp_path: Path) -> No
     async with await trio.open_file(path) as async_text:
         with pytest.raises(InvalidArgumentError, match="text-mode"):
             await target.http.request("POST", "/f", body=async_text)  # type: ignore[arg-type]
+    with path.open("ab") as write_only:
+        with pytest.raises(InvalidArgumentError, match="not open for reading"):
+            await target.http.request("POST", "/f", body=write_only)
+    closed = path.open("rb")
+    closed.close()
+    with pytest.raises(InvalidArgumentError, match="closed file"):
+        await target.http.request("POST", "/f", body=closed)
     assert target.seen == []
 
 

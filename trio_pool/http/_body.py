@@ -63,10 +63,7 @@ def adapt_body(body: object) -> bytes | BodyChunks | None:
         )
     read = getattr(body, "read", None)
     if callable(read):
-        if isinstance(getattr(body, "wrapped", body), io.TextIOBase) or getattr(
-            body, "encoding", None
-        ):
-            raise InvalidArgumentError("invalid body: a text-mode file; open it in binary mode")
+        _check_file(body)
         return BodyChunks(_FileChunks, body, _remaining(body))
     if isinstance(body, list | tuple):
         # A sequence is checked whole now: it costs nothing and fails before the head.
@@ -78,6 +75,21 @@ def adapt_body(body: object) -> bytes | BodyChunks | None:
     if isinstance(body, Iterable):
         return BodyChunks(_SyncChunks, body)
     raise InvalidArgumentError(f"invalid body: a {type(body).__name__}; expected {_ACCEPTED}")
+
+
+def _check_file(file: object) -> None:
+    """Refuse, before anything is sent, a file that cannot give bytes: text mode, closed, or
+    not open for reading (a Trio async file is judged by the file it wraps)."""
+    raw = getattr(file, "wrapped", file)
+    if isinstance(raw, io.TextIOBase) or getattr(raw, "encoding", None):
+        raise InvalidArgumentError("invalid body: a text-mode file; open it in binary mode")
+    readable = getattr(raw, "readable", None)
+    try:
+        can_read = readable() if callable(readable) else True
+    except ValueError:  # "I/O operation on closed file"
+        raise InvalidArgumentError("invalid body: a closed file") from None
+    if not can_read:
+        raise InvalidArgumentError("invalid body: a file not open for reading")
 
 
 def replayable(body: object) -> bool:
