@@ -32,6 +32,7 @@ import trio
 
 from .._errors import PoolDestroyedError, PoolFullError, RequestTimeoutError
 from ._allocator import Allocator
+from ._housekeeping import Housekeeper
 from ._lending import Lending
 from ._options import PoolOptions
 from ._slot import Slot, SlotState, deadline_after
@@ -64,12 +65,6 @@ class CheckoutOwner(Protocol):
     def _retire(self, slot: Slot, *, graceful: bool) -> None:
         """Dispose of (or destroy) an un-lent slot, and refill."""
 
-    def _expired(self, slot: Slot) -> str | None:
-        """Why a free slot must be retired rather than lent (lifetime, expire_all, resize)."""
-
-    def _expire(self, slot: Slot, why: str) -> None:
-        """Retire a free slot on the pool's own initiative."""
-
 
 @attrs.define(eq=False, slots=True)
 class Checkout:
@@ -79,6 +74,7 @@ class Checkout:
     _options: PoolOptions[Any]
     _lending: Lending
     _allocator: Allocator
+    _housekeeper: Housekeeper
     _counters: Counters
     release: Callable[[Any], object]  # the pool's release, for AcquireContext
 
@@ -116,10 +112,10 @@ class Checkout:
         lending = self._lending
         while lending.idle:
             slot = lending.idle.pop()
-            why = self._owner._expired(slot)
+            why = self._housekeeper.expired(slot)
             if why is None:
                 return self._lent(lending.lend(slot))
-            self._owner._expire(slot, why)
+            self._housekeeper.expire(slot, why)
         raise trio.WouldBlock
 
     async def take(self) -> Slot:

@@ -43,7 +43,7 @@ from ._backoff import Backoff
 from ._checkout import AcquireContext, Checkout
 from ._housekeeping import Housekeeper
 from ._lending import Lending
-from ._options import check_sizes, pool_options
+from ._options import pool_options
 from ._slot import Slot, SlotState
 from ._stats import Counters, ResourcePoolStats
 
@@ -154,17 +154,15 @@ class ResourcePool(Generic[T]):
         """The tags a :class:`Cluster` selects this pool by."""
         self.name: str = options.name
         """The pool's name, in its repr (hence its log lines) and its metrics."""
-        self._min, self._max = options.min, options.max  # resize() changes them
-        # Whether a free resource may have to be retired instead of reused (max_lifetime,
-        # expire_all(), a lower max): the release path checks only then.
-        self._may_expire = options.max_lifetime is not None
         self._counters = Counters()
         self._supervisor = Supervisor()
         self._allocator = Allocator(options, self, self._supervisor, self._counters)
         self._lending = Lending()
-        self._housekeeper = Housekeeper(self, options, self._lending, self._counters)
+        self._housekeeper = keeper = Housekeeper(
+            self, options, self._lending, self._allocator, self._counters
+        )
         self._checkout = Checkout(
-            self, options, self._lending, self._allocator, self._counters, self.release
+            self, options, self._lending, self._allocator, keeper, self._counters, self.release
         )
         self._state = _State.NEW
         self._bail_error: BaseException | None = None
@@ -197,7 +195,7 @@ class ResourcePool(Generic[T]):
     def __repr__(self) -> str:
         return (
             f"<ResourcePool {self.name!r} {self._state.value} allocated={self._allocated()}"
-            f"/{self._max} idle={len(self._lending.idle)}"
+            f"/{self._housekeeper.max} idle={len(self._lending.idle)}"
             f" queued={len(self._lending.waiters)}>"
         )
 
@@ -210,8 +208,8 @@ class ResourcePool(Generic[T]):
         """Return a snapshot of the pool's counts. O(1), not a checkpoint."""
         counters = self._counters
         return ResourcePoolStats(
-            min=self._min,
-            max=self._max,
+            min=self._housekeeper.min,
+            max=self._housekeeper.max,
             allocated=self._allocated(),
             available=len(self._lending.idle),
             queued=len(self._lending.waiters),
@@ -270,10 +268,7 @@ class ResourcePool(Generic[T]):
         they are given back, creations under way when they finish; ``min`` is refilled with
         new ones. For a failover: nothing opened before it is reused after. Not a checkpoint.
         """
-        self._allocator.generation += 1
-        self._may_expire = True
-        for slot in self._lending.take_all_idle():
-            self._expire(slot, "expire_all()")
+        self._housekeeper.expire_all()
         self._maybe_allocate()
 
     def resize(self, *, min: int | None = None, max: int | None = None) -> None:
@@ -287,14 +282,8 @@ class ResourcePool(Generic[T]):
             InvalidArgumentError: a value is out of its domain, or ``max`` is below ``min``
                 (nothing is changed).
         """
-        self._min, self._max = check_sizes(
-            self._min if min is None else min, self._max if max is None else max
-        )
-        new_max = self._max
-        self._may_expire = True
-        surplus = self._allocated() - new_max
-        for slot in self._lending.stale(_INF, surplus):
-            self._expire(slot, "over max")
+        keeper = self._housekeeper
+        keeper.resize(keeper.min if min is None else min, keeper.max if max is None else max)
         self._maybe_allocate()
 
     def _set_state(self, state: _State) -> None:
@@ -378,31 +367,13 @@ class ResourcePool(Generic[T]):
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 
-    def _expired(self, slot: Slot, *, counted: bool = False) -> str | None:
-        """Why a free slot must be retired instead of reused, or None (``counted``: it is
-        idle, so part of ``allocated``)."""
-        if not self._may_expire:
-            return None
-        if slot.generation != self._allocator.generation:
-            return "expire_all()"
-        if slot.expires_at <= trio.current_time():
-            return "max_lifetime"
-        if self._allocated() - counted >= self._max:
-            return "over max"
-        return None
-
-    def _expire(self, slot: Slot, why: str) -> None:
-        """Retire a slot on the pool's own initiative (logged: a refill may start at once,
-        before its dispose does, as after remove())."""
-        logger.debug("%r: retiring %r (%s)", self, slot.resource, why)
-        self._retire(slot, graceful=True)
-
     def _offer(self, slot: Slot) -> None:
         """A resource is free: the head waiter gets it, else it goes idle (or, unless open,
         is disposed). One past its lifetime, expired or over ``max`` is retired instead."""
-        why = self._expired(slot) if self._may_expire else None
-        if why:
-            self._expire(slot, why)
+        keeper = self._housekeeper
+        why = keeper.expired(slot) if keeper.may_expire else None
+        if why is not None:
+            keeper.expire(slot, why)
         elif not self._lending.give(slot, may_idle=self._state is _State.OPEN):
             self._retire(slot, graceful=True)
         if self._lending.drained is not None:  # only while ending
@@ -434,9 +405,10 @@ class ResourcePool(Generic[T]):
         creating = len(self._allocator.creating)
         allocated = len(lending.idle) + len(lending.busy) + creating
         wanted = len(lending.waiters) + arriving - creating
+        keeper = self._housekeeper
         if state is _State.OPEN:
-            wanted = max(wanted, self._min - allocated)
-        self._allocator.allocate(wanted, allocated, self._max)
+            wanted = max(wanted, keeper.min - allocated)
+        self._allocator.allocate(wanted, allocated, keeper.max)
 
     def _place(self, slot: Slot) -> None:
         self._offer(slot)
@@ -465,9 +437,6 @@ class ResourcePool(Generic[T]):
 
     # ------------------------------------------------------------------ housekeeping
 
-    def _spare(self) -> int:
-        return self._allocated() - self._min
-
     def _check_invariants(self) -> None:
         """Assert that the bookkeeping is consistent (for tests; O(allocated + queued))."""
         lending = self._lending
@@ -481,7 +450,7 @@ class ResourcePool(Generic[T]):
             assert not lending.waiters, "a destroyed pool keeps waiters"
             return
         # Over max only after a resize down, and then nothing idles until it is back under.
-        assert stats.allocated <= self._max or not lending.idle, f"over max: {stats}"
+        assert stats.allocated <= stats.max or not lending.idle, f"over max: {stats}"
         assert (self._state is _State.BAILED) == (self._bail_error is not None)
         assert all(slot in self._allocator.alive for slot in lending.idle), "idle, no task"
         lending.check_invariants()
