@@ -149,10 +149,20 @@ class Checkout:
         """Count this acquirer's demand, then park until a slot is handed over (``front``: at
         the head of the queue). A checkpoint."""
         self._owner._maybe_allocate(arriving=1)
-        slot = await self._lending.wait(deadline, front=front)
-        if slot is None:
-            raise self._timed_out()
-        return slot
+        lending = self._lending
+        key = object()
+        # Straight on the hand-off queue (no wrapper coroutine: every hand-off resumes it).
+        try:
+            if deadline == _INF:  # the common case; a cancel scope costs a little on a hot path
+                return await lending.waiters.wait(key, front=front)
+            with trio.CancelScope(deadline=deadline):
+                return await lending.waiters.wait(key, front=front)
+        except BaseException:
+            lending.check_drained()  # it left the queue (cancelled, or failed by the pool)
+            raise
+        # Only reached when the deadline's scope caught its cancellation.
+        lending.check_drained()
+        raise self._timed_out()
 
     def _timed_out(self) -> RequestTimeoutError:
         self._counters.request_timeouts += 1

@@ -14,7 +14,8 @@ synchronous methods change (decide and record with no ``await`` in between):
 A free resource goes straight to the head waiter (:meth:`Lending.give`: ``HandoffQueue.hand``
 is atomic with the wake-up, so a waiter being cancelled never loses it, aiohttp#9670), else to
 the idle stack. So idle resources exist only while nobody waits, and an acquirer that finds the
-stack empty parks ("try now, then park", as ``trio.MemoryReceiveChannel.receive`` does).
+stack empty parks on ``waiters`` ("try now, then park", as ``trio.MemoryReceiveChannel.receive``
+does; see :mod:`._checkout`).
 
 While the pool ends, :attr:`Lending.drained` is set once nobody holds or waits.
 """
@@ -75,25 +76,6 @@ class Lending:
         else:
             return False
         return True
-
-    async def wait(self, deadline: float, *, front: bool = False) -> Slot | None:
-        """Park until a slot is handed over; None if ``deadline`` passed first.
-
-        A checkpoint. Raises what :meth:`HandoffQueue.fail` gives, or ``Cancelled``; either way
-        the waiter has left the queue.
-        """
-        key = object()
-        try:
-            if deadline == _INF:  # the common case; a cancel scope costs a little on a hot path
-                return await self.waiters.wait(key, front=front)
-            with trio.CancelScope(deadline=deadline):
-                return await self.waiters.wait(key, front=front)
-        except BaseException:
-            self.check_drained()
-            raise
-        # Only reached when the deadline's scope caught its cancellation.
-        self.check_drained()
-        return None
 
     def take_back(self, resource: Any, verb: str, *, idle_too: bool = False) -> Slot:
         """Un-lend ``resource`` (``idle_too``: or take it off the idle stack).

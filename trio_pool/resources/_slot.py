@@ -66,8 +66,6 @@ class SlotState(enum.Enum):
 
 _S = SlotState
 _LIVE = frozenset({_S.CREATING, _S.ABANDONED, _S.IDLE, _S.BUSY})
-_PARKABLE = frozenset({_S.CREATING, _S.BUSY})
-_LENDABLE = frozenset({_S.CREATING, _S.IDLE, _S.BUSY})
 _CREATING = frozenset({_S.CREATING})
 _CREATED_OR_NOT = frozenset({_S.CREATING, _S.ABANDONED})
 _RETIRED = frozenset({_S.RETIRED})
@@ -111,14 +109,16 @@ class Slot:
 
     def park_idle(self, now: float) -> None:
         """CREATING or BUSY -> IDLE: into the pool's idle stack."""
-        if self.state not in _PARKABLE:
+        state = self.state  # identity tests: hashing an Enum member runs Python code
+        if state is not _S.BUSY and state is not _S.CREATING:
             raise SlotStateError(f"{self!r}: cannot become idle")
         self.state = _S.IDLE
         self.idle_since = now
 
     def lend(self) -> None:
         """CREATING, IDLE or BUSY -> BUSY: handed to an acquirer (a new lease)."""
-        if self.state not in _LENDABLE:
+        state = self.state
+        if state is not _S.IDLE and state is not _S.BUSY and state is not _S.CREATING:
             raise SlotStateError(f"{self!r}: cannot be lent")
         self.state = _S.BUSY
         self.lease += 1
