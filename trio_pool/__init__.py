@@ -4,6 +4,7 @@ HTTP/1.1 connection pools on h11 (``Client``, ``Pool``, ``BalancedPool``) and a 
 resource pool (``ResourcePool``, ``Cluster``). Every public name is re-exported here.
 """
 
+from . import interceptors as interceptors
 from ._errors import AcquireTimeoutError as AcquireTimeoutError
 from ._errors import BalancedPoolMissingUpstreamError as BalancedPoolMissingUpstreamError
 from ._errors import BodyTimeoutError as BodyTimeoutError
@@ -25,9 +26,11 @@ from ._errors import RequestAbortedError as RequestAbortedError
 from ._errors import RequestContentLengthMismatchError as RequestContentLengthMismatchError
 from ._errors import RequestTimeoutError as RequestTimeoutError
 from ._errors import ResponseContentLengthMismatchError as ResponseContentLengthMismatchError
+from ._errors import ResponseDecodeError as ResponseDecodeError
 from ._errors import ResponseExceededMaxSizeError as ResponseExceededMaxSizeError
 from ._errors import ResponseStatusError as ResponseStatusError
 from ._errors import SocketError as SocketError
+from ._errors import TooManyRedirectsError as TooManyRedirectsError
 from ._errors import TrioPoolError as TrioPoolError
 from .http._balanced import BalancedPool as BalancedPool
 from .http._client import Client as Client
@@ -38,6 +41,7 @@ from .http._models import RequestOptions as RequestOptions
 from .http._models import Response as Response
 from .http._models import StreamResponse as StreamResponse
 from .http._pool import Pool as Pool
+from .interceptors._compose import compose as compose
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster
 from .resources._pool import ResourcePool as ResourcePool

@@ -36,9 +36,11 @@ __all__ = [
     "RequestContentLengthMismatchError",
     "RequestTimeoutError",
     "ResponseContentLengthMismatchError",
+    "ResponseDecodeError",
     "ResponseExceededMaxSizeError",
     "ResponseStatusError",
     "SocketError",
+    "TooManyRedirectsError",
     "TrioPoolError",
 ]
 
@@ -152,6 +154,12 @@ class RequestAbortedError(TrioPoolError):
     block before the body's end (what reading that body afterwards raises)."""
 
 
+class ResponseDecodeError(TrioPoolError):
+    """``text()`` or ``json()`` of a response whose body is still in its ``content-encoding``
+    (gzip, br...): nothing decoded it. The message names the encoding and
+    ``interceptors.decompress()``, which decodes it. ``body`` stays available as bytes."""
+
+
 class ResponseStatusError(TrioPoolError):
     """Raised by ``Response.raise_for_status()`` for a 4xx or 5xx status.
 
@@ -172,6 +180,14 @@ class ResponseStatusError(TrioPoolError):
 class BalancedPoolMissingUpstreamError(TrioPoolError):
     """A ``BalancedPool`` has no upstream that can take the request: none at all, or none with
     the requested capability (the message names it)."""
+
+
+class TooManyRedirectsError(TrioPoolError):
+    """``interceptors.redirect()`` got one more redirect than ``max_redirections`` allows.
+
+    The message names the limit and the last ``Location``; the redirect response that
+    went over it was discarded (its connection drained or closed).
+    """
 
 
 # --------------------------------------------------------------------------- resource pools

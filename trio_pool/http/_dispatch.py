@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import trio
 
@@ -21,9 +21,18 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ._headers import Headers
+    from ._models import RequestOptions
     from ._request import Request
 
-__all__ = ["Controller", "Handler", "call", "start_call", "tell_cancelled"]
+__all__ = [
+    "Controller",
+    "DispatchFunction",
+    "Handler",
+    "Interceptor",
+    "call",
+    "start_call",
+    "tell_cancelled",
+]
 
 _log = logging.getLogger("trio_pool.pool")
 
@@ -104,3 +113,11 @@ class Controller:
         if isinstance(reason, BaseException):
             error.__cause__ = reason
         self._abort(self._request, error)
+
+
+DispatchFunction: TypeAlias = "Callable[[RequestOptions, Handler], Awaitable[None]]"
+"""What an interceptor wraps and returns: ``async (options, handler) -> None``, the
+signature of :meth:`Dispatcher.dispatch`."""
+
+Interceptor: TypeAlias = "Callable[[DispatchFunction], DispatchFunction]"
+"""``(dispatch) -> dispatch``: what ``compose()`` takes (see ``trio_pool.interceptors``)."""

@@ -575,6 +575,9 @@ class MockPool(Lifecycle, Emitter, Owner, Dispatcher):
     def _describe(self) -> str:
         return f"MockPool {self._origin.text}"
 
+    def _path_origin(self) -> str:
+        return self._origin.text
+
     def _abort_all(self, error: Callable[[], BaseException]) -> None:
         for request in list(self._active):
             self._abort(request, error())

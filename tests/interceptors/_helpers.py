@@ -1,0 +1,93 @@
+"""Shared by the interceptor tests: idle checks, a recording interceptor, and a dispatcher of
+two origins standing in for an ``Agent`` (which takes absolute URLs of any origin)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from urllib.parse import urlsplit
+
+import attrs
+
+import trio_pool
+from trio_pool import Dispatcher, InvalidArgumentError, PoolStats, RequestOptions
+from trio_pool.http._models import HeadersType, Upgraded
+from trio_pool.interceptors import DispatchFunction, Handler
+
+
+def assert_idle(dispatcher: Dispatcher) -> None:
+    stats = dispatcher.statistics()
+    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0), stats
+
+
+def recording(log: list[str], name: str) -> Callable[[DispatchFunction], DispatchFunction]:
+    """An interceptor that logs ``name method path`` and passes the request on."""
+
+    def interceptor(dispatch: DispatchFunction) -> DispatchFunction:
+        async def logged(options: RequestOptions, handler: Handler) -> None:
+            log.append(f"{name} {options.method} {options.path}")
+            await dispatch(options, handler)
+
+        return logged
+
+    return interceptor
+
+
+class TwoOrigins(Dispatcher):
+    """Routes absolute URLs to one of its pools by origin, as an ``Agent`` would (only
+    ``dispatch()`` and the lifetime are needed under ``compose()``)."""
+
+    def __init__(self, pools: dict[str, trio_pool.Pool]) -> None:
+        self.pools = pools
+
+    async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
+        parts = urlsplit(options.path)
+        pool = self.pools.get(f"{parts.scheme}://{parts.netloc}")
+        if pool is None:
+            raise InvalidArgumentError(f"no pool for {options.path}")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        await pool.dispatch(attrs.evolve(options, path=path), handler)
+
+    def statistics(self) -> PoolStats:
+        all_stats = [pool.statistics() for pool in self.pools.values()]
+        return PoolStats(
+            *(sum(getattr(s, f) for s in all_stats) for f in attrs.fields_dict(PoolStats))
+        )
+
+    def _request_options(self, options: RequestOptions) -> Awaitable[trio_pool.Response]:
+        raise NotImplementedError
+
+    def _stream(
+        self, options: RequestOptions, *, duplex: bool
+    ) -> AbstractAsyncContextManager[trio_pool.StreamResponse]:
+        raise NotImplementedError
+
+    def upgrade(
+        self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
+    ) -> AbstractAsyncContextManager[Upgraded]:
+        raise NotImplementedError
+
+    def connect(
+        self, authority: str, *, headers: HeadersType | None = None
+    ) -> AbstractAsyncContextManager[Upgraded]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def destroy(self, error: BaseException | None = None) -> None:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    @property
+    def destroyed(self) -> bool:
+        return False
+
+    def on(self, event: str, callback: Callable[..., object]) -> None:
+        raise NotImplementedError
+
+    def off(self, event: str, callback: Callable[..., object]) -> None:
+        raise NotImplementedError
