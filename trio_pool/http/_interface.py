@@ -26,12 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import attrs
 
 from .._errors import InvalidArgumentError
 from ._chain import collect, stream
 from ._models import RequestOptions
+from ._origin import parse_origin
 
 if TYPE_CHECKING:
     from ._dispatch import DispatchFunction, Handler, Interceptor
@@ -336,10 +338,24 @@ class Composed(Dispatcher):
             if path.startswith(prefix):
                 options = _evolve_path(options, path[len(prefix) - 1 :])
             else:
-                raise InvalidArgumentError(
-                    f"invalid path {path!r}: this dispatcher sends requests to {self._origin} only"
-                )
+                options = _evolve_path(options, self._own_path(path))
         return self._base.dispatch(options, handler)
+
+    def _own_path(self, url: str) -> str:
+        """The path of ``url``, an absolute URL of this dispatcher's origin not written as
+        it normalises (``HTTP://Host:80/x``). Raises ``InvalidArgumentError`` for any other
+        URL. Not a checkpoint."""
+        try:
+            parts = urlsplit(url)
+            origin = parse_origin(f"{parts.scheme}://{parts.netloc}").text
+        except (ValueError, InvalidArgumentError):
+            origin = None
+        if origin != self._origin:
+            raise InvalidArgumentError(
+                f"invalid path {url!r}: this dispatcher sends requests to {self._origin} only"
+            )
+        path = parts.path or "/"
+        return f"{path}?{parts.query}" if parts.query else path
 
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
         return collect(self._chain, self._absolute(options))

@@ -276,9 +276,7 @@ def next_hop(
     if parts.scheme not in ("http", "https", "") or (not parts.scheme and parts.netloc):
         return None
     method = options.method
-    keeps_body = not (
-        (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST")
-    )
+    keeps_body = not (status == 303 or (status in (301, 302) and method == "POST"))
     if keeps_body and not replayable:
         return None
     moved = _origin(target) != _origin(options.path)
@@ -287,7 +285,7 @@ def next_hop(
     if drop and options.headers is not None:
         changes["headers"] = [pair for pair in _pairs(options.headers) if _name(pair) not in drop]
     if not keeps_body:
-        changes["method"] = "GET"
+        changes["method"] = "HEAD" if method == "HEAD" else "GET"
         changes["body"] = None
         if _HAS_JSON:
             changes["json"] = None
