@@ -99,7 +99,7 @@ async def test_becomes_get_without_a_body(
 @pytest.mark.parametrize("status", [307, 308, 301, 302])
 @pytest.mark.parametrize("body", [b"bytes", "text", [b"li", b"st"], bytearray(b"array")])
 async def test_keeps_method_and_a_replayable_body(
-    server: H11Server, pool: Pool, status: int, body: object
+    server: H11Server, pool: Pool, status: int, body: bytes | str | list[bytes]
 ) -> None:
     client = trio_pool.compose(pool, redirect())
     method = "PUT" if status in (301, 302) else "POST"  # 301/302 change only POST
@@ -107,7 +107,7 @@ async def test_keeps_method_and_a_replayable_body(
         method,
         f"/to/{status}//done",
         body=body,
-        headers={"content-type": "text/plain"},  # type: ignore[arg-type]
+        headers={"content-type": "text/plain"},
     )
     assert response.status == 200
     first, last = server.requests
