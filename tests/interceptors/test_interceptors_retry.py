@@ -42,6 +42,10 @@ class Script:
         await conn.respond(200, body=b"ok " + request.body)
 
 
+def notes(error: BaseException) -> list[str]:
+    return list(getattr(error, "__notes__", []))
+
+
 @pytest.fixture
 def script() -> Script:
     return Script()
@@ -128,7 +132,7 @@ def test_retry_after_values() -> None:
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds("-3") is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
-    assert retry_after_seconds(email.utils.formatdate(time.time() + 100, usegmt=True)) > 98
+    assert (retry_after_seconds(email.utils.formatdate(time.time() + 100, usegmt=True)) or 0) > 98
 
 
 async def test_gives_up_after_max_retries_with_the_last_response(
@@ -202,7 +206,7 @@ async def test_error_retries_and_the_attempts_note(
     with pytest.raises(ConnectError) as caught:
         await client.request("GET", "/")
     assert server.connections == 0
-    assert any("gave up after 4 attempts: no retries left" in n for n in caught.value.__notes__)
+    assert any("gave up after 4 attempts: no retries left" in n for n in notes(caught.value))
     assert_idle(pool)
 
 
@@ -224,7 +228,7 @@ async def test_socket_error_retried_only_with_a_replayable_body(
         script.statuses = [0]
         with pytest.raises(SocketError) as caught:
             await client.request("POST", "/", body=gen(), idempotent=True)
-        assert any("its body cannot be sent again" in n for n in caught.value.__notes__)
+        assert any("its body cannot be sent again" in n for n in notes(caught.value))
         assert_idle(own)
 
 
@@ -282,9 +286,9 @@ async def test_no_retry_whose_wait_ends_after_the_deadline_error(
                 await client.request("GET", "/")
         elapsed = trio.current_time() - start
     assert elapsed < 2.5
-    notes = caught.value.__notes__
-    assert any(f"gave up after {len(attempts)} attempt" in n for n in notes), notes
-    assert any("would end after the deadline" in n for n in notes), notes
+    said = notes(caught.value)
+    assert any(f"gave up after {len(attempts)} attempt" in n for n in said), said
+    assert any("would end after the deadline" in n for n in said), said
     assert 1 <= len(attempts) <= 10
     assert all(t - start < 2.5 for t in attempts)
 
@@ -363,5 +367,5 @@ async def test_dispatch_handler_hears_one_start_and_one_end(
         def on_response_error(self, controller: object, error: BaseException) -> None:
             events.append(error)  # pragma: no cover
 
-    await client.dispatch(trio_pool.RequestOptions("GET", "/"), Handler())  # type: ignore[arg-type]
+    await client.dispatch(trio_pool.RequestOptions("GET", "/"), Handler())
     assert events == ["start", 200, b"ok ", "end"]
