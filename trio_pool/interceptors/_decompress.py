@@ -100,13 +100,12 @@ class _Brotli:
         self._obj = module.Decompressor()
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        # The limit is where its output buffer stops growing (a block or so, not exactly);
+        # what is left comes out of the next calls, with no input, until none comes.
         out = self._obj.process(data, output_buffer_limit=BLOCK)
-        if out:
-            yield out
-        while not self._obj.can_accept_more_data():
+        while out:
+            yield from _cut(out)
             out = self._obj.process(b"", output_buffer_limit=BLOCK)
-            if out:
-                yield out
 
     def finished(self) -> bool:
         return bool(self._obj.is_finished())
@@ -155,9 +154,7 @@ class _Zstandard:
         for start in range(0, len(view), _ZSTANDARD_STEP):
             piece = view[start : start + _ZSTANDARD_STEP]
             while piece:
-                out = self._obj.decompress(bytes(piece))
-                if out:
-                    yield out
+                yield from _cut(self._obj.decompress(bytes(piece)))
                 piece = memoryview(b"")
                 if self._obj.eof and self._obj.unused_data:
                     piece = memoryview(self._obj.unused_data)
@@ -165,6 +162,18 @@ class _Zstandard:
 
     def finished(self) -> bool:
         return bool(self._obj.eof)
+
+
+def _cut(out: bytes) -> Iterator[bytes]:
+    """``out`` in blocks of at most :data:`BLOCK` bytes (for decoders whose limit is not
+    exact), so the caller's chunks have the same bound whatever the coding."""
+    if len(out) <= BLOCK:
+        if out:
+            yield out
+        return
+    view = memoryview(out)
+    for start in range(0, len(out), BLOCK):
+        yield bytes(view[start : start + BLOCK])
 
 
 def _import(name: str) -> Any:
