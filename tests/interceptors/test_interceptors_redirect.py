@@ -124,12 +124,27 @@ async def test_a_seekable_file_is_rewound(server: H11Server, pool: Pool) -> None
     # replay is checked through the seam it uses.
     from trio_pool.interceptors._replay import replay_of
 
-    replay = await replay_of(file)
+    replay = replay_of(file)
     assert replay is not None
+    await replay.mark()
     file.read()
     await replay.rewind()
     assert file.read() == b"file-body"
-    assert await replay_of(iter([b"x"])) is None
+    assert replay_of(iter([b"x"])) is None
+    async_file = trio.wrap_file(io.BytesIO(b"skip:async-body"))
+    await async_file.seek(5)
+    replay = replay_of(async_file)
+    assert replay is not None
+    await replay.mark()
+    await async_file.read()
+    await replay.rewind()
+    assert await async_file.read() == b"async-body"
+
+    class Pipe(io.RawIOBase):
+        def seekable(self) -> bool:
+            return False
+
+    assert replay_of(Pipe()) is None
     await client.request("GET", "/")
 
 

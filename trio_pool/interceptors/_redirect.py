@@ -102,7 +102,9 @@ async def _follow(
     if options.headers is not None and not isinstance(options.headers, Mapping | list | tuple):
         # A one-shot iterable of pairs: the next hop needs them again.
         options = attrs.evolve(options, headers=list(options.headers))
-    replay = await replay_of(options.body)
+    replay = replay_of(options.body)
+    if replay is not None and replay.marks:
+        await replay.mark()
     follow = _Follow(handler, options, replay, limit)
     await dispatch(options, follow)
     while follow.next is not None:

@@ -18,13 +18,23 @@ _IN_MEMORY = (bytes, bytearray, memoryview, str, list, tuple)
 
 
 class Replay:
-    """How to send a body again: :meth:`rewind` before each new send."""
+    """How to send a body again: :meth:`mark` before the first send (a file notes where it
+    stands), :meth:`rewind` before each new one."""
 
     __slots__ = ("_file", "_position")
 
-    def __init__(self, file: Any = None, position: int = 0) -> None:
+    def __init__(self, file: Any = None) -> None:
         self._file = file
-        self._position = position
+        self._position = 0
+
+    @property
+    def marks(self) -> bool:
+        """Whether :meth:`mark` has anything to do (a file), so it is not awaited in vain."""
+        return self._file is not None
+
+    async def mark(self) -> None:
+        """Note the file's position. A checkpoint only for a Trio async file."""
+        self._position = await _maybe_await(self._file.tell())
 
     async def rewind(self) -> None:
         """Put the body back where it was before the first send. A checkpoint only for a
@@ -36,19 +46,21 @@ class Replay:
 _SAME = Replay()
 
 
-async def replay_of(body: object) -> Replay | None:
-    """How to send ``body`` again, or None if it is one-shot. Call it before the first send
-    (it notes a file's position). A checkpoint only for a Trio async file."""
+def replay_of(body: object) -> Replay | None:
+    """How to send ``body`` again, or None if it is one-shot. Not a checkpoint; for a file,
+    await :meth:`Replay.mark` before the first send."""
     if body is None or isinstance(body, _IN_MEMORY):
         return _SAME
-    if callable(getattr(body, "read", None)) and callable(getattr(body, "seek", None)):
+    if (
+        callable(getattr(body, "read", None))
+        and callable(getattr(body, "seek", None))
+        and callable(getattr(body, "tell", None))
+    ):
         seekable = getattr(body, "seekable", None)
-        if seekable is not None and not await _maybe_await(seekable()):
+        # A Trio async file's seekable() is a coroutine function: its seek decides later.
+        if seekable is not None and not inspect.iscoroutinefunction(seekable) and not seekable():
             return None
-        tell = getattr(body, "tell", None)
-        if not callable(tell):
-            return None
-        return Replay(body, await _maybe_await(tell()))
+        return Replay(body)
     return None
 
 

@@ -249,7 +249,9 @@ async def _attempts(
     dispatch: DispatchFunction, options: RequestOptions, handler: Handler, policy: _Policy
 ) -> None:
     """Send ``options`` until an attempt is not to be retried. A checkpoint."""
-    replay = await replay_of(options.body)
+    replay = replay_of(options.body)
+    if replay is not None and replay.marks:
+        await replay.mark()
     attempts = _Attempts(handler, policy, replayable=replay is not None)
     await dispatch(options, attempts)
     while (wait := attempts.wait) is not None:
