@@ -32,6 +32,10 @@ class Script:
         self.hits.append(request)
         if request.target == "/stall":
             await trio.sleep_forever()
+        if request.target == "/big" and self.statuses:
+            self.statuses.pop(0)
+            await conn.respond(503, body=b"x" * 100_000)
+            return
         if self.statuses:
             status = self.statuses.pop(0)
             if status == 0:  # hang up without an answer
@@ -145,6 +149,17 @@ async def test_gives_up_after_max_retries_with_the_last_response(
     assert len(script.hits) == 3
     assert_idle(pool)
     assert server_connections_reused(script)
+
+
+async def test_a_long_discarded_body_closes_its_connection(
+    autojump_clock: trio.testing.MockClock, script: Script, pool: Pool
+) -> None:
+    script.statuses = [503]
+    client = trio_pool.compose(pool, retry(min_timeout=0.1))
+    response = await client.request("GET", "/big")
+    assert (response.status, response.body) == (200, b"ok ")
+    assert [hit.connection for hit in script.hits] == [0, 1]  # the 503 was not read on
+    assert_idle(pool)
 
 
 def server_connections_reused(script: Script) -> bool:
