@@ -3,8 +3,6 @@ surface through the chain, delegation of lifetime and statistics (API.md section
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import trio
 import trio.testing
@@ -13,7 +11,13 @@ from _helpers import assert_idle, recording
 import trio_pool
 from trio_pool import Headers, InvalidArgumentError, Pool, RequestOptions
 from trio_pool.interceptors import Controller, DispatchFunction, Handler
-from trio_pool.testing import H11Server, MockPool, ServerConnection, ServerRequest, serve_memory
+from trio_pool.testing import (
+    H11Server,
+    MockPool,
+    Script,
+    ServerConnection,
+    ServerRequest,
+)
 
 
 async def script(request: ServerRequest, conn: ServerConnection) -> None:
@@ -32,16 +36,9 @@ async def script(request: ServerRequest, conn: ServerConnection) -> None:
     )
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[H11Server]:
-    async with serve_memory(script) as server:
-        yield server
-
-
-@pytest.fixture
-async def pool(server: H11Server) -> AsyncIterator[Pool]:
-    async with Pool(server.origin, connector=server.connector) as pool:
-        yield pool
+@pytest.fixture(name="script")
+def _script_fixture() -> Script:
+    return script
 
 
 async def test_first_interceptor_is_outermost(pool: Pool) -> None:

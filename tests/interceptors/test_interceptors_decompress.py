@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import tracemalloc
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import brotli
 import pytest
@@ -19,7 +19,7 @@ from _helpers import assert_idle
 import trio_pool
 from trio_pool import Pool, ResponseDecodeError, ResponseExceededMaxSizeError
 from trio_pool.interceptors import decompress
-from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_memory
+from trio_pool.testing import ServerConnection, ServerRequest
 
 TEXT = b"".join(b"line %d of a compressible body\n" % i for i in range(5000))
 
@@ -78,18 +78,6 @@ class Script:
 @pytest.fixture
 def script() -> Script:
     return Script()
-
-
-@pytest.fixture
-async def server(script: Script) -> AsyncIterator[H11Server]:
-    async with serve_memory(script) as server:
-        yield server
-
-
-@pytest.fixture
-async def pool(server: H11Server) -> AsyncIterator[Pool]:
-    async with Pool(server.origin, connector=server.connector) as pool:
-        yield pool
 
 
 @pytest.mark.parametrize("coding", sorted(ENCODERS))

@@ -4,7 +4,7 @@ changes, the limit, and no connection left holding a discarded 3xx (API.md secti
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -14,7 +14,7 @@ from _helpers import TwoOrigins, assert_idle
 import trio_pool
 from trio_pool import InvalidArgumentError, Pool, TooManyRedirectsError
 from trio_pool.interceptors import redirect
-from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_memory
+from trio_pool.testing import H11Server, Script, ServerConnection, ServerRequest, serve_memory
 
 # Routes: /to/<status>/<location...> answers <status> with that Location (the rest of the
 # path, verbatim); /rel/page a 302 to its request's x-location header; /big-to/<location> a 307
@@ -47,16 +47,9 @@ async def script(request: ServerRequest, conn: ServerConnection) -> None:
     await conn.respond(200, body=b"" if request.method == "HEAD" else "\n".join(echo).encode())
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[H11Server]:
-    async with serve_memory(script) as server:
-        yield server
-
-
-@pytest.fixture
-async def pool(server: H11Server) -> AsyncIterator[Pool]:
-    async with Pool(server.origin, connector=server.connector) as pool:
-        yield pool
+@pytest.fixture(name="script")
+def _script_fixture() -> Script:
+    return script
 
 
 def lines(response: trio_pool.Response) -> list[str]:

@@ -17,7 +17,7 @@ import trio_pool
 from trio_pool import ConnectError, InvalidArgumentError, Pool, SocketError
 from trio_pool.interceptors import retry
 from trio_pool.interceptors._retry import retry_after_seconds
-from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_memory
+from trio_pool.testing import H11Server, ServerConnection, ServerRequest
 
 
 class Script:
@@ -53,18 +53,6 @@ def notes(error: BaseException) -> list[str]:
 @pytest.fixture
 def script() -> Script:
     return Script()
-
-
-@pytest.fixture
-async def server(script: Script) -> AsyncIterator[H11Server]:
-    async with serve_memory(script) as server:
-        yield server
-
-
-@pytest.fixture
-async def pool(server: H11Server) -> AsyncIterator[Pool]:
-    async with Pool(server.origin, connector=server.connector) as pool:
-        yield pool
 
 
 async def test_retries_a_status_with_jittered_backoff(

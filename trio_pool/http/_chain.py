@@ -81,17 +81,14 @@ def new_stream_response(
     return StreamResponse(status, reason, "1.1", headers, source=source)
 
 
-class _Collect:
-    """The handler of :func:`collect`: keeps everything, for one ``Response``."""
+class _Head:
+    """What both handlers keep of a response's start."""
 
-    __slots__ = ("chunks", "controller", "error", "head", "trailers")
+    __slots__ = ("controller", "head")
 
     def __init__(self) -> None:
         self.controller: Controller | None = None
         self.head: tuple[int, Headers, str] | None = None
-        self.chunks: list[bytes] = []
-        self.trailers: Headers | None = None
-        self.error: BaseException | None = None
 
     def on_request_start(self, controller: Controller) -> None:
         self.controller = controller
@@ -101,6 +98,18 @@ class _Collect:
     ) -> None:
         self.controller = controller
         self.head = (status, headers, reason)
+
+
+class _Collect(_Head):
+    """The handler of :func:`collect`: keeps everything, for one ``Response``."""
+
+    __slots__ = ("chunks", "error", "trailers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[bytes] = []
+        self.trailers: Headers | None = None
+        self.error: BaseException | None = None
 
     def on_response_data(self, controller: Controller, chunk: bytes) -> None:
         self.chunks.append(chunk)
@@ -128,13 +137,12 @@ async def collect(dispatch: DispatchFunction, options: RequestOptions) -> Respon
     return new_response(status, reason, headers, handler.trailers, body, url)
 
 
-class _Relay:
+class _Relay(_Head):
     """The handler of :func:`stream` (the helper task's side) and the body source of its
     ``StreamResponse`` (the reader's side)."""
 
     def __init__(self) -> None:
-        self.controller: Controller | None = None
-        self.head: tuple[int, Headers, str] | None = None
+        super().__init__()
         self.headed = trio.Event()  # the head or an error is there
         self.trailers_ = Headers()
         self.error: BaseException | None = None
@@ -143,14 +151,10 @@ class _Relay:
 
     # The handler (helper task).
 
-    def on_request_start(self, controller: Controller) -> None:
-        self.controller = controller
-
     def on_response_start(
         self, controller: Controller, status: int, headers: Headers, reason: str
     ) -> None:
-        self.controller = controller
-        self.head = (status, headers, reason)
+        super().on_response_start(controller, status, headers, reason)
         self.headed.set()
 
     async def on_response_data(self, controller: Controller, chunk: bytes) -> None:

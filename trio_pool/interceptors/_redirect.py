@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import attrs
-import trio
 
 from .._errors import InvalidArgumentError, TooManyRedirectsError, TrioPoolError
-from ..http._dispatch import call, start_call, tell_cancelled
+from ..http._dispatch import call, start_call
 from ..http._models import RequestOptions
-from ._relay import DRAIN_LIMIT, Relay
+from ._relay import DRAIN_LIMIT, Relay, between
 from ._replay import Replay, replay_of
 
 if TYPE_CHECKING:
@@ -109,14 +108,7 @@ async def _follow(
     await dispatch(options, follow)
     while follow.next is not None:
         options, follow.next = follow.next, None
-        try:
-            if replay is not None and options.body is not None:
-                await replay.rewind()
-        except trio.Cancelled:
-            await tell_cancelled(handler, follow.relay, None)
-            raise
-        except Exception as exc:  # a file that cannot seek back after all
-            await call(handler.on_response_error, follow.relay, exc)
+        if not await between(handler, follow.relay, 0, replay if options.body else None):
             return
         follow.sending = options
         try:

@@ -14,13 +14,24 @@ A response the interceptor does not pass on (a redirect it follows, a status it 
 is *discarded*: :class:`Discard` counts its body and, past :data:`DRAIN_LIMIT` bytes, aborts
 it, which closes its connection rather than reading on; a short one is read to its end, so
 its connection is reused. Either way nothing holds a connection once the request ended.
+
+Between two requests the interceptor may wait (:func:`between`: a backoff, a body's rewind);
+the outer handler, already started, is told of a failure or a cancellation there.
 """
 
 from __future__ import annotations
 
-from ..http._dispatch import Controller
+from typing import TYPE_CHECKING
 
-__all__ = ["DRAIN_LIMIT", "Discard", "Relay"]
+import trio
+
+from ..http._dispatch import Controller, call, tell_cancelled
+
+if TYPE_CHECKING:
+    from ..http._dispatch import Handler
+    from ._replay import Replay
+
+__all__ = ["DRAIN_LIMIT", "Discard", "Relay", "between"]
 
 DRAIN_LIMIT = 65536
 """Bytes of a discarded body read to keep its connection; past them it is closed instead."""
@@ -75,3 +86,21 @@ class Discard:
         self.size += len(chunk)
         if self.size > DRAIN_LIMIT:
             controller.abort("a discarded response body too long to drain")
+
+
+async def between(outer: Handler, relay: Relay, wait: float, replay: Replay | None) -> bool:
+    """Before sending again: sleep ``wait`` seconds, then rewind the body (``replay``, if
+    given). A checkpoint. Returns False if the rewind failed (``outer`` heard the error); a
+    cancellation is told to ``outer`` (``on_response_error``) and propagates."""
+    try:
+        if wait > 0:
+            await trio.sleep(wait)
+        if replay is not None:
+            await replay.rewind()
+    except trio.Cancelled:
+        await tell_cancelled(outer, relay, None)
+        raise
+    except Exception as exc:  # a file that cannot seek back after all
+        await call(outer.on_response_error, relay, exc)
+        return False
+    return True

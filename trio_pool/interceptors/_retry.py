@@ -46,8 +46,8 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
-from ..http._dispatch import call, start_call, tell_cancelled
-from ._relay import Discard, Relay
+from ..http._dispatch import call, start_call
+from ._relay import Discard, Relay, between
 from ._replay import replay_of
 
 if TYPE_CHECKING:
@@ -256,15 +256,7 @@ async def _attempts(
     await dispatch(options, attempts)
     while (wait := attempts.wait) is not None:
         attempts.wait = None
-        try:
-            await trio.sleep(wait)
-            if replay is not None:
-                await replay.rewind()
-        except trio.Cancelled:
-            await tell_cancelled(handler, attempts.relay, None)
-            raise
-        except Exception as exc:  # a file that cannot seek back after all
-            await call(handler.on_response_error, attempts.relay, exc)
+        if not await between(handler, attempts.relay, wait, replay):
             return
         try:
             await dispatch(options, attempts)
