@@ -182,6 +182,13 @@ async def test_location_is_resolved_against_the_request_url(
     assert lines(response)[0] == expected
 
 
+async def test_headers_from_a_generator_reach_every_hop(pool: Pool) -> None:
+    client = trio_pool.compose(pool, redirect())
+    pairs = ((name, "Bearer g") for name in ("authorization",))
+    response = await client.request("GET", "/to/307//done", headers=pairs)
+    assert lines(response)[3] == "auth=Bearer g"
+
+
 async def test_same_origin_absolute_location_keeps_credentials(pool: Pool) -> None:
     client = trio_pool.compose(pool, redirect())
     headers = {"authorization": "Bearer t", "cookie": "c=1"}

@@ -150,6 +150,16 @@ async def test_a_long_discarded_body_closes_its_connection(
     assert_idle(pool)
 
 
+async def test_headers_from_a_generator_are_sent_on_every_attempt(
+    autojump_clock: trio.testing.MockClock, script: Script, pool: Pool
+) -> None:
+    script.statuses = [503]
+    client = trio_pool.compose(pool, retry(min_timeout=0.1))
+    pairs = ((name, "v") for name in ("x-a", "x-b"))
+    assert (await client.request("GET", "/", headers=pairs)).status == 200
+    assert [hit.header("x-b") for hit in script.hits] == ["v", "v"]
+
+
 def server_connections_reused(script: Script) -> bool:
     """The discarded short bodies were read: every attempt went over one connection."""
     return {hit.connection for hit in script.hits} == {0}

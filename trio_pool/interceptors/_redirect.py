@@ -39,7 +39,7 @@ from .._errors import InvalidArgumentError, TooManyRedirectsError, TrioPoolError
 from ..http._dispatch import call, start_call
 from ..http._models import RequestOptions
 from ._relay import DRAIN_LIMIT, Relay, between
-from ._replay import Replay, replay_of
+from ._replay import Replay, readable_again, replay_of
 
 if TYPE_CHECKING:
     from ..http._dispatch import Controller, DispatchFunction, Handler, Interceptor
@@ -98,9 +98,7 @@ async def _follow(
     dispatch: DispatchFunction, options: RequestOptions, handler: Handler, limit: int
 ) -> None:
     """Send ``options`` and every hop of its redirects. A checkpoint."""
-    if options.headers is not None and not isinstance(options.headers, Mapping | list | tuple):
-        # A one-shot iterable of pairs: the next hop needs them again.
-        options = attrs.evolve(options, headers=list(options.headers))
+    options = readable_again(options)  # the next hop sends them again
     replay = replay_of(options.body)
     if replay is not None and replay.marks:
         await replay.mark()

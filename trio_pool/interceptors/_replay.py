@@ -10,11 +10,26 @@ was sent, nothing can send it again.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Replay", "replay_of"]
+import attrs
+
+if TYPE_CHECKING:
+    from ..http._models import RequestOptions
+
+__all__ = ["Replay", "readable_again", "replay_of"]
 
 _IN_MEMORY = (bytes, bytearray, memoryview, str, list, tuple)
+
+
+def readable_again(options: RequestOptions) -> RequestOptions:
+    """``options`` with headers that can be read more than once: a one-shot iterable of
+    pairs (a generator) is read into a list. Not a checkpoint."""
+    headers = options.headers
+    if headers is None or isinstance(headers, Mapping | list | tuple):
+        return options
+    return attrs.evolve(options, headers=list(headers))
 
 
 class Replay:

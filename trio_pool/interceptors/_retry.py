@@ -48,7 +48,7 @@ from .._errors import (
 )
 from ..http._dispatch import call, start_call
 from ._relay import Discard, Relay, between
-from ._replay import replay_of
+from ._replay import readable_again, replay_of
 
 if TYPE_CHECKING:
     from ..http._dispatch import Controller, DispatchFunction, Handler, Interceptor
@@ -249,6 +249,7 @@ async def _attempts(
     dispatch: DispatchFunction, options: RequestOptions, handler: Handler, policy: _Policy
 ) -> None:
     """Send ``options`` until an attempt is not to be retried. A checkpoint."""
+    options = readable_again(options)  # another attempt sends them again
     replay = replay_of(options.body)
     if replay is not None and replay.marks:
         await replay.mark()
