@@ -17,6 +17,7 @@ from trio_pool.testing import (
     Script,
     ServerConnection,
     ServerRequest,
+    serve_memory,
 )
 
 
@@ -217,4 +218,29 @@ async def test_an_error_reaches_the_caller_as_itself(
         with pytest.raises(trio_pool.ConnectError):
             async with client.stream("GET", "/"):
                 pass  # pragma: no cover
+        assert_idle(client)
+
+
+async def test_upgrade_and_connect_are_the_bases() -> None:
+    async def switching(request: ServerRequest, conn: ServerConnection) -> None:
+        if request.method == "CONNECT":
+            await conn.switch_protocols(200, [("x-tunnel", request.target)])
+        else:
+            await conn.switch_protocols(101, [("upgrade", "echo"), ("connection", "upgrade")])
+        while data := await conn.stream.receive_some():
+            await conn.send_raw(bytes(data).upper())
+
+    log: list[str] = []
+    async with (
+        serve_memory(switching) as server,
+        Pool(server.origin, connector=server.connector) as pool,
+    ):
+        client = trio_pool.compose(pool, recording(log, "never"))
+        async with client.upgrade("/ws", protocol="echo") as up:
+            assert up.status == 101
+            await up.stream.send_all(b"abc")
+            assert await up.stream.receive_some() == b"ABC"
+        async with client.connect("example.com:443") as tunnel:
+            assert tunnel.headers["x-tunnel"] == "example.com:443"
+        assert log == []  # interceptors see requests, not handed-over connections
         assert_idle(client)
