@@ -18,6 +18,12 @@ coroutine frame on the hot path (``Pool``'s).
 The other members are abstract; ``Lifecycle`` and ``Emitter`` implement most of them, so a
 concrete class lists those mixins *before* this class (their methods must come first in the
 method resolution order).
+
+:meth:`Dispatcher.compose` returns a :class:`Composed`, defined here because the base class
+builds it: a ``Dispatcher`` whose hooks run a request through a chain of interceptors
+(``request()`` collects the response the chain delivers, ``stream()`` relays it from a helper
+task: ``_chain.py``), and whose every other member is its base's. It holds no state of its
+own but the chain, so it needs no ``async with``: the base's block is its lifetime.
 """
 
 from __future__ import annotations
