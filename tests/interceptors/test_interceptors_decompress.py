@@ -232,3 +232,21 @@ async def test_cancelled_while_decoding(
     assert_idle(pool)
     script.stall = False
     assert (await client.request("GET", "/")).body == TEXT
+
+
+def test_both_zstd_decoders_bound_their_blocks() -> None:
+    """``compression.zstd`` (or its backport) is preferred; ``zstandard`` is the fallback.
+    Both decode several frames in blocks of at most 64 KiB and tell a truncated stream."""
+    from backports import zstd as backport
+
+    from trio_pool.interceptors._decompress import BLOCK, _Zstandard, _Zstd
+
+    frames = zstandard.ZstdCompressor().compress(TEXT) * 2
+    for decoder in (_Zstd(backport), _Zstandard(zstandard)):
+        blocks = list(decoder.feed(frames))
+        assert b"".join(blocks) == TEXT * 2
+        assert max(map(len, blocks)) <= BLOCK
+        assert decoder.finished()
+    for decoder in (_Zstd(backport), _Zstandard(zstandard)):
+        list(decoder.feed(frames[:100]))
+        assert not decoder.finished()

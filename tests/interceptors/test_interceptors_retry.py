@@ -15,7 +15,7 @@ from _helpers import assert_idle
 
 import trio_pool
 from trio_pool import ConnectError, InvalidArgumentError, Pool, SocketError
-from trio_pool.interceptors import retry
+from trio_pool.interceptors import Controller, retry
 from trio_pool.interceptors._retry import retry_after_seconds
 from trio_pool.testing import H11Server, ServerConnection, ServerRequest
 
@@ -382,3 +382,38 @@ async def test_dispatch_handler_hears_one_start_and_one_end(
 
     await client.dispatch(trio_pool.RequestOptions("GET", "/"), Handler())
     assert events == ["start", 200, b"ok ", "end"]
+
+
+async def test_a_handler_aborting_through_the_interceptors(
+    autojump_clock: trio.testing.MockClock, script: Script, pool: Pool
+) -> None:
+    """``controller.abort()`` from the outer handler reaches the request below retry() and
+    redirect(), and stops retrying."""
+    from trio_pool.interceptors import redirect
+
+    script.statuses = [200]  # (the scripted 200 has a body: "failed 200")
+    client = trio_pool.compose(pool, retry(), redirect())
+    events: list[object] = []
+
+    class Aborting:
+        def on_request_start(self, controller: Controller) -> None:
+            assert not controller.aborted
+
+        def on_response_start(self, controller: Controller, *head: object) -> None:
+            controller.abort("enough")
+            events.append(controller.aborted)
+
+        def on_response_data(self, controller: Controller, chunk: bytes) -> None:
+            events.append(chunk)  # pragma: no cover
+
+        def on_response_end(self, controller: Controller, trailers: object) -> None:
+            events.append("end")  # pragma: no cover
+
+        def on_response_error(self, controller: Controller, error: BaseException) -> None:
+            events.append(type(error))
+
+    await client.dispatch(trio_pool.RequestOptions("GET", "/"), Aborting())
+    assert events == [True, trio_pool.RequestAbortedError]
+    assert len(script.hits) == 1
+    assert_idle(pool)
+    assert (await client.request("GET", "/")).status == 200

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The request gets ``accept-encoding`` (:data:`ACCEPT_ENCODING`: ``gzip, deflate``, plus ``br``
 when the ``brotli`` package (>= 1.2) imports and ``zstd`` when ``compression.zstd`` (Python
-3.14) or ``zstandard`` does) unless it has its own. A response whose ``content-encoding``
+3.14, or its ``backports.zstd``) or ``zstandard`` does) unless it has its own. A response whose ``content-encoding``
 lists only codings known here gets a :class:`_Decoding` stage: its head reaches the outer
 handler without ``content-encoding`` and ``content-length`` (they describe the bytes on the
 wire), and each chunk is decoded on the spot, in the task that reads the connection.
@@ -192,7 +192,8 @@ def _find_codings() -> dict[str, Callable[[], _Decoder]]:
     brotli = _import("brotli")
     if brotli is not None and hasattr(brotli.Decompressor(), "can_accept_more_data"):
         codings["br"] = lambda: _Brotli(brotli)  # >= 1.2: its output can be bounded
-    zstd = _import("compression.zstd")
+    # Python 3.14's module, or its backport (the same API) on older Pythons.
+    zstd = _import("compression.zstd") or _import("backports.zstd")
     zstandard = _import("zstandard")
     if zstd is not None:
         codings["zstd"] = lambda: _Zstd(zstd)
