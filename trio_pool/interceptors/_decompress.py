@@ -4,10 +4,11 @@ Theory of operation
 -------------------
 The request gets ``accept-encoding`` (:data:`ACCEPT_ENCODING`: ``gzip, deflate``, plus ``br``
 when the ``brotli`` package (>= 1.2) imports and ``zstd`` when ``compression.zstd`` (Python
-3.14, or its ``backports.zstd``) or ``zstandard`` does) unless it has its own. A response whose ``content-encoding``
-lists only codings known here gets a :class:`_Decoding` stage: its head reaches the outer
-handler without ``content-encoding`` and ``content-length`` (they describe the bytes on the
-wire), and each chunk is decoded on the spot, in the task that reads the connection.
+3.14, or its ``backports.zstd``) or ``zstandard`` does) unless it has its own. A response
+whose ``content-encoding`` lists only codings known here gets a :class:`_Decoding` stage:
+its head reaches the outer handler without ``content-encoding`` and ``content-length``
+(they describe the bytes on the wire), and each chunk is decoded on the spot, in the task
+that reads the connection.
 
 Memory is bounded: every decoder is asked for at most :data:`BLOCK` bytes of output per step
 (zlib's ``max_length``, brotli's ``output_buffer_limit``, ``compression.zstd``'s
