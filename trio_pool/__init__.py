@@ -4,6 +4,8 @@ HTTP/1.1 connection pools on h11 (``Client``, ``Pool``, ``BalancedPool``) and a 
 resource pool (``ResourcePool``, ``Cluster``). Every public name is re-exported here.
 """
 
+from types import FunctionType as _FunctionType
+
 from . import interceptors as interceptors
 from ._errors import AcquireTimeoutError as AcquireTimeoutError
 from ._errors import BalancedPoolMissingUpstreamError as BalancedPoolMissingUpstreamError
@@ -40,6 +42,7 @@ from .http._models import PoolStats as PoolStats
 from .http._models import RequestOptions as RequestOptions
 from .http._models import Response as Response
 from .http._models import StreamResponse as StreamResponse
+from .http._origin import Origin as Origin
 from .http._pool import Pool as Pool
 from .interceptors._compose import compose as compose
 from .resources._backoff import Backoff as Backoff
@@ -54,7 +57,7 @@ def _publish_under_package_name() -> None:
     # Public classes live in private modules; give them the name users import them by, so
     # reprs, tracebacks, pickles and the docs say ``trio_pool.Pool``, not ``trio_pool.http._pool``.
     for value in list(globals().values()):
-        if isinstance(value, type) and value.__module__.startswith("trio_pool."):
+        if isinstance(value, type | _FunctionType) and value.__module__.startswith("trio_pool."):
             value.__module__ = __name__
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from _helpers import assert_idle, recording
+from _helpers import assert_idle
+from _interceptor_helpers import pool_fixture, recording, server_fixture  # noqa: F401 (fixtures)
 
 import trio_pool
 from trio_pool import Headers, InvalidArgumentError, Pool, RequestOptions

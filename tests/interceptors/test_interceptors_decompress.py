@@ -15,6 +15,7 @@ import trio
 import trio.testing
 import zstandard
 from _helpers import assert_idle
+from _interceptor_helpers import pool_fixture, server_fixture  # noqa: F401 (fixtures)
 
 import trio_pool
 from trio_pool import Pool, ResponseDecodeError, ResponseExceededMaxSizeError

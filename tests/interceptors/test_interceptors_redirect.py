@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.testing
-from _helpers import TwoOrigins, assert_idle
+from _helpers import assert_idle
+from _interceptor_helpers import TwoOrigins, pool_fixture, server_fixture  # noqa: F401 (fixtures)
 
 import trio_pool
 from trio_pool import InvalidArgumentError, Pool, TooManyRedirectsError
@@ -311,3 +312,13 @@ async def test_cancelled_during_a_hop(autojump_clock: trio.testing.MockClock) ->
                 pass  # pragma: no cover
         assert_idle(pool)
         assert (await client.request("GET", "/to/302//done")).status == 200
+
+
+async def test_response_url_is_the_last_url(pool: Pool) -> None:
+    client = trio_pool.compose(pool, redirect())
+    response = await client.request("GET", "/to/301//done?x=1")
+    assert response.url == "http://testserver/done?x=1"
+    response = await client.request("GET", "/plain", query={"a": "b"})
+    assert response.url == "http://testserver/plain?a=b"
+    async with client.stream("GET", "/to/302//there") as streamed:
+        assert streamed.url == "http://testserver/there"

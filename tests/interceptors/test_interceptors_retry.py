@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 from _helpers import assert_idle
+from _interceptor_helpers import pool_fixture, server_fixture  # noqa: F401 (fixtures)
 
 import trio_pool
 from trio_pool import ConnectError, InvalidArgumentError, Pool, SocketError

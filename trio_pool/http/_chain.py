@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
 
 import trio
 
@@ -39,6 +38,7 @@ from .._errors import RequestAbortedError, TrioPoolError
 from .._supervisor import open_helpers
 from ._headers import Headers
 from ._models import RequestOptions, Response, StreamResponse
+from ._prepare import encode_query
 
 if TYPE_CHECKING:
     from ._dispatch import Controller, DispatchFunction
@@ -52,7 +52,7 @@ def request_url(options: RequestOptions) -> str:
     query = options.query
     if not query:
         return options.path
-    encoded = query.lstrip("?") if isinstance(query, str) else urlencode(query, doseq=True)
+    encoded = encode_query(query)
     return f"{options.path}{'&' if '?' in options.path else '?'}{encoded}"
 
 
@@ -64,21 +64,23 @@ def final_url(controller: object, options: RequestOptions) -> str:
 
 
 def new_response(
-    status: int, reason: str, headers: Headers, trailers: Headers, body: bytes, url: str
+    status: int,
+    reason: str,
+    headers: Headers,
+    trailers: Headers,
+    body: bytes,
+    url: str,
+    method: str,
 ) -> Response:
-    """The one place a composed dispatcher builds a ``Response`` (the seam for
-    ``Response.url``, which comes with the request conveniences of API.md section 4)."""
-    del url  # Response has no url field yet
-    return Response(status, reason, "1.1", headers, trailers, body)
+    """The one place a composed dispatcher builds a ``Response``."""
+    return Response(status, reason, "1.1", headers, trailers, body, url=url, method=method)
 
 
 def new_stream_response(
-    status: int, reason: str, headers: Headers, source: _Relay, url: str
+    status: int, reason: str, headers: Headers, source: _Relay, url: str, method: str
 ) -> StreamResponse:
-    """The one place a composed dispatcher builds a ``StreamResponse`` (as
-    :func:`new_response`)."""
-    del url
-    return StreamResponse(status, reason, "1.1", headers, source=source)
+    """The one place a composed dispatcher builds a ``StreamResponse``."""
+    return StreamResponse(status, reason, "1.1", headers, source=source, url=url, method=method)
 
 
 class _Head:
@@ -134,7 +136,7 @@ async def collect(dispatch: DispatchFunction, options: RequestOptions) -> Respon
     chunks = handler.chunks
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     url = final_url(handler.controller, options)
-    return new_response(status, reason, headers, handler.trailers, body, url)
+    return new_response(status, reason, headers, handler.trailers, body, url, options.method)
 
 
 class _Relay(_Head):
@@ -216,6 +218,6 @@ async def stream(
                 )
             status, headers, reason = relay.head
             url = final_url(relay.controller, options)
-            yield new_stream_response(status, reason, headers, relay, url)
+            yield new_stream_response(status, reason, headers, relay, url, options.method)
         finally:
             relay.close()

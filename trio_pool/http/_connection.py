@@ -36,7 +36,6 @@ import h11
 import trio
 
 from .._errors import (
-    ConnectError,
     ConnectTimeoutError,
     HeadersOverflowError,
     HTTPParserError,
@@ -44,6 +43,7 @@ from .._errors import (
     ResponseContentLengthMismatchError,
     SocketError,
     TrioPoolError,
+    connect_error,
 )
 from ._request import Cancellable, Interrupted
 
@@ -166,8 +166,7 @@ class Connection:
             except Exception as exc:  # OSError, TLS, or whatever a custom connector raised
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
-                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-                raise ConnectError(f"cannot connect to {origin.text}: {cause}") from cause
+                raise connect_error(origin.text, exc)  # noqa: B904 - it sets its own cause
             except BaseException:
                 if stream is not None:
                     await trio.aclose_forcefully(stream)

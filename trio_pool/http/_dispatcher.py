@@ -40,20 +40,19 @@ import trio
 
 from .._errors import (
     InformationalError,
-    InvalidArgumentError,
     RequestAbortedError,
     SocketError,
     TrioPoolError,
 )
 from .._supervisor import open_helpers
-from ._dispatch import Controller, Handler, call, start_call, tell_cancelled
+from ._dispatch import Controller, Handler, call, check_dispatch_args, start_call, tell_cancelled
 from ._events import Emitter, emit_along
 from ._exchange import Exchange, Head
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
-from ._prepare import Prepared, prepare
+from ._prepare import Prepared, identified, prepare
 from ._request import Interrupted, Owner, Request, State
 from ._worker import Broken, Worker
 
@@ -512,9 +511,10 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
         status, response_headers, reason = exchange.head
         chunks = exchange.chunks
         body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return Response(
+        response = Response(
             status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
         )
+        return identified(response, self._origin, request)
 
     @asynccontextmanager
     async def _stream(
@@ -532,9 +532,10 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
             )
             source = _BodySource(self, exchange)
             try:
-                yield StreamResponse(
+                response = StreamResponse(
                     status, reason, exchange.http_version, response_headers, source=source
                 )
+                yield identified(response, self._origin, request)
             finally:
                 source.close()
 
@@ -592,8 +593,7 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
             InvalidArgumentError: a bad argument (nothing was sent).
             ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
         """
-        if not isinstance(options, RequestOptions):
-            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        check_dispatch_args(options, handler)
         request = self._accept(options)
         controller = Controller(request, self._abort)
         try:

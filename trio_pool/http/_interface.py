@@ -31,13 +31,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
 
 from .._errors import InvalidArgumentError
 from ._chain import collect, stream
+from ._dispatch import check_dispatch_args
 from ._models import RequestOptions
 from ._origin import parse_origin
 
@@ -87,10 +88,13 @@ class Dispatcher(ABC):
         idempotent: bool | None = None,
         reset: bool = False,
         capability: str | None = None,
+        json: Any = None,
     ) -> Response:
         """Send a request and read its whole response. A checkpoint.
 
-        The arguments are those of :class:`RequestOptions`. The connection is free for the
+        The arguments are those of :class:`RequestOptions`: ``path`` may be an absolute URL
+        of the dispatcher's own origin, ``body`` bytes, a str, an (async) iterable of bytes or
+        a binary file, ``json`` a value sent as JSON. The connection is free for the
         next request before this returns. Non-2xx statuses are not errors (see
         ``Response.raise_for_status``). Cancelling the caller aborts the request (a
         connection cut mid-response is closed and replaced). A ``BalancedPool`` sends it to
@@ -104,7 +108,15 @@ class Dispatcher(ABC):
             TrioPoolError: the request failed (the HTTP errors in the error reference; for
                 a ``MockPool``, ``MockNotMatchedError`` or a route's declared error).
         """
-        if headers is None and body is None and query is None and idempotent is None:
+        if type(path) is not str or path[:1] != "/":  # an absolute URL, or a bad path
+            path = self._origin_form(path)
+        if (
+            headers is None
+            and body is None
+            and query is None
+            and idempotent is None
+            and json is None
+        ):
             return await self._request_plain(method, path, reset, capability)
         return await self._request_options(
             RequestOptions(
@@ -116,6 +128,7 @@ class Dispatcher(ABC):
                 idempotent=idempotent,
                 reset=reset,
                 capability=capability,
+                json=json,
             )
         )
 
@@ -130,6 +143,7 @@ class Dispatcher(ABC):
         idempotent: bool | None = None,
         reset: bool = False,
         capability: str | None = None,
+        json: Any = None,
     ) -> AbstractAsyncContextManager[StreamResponse]:
         """Send a request; the ``async with`` block gets the response once its head arrived,
         and reads the body as it comes (``async for chunk in resp.body``, in the reader's
@@ -138,6 +152,8 @@ class Dispatcher(ABC):
         Leaving the block before the body ended closes the connection (never leaked).
         Raises like :meth:`request`.
         """
+        if type(path) is not str or path[:1] != "/":
+            path = self._origin_form(path)
         return self._stream(
             RequestOptions(
                 method,
@@ -148,6 +164,7 @@ class Dispatcher(ABC):
                 idempotent=idempotent,
                 reset=reset,
                 capability=capability,
+                json=json,
             ),
             duplex=False,
         )
@@ -163,6 +180,7 @@ class Dispatcher(ABC):
         idempotent: bool | None = None,
         reset: bool = False,
         capability: str | None = None,
+        json: Any = None,
     ) -> AbstractAsyncContextManager[StreamResponse]:
         """Like :meth:`stream`, but full duplex (undici's ``pipeline``): the response is
         readable while ``body`` (typically an async iterable) is still being written, so a
@@ -180,9 +198,11 @@ class Dispatcher(ABC):
         raised as itself, or ``RequestContentLengthMismatchError``. Cancellation of the
         caller, an error, or leaving the block before both directions ended stops the writer
         and closes the connection (never reused half-written).
-        Raises like :meth:`request` otherwise. (A ``MockPool`` is not duplex: it reads the
-        request body whole before its route answers.)
+        Raises like :meth:`request` otherwise. (A ``MockPool``'s route answers once the body
+        has arrived whole.)
         """
+        if type(path) is not str or path[:1] != "/":
+            path = self._origin_form(path)
         return self._stream(
             RequestOptions(
                 method,
@@ -193,11 +213,20 @@ class Dispatcher(ABC):
                 idempotent=idempotent,
                 reset=reset,
                 capability=capability,
+                json=json,
             ),
             duplex=True,
         )
 
     # ------------------------------------------------------------------ hooks of the above
+
+    def _origin_form(self, path: str) -> str:
+        """A ``path`` that does not start with ``/``, as this dispatcher takes it: a
+        one-origin dispatcher checks an absolute URL when it prepares the request (so this
+        returns it as is, as it does a bad path, which ``prepare`` refuses); a
+        ``BalancedPool`` turns one naming any of its upstreams into a path, since routing,
+        not the URL, picks the upstream."""
+        return path
 
     def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None
@@ -375,8 +404,7 @@ class Composed(Dispatcher):
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
         """Send a request through the interceptors, driving ``handler``. A checkpoint.
         Raises like the base's ``dispatch()``."""
-        if not isinstance(options, RequestOptions):
-            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        check_dispatch_args(options, handler)
         await self._chain(self._absolute(options), handler)
 
     # ------------------------------------------------------------------ the base's

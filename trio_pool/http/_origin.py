@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import final
 from urllib.parse import urlsplit
 
 import attrs
@@ -13,9 +14,14 @@ __all__ = ["Origin", "parse_origin"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@final
 @attrs.frozen
 class Origin:
-    """A normalised origin.
+    """A normalised origin: what a ``connector=`` function receives (frozen, hashable).
+
+    Example: ``Origin`` of ``"HTTP://Example.com:80"`` has ``scheme="http"``,
+    ``host="example.com"``, ``port=80``, ``text="http://example.com"`` and
+    ``authority="example.com"``.
 
     Attributes:
         scheme: ``"http"`` or ``"https"``.

@@ -1,23 +1,34 @@
-"""Shared by the interceptor tests: idle checks, a recording interceptor, and a dispatcher of
-two origins standing in for an ``Agent`` (which takes absolute URLs of any origin)."""
+"""Shared by the interceptor tests: the in-memory server and the Pool most of them use (the
+``server`` and ``pool`` fixtures: each module gives the server's ``script`` fixture), a
+recording interceptor, and a dispatcher of two origins standing in for an ``Agent`` (which
+takes absolute URLs of any origin)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from urllib.parse import urlsplit
 
 import attrs
+import pytest
 
 import trio_pool
 from trio_pool import Dispatcher, InvalidArgumentError, PoolStats, RequestOptions
 from trio_pool.http._models import HeadersType, Upgraded
 from trio_pool.interceptors import DispatchFunction, Handler
+from trio_pool.testing import H11Server, Script, serve_memory
 
 
-def assert_idle(dispatcher: Dispatcher) -> None:
-    stats = dispatcher.statistics()
-    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0), stats
+@pytest.fixture(name="server")
+async def server_fixture(script: Script) -> AsyncIterator[H11Server]:
+    async with serve_memory(script) as server:
+        yield server
+
+
+@pytest.fixture(name="pool")
+async def pool_fixture(server: H11Server) -> AsyncIterator[trio_pool.Pool]:
+    async with trio_pool.Pool(server.origin, connector=server.connector) as pool:
+        yield pool
 
 
 def recording(log: list[str], name: str) -> Callable[[DispatchFunction], DispatchFunction]:
