@@ -43,6 +43,8 @@ from .http._models import RequestOptions as RequestOptions
 from .http._models import Response as Response
 from .http._models import StreamResponse as StreamResponse
 from .http._pool import Pool as Pool
+from .http._proxy import EnvHttpProxyAgent as EnvHttpProxyAgent
+from .http._proxy import ProxyAgent as ProxyAgent
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster
 from .resources._pool import ResourcePool as ResourcePool

@@ -112,7 +112,9 @@ class Budget:
         ticket = _Ticket(owner)
         self._waiting[owner] = self._waiting.get(owner, 0) + 1
         try:
-            self.make_room()
+            # Room for this waiter too, unless closings under way cover it already.
+            if self._evicting <= len(self._waiters) and self._make_room(owner):
+                self._evicting += 1
             await self._waiters.wait(ticket)  # handed: the slot is ours (counted by _serve)
         finally:
             left = self._waiting[owner] - 1
