@@ -26,6 +26,7 @@ from trio_pool import (
     PoolStats,
     RequestOptions,
 )
+from trio_pool.http._origin import Origin
 from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_h11, serve_memory
 
 IDLE = PoolStats(connected=0, free=0, pending=0, queued=0, running=0, size=0)
@@ -59,7 +60,7 @@ async def memory_origins(
         for name in names:
             servers[name] = await nursery.start(_serve_memory, script)
 
-        async def connector(origin: trio_pool.http._origin.Origin) -> trio.abc.Stream:
+        async def connector(origin: Origin) -> trio.abc.Stream:
             return await servers[origin.host].connector(origin)
 
         yield servers, connector
@@ -578,7 +579,8 @@ async def test_use_outside_the_block_is_refused() -> None:
 
 
 async def test_a_factory_that_returns_no_pool_is_refused() -> None:
-    async with serve_h11(echo) as server, Agent(factory=lambda origin, **kw: object()) as agent:
+    not_a_pool: Any = lambda origin, **kw: object()  # noqa: E731
+    async with serve_h11(echo) as server, Agent(factory=not_a_pool) as agent:
         with pytest.raises(InvalidArgumentError, match="factory"):
             await agent.request("GET", f"{server.origin}/")
         assert agent.origins == []
