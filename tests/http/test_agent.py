@@ -364,6 +364,47 @@ async def test_max_connections_is_fifo_across_origins_and_evicts_idle_ones() -> 
         assert agent.statistics().connected <= 2
 
 
+@pytest.mark.parametrize("seed", range(5))
+async def test_a_budget_under_load_never_stalls(seed: int) -> None:
+    """Many requests to a few origins through a small budget all finish (a waiting request
+    of an origin whose own connections went idle is not left behind), and never more
+    connections are open than the budget. Trio's scheduling order varies between runs."""
+    open_now = most = 0
+
+    def connected(origin: str, targets: list[object]) -> None:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+
+    def disconnected(origin: str, targets: list[object], error: BaseException) -> None:
+        nonlocal open_now
+        open_now -= 1
+
+    async def slow(request: ServerRequest, conn: ServerConnection) -> None:
+        await trio.sleep(0.001 * (seed + 1))
+        await conn.respond(200)
+
+    async with serve_h11(slow) as a, serve_h11(slow) as b, serve_h11(slow) as c:
+        async with Agent(max_connections=2) as agent:
+            agent.on("connect", connected)
+            agent.on("disconnect", disconnected)
+            done = 0
+
+            async def one(url: str) -> None:
+                nonlocal done
+                assert (await agent.request("GET", url)).status == 200
+                done += 1
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    for index in range(30):
+                        server = (a, b, c)[(index * (seed + 1)) % 3]
+                        nursery.start_soon(one, f"{server.origin}/{index}")
+            assert done == 30
+            assert most <= 2
+            assert_idle(agent)
+
+
 async def test_budget_waiters_are_served_in_order_across_origins() -> None:
     gate = trio.Event()
     order: list[str] = []

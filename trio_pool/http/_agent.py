@@ -313,8 +313,12 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
         self._emit(event, origin, [self, *targets], *extra)
 
     def _make_room(self, owner: Hashable) -> bool:
-        """Close an idle connection of an origin other than ``owner`` (the budget asks)."""
-        return any(_close_one_idle(entry.pool) for entry in self._held if entry.text != owner)
+        """Close an idle connection (the budget asks, for a waiter of ``owner``): another
+        origin's if there is one, else ``owner``'s own — today's Pool has given the waiting
+        request to the connection being opened for it, and an idle connection of its own
+        origin must not hold the slot it waits for. False if nothing is idle anywhere."""
+        entries = sorted(self._held, key=lambda entry: entry.text == owner)
+        return any(_close_one_idle(entry.pool) for entry in entries)
 
     # ------------------------------------------------------------------ routing
 
