@@ -41,6 +41,24 @@ async def echo(request: ServerRequest, conn: ServerConnection) -> None:
     await conn.respond(200, body=f"{conn.number} {request.method} {request.target}".encode())
 
 
+class OpenCount:
+    """Counts connections open at once through an agent's events."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.now = self.most = 0
+        self.closed: list[str] = []
+        agent.on("connect", self.connected)
+        agent.on("disconnect", self.disconnected)
+
+    def connected(self, origin: str, targets: list[object]) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def disconnected(self, origin: str, targets: list[object], error: BaseException) -> None:
+        self.now -= 1
+        self.closed.append(origin)
+
+
 def gated(gate: trio.Event) -> Callable[[ServerRequest, ServerConnection], Any]:
     async def script(request: ServerRequest, conn: ServerConnection) -> None:
         if request.target.startswith("/wait"):
@@ -252,6 +270,26 @@ async def test_racing_tasks_get_one_pool_and_cancelling_the_wait_leaves_all_idle
         assert server.connections == 1
 
 
+async def test_dispatch_cancelled_while_its_pool_is_made_tells_the_handler() -> None:
+    SlowPool.gate = trio.Event()
+    calls: list[str] = []
+
+    class Record(_NullHandler):
+        def on_request_start(self, controller: object) -> None:
+            calls.append("start")
+
+        def on_response_error(self, controller: object, error: BaseException) -> None:
+            calls.append(type(error).__name__)
+
+    async with serve_h11(echo) as server, Agent(factory=SlowPool) as agent:
+        with trio.move_on_after(0.05):
+            await agent.dispatch(RequestOptions("GET", f"{server.origin}/"), Record())
+        assert calls == ["start", "RequestAbortedError"]
+        assert_idle(agent)
+        SlowPool.gate.set()
+        assert (await agent.request("GET", f"{server.origin}/")).status == 200
+
+
 async def test_pools_retire_after_pool_idle_timeout(autojump_clock: trio.abc.Clock) -> None:
     async with memory_origins(echo, ["a", "b"]) as (_, connector):
         async with Agent(connector=connector, pool_idle_timeout=30) as agent:
@@ -309,8 +347,6 @@ async def test_max_connections_is_fifo_across_origins_and_evicts_idle_ones() -> 
     """A budget of 2 across three origins: the third origin waits, in order, and an idle
     connection elsewhere is closed for it; never more than 2 sockets open."""
     gate = trio.Event()
-    open_now = 0
-    most = 0
     order: list[str] = []
 
     async def script(request: ServerRequest, conn: ServerConnection) -> None:
@@ -323,20 +359,8 @@ async def test_max_connections_is_fifo_across_origins_and_evicts_idle_ones() -> 
         servers = [await stack.enter_async_context(serve_h11(script)) for _ in range(3)]
         a, b, c = (server.origin for server in servers)
         agent = await stack.enter_async_context(Agent(max_connections=2))
-        disconnects: list[str] = []
-
-        def connected(origin: str, targets: list[object]) -> None:
-            nonlocal open_now, most
-            open_now += 1
-            most = max(most, open_now)
-
-        def disconnected(origin: str, targets: list[object], error: BaseException) -> None:
-            nonlocal open_now
-            open_now -= 1
-            disconnects.append(origin)
-
-        agent.on("connect", connected)
-        agent.on("disconnect", disconnected)
+        count = OpenCount(agent)
+        disconnects = count.closed
         with trio.fail_after(10):
             await agent.request("GET", f"{a}/warm")  # a: one idle connection
             async with trio.open_nursery() as nursery:
@@ -358,7 +382,7 @@ async def test_max_connections_is_fifo_across_origins_and_evicts_idle_ones() -> 
                 assert stats.connected == 2
                 assert stats.origins[c].pending == 1  # waits for the budget
                 gate.set()
-        assert most == 2
+        assert count.most == 2
         assert order[-1] == "/c2"
         assert_idle(agent)
         assert agent.statistics().connected <= 2
@@ -369,16 +393,6 @@ async def test_a_budget_under_load_never_stalls(seed: int) -> None:
     """Many requests to a few origins through a small budget all finish (a waiting request
     of an origin whose own connections went idle is not left behind), and never more
     connections are open than the budget. Trio's scheduling order varies between runs."""
-    open_now = most = 0
-
-    def connected(origin: str, targets: list[object]) -> None:
-        nonlocal open_now, most
-        open_now += 1
-        most = max(most, open_now)
-
-    def disconnected(origin: str, targets: list[object], error: BaseException) -> None:
-        nonlocal open_now
-        open_now -= 1
 
     async def slow(request: ServerRequest, conn: ServerConnection) -> None:
         await trio.sleep(0.001 * (seed + 1))
@@ -386,8 +400,7 @@ async def test_a_budget_under_load_never_stalls(seed: int) -> None:
 
     async with serve_h11(slow) as a, serve_h11(slow) as b, serve_h11(slow) as c:
         async with Agent(max_connections=2) as agent:
-            agent.on("connect", connected)
-            agent.on("disconnect", disconnected)
+            count = OpenCount(agent)
             done = 0
 
             async def one(url: str) -> None:
@@ -401,7 +414,7 @@ async def test_a_budget_under_load_never_stalls(seed: int) -> None:
                         server = (a, b, c)[(index * (seed + 1)) % 3]
                         nursery.start_soon(one, f"{server.origin}/{index}")
             assert done == 30
-            assert most <= 2
+            assert count.most <= 2
             assert_idle(agent)
 
 

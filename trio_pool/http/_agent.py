@@ -45,16 +45,15 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import trio
 
 from .._errors import InformationalError, InvalidArgumentError, MaxOriginsReachedError
 from .._validate import check_count, check_timeout
-from ._balanced import _Unrouted, _unrouted_abort
 from ._budget import Budget, Unneeded, budgeted_connector
-from ._dispatch import Controller, tell_cancelled
+from ._dispatch import tell_unrouted
 from ._events import EVENTS, Emitter
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
@@ -70,7 +69,6 @@ if TYPE_CHECKING:
     from ._dispatch import Handler
     from ._models import HeadersType, Response, StreamResponse, Upgraded
     from ._origin import Origin
-    from ._request import Request
 
 __all__ = ["Agent", "AgentBase", "AgentStats"]
 
@@ -377,10 +375,7 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
             entry = await self._route(origin)
         except trio.Cancelled:
             if handler is not None:
-                # dispatch() cancelled before it reached a Pool: its handler still hears
-                # of it, as it would from Pool.dispatch.
-                controller = Controller(cast("Request", _Unrouted()), _unrouted_abort)
-                await tell_cancelled(handler, controller, None, started=False)
+                await tell_unrouted(handler)
             raise
         try:
             yield entry.pool, target
