@@ -297,6 +297,24 @@ async def test_cancelled_while_tunnelling_leaves_everything_idle(tinyproxy: Star
         assert (await agent.request("GET", f"{target.origin}/")).status == 200
 
 
+async def test_agent_connect_opens_a_tunnel_through_a_proxy(tinyproxy: Start) -> None:
+    """``Agent.connect(url)``: the URL's origin is the proxy, its path the tunnel's target."""
+    proxy = tinyproxy()
+    async with serve_h11(echo) as target, trio_pool.Agent() as agent:
+        authority = target.origin.removeprefix("http://")
+        async with agent.connect(f"{proxy}/{authority}") as tunnel:
+            assert tunnel.status == 200
+            await tunnel.stream.send_all(
+                f"GET /inside HTTP/1.1\r\nhost: {authority}\r\n\r\n".encode()
+            )
+            answer = b""
+            with trio.fail_after(10):
+                while b"/inside" not in answer:
+                    answer += await tunnel.stream.receive_some(65536)
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert agent.origins == [proxy]
+
+
 def test_proxy_arguments_are_checked() -> None:
     for bad in ("ftp://h:1", "http://h:1/path", "not a url", 3):
         with pytest.raises(trio_pool.InvalidArgumentError, match="proxy"):
