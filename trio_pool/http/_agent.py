@@ -387,16 +387,21 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
     async def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None
     ) -> Response:
-        origin, target = self._split(path)
+        # The common case inline: a URL seen before, to an open origin, no budget.
+        split = self._split.cache.get(path) if type(path) is str else None
+        origin, target = split if split is not None else self._split(path)
         entry = self._pools.get(origin.text)
         if entry is not None and entry.entered and not self._closed:
-            entry.active += 1  # the common case, inline: an open origin
+            entry.active += 1
         else:
             entry = await self._route(origin)
         try:
             return await entry.pool._request_plain(method, target, reset, capability)
         finally:
-            self._done(entry)
+            if entry.active > 1 and self._budget is None:
+                entry.active -= 1
+            else:
+                self._done(entry)
 
     async def _request_options(self, options: RequestOptions) -> Response:
         async with self._routed(options.path) as (pool, target):

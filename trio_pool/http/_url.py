@@ -41,15 +41,16 @@ def split_url(url: object, what: str = "url") -> tuple[Origin, str]:
 
 
 class UrlSplitter:
-    """:func:`split_url` with a bounded cache (one per agent: no state is shared)."""
+    """:func:`split_url` with a bounded cache (one per agent: no state is shared). The hot
+    path reads :attr:`cache` itself and calls the splitter only on a miss."""
 
-    __slots__ = ("_cache",)
+    __slots__ = ("cache",)
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[Origin, str]] = {}
+        self.cache: dict[str, tuple[Origin, str]] = {}
 
     def __call__(self, url: object) -> tuple[Origin, str]:
-        cache = self._cache
+        cache = self.cache
         hit = cache.get(url) if type(url) is str else None
         if hit is not None:
             return hit
