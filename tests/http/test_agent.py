@@ -469,6 +469,40 @@ async def test_cancelled_while_waiting_for_the_budget() -> None:
             assert agent.statistics().connected == 1
 
 
+async def test_a_failed_connect_gives_its_budget_slot_back() -> None:
+    async with serve_h11(echo) as server, Agent(max_connections=1) as agent:
+        for _ in range(3):
+            with pytest.raises(trio_pool.ConnectError):
+                await agent.request("GET", "http://127.0.0.1:1/")
+        assert (await agent.request("GET", f"{server.origin}/ok")).status == 200
+        assert agent.statistics().connected == 1
+
+
+async def test_connect_timeout_counts_after_the_wait_for_the_budget(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The wait for a slot is a queue, not part of connecting: a request that waits longer
+    than ``connect_timeout`` for the budget still connects."""
+    gate = trio.Event()
+    async with memory_origins(gated(gate), ["a", "b"]) as (servers, connector):
+        async with Agent(connector=connector, max_connections=1, connect_timeout=5) as agent:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(agent.request, "GET", "http://a/wait")
+                await trio.testing.wait_all_tasks_blocked()
+
+                async def late() -> None:
+                    assert (await agent.request("GET", "http://b/late")).body == b"/late"
+
+                nursery.start_soon(late)
+                await trio.sleep(60)
+                gate.set()
+            await agent.request("GET", "http://b/last", reset=True)  # closes b's connection
+            servers["b"].hang = True  # now connecting itself takes forever
+            with pytest.raises(trio_pool.ConnectTimeoutError):
+                await agent.request("GET", "http://b/x")
+            assert_idle(agent)
+
+
 async def test_max_origins() -> None:
     async with serve_h11(echo) as one, serve_h11(echo) as two, serve_h11(echo) as three:
         async with Agent(max_origins=2, pool_idle_timeout=None) as agent:
@@ -643,6 +677,28 @@ async def test_a_factory_that_returns_no_pool_is_refused() -> None:
         assert agent.origins == []
 
 
+class BrokenPool(Pool):
+    async def __aenter__(self) -> BrokenPool:
+        raise RuntimeError("cannot enter")
+
+
+async def test_a_pool_that_cannot_be_entered_fails_its_requests(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve_h11(echo) as server, Agent(factory=BrokenPool) as agent:
+        with pytest.raises(InvalidArgumentError, match="cannot enter"):
+            await agent.request("GET", f"{server.origin}/")
+        assert agent.origins == []
+        assert_idle(agent)
+    assert "could not be entered" in caplog.text
+
+
+async def test_dispatch_needs_request_options() -> None:
+    async with Agent() as agent:
+        with pytest.raises(InvalidArgumentError, match="options"):
+            await agent.dispatch("GET /", _NullHandler())  # type: ignore[arg-type]
+
+
 async def test_factory_gets_the_origin_and_options() -> None:
     calls: list[tuple[str, dict[str, Any]]] = []
 
@@ -651,9 +707,12 @@ async def test_factory_gets_the_origin_and_options() -> None:
         return Pool(origin, **options)
 
     async with serve_h11(echo) as server:
-        async with Agent(factory=factory, connections=3, keep_alive_timeout=9) as agent:
+        async with Agent(
+            factory=factory, connections=3, keep_alive_timeout=9, client_ttl=30
+        ) as agent:
             await agent.request("GET", f"{server.origin}/")
-    assert calls == [(server.origin, {"keep_alive_timeout": 9, "connections": 3})]
+    expected = {"keep_alive_timeout": 9, "connections": 3, "client_ttl": 30.0}
+    assert calls == [(server.origin, expected)]
 
 
 def test_agent_type_checks_as_a_dispatcher() -> None:
