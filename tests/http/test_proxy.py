@@ -149,6 +149,19 @@ async def test_http_targets_are_requested_in_absolute_form() -> None:
         assert second.connection == first.connection  # pooled, kept alive
 
 
+async def test_an_https_proxy_with_its_own_ssl_context(ca: trustme.CA) -> None:
+    """``https://`` proxy: TLS to the proxy (``proxy_ssl_context``), then the same requests."""
+    server_ctx, client_ctx = tls_pair(ca)
+    async with serve_h11(echo, ssl_context=server_ctx) as proxy:
+        async with ProxyAgent(proxy.origin, proxy_ssl_context=client_ctx) as agent:
+            response = await agent.request("GET", "http://service.test/over-tls")
+            assert response.body == b"http://service.test/over-tls host=service.test"
+        async with ProxyAgent(proxy.origin) as agent:  # the default trust store: refused
+            with pytest.raises(ProxyError, match="certificate") as caught:
+                await agent.request("GET", "http://service.test/")
+            assert caught.value.status is None
+
+
 # ---------------------------------------------------------------------------- https targets
 
 
