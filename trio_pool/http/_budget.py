@@ -133,13 +133,10 @@ class Budget:
         """Close idle connections of other owners for the waiters that have not asked yet.
         Not a checkpoint; the owner calls it again whenever a connection may have become
         idle (a request ended)."""
-        if not self._waiters:
-            return
-        for ticket in self._waiters:
-            if len(self._waiters) <= self._evicting:
-                return
-            if not self._make_room(ticket.owner):
-                return  # nothing idle anywhere else: a release will serve the head
+        waiters = self._waiters
+        while len(waiters) > self._evicting:  # O(1) when closings cover every waiter
+            if not self._make_room(waiters.head().owner):
+                return  # nothing idle anywhere: a release will serve the head
             self._evicting += 1
 
     def prune(self, owner: Hashable, needed: int) -> None:
