@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 import trio
 
@@ -116,6 +116,28 @@ async def tell_cancelled(
             pass
         except Exception:
             _log.exception("%s raised for a cancelled request", method.__name__)
+
+
+class _Unrouted:
+    """What the ``Controller`` of a dispatch() cancelled before it reached a Pool reads: a
+    request that ended, aborted."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error = RequestAbortedError("the caller was cancelled")
+
+
+def _unrouted_abort(request: object, error: BaseException) -> None:
+    """``Controller.abort()`` of such a request: it has ended already, nothing to do."""
+
+
+async def tell_unrouted(handler: Handler) -> None:
+    """A dispatch() of a ``BalancedPool`` or an ``Agent`` cancelled before it reached a
+    Pool: its handler still hears of it, as it would from ``Pool.dispatch``
+    (``on_request_start``, then ``on_response_error``)."""
+    controller = Controller(cast("Request", _Unrouted()), _unrouted_abort)
+    await tell_cancelled(handler, controller, None, started=False)
 
 
 class Controller:

@@ -284,6 +284,15 @@ def prepare(
         raise InvalidArgumentError("invalid host header: at most one")
     else:
         _check_authority(hosts[0], "host header", port_required=False)
+    if client_options.user_agent is not None and not any(n == b"user-agent" for n, _ in headers):
+        headers.append((b"user-agent", client_options.user_agent))
+    proxy_form = client_options.proxy_form
+    if proxy_form is not None and authority is None:
+        # Through a forward proxy (ProxyAgent, http targets): the absolute URL, and the
+        # proxy's own headers unless the caller set them.
+        target = origin.text.encode("ascii") + target
+        given = {name for name, _ in headers}
+        headers += [(name, value) for name, value in proxy_form if name not in given]
     lengths = [value for name, value in headers if name == b"content-length"]
     if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
         raise InvalidArgumentError("invalid content-length header")
