@@ -322,3 +322,26 @@ async def test_response_url_is_the_last_url(pool: Pool) -> None:
     assert response.url == "http://testserver/plain?a=b"
     async with client.stream("GET", "/to/302//there") as streamed:
         assert streamed.url == "http://testserver/there"
+
+
+async def test_an_agent_follows_a_redirect_to_another_origin() -> None:
+    """The real ``Agent`` (any origin): a cross-origin 307 is followed, credentials dropped,
+    and ``Response.url`` is the other origin's."""
+    async with serve_memory(script) as first, serve_memory(script) as second:
+
+        async def connector(origin: trio_pool.Origin) -> trio.abc.Stream:
+            return await (first if origin.host == "one.test" else second).connector(origin)
+
+        async with trio_pool.Agent(connector=connector) as agent:
+            client = agent.compose(redirect())
+            response = await client.request(
+                "PUT",
+                "http://one.test/to/307/http://two.test/there",
+                body=b"b",
+                headers={"authorization": "Bearer t", "x-keep": "k"},
+            )
+            assert lines(response)[:2] == ["PUT /there", "body=b"]
+            assert lines(response)[3] == "auth=None"
+            assert response.url == "http://two.test/there"
+            assert second.requests[0].header("x-keep") == "k"
+            assert_idle(agent)
