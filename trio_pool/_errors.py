@@ -48,6 +48,7 @@ __all__ = [
     "ResponseExceededMaxSizeError",
     "ResponseStatusError",
     "SocketError",
+    "TooManyRedirectsError",
     "TrioPoolError",
 ]
 
@@ -208,6 +209,14 @@ class BalancedPoolMissingUpstreamError(TrioPoolError):
 class MaxOriginsReachedError(TrioPoolError):
     """An ``Agent`` already has ``max_origins`` origins with a live pool, and a request names
     one more. Requests to the origins it has still go through."""
+
+
+class TooManyRedirectsError(TrioPoolError):
+    """``interceptors.redirect()`` got one more redirect than ``max_redirections`` allows.
+
+    The message names the limit and the last ``Location``; the redirect response that
+    went over it was discarded (its connection drained or closed).
+    """
 
 
 # --------------------------------------------------------------------------- resource pools

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 import trio
 
@@ -24,7 +24,16 @@ if TYPE_CHECKING:
     from ._headers import Headers
     from ._request import Request
 
-__all__ = ["Controller", "Handler", "call", "check_dispatch_args", "start_call", "tell_cancelled"]
+__all__ = [
+    "Controller",
+    "DispatchFunction",
+    "Handler",
+    "Interceptor",
+    "call",
+    "check_dispatch_args",
+    "start_call",
+    "tell_cancelled",
+]
 
 _log = logging.getLogger("trio_pool.pool")
 
@@ -152,3 +161,11 @@ class Controller:
         if isinstance(reason, BaseException):
             error.__cause__ = reason
         self._abort(self._request, error)
+
+
+DispatchFunction: TypeAlias = "Callable[[RequestOptions, Handler], Awaitable[None]]"
+"""What an interceptor wraps and returns: ``async (options, handler) -> None``, the
+signature of :meth:`Dispatcher.dispatch`."""
+
+Interceptor: TypeAlias = "Callable[[DispatchFunction], DispatchFunction]"
+"""``(dispatch) -> dispatch``: what ``compose()`` takes (see ``trio_pool.interceptors``)."""
