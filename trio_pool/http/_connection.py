@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ._origin import Origin
     from ._request import Request
 
-__all__ = ["Connection", "Connector"]
+__all__ = ["Connection", "Connector", "open_stream"]
 
 Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
 """A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
@@ -143,42 +143,8 @@ class Connection:
     async def open(
         cls, origin: Origin, options: ClientOptions, connector: Connector | None
     ) -> Connection:
-        """Connect (TCP, then TLS for https) within ``connect_timeout``. A checkpoint.
-
-        Raises:
-            ConnectTimeoutError: the timeout expired.
-            ConnectError: refused, unreachable, DNS, TLS handshake or verification failed
-                (or the ``connector`` raised), with that error as ``__cause__``.
-        """
-        stream: trio.abc.Stream | None = None
-        with trio.move_on_after(options.connect_timeout or math.inf) as scope:
-            try:
-                if connector is not None:
-                    stream = await connector(origin)
-                else:
-                    stream = await trio.open_tcp_stream(origin.host, origin.port)
-                    if origin.is_https:
-                        context = options.ssl_context or _default_ssl_context()
-                        stream = trio.SSLStream(
-                            stream, context, server_hostname=origin.host, https_compatible=True
-                        )
-                        await stream.do_handshake()
-            except Exception as exc:  # OSError, TLS, or whatever a custom connector raised
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-                raise connect_error(origin.text, exc)  # noqa: B904 - it sets its own cause
-            except BaseException:
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-                raise
-        if scope.cancelled_caught:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
-            raise ConnectTimeoutError(
-                f"connecting to {origin.text} took longer than {options.connect_timeout} s"
-            )
-        assert stream is not None
-        return cls(stream, options)
+        """:func:`open_stream`, as a connection. A checkpoint; raises like it."""
+        return cls(await open_stream(origin, options, connector), options)
 
     def receive_nowait(self) -> bool:
         """Feed h11 with whatever a plain TCP socket already holds (no I/O wait, not a
@@ -266,23 +232,24 @@ class Connection:
         (``duplex``), then its end. A checkpoint. The one method that may run while another
         task reads the response: Trio streams allow one sender and one receiver at once.
         """
-        body = request.body
-        chunks = aiter(body) if isinstance(body, AsyncIterable) else body
         try:
-            await self._send_body(writer, chunks)
+            await self._send_body(writer, request.body)
         except BaseException as exc:
             _write_failed(writer, exc)
             raise
-        finally:
-            # Stopped mid-way (an error, a cancellation, the caller left): finish an async
-            # generator now, in this task, rather than leave it to the garbage collector.
-            if inspect.isasyncgen(chunks):
-                await chunks.aclose()
 
     async def _send_body(self, writer: h11.Connection, body: object) -> None:
         if isinstance(body, AsyncIterable):
-            async for chunk in body:
-                await self._send_chunk(writer, chunk)
+            chunks = aiter(body)
+            try:
+                async for chunk in chunks:
+                    await self._send_chunk(writer, chunk)
+            finally:
+                # Stopped mid-way (an error, a cancellation, the caller left): finish an
+                # async generator now, in this task, rather than leave it to the garbage
+                # collector (which warns, and runs its cleanup outside any cancel scope).
+                if inspect.isasyncgen(chunks):
+                    await chunks.aclose()
         else:
             assert isinstance(body, Iterable)
             for chunk in body:
@@ -540,6 +507,62 @@ def _send(writer: h11.Connection, event: h11.Event) -> bytes:
 
 
 _default_context: ssl.SSLContext | None = None
+
+
+async def open_stream(
+    origin: Origin, options: ClientOptions, connector: Connector | None
+) -> trio.abc.Stream:
+    """Open the transport to ``origin`` within ``connect_timeout``: ``connector``'s stream,
+    or TCP (``local_address``, ``happy_eyeballs_delay``) or the Unix socket ``socket_path``,
+    then TLS for https (the server name is the origin's host either way). A checkpoint.
+
+    Raises:
+        ConnectTimeoutError: the timeout expired.
+        ConnectError: refused, unreachable, DNS, TLS handshake or verification failed
+            (or the ``connector`` raised), with that error as ``__cause__``. A connector that
+            raises a library error (a ``ProxyError``, a timeout of its own) raises it as is.
+    """
+    stream: trio.abc.Stream | None = None
+    with trio.move_on_after(options.connect_timeout or math.inf) as scope:
+        try:
+            if connector is not None:
+                stream = await connector(origin)
+            else:
+                if options.socket_path is not None:
+                    stream = await trio.open_unix_socket(options.socket_path)
+                else:
+                    stream = await trio.open_tcp_stream(
+                        origin.host,
+                        origin.port,
+                        happy_eyeballs_delay=options.happy_eyeballs_delay,
+                        local_address=options.local_address,
+                    )
+                if origin.is_https:
+                    context = options.ssl_context or _default_ssl_context()
+                    stream = trio.SSLStream(
+                        stream, context, server_hostname=origin.host, https_compatible=True
+                    )
+                    await stream.do_handshake()
+        except TrioPoolError:
+            if stream is not None:  # pragma: no cover - a connector's own error, nothing open
+                await trio.aclose_forcefully(stream)
+            raise
+        except Exception as exc:  # OSError, TLS, or whatever a custom connector raised
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise connect_error(origin.text, exc)  # noqa: B904 - it sets its own cause
+        except BaseException:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise
+    if scope.cancelled_caught:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        raise ConnectTimeoutError(
+            f"connecting to {origin.text} took longer than {options.connect_timeout} s"
+        )
+    assert stream is not None
+    return stream
 
 
 def _default_ssl_context() -> ssl.SSLContext:

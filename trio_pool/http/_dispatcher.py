@@ -111,6 +111,9 @@ class OriginDispatcher(Lifecycle, Emitter, Owner, Dispatcher):
     def _describe(self) -> str:
         return self._origin.text
 
+    def _path_origin(self) -> str:
+        return self._origin.text
+
     def _abort_all(self, error: Callable[[], BaseException]) -> None:
         for request in list(self._queue):
             self._abort(request, error())
