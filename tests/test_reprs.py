@@ -104,7 +104,8 @@ def test_value_objects() -> None:
     stats = ResourcePoolStats(0, 4, 1, 1, 0, None, True)
     assert repr(stats) == (
         "ResourcePoolStats(min=0, max=4, allocated=1, available=1, queued=0,"
-        " max_requests=None, live=True)"
+        " max_requests=None, live=True, acquires_total=0, request_timeouts_total=0,"
+        " allocation_errors_total=0, ping_failures_total=0, leaks_total=0)"
     )
     assert repr(Backoff(min=0.5, max=8.0)) == "Backoff(min=0.5, max=8.0)"
 
@@ -116,12 +117,12 @@ async def test_resource_pool_and_cluster() -> None:
     async def dispose(resource: object) -> None:
         pass
 
-    pool: ResourcePool[object] = ResourcePool(acquire, dispose, max=3)
-    assert repr(pool) == "<ResourcePool new allocated=0/3 idle=0 queued=0>"
+    pool: ResourcePool[object] = ResourcePool(acquire, dispose, max=3, name="db")
+    assert repr(pool) == "<ResourcePool 'db' new allocated=0/3 idle=0 queued=0>"
     async with pool:
         async with pool.acquire():
-            assert repr(pool) == "<ResourcePool open allocated=1/3 idle=0 queued=0>"
-        assert repr(pool) == "<ResourcePool open allocated=1/3 idle=1 queued=0>"
+            assert repr(pool) == "<ResourcePool 'db' open allocated=1/3 idle=0 queued=0>"
+        assert repr(pool) == "<ResourcePool 'db' open allocated=1/3 idle=1 queued=0>"
         cluster = Cluster([pool])
         assert repr(cluster) == "<Cluster of 1 pools>"
         await cluster.end()

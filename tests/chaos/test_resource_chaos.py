@@ -13,7 +13,9 @@ resource, while the backend injects faults at random:
 * disposes (or ``open=`` exits) that fail or hang (past ``dispose_timeout``);
 * holders cancelled at random, while waiting, while pinged or while holding;
 * ``remove``/``destroy`` inside ``async with pool.acquire()`` blocks;
-* ``open=`` resources that die on their own (their context manager's task fails).
+* ``open=`` resources that die on their own (their context manager's task fails);
+* ``expire_all()`` and ``resize()`` (down and up, within the round's cap) at random moments,
+  lifetimes (``max_lifetime``) and leak reports (``leak_timeout``).
 
 Part-way through, while holders still hold, wait and arrive, the round ends the pools
 (``end()``), or ends them but gives up waiting (``end()`` cancelled), or tears them down (the
@@ -39,11 +41,12 @@ Each test asserts that the rounds did inject every kind of fault, and prints its
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import attrs
@@ -261,10 +264,13 @@ class Round:
     owner: dict[int, ResourcePool[ChaosResource]] = attrs.field(factory=dict)
 
     def check_stats(self) -> None:
-        for pool in self.pools:
+        for backend, pool in zip(self.backends, self.pools, strict=False):
             stats = pool.statistics()
-            assert 0 <= stats.allocated <= stats.max, f"statistics {stats}"
+            # resize() may lower max below what is out until holders give back; the cap the
+            # round started with (the backend's) always holds.
+            assert 0 <= stats.allocated <= backend.max, f"statistics {stats}"
             assert stats.available <= stats.allocated, f"statistics {stats}"
+            pool._check_invariants()  # the pool's own view: containers, states, hand-off
 
     def got(self, name: str, resource: ChaosResource) -> None:
         assert id(resource) not in self.holders, (
@@ -358,6 +364,9 @@ def pool_options(rng: random.Random, backend: ChaosBackend, form: str) -> dict[s
         "sync_interval": 0.25,
         "backoff": Backoff(min=0.01, max=0.2),
         "bail_after": None,
+        "max_lifetime": rng.choice((None, None, 0.5, 3.0)),
+        "leak_timeout": rng.choice((None, 0.1)),
+        "name": backend.name,
     }
 
 
@@ -425,9 +434,24 @@ async def drive(
             await finish(round_, acquirer, ending)
         if number < holders:
             nursery.start_soon(holder, f"h{number}")
+            reshape(round_)
             await trio.sleep(rng.choice((0, 0, 0.01, 0.05)))
     for _ in range(holders):
         await done.acquire()
+
+
+def reshape(round_: Round) -> None:
+    """Now and then, as a failover or an operator would: expire_all() or resize() a pool
+    (within the cap the round started with), also while ending or after the pool ended."""
+    rng = round_.rng
+    for backend, pool in zip(round_.backends, round_.pools, strict=True):
+        if rng.random() < 0.03:
+            pool.expire_all()
+            round_.figures["expire_all"] += 1
+        if rng.random() < 0.05:
+            new_max = rng.randint(1, backend.max)
+            pool.resize(min=min(pool.statistics().min, new_max), max=new_max)
+            round_.figures["resize"] += 1
 
 
 async def finish(round_: Round, acquirer: Any, ending: str) -> None:
@@ -457,6 +481,31 @@ def check_all_closed(round_: Round) -> None:
         assert backend.peak <= backend.max
 
 
+class LetGoWatcher(logging.Handler):
+    """Marks a resource let go when the pool logs that it retires it on its own initiative
+    (expire_all(), max_lifetime, a lower max): as after remove(), its replacement may start
+    before its dispose does, and it must never be handed out again."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "%r: retiring %r (%s)" and isinstance(record.args, tuple):
+            resource = record.args[1]
+            if isinstance(resource, ChaosResource):
+                resource.let_go = True
+
+
+@contextmanager
+def watching_retirements() -> Iterator[None]:
+    logger = logging.getLogger("trio_pool.resource")
+    handler, level = LetGoWatcher(logging.DEBUG), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def run_round(seed: int, form: str, clustered: bool, figures: Counter[str]) -> None:
     """Run one chaos round; an assertion failure names the seed that replays it."""
     round_ = Round(seed, random.Random(seed), figures)
@@ -466,7 +515,8 @@ def run_round(seed: int, form: str, clustered: bool, figures: Counter[str]) -> N
     trio._core._run._r.seed(seed)
     clock = trio.testing.MockClock(autojump_threshold=0)
     try:
-        trio.run(chaos, round_, form, clustered, round_.rng.randint(20, 60), clock=clock)
+        with watching_retirements():
+            trio.run(chaos, round_, form, clustered, round_.rng.randint(20, 60), clock=clock)
     except BaseException as exc:
         raise AssertionError(
             f"chaos round failed: seed={seed} form={form} clustered={clustered}"
@@ -486,7 +536,8 @@ def test_chaos(form: str, clustered: bool) -> None:
     assert figures["acquires"] > 1000
     kinds = ["allocation hangs", "allocation late", "allocation fails", "ping hangs",
              "ping fails", "dispose fails", "dispose hangs", "remove", "destroy",
-             "cancelled while waiting", "cancelled while holding"]  # fmt: skip
+             "cancelled while waiting", "cancelled while holding", "expire_all",
+             "resize"]  # fmt: skip
     if form == OPEN:
         kinds.append("resource dies")
     for kind in kinds:

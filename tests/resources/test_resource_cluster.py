@@ -58,6 +58,17 @@ async def label_of(cluster: Cluster[FakeResource], capability: str | None = None
         return resource.label
 
 
+@pytest.mark.parametrize("pools", ["one pool", 42, "text"])
+async def test_cluster_of_something_that_is_not_a_list_of_pools_is_rejected(pools: Any) -> None:
+    # issue 12 item 12: Cluster(pool) (one pool, not a list) was a bare TypeError.
+    backend = FakeBackend()
+    async with make_pool(backend) as pool:
+        arguments = {"one pool": pool}.get(pools, pools)
+        with pytest.raises(InvalidArgumentError, match="invalid pool"):
+            Cluster(arguments)
+        assert pool.statistics().allocated == 0  # nothing was touched
+
+
 async def test_acquire_without_capability_uses_any_pool() -> None:
     async with open_pools([{"label": "a", "capabilities": ("read",)}]) as (pools, _):
         cluster = Cluster(pools)

@@ -17,6 +17,7 @@ from resource_fakes import (
     snapshot,
 )
 
+import trio_pool
 from trio_pool import InvalidArgumentError
 
 pytestmark = pytest.mark.parametrize("form", FORMS)
@@ -149,21 +150,42 @@ async def test_operations_on_a_foreign_resource_are_rejected(form: str, operatio
         assert snapshot(pool) == idle_values(1)
 
 
-@pytest.mark.parametrize("operation", ["release", "remove", "destroy"])
-async def test_operations_on_an_already_released_resource_are_rejected(
-    form: str, operation: str
-) -> None:
+async def test_releasing_an_already_released_resource_is_rejected(form: str) -> None:
     backend = FakeBackend()
     async with make_pool(backend, form) as pool:
         resource = await pool.checkout()
         pool.release(resource)
         with pytest.raises(InvalidArgumentError):
-            getattr(pool, operation)(resource)
+            pool.release(resource)
         # Nothing changed: the resource is still idle and usable.
         assert snapshot(pool) == idle_values(1)
         assert backend.closed == []
         assert await pool.checkout() is resource
         pool.release(resource)
+
+
+@pytest.mark.parametrize("operation", ["remove", "destroy"])
+async def test_remove_or_destroy_of_an_idle_resource_evicts_it(form: str, operation: str) -> None:
+    # issue 12 item 10: API.md forbids only resources the pool does not own; an idle one is
+    # the pool's, so it is evicted (disposed, or destroyed), and a second call is rejected.
+    backend = FakeBackend()
+    async with make_pool(backend, form, max=2) as pool:
+        first, second = await pool.checkout(), await pool.checkout()
+        pool.release(first)
+        pool.release(second)
+        getattr(pool, operation)(first)
+        assert snapshot(pool) == idle_values(1)
+        with pytest.raises(InvalidArgumentError):
+            getattr(pool, operation)(first)
+        await quiet()
+        assert backend.closed == [first]
+        if operation == "destroy":
+            assert backend.destroyed == [first]
+        else:
+            assert backend.gracefully_closed == [first]
+        async with pool.acquire() as resource:
+            assert resource is second
+        assert snapshot(pool) == idle_values(1)
 
 
 @pytest.mark.parametrize("first", ["remove", "destroy"])
@@ -228,6 +250,33 @@ async def test_hanging_ping_times_out_and_the_resource_is_replaced(
             assert trio.current_time() - start == pytest.approx(3.0)
         await quiet()
         assert backend.gracefully_closed == [stuck]
+        assert snapshot(pool) == idle_values(1)
+
+
+async def test_a_ping_that_ignores_cancellation_and_returns_late_counts_as_failed(
+    form: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # issue 12 item 11: the ping runs past ping_timeout under a shield and then returns
+    # normally; the resource it vouched for is not handed out (late), it is replaced.
+    backend = FakeBackend()
+    stubborn: list[FakeResource] = []
+
+    async def ping(resource: FakeResource) -> None:
+        if resource in stubborn:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(5.0)
+
+    pool = trio_pool.ResourcePool(**backend.options(form), ping=ping, ping_timeout=1.0)
+    async with pool:
+        async with pool.acquire() as late:
+            pass
+        stubborn.append(late)
+        start = trio.current_time()
+        async with pool.acquire() as resource:
+            assert resource is not late
+            assert trio.current_time() - start == pytest.approx(5.0)
+        await quiet()
+        assert backend.gracefully_closed == [late]
         assert snapshot(pool) == idle_values(1)
 
 

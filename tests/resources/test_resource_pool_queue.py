@@ -9,6 +9,7 @@ import trio.lowlevel
 import trio.testing
 from resource_fakes import (
     FORMS,
+    AllocationError,
     FakeBackend,
     Holder,
     idle_values,
@@ -440,3 +441,31 @@ async def test_allocation_done_for_a_waiter_cancelled_at_that_instant_serves_the
             b.release()
         assert snapshot(pool) == idle_values(1)
         assert len(backend.created) == 1
+
+
+async def test_request_timeout_during_an_allocation_outage_chains_the_last_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # issue 12 item 13: "database down" and "pool exhausted" must not look alike.
+    backend = FakeBackend(fail_always=True)
+    async with make_pool(backend, max=2, request_timeout=5.0, bail_after=None) as pool:
+        with pytest.raises(RequestTimeoutError) as info:
+            await pool.checkout()
+        assert isinstance(info.value.__cause__, AllocationError)
+        assert snapshot(pool)["queued"] == 0
+        backend.fail_always = False
+        with trio.fail_after(60):  # the backoff retries; the next creation succeeds
+            async with pool.acquire():
+                pass
+
+
+async def test_request_timeout_of_an_exhausted_pool_has_no_cause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend()
+    async with make_pool(backend, max=1, request_timeout=5.0) as pool:
+        async with pool.acquire():
+            with pytest.raises(RequestTimeoutError) as info:
+                await pool.checkout()
+            assert info.value.__cause__ is None
+        assert snapshot(pool) == idle_values(1)

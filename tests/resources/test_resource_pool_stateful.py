@@ -1,7 +1,8 @@
 """A Hypothesis state machine driving a ResourcePool through random sequences of acquire,
-release, remove, destroy, cancel (including the cancel-at-hand-off race), failing
-allocations, dead resources and the passage of time, checking the pool's invariants after
-every step.
+release, remove, destroy (of held and of idle resources), cancel (including the
+cancel-at-hand-off race), failing allocations, dead resources, expire_all(), resize(),
+max_lifetime and the passage of time, checking
+the pool's invariants (its own ``_check_invariants()`` and the backend's view) after every step.
 
 Harness: Trio runs in a background thread on a ``MockClock`` that only moves when a rule
 jumps it; every rule calls into that loop with ``trio.from_thread`` and then waits until all
@@ -108,6 +109,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         idle_timeout=st.sampled_from([None, 4.0, 20.0]),
         allocation_time=st.sampled_from([0.0, 1.0]),
         ping_time=st.sampled_from([0.0, 0.0, 0.5]),
+        max_lifetime=st.sampled_from([None, None, 3.0, 15.0]),
     )
     def open_pool(
         self,
@@ -117,6 +119,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         idle_timeout: float | None,
         allocation_time: float,
         ping_time: float,
+        max_lifetime: float | None,
     ) -> None:
         self.form = form
         self.backend.acquire_delay = allocation_time
@@ -132,6 +135,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
             backoff=Backoff(min=0.5, max=2.0),
             idle_timeout=idle_timeout,
             sync_interval=2.0,
+            max_lifetime=max_lifetime,
         )
         pool = self.pool
 
@@ -260,6 +264,44 @@ class ResourcePoolMachine(RuleBasedStateMachine):
     def destroy(self, data: st.DataObject) -> None:
         self._destroy(data.draw(st.sampled_from(self._with_state("holding"))))
 
+    def _idle_resources(self) -> list[FakeResource]:
+        # In a quiescent state every live resource is idle, held, or being pinged.
+        busy = {id(h.resource) for h in self._with_state("holding")}
+        busy |= {id(r) for r in self.backend.pinging}
+        return [r for r in self.backend.alive_resources if id(r) not in busy]
+
+    @precondition(lambda self: self.pool is not None and bool(self._idle_resources()))
+    @rule(data=st.data(), ungracefully=st.booleans())
+    def evict_idle(self, data: st.DataObject, ungracefully: bool) -> None:
+        """remove()/destroy() of an idle resource evicts it (issue 12 item 10)."""
+        pool = self.pool
+        assert pool is not None
+        resource = data.draw(st.sampled_from(self._idle_resources()))
+        if ungracefully:
+            self.destroyed_by_us.append(resource)
+            self.driver.call_sync(lambda: pool.destroy(resource))
+        else:
+            self.driver.call_sync(lambda: pool.remove(resource))
+
+    @precondition(lambda self: self.pool is not None)
+    @rule()
+    def expire_all(self) -> None:
+        """A failover: every current resource is retired (idle now, held on release)."""
+        pool = self.pool
+        assert pool is not None
+        self.driver.call_sync(pool.expire_all)
+
+    @precondition(lambda self: self.pool is not None)
+    @rule(data=st.data())
+    def resize(self, data: st.DataObject) -> None:
+        """min/max at run time, within the cap the machine started with."""
+        pool = self.pool
+        assert pool is not None
+        new_max = data.draw(st.integers(1, self.max))
+        new_min = data.draw(st.integers(0, min(2, new_max)))
+        self.driver.call_sync(lambda: pool.resize(min=new_min, max=new_max))
+        assert (pool.statistics().min, pool.statistics().max) == (new_min, new_max)
+
     @precondition(lambda self: self.pool is not None and not self.ending)
     @rule()
     def begin_end(self) -> None:
@@ -328,6 +370,8 @@ class ResourcePoolMachine(RuleBasedStateMachine):
     def pool_invariants(self) -> None:
         if self.pool is None:
             return
+        # The pool's own view first (containers, slot states, the hand-off), in its thread.
+        self.driver.call_sync(self.pool._check_invariants)
         stats = self.pool.statistics()
         holding = self._with_state("holding")
         waiting = self._with_state("waiting")

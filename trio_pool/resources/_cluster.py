@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, final
 
 import trio
 
@@ -21,6 +21,7 @@ __all__ = ["Cluster"]
 T = TypeVar("T")
 
 
+@final
 class Cluster(Generic[T]):
     """A set of :class:`ResourcePool` objects acquired from as one.
 
@@ -31,13 +32,22 @@ class Cluster(Generic[T]):
     is open.
 
     Args:
-        pools: the pools, already entered by the caller.
+        pools: the pools, already entered by the caller (an iterable, even for one pool).
+
+    Raises:
+        InvalidArgumentError: ``pools`` is not an iterable of :class:`ResourcePool`.
     """
 
     def __init__(self, pools: Iterable[ResourcePool[T]] = ()) -> None:
+        try:
+            members = iter(pools)  # a single pool is not iterable: Cluster(pool) lands here
+        except TypeError:
+            raise InvalidArgumentError(
+                f"invalid pools: expected an iterable of ResourcePool, got {pools!r}"
+            ) from None
         self._pools: list[ResourcePool[T]] = []
         self._ended = False
-        for pool in pools:
+        for pool in members:
             self.add_pool(pool)
 
     def __repr__(self) -> str:

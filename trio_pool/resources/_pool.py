@@ -1,62 +1,51 @@
-"""ResourcePool: a generic pool of resources (pool2's design, in Trio).
+"""ResourcePool: a generic pool of resources (pool2's design, in Trio) — the façade.
 
 Theory of operation
 -------------------
-Every resource lives in its own *resource task* in the pool's nursery. The task creates the
-resource (``acquire()``, or entering ``open()``'s context manager), hands it to the pool,
-parks until the pool retires it, then disposes of it (``dispose()``, or leaving ``open()``'s
-block). A resource that is being created therefore belongs to the pool, never to the
-acquirer whose demand caused it: a cancelled acquirer cannot orphan it (pool2#30,
-httpcore#1093), and a timed-out creation ends with its task, so ``allocated`` can never
-exceed ``max``.
+The pool is five parts: :mod:`._options` (the validated, frozen options), :mod:`._slot` (one
+resource, its :class:`~._slot.SlotState` and the resource task that creates and disposes of
+it), :mod:`._allocator` (how many tasks to start, what they report, the backoff after failures,
+``bail_after``), :mod:`._lending` (the idle stack, the lent map and the queue of waiters) and
+this façade, which owns the pool's state and decides, synchronously, where each resource goes.
 
-All bookkeeping lives in plain containers that only synchronous methods change — decide and
-record with no ``await`` in between, then do I/O:
+``allocated`` = idle + lent + being created, and never exceeds ``max``. An acquirer tries the
+idle stack first and parks only if it is empty; a freed resource goes straight to the head
+waiter; so idle resources exist only while nobody waits.
 
-* ``_idle``: a stack of idle slots (LIFO hand-out, so resources nobody needs age out);
-* ``_busy``: checked-out slots by ``id(resource)`` (resources need not be hashable);
-* ``_creating``: the number of resource tasks still creating;
-* ``_waiters``: parked acquirers, FIFO, in an ``OrderedDict`` for O(1) removal.
-
-An acquirer that finds nothing idle parks with ``wait_task_rescheduled``. Whoever frees a
-resource (a release, a finished creation) hands it straight to the head waiter and
-reschedules that task: the hand-off is atomic, so a resource is never lost to a waiter that
-is being cancelled (aiohttp#9670) — a waiter cancelled while parked has already been removed
-by its abort callback, and the resource goes to the next one. Idle resources exist only
-while nobody waits.
-
-Failed creations are retried one at a time on the ``Backoff`` schedule by a timer task
-(no busy loop, no thundering herd against a dead backend); ``bail_after`` turns a pool that
-never once succeeded into a fast failure. A periodic sync task evicts idle resources older
-than ``idle_timeout`` (never below ``min``) and refills to ``min``.
+The pool's own state (:class:`_State`) is NEW → OPEN → ENDING → DESTROYED; BAILED (from OPEN or
+ENDING, when no creation ever succeeded within ``bail_after``) refuses acquirers as ENDING does
+but with :class:`PoolBailedError` (:meth:`ResourcePool._refusal` is the one place that tells it
+apart), and also ends in DESTROYED. Only this class changes it. OPEN is the only state that
+accepts new acquirers; OPEN and ENDING still serve those already accepted and allocate for
+them. :meth:`ResourcePool._check_invariants` asserts all of the above (the tests call it at
+every step).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import math
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar, final
 
-import attrs
 import trio
 
 from .._errors import (
-    AcquireTimeoutError,
-    InvalidArgumentError,
     PoolBailedError,
     PoolDestroyedError,
     PoolEndingError,
-    PoolFullError,
-    RequestTimeoutError,
 )
 from .._supervisor import LifetimeError, Supervisor
-from .._validate import check_count, check_positive, check_timeout
+from ._allocator import Allocator
 from ._backoff import Backoff
+from ._checkout import AcquireContext, Checkout
+from ._housekeeping import Housekeeper
+from ._lending import Lending
+from ._options import pool_options
+from ._slot import Slot, SlotState
+from ._stats import Counters, ResourcePoolStats
 
 __all__ = ["ResourcePool", "ResourcePoolStats"]
 
@@ -64,64 +53,22 @@ logger = logging.getLogger("trio_pool.resource")
 
 T = TypeVar("T")
 
-_INF = math.inf
-
-# A ping interrupted by the acquirer's request_timeout (not a verdict on the resource).
-_CUT_SHORT = trio.TooSlowError("ping cut short by request_timeout")
-
-
-@attrs.frozen
-class ResourcePoolStats:
-    """A snapshot of a :class:`ResourcePool`, returned by :meth:`ResourcePool.statistics`."""
-
-    min: int
-    """Resources kept open (the ``min`` option)."""
-    max: int
-    """The cap on :attr:`allocated` (the ``max`` option)."""
-    allocated: int
-    """Resources checked out, idle or being created."""
-    available: int
-    """Idle resources, ready to be handed out at once."""
-    queued: int
-    """Acquirers waiting for a resource."""
-    max_requests: int | None
-    """The cap on :attr:`queued`, or None for no cap (the ``max_requests`` option)."""
-    live: bool
-    """Whether an allocation has ever succeeded."""
+_INF = float("inf")
 
 
 class _State(enum.Enum):
     NEW = "new"
     OPEN = "open"
+    BAILED = "bailed"
     ENDING = "ending"
     DESTROYED = "destroyed"
 
 
-@attrs.define(eq=False, slots=True)
-class _Slot:
-    """One resource and its task's state."""
-
-    resource: Any = None
-    scope: trio.CancelScope | None = None
-    retired: trio.Event = attrs.field(factory=trio.Event)
-    idle_since: float = 0.0
-    lease: int = 0  # bumped at every hand-out; tells an acquire block its own checkout apart
-    graceful: bool = True  # dispose when retired (False: destroyed, no dispose)
-    abandoned: bool = False  # creation cancelled by end(): not an allocation failure
-    dead: bool = False  # its task ended while the resource was checked out
-    disposed: bool = False  # dispose (or leaving open()'s block) completed
-    destroy_called: bool = False
+_DEAD = SlotState.DEAD
+_SERVING = (_State.OPEN, _State.ENDING)  # states that still serve accepted acquirers
 
 
-@attrs.define(eq=False, slots=True)
-class _Waiter:
-    """A parked acquirer; ``slot`` or ``error`` is filled in before it is rescheduled."""
-
-    task: trio.lowlevel.Task
-    slot: _Slot | None = None
-    error: BaseException | None = None
-
-
+@final
 class ResourcePool(Generic[T]):
     """A pool of reusable resources: database connections and anything like them.
 
@@ -159,6 +106,11 @@ class ResourcePool(Generic[T]):
             failure makes the pool fail every waiting and later acquire with
             :class:`PoolBailedError`. ``0`` (default): the first such failure. ``None``:
             retry forever.
+        max_lifetime: a resource older than this (each its own limit in [0.9, 1.0] x it) is
+            retired when given back or while idle; ``None`` (default): no limit.
+        leak_timeout: a checkout held longer logs one WARNING naming its ``file:line`` and
+            counts in ``leaks_total``; ``None`` (default): no check.
+        name: in the repr, the log lines and metrics; default ``"ResourcePool-N"``.
 
     Raises:
         InvalidArgumentError: an argument is out of its domain (the message names it).
@@ -184,75 +136,37 @@ class ResourcePool(Generic[T]):
         sync_interval: float = 10.0,
         backoff: Backoff | None = None,
         bail_after: float | None = 0.0,
+        max_lifetime: float | None = None,
+        leak_timeout: float | None = None,
+        name: str | None = None,
     ) -> None:
-        if open is not None:
-            if acquire is not None or dispose is not None:
-                raise InvalidArgumentError(
-                    "invalid arguments: give either open or acquire and dispose, not both"
-                )
-            if not callable(open):
-                raise InvalidArgumentError(f"invalid open: expected a callable, got {open!r}")
-        elif acquire is None or dispose is None:
-            missing = "dispose" if acquire is not None else "acquire"
-            raise InvalidArgumentError(
-                f"invalid {missing}: give acquire and dispose together, or open"
-            )
-        for name, fn in (("acquire", acquire), ("dispose", dispose), ("destroy", destroy),
-                         ("ping", ping)):  # fmt: skip
-            if fn is not None and not callable(fn):
-                raise InvalidArgumentError(f"invalid {name}: expected a callable, got {fn!r}")
-        self._acquire = acquire
-        self._dispose = dispose
-        self._open = open
-        self._destroy = destroy
-        self._ping = ping
-        self._acquire_timeout = check_timeout("acquire_timeout", acquire_timeout)
-        self._dispose_timeout = check_timeout("dispose_timeout", dispose_timeout)
-        self._ping_timeout = check_timeout("ping_timeout", ping_timeout)
-        self._request_timeout = check_timeout("request_timeout", request_timeout)
-        self._idle_timeout = check_timeout("idle_timeout", idle_timeout)
-        self._sync_interval = check_positive("sync_interval", sync_interval)
-        tags = () if isinstance(capabilities, str) else tuple(capabilities)
-        if isinstance(capabilities, str) or not all(isinstance(tag, str) for tag in tags):
-            raise InvalidArgumentError(
-                f"invalid capabilities: expected a sequence of strings, got {capabilities!r}"
-            )
-        self.capabilities: tuple[str, ...] = tags
+        options = pool_options(
+            acquire, dispose, open=open, destroy=destroy, ping=ping,
+            acquire_timeout=acquire_timeout, dispose_timeout=dispose_timeout,
+            ping_timeout=ping_timeout, capabilities=capabilities, min=min, max=max,
+            max_requests=max_requests, request_timeout=request_timeout,
+            idle_timeout=idle_timeout, sync_interval=sync_interval, backoff=backoff,
+            bail_after=bail_after, max_lifetime=max_lifetime, leak_timeout=leak_timeout,
+            name=name,
+        )  # fmt: skip
+        self._options = options
+        self.capabilities: tuple[str, ...] = options.capabilities
         """The tags a :class:`Cluster` selects this pool by."""
-        self._min: int = check_count("min", min)  # type: ignore[assignment]
-        self._max: int = check_count("max", max, minimum=1)  # type: ignore[assignment]
-        if self._max < self._min:
-            raise InvalidArgumentError(f"invalid max: {max!r} is below min {min!r}")
-        self._max_requests = check_count("max_requests", max_requests, allow_none=True)
-        if backoff is None:
-            backoff = Backoff()
-        elif not isinstance(backoff, Backoff):
-            raise InvalidArgumentError(f"invalid backoff: expected a Backoff, got {backoff!r}")
-        self._backoff = backoff
-        # Here 0 is a real value (bail at the first failure), not "no limit" as elsewhere;
-        # None and infinity mean never.
-        self._bail_after = check_timeout("bail_after", bail_after)
-        if bail_after == 0:
-            self._bail_after = 0.0
-
+        self.name: str = options.name
+        """The pool's name, in its repr (hence its log lines) and its metrics."""
+        self._counters = Counters()
         self._supervisor = Supervisor()
+        self._allocator = Allocator(options, self, self._supervisor, self._counters)
+        self._lending = Lending()
+        self._housekeeper = keeper = Housekeeper(
+            self, options, self._lending, self._allocator, self._counters
+        )
+        self._checkout = Checkout(
+            self, options, self._lending, self._allocator, keeper, self._counters, self.release
+        )
         self._state = _State.NEW
-        self._idle: list[_Slot] = []
-        self._busy: dict[int, _Slot] = {}
-        self._creating: set[_Slot] = set()
-        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
-        self._alive: set[_Slot] = set()  # slots whose resource task runs, in any phase
-        self._live = False
-        self._started_at = 0.0
-        self._failures = 0  # consecutive failed creations
-        self._last_error: BaseException | None = None
-        self._retry_at = -_INF
-        self._timer_running = False
         self._bail_error: BaseException | None = None
-        self._sync_scope: trio.CancelScope | None = None
-        self._drained: trio.Event | None = None  # set when ending and nothing is out
-        self._tasks_done: trio.Event | None = None  # set when drained and no task is left
-        self._ended: trio.Event | None = None
+        self._ended: trio.Event | None = None  # made when the shutdown (end or abort) begins
         self._end_errors: list[BaseException] = []
 
     # ------------------------------------------------------------------ lifetime
@@ -261,10 +175,10 @@ class ResourcePool(Generic[T]):
         if self._state is _State.DESTROYED:
             raise PoolDestroyedError("Pool is destroyed: a pool's async with block runs once")
         await self._supervisor.enter()
-        self._state = _State.OPEN
-        self._started_at = trio.current_time()
-        if self._idle_timeout is not None:
-            self._supervisor.start_soon(self._sync_task, name=f"{self!r} sync")
+        self._set_state(_State.OPEN)
+        self._allocator.start()
+        if self._housekeeper.needed:
+            self._supervisor.start_soon(self._housekeeper.run, name=f"{self!r} sync")
         logger.debug("%r: started", self)
         self._maybe_allocate()
         return self
@@ -280,29 +194,37 @@ class ResourcePool(Generic[T]):
 
     def __repr__(self) -> str:
         return (
-            f"<ResourcePool {self._state.value} allocated={self._allocated()}/{self._max}"
-            f" idle={len(self._idle)} queued={len(self._waiters)}>"
+            f"<ResourcePool {self.name!r} {self._state.value} allocated={self._allocated()}"
+            f"/{self._housekeeper.max} idle={len(self._lending.idle)}"
+            f" queued={len(self._lending.waiters)}>"
         )
 
     @property
     def live(self) -> bool:
         """Whether an allocation has ever succeeded."""
-        return self._live
+        return self._allocator.live
 
     def statistics(self) -> ResourcePoolStats:
         """Return a snapshot of the pool's counts. O(1), not a checkpoint."""
+        counters = self._counters
         return ResourcePoolStats(
-            min=self._min,
-            max=self._max,
+            min=self._housekeeper.min,
+            max=self._housekeeper.max,
             allocated=self._allocated(),
-            available=len(self._idle),
-            queued=len(self._waiters),
-            max_requests=self._max_requests,
-            live=self._live,
+            available=len(self._lending.idle),
+            queued=len(self._lending.waiters),
+            max_requests=self._options.max_requests,
+            live=self._allocator.live,
+            acquires_total=counters.acquires,
+            request_timeouts_total=counters.request_timeouts,
+            allocation_errors_total=counters.allocation_errors,
+            ping_failures_total=counters.ping_failures,
+            leaks_total=counters.leaks,
         )
 
     def _allocated(self) -> int:
-        return len(self._idle) + len(self._busy) + len(self._creating)
+        lending = self._lending
+        return len(lending.idle) + len(lending.busy) + len(self._allocator.creating)
 
     # ------------------------------------------------------------------ acquiring
 
@@ -320,7 +242,7 @@ class ResourcePool(Generic[T]):
             PoolDestroyedError: the pool has shut down.
             PoolBailedError: the pool gave up (see ``bail_after``).
         """
-        return _AcquireContext(self)
+        return AcquireContext(self._checkout)
 
     async def checkout(self) -> T:
         """Take a resource; give it back with :meth:`release`. A checkpoint.
@@ -328,138 +250,78 @@ class ResourcePool(Generic[T]):
         Raises the same errors as :meth:`acquire`. Cancelling it while it waits leaves no
         trace; once it has returned, the caller owns the resource until it releases it.
         """
-        return (await self._checkout()).resource  # type: ignore[no-any-return]
+        return (await self._checkout.take()).resource  # type: ignore[no-any-return]
 
-    async def _checkout(self) -> _Slot:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_accepting()
-        # request_timeout bounds the caller's whole wait: queueing and pinging.
-        deadline = self._wait_deadline()
-        if self._idle:
-            slot = self._lend(self._idle.pop())
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        else:
-            if self._max_requests is not None and len(self._waiters) >= self._max_requests:
-                raise PoolFullError("Pool is full")
-            slot = await self._wait(deadline)
-        # The pool may have been torn down between handing the slot over and this task
-        # running again; then the resource was destroyed with the rest.
-        self._check_not_torn_down(slot)
-        if self._ping is not None:
-            slot = await self._pinged(slot, deadline)
-        return slot
+    def checkout_nowait(self) -> T:
+        """Take an idle resource now; give it back with :meth:`release`. Not a checkpoint.
 
-    def _check_not_torn_down(self, slot: _Slot) -> None:
-        if self._state is _State.DESTROYED:
-            self._busy.pop(id(slot.resource), None)
-            raise PoolDestroyedError("Pool is destroyed")
+        No ``ping`` runs (it would have to wait).
 
-    def _accepting(self) -> bool:
-        return self._state is _State.OPEN and self._bail_error is None
-
-    def _check_accepting(self) -> None:
-        if self._accepting():
-            return
-        if self._state is _State.DESTROYED:
-            raise PoolDestroyedError("Pool is destroyed")
-        if self._bail_error is not None:
-            raise self._bailed()
-        if self._state is _State.ENDING:
-            raise PoolEndingError("Pool is ending")
-        raise LifetimeError("use ResourcePool in an 'async with' block")
-
-    def _wait_deadline(self) -> float:
-        if self._request_timeout is None:
-            return _INF
-        return trio.current_time() + self._request_timeout
-
-    async def _wait(
-        self, deadline: float, *, front: bool = False, replacing: _Slot | None = None
-    ) -> _Slot:
-        """Park until a slot is handed over.
-
-        ``front`` and ``replacing`` serve an acquirer whose ping failed: it keeps its place
-        at the head of the queue, and gives back the failed slot only once it is queued, so
-        the pool never sees a moment with nobody holding or waiting (which would let end()
-        finish under it) and counts its demand when replacing the slot.
+        Raises:
+            trio.WouldBlock: no resource is idle (nothing is queued or allocated for it).
+            PoolEndingError, PoolDestroyedError, PoolBailedError: as :meth:`acquire`.
         """
-        waiter = _Waiter(trio.lowlevel.current_task())
-        self._waiters[waiter] = None
-        if front:
-            self._waiters.move_to_end(waiter, last=False)
-        if replacing is not None:
-            self._remove_busy(replacing, graceful=True)
+        return self._checkout.take_nowait().resource  # type: ignore[no-any-return]
+
+    def expire_all(self) -> None:
+        """Retire every current resource: idle ones are disposed now, checked-out ones when
+        they are given back, creations under way when they finish; ``min`` is refilled with
+        new ones. For a failover: nothing opened before it is reused after. Not a checkpoint.
+        """
+        self._housekeeper.expire_all()
         self._maybe_allocate()
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            # Still parked, so nothing was handed to it: removing it loses nothing.
-            del self._waiters[waiter]
-            self._check_drained()
-            return trio.lowlevel.Abort.SUCCEEDED
+    def resize(self, *, min: int | None = None, max: int | None = None) -> None:
+        """Change ``min`` and/or ``max`` at run time. Not a checkpoint.
 
-        if deadline == _INF:  # the common case; a cancel scope costs a little on a hot path
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        else:
-            with trio.CancelScope(deadline=deadline) as scope:
-                await trio.lowlevel.wait_task_rescheduled(abort)
-            if scope.cancelled_caught:
-                raise self._request_timed_out()
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.slot is not None
-        return waiter.slot
+        A lower ``max`` retires surplus idle resources now and checked-out ones as they are
+        given back (``allocated`` may exceed the new ``max`` until then); a higher one serves
+        waiters at once. A higher ``min`` opens resources now.
 
-    def _request_timed_out(self) -> RequestTimeoutError:
-        return RequestTimeoutError(f"no resource within request_timeout={self._request_timeout}s")
+        Raises:
+            InvalidArgumentError: a value is out of its domain, or ``max`` is below ``min``
+                (nothing is changed).
+        """
+        keeper = self._housekeeper
+        keeper.resize(keeper.min if min is None else min, keeper.max if max is None else max)
+        self._maybe_allocate()
 
-    async def _pinged(self, slot: _Slot, deadline: float) -> _Slot:
-        """Ping ``slot`` and return it, or replace it (keeping the queue place) until one
-        passes. ``deadline`` is the acquirer's request deadline."""
-        while True:
-            failure = await self._ping_once(slot, deadline)
-            if failure is None:
-                self._check_not_torn_down(slot)  # torn down mid-ping
-                return slot
-            logger.debug("%r: ping failed (%r); replacing the resource", self, failure)
-            if failure is _CUT_SHORT or self._idle or not self._serves_accepted():
-                self._remove_busy(slot, graceful=True)
-                if failure is _CUT_SHORT:
-                    raise self._request_timed_out()
-                if not self._idle:
-                    self._check_accepting()  # raises why this acquirer cannot be served
-                slot = self._lend(self._idle.pop())
-            else:
-                slot = await self._wait(deadline, front=True, replacing=slot)
-                self._check_not_torn_down(slot)
+    def _set_state(self, state: _State) -> None:
+        self._state = state
+        self._checkout.open = state is _State.OPEN
+        self._checkout.torn_down = state is _State.DESTROYED
 
-    async def _ping_once(self, slot: _Slot, deadline: float) -> BaseException | None:
-        """Run one ping; return None if it passed, else why not (``_CUT_SHORT`` when the
-        request deadline interrupted it)."""
-        assert self._ping is not None
-        ping_deadline = _deadline_after(self._ping_timeout)
-        try:
-            with trio.CancelScope(deadline=min(ping_deadline, deadline)) as scope:
-                await self._ping(slot.resource)
-        except Exception as exc:
-            return exc
-        except BaseException:
-            # Interrupted mid-ping by the caller: the resource's state is unknown, so it goes.
-            self._remove_busy(slot, graceful=True)
-            raise
-        if not scope.cancelled_caught:
+    def _refusal(self) -> BaseException | None:
+        """Why a new acquirer is refused, or None while the pool is OPEN."""
+        state = self._state
+        if state is _State.OPEN:
             return None
-        if ping_deadline > deadline:
-            return _CUT_SHORT
-        return trio.TooSlowError(f"ping took over ping_timeout={self._ping_timeout}s")
+        if state is _State.DESTROYED:
+            return PoolDestroyedError("Pool is destroyed")
+        if state is _State.BAILED:  # the one place that tells "bailed" apart
+            error = PoolBailedError(
+                "Pool bailed: no resource could be allocated within"
+                f" bail_after={self._options.bail_after}s (last error: {self._bail_error!r})"
+            )
+            error.__cause__ = self._bail_error
+            return error
+        if state is _State.ENDING:
+            return PoolEndingError("Pool is ending")
+        return LifetimeError("use ResourcePool in an 'async with' block")
 
-    def _serves_accepted(self) -> bool:
-        """Whether an acquirer accepted earlier may still be served (also while ending)."""
-        return self._state in (_State.OPEN, _State.ENDING) and self._bail_error is None
+    def _bailed(self, _: object) -> BaseException:
+        error = self._refusal()
+        assert error is not None
+        return error
 
-    def _lend(self, slot: _Slot) -> _Slot:
-        slot.lease += 1
-        self._busy[id(slot.resource)] = slot
-        return slot
+    def _accepting(self) -> bool:
+        return self._state is _State.OPEN
+
+    def _serving(self) -> bool:
+        return self._state in _SERVING
+
+    def _torn_down(self) -> bool:
+        return self._state is _State.DESTROYED
 
     # ------------------------------------------------------------------ giving back
 
@@ -470,341 +332,129 @@ class ResourcePool(Generic[T]):
             InvalidArgumentError: the resource is not checked out from this pool (foreign,
                 or already released, removed or destroyed).
         """
-        slot = self._take_busy(resource, "release")
-        if slot is None:
-            return
-        if slot.dead:
-            self._maybe_allocate()
-            self._check_drained()
+        slot = self._lending.take_back(resource, "release")
+        if self._state is _State.DESTROYED:
+            return  # already torn down with the pool; giving it back is a no-op
+        if slot.state is _DEAD:
+            self._settle()
         else:
             self._offer(slot)
 
     def remove(self, resource: T) -> None:
-        """Take a checked-out resource out of the pool; ``dispose`` runs in the background.
+        """Take a resource (checked out or idle) out of the pool; ``dispose`` runs in the
+        background.
 
         Not a checkpoint. Inside ``async with pool.acquire() as r``, leaving the block then
         does not release ``r``.
 
         Raises:
-            InvalidArgumentError: the resource is not checked out from this pool.
+            InvalidArgumentError: the pool does not own the resource (foreign, or already
+                removed or destroyed).
         """
-        slot = self._take_busy(resource, "remove")
-        if slot is not None:
+        slot = self._lending.take_back(resource, "remove", idle_too=True)
+        if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=True)
 
     def destroy(self, resource: T) -> None:
-        """Take a checked-out resource out of the pool ungracefully: ``destroy`` is called
-        (synchronously), ``dispose`` is not. Not a checkpoint.
+        """Take a resource (checked out or idle) out of the pool ungracefully: ``destroy`` is
+        called (synchronously), ``dispose`` is not. Not a checkpoint.
 
         Raises:
-            InvalidArgumentError: the resource is not checked out from this pool.
+            InvalidArgumentError: the pool does not own the resource (foreign, or already
+                removed or destroyed).
         """
-        slot = self._take_busy(resource, "destroy")
-        if slot is not None:
+        slot = self._lending.take_back(resource, "destroy", idle_too=True)
+        if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 
-    def _take_busy(self, resource: T, verb: str) -> _Slot | None:
-        slot = self._busy.get(id(resource))
-        if slot is None or slot.resource is not resource:
-            raise InvalidArgumentError(
-                f"cannot {verb} {resource!r}: it is not checked out from this pool"
-            )
-        del self._busy[id(resource)]
-        if self._state is _State.DESTROYED:
-            return None  # already torn down with the pool; giving it back is a no-op
-        return slot
-
-    def _remove_busy(self, slot: _Slot, *, graceful: bool) -> None:
-        if self._busy.get(id(slot.resource)) is slot:
-            del self._busy[id(slot.resource)]
-            if slot.dead:
-                self._maybe_allocate()
-            else:
-                self._retire(slot, graceful=graceful)
-
-    def _offer(self, slot: _Slot) -> None:
-        """A resource is free: the head waiter gets it, else it goes idle (or, while ending,
-        is disposed)."""
-        if self._waiters:
-            waiter, _ = self._waiters.popitem(last=False)
-            waiter.slot = self._lend(slot)
-            trio.lowlevel.reschedule(waiter.task)
-        elif self._state is _State.OPEN and self._bail_error is None:
-            slot.idle_since = trio.current_time()
-            self._idle.append(slot)
-        else:
+    def _offer(self, slot: Slot) -> None:
+        """A resource is free: the head waiter gets it, else it goes idle (or, unless open,
+        is disposed). One past its lifetime, expired or over ``max`` is retired instead."""
+        keeper = self._housekeeper
+        why = keeper.expired(slot) if keeper.may_expire else None
+        if why is not None:
+            keeper.expire(slot, why)
+        elif not self._lending.give(slot, may_idle=self._state is _State.OPEN):
             self._retire(slot, graceful=True)
-        self._check_drained()
+        if self._lending.drained is not None:  # only while ending
+            self._lending.check_drained()
 
-    def _retire(self, slot: _Slot, *, graceful: bool) -> None:
-        """Tell the slot's task to dispose (or, ungracefully, destroy) it; refill."""
-        slot.graceful = graceful
-        if graceful:
-            slot.retired.set()
-        else:
-            self._call_destroy(slot)
-            assert slot.scope is not None
-            slot.scope.cancel()
+    def _retire(self, slot: Slot, *, graceful: bool) -> None:
+        """Tell the slot's task to dispose (or, ungracefully, destroy) it; refill. (A DEAD
+        slot's task is over: removing it only frees its place.)"""
+        if not graceful:
+            slot.destroy(self._options.destroy, self)
+        elif slot.state is not SlotState.DEAD:
+            slot.retire()
+        self._settle()
+
+    def _settle(self) -> None:
+        """A place was freed: refill, and see whether an ending pool is drained."""
         self._maybe_allocate()
-        self._check_drained()
+        self._lending.check_drained()
 
-    def _call_destroy(self, slot: _Slot) -> None:
-        if self._destroy is None or slot.destroy_called:
+    # ------------------------------------------------------------------ the allocator's owner
+
+    def _maybe_allocate(self, arriving: int = 0) -> None:
+        """Start as many resource tasks as waiters (plus ``arriving`` about to park) and,
+        while open, ``min`` need. Not a checkpoint."""
+        state = self._state
+        if state is not _State.OPEN and state is not _State.ENDING:
             return
-        slot.destroy_called = True
-        try:
-            self._destroy(slot.resource)
-        except Exception:
-            logger.exception("%r: destroy(%r) raised", self, slot.resource)
+        lending = self._lending
+        creating = len(self._allocator.creating)
+        allocated = len(lending.idle) + len(lending.busy) + creating
+        wanted = len(lending.waiters) + arriving - creating
+        keeper = self._housekeeper
+        if state is _State.OPEN:
+            wanted = max(wanted, keeper.min - allocated)
+        self._allocator.allocate(wanted, allocated, keeper.max)
 
-    # ------------------------------------------------------------------ allocation
-
-    def _maybe_allocate(self) -> None:
-        """Start as many resource tasks as waiters (and, while open, ``min``) need."""
-        if self._state not in (_State.OPEN, _State.ENDING) or self._bail_error is not None:
-            return
-        if trio.current_time() < self._retry_at:
-            return  # backing off; the timer task calls again when it is time
-        allocated = self._allocated()
-        wanted = len(self._waiters) - len(self._creating)
-        if self._state is _State.OPEN:
-            wanted = max(wanted, self._min - allocated)
-        room = self._max - allocated
-        if self._failures:
-            room = min(room, 1 - len(self._creating))  # one probe at a time after a failure
-        for _ in range(min(wanted, room)):
-            slot = _Slot()
-            self._creating.add(slot)
-            self._alive.add(slot)
-            self._supervisor.start_soon(self._resource_task, slot, name=f"{self!r} resource")
-
-    async def _resource_task(self, slot: _Slot) -> None:
-        """One resource's whole life: create, hand over, park until retired, dispose."""
-        try:
-            if self._open is not None:
-                await self._run_opened(slot)
-            else:
-                await self._run_acquired(slot)
-        finally:
-            if slot.retired.is_set() and not slot.disposed:
-                # Its dispose was cut short (it failed, timed out, or the pool was torn
-                # down): the destroy callback is the last resort.
-                self._call_destroy(slot)
-            self._alive.discard(slot)
-            if not self._alive and self._tasks_done is not None:
-                self._tasks_done.set()
-
-    async def _run_acquired(self, slot: _Slot) -> None:
-        """The acquire/dispose form: one cancel scope per phase, so a creation that ran
-        past its deadline still gets a dispose with a deadline of its own."""
-        assert self._acquire is not None
-        assert self._dispose is not None
-        deadline = _deadline_after(self._acquire_timeout)
-        with trio.CancelScope(deadline=deadline) as slot.scope:
-            try:
-                resource = await self._acquire()
-            except Exception as exc:
-                self._task_failed(slot, exc)
-                return
-        if slot.scope.cancelled_caught:
-            self._task_failed(slot, None)
-            return
-        if self._created(slot, resource, deadline):
-            with trio.CancelScope() as slot.scope:  # destroy() cancels it
-                await slot.retired.wait()
-        if not slot.graceful:
-            return
-        logger.debug("%r: disposing %r", self, resource)
-        with trio.CancelScope(deadline=_deadline_after(self._dispose_timeout)) as slot.scope:
-            try:
-                await self._dispose(resource)
-                slot.disposed = True
-            except Exception as exc:
-                self._task_failed(slot, exc)
-        if slot.scope.cancelled_caught:
-            self._task_failed(slot, None)
-
-    async def _run_opened(self, slot: _Slot) -> None:
-        """The open= form: the context manager's exit must happen inside every scope its
-        entry was inside, so both scopes enclose all of it: ``creation`` carries the
-        acquire_timeout, ``slot.scope`` (inside it) is what destroy() and end() cancel and
-        what carries the dispose_timeout. A creation that ignored its deadline returns into
-        a ``creation`` scope that has fired for good; shielding ``slot.scope`` then lets the
-        late resource's exit run as a real dispose, bounded by its own deadline (a teardown
-        cancels ``slot.scope`` directly, shield or not)."""
-        assert self._open is not None
-        deadline = _deadline_after(self._acquire_timeout)
-        with (
-            trio.CancelScope(deadline=deadline) as creation,
-            trio.CancelScope() as slot.scope,
-        ):
-            try:
-                async with self._open() as resource:
-                    if self._created(slot, resource, deadline):
-                        creation.deadline = _INF
-                        await slot.retired.wait()
-                        logger.debug("%r: disposing %r", self, resource)
-                    elif slot.graceful:
-                        slot.scope.shield = True
-                    slot.scope.deadline = _deadline_after(self._dispose_timeout)
-                slot.disposed = slot.graceful
-            except Exception as exc:
-                self._task_failed(slot, exc)
-        if creation.cancelled_caught or slot.scope.cancelled_caught:
-            self._task_failed(slot, None)
-
-    def _created(self, slot: _Slot, resource: Any, deadline: float) -> bool:
-        """The task has a resource: hand it over. False if it is unwanted or late."""
-        slot.resource = resource
-        self._creating.discard(slot)
-        if self._state is _State.DESTROYED:
-            # The pool was torn down while this creation ignored its cancellation: the
-            # resource arrives to nobody, so it gets the same treatment as the rest.
-            slot.graceful = False
-            self._call_destroy(slot)
-            return False
-        late = trio.current_time() >= deadline
-        if late or slot.abandoned:
-            # Either the creation ignored its deadline (it is over: dispose, and count a
-            # failure) or end() no longer needs it.
-            if late:
-                self._creation_failed(self._acquire_timed_out())
-            slot.retired.set()  # retired from birth: a failing dispose is reported as such
-            return False
-        self._live = True
-        self._failures = 0
-        self._retry_at = -_INF
-        logger.debug("%r: created %r", self, resource)
+    def _place(self, slot: Slot) -> None:
         self._offer(slot)
         self._maybe_allocate()
-        return True
 
-    def _acquire_timed_out(self) -> AcquireTimeoutError:
-        return AcquireTimeoutError(f"acquire took over acquire_timeout={self._acquire_timeout}s")
-
-    def _task_failed(self, slot: _Slot, exc: BaseException | None) -> None:
-        """The resource task ended abnormally: ``exc`` raised, or its deadline expired."""
-        if slot in self._creating:
-            self._creating.discard(slot)
-            if slot.abandoned:
-                return
-            self._creation_failed(exc if exc is not None else self._acquire_timed_out())
-        elif slot.retired.is_set() or not slot.graceful:
-            # Disposing failed or timed out: the last resort, and a report for end().
-            if not slot.graceful:
-                return  # destroyed on purpose: no dispose ran, nothing failed
-            error = (
-                exc
-                if exc is not None
-                else trio.TooSlowError(
-                    f"dispose took over dispose_timeout={self._dispose_timeout}s"
-                )
-            )
-            logger.debug("%r: dispose of %r failed: %r", self, slot.resource, error)
-            self._call_destroy(slot)
-            if self._state is not _State.OPEN:
-                self._end_errors.append(error)
+    def _lost(self, slot: Slot) -> None:
+        if slot.state is SlotState.IDLE:
+            self._lending.drop_idle(slot)
+            slot.die()
+            self._maybe_allocate()
         else:
-            # An open= resource whose context manager died while the resource was alive.
-            logger.debug("%r: resource %r died: %r", self, slot.resource, exc)
-            self._forget(slot)
+            slot.die()  # the holder's release will just drop it
 
-    def _forget(self, slot: _Slot) -> None:
-        if slot in self._idle:
-            self._idle.remove(slot)
-        elif self._busy.get(id(slot.resource)) is slot:
-            slot.dead = True  # the holder's release will just drop it
+    def _dispose_failed(self, error: BaseException) -> None:
+        if self._ended is not None:
+            self._end_errors.append(error)
+
+    def _bail(self, error: BaseException) -> None:
+        if self._state not in _SERVING:
             return
-        self._maybe_allocate()
-
-    def _creation_failed(self, exc: BaseException) -> None:
-        now = trio.current_time()
-        self._failures += 1
-        self._last_error = exc
-        logger.debug("%r: allocation failed (%d in a row): %r", self, self._failures, exc)
-        if self._should_bail(now):
-            self._bail()
-            return
-        self._retry_at = now + self._backoff.delay(self._failures)
-        if not self._timer_running:
-            self._timer_running = True
-            self._supervisor.start_soon(self._retry_timer, name=f"{self!r} backoff")
-
-    def _should_bail(self, now: float) -> bool:
-        return (
-            not self._live
-            and self._bail_after is not None
-            and self._last_error is not None
-            and now - self._started_at >= self._bail_after
-        )
-
-    async def _retry_timer(self) -> None:
-        """Sleep out the backoff delay (or until the bail deadline), then allocate again."""
-        try:
-            while True:
-                wake = self._retry_at
-                if not self._live and self._bail_after is not None:
-                    wake = min(wake, self._started_at + self._bail_after)
-                await trio.sleep_until(wake)
-                if self._should_bail(trio.current_time()):
-                    self._bail()
-                    return
-                if trio.current_time() >= self._retry_at:
-                    break
-        finally:
-            self._timer_running = False
-        self._maybe_allocate()
-
-    def _bail(self) -> None:
-        if self._bail_error is not None:
-            return
-        self._bail_error = self._last_error
-        logger.debug("%r: bailing: no allocation ever succeeded (%r)", self, self._last_error)
-        self._fail_waiters(self._bailed)
-
-    def _bailed(self) -> PoolBailedError:
-        error = PoolBailedError(
-            f"Pool bailed: no resource could be allocated within bail_after={self._bail_after}s"
-            f" (last error: {self._bail_error!r})"
-        )
-        error.__cause__ = self._bail_error
-        return error
-
-    def _fail_waiters(self, make_error: Callable[[], BaseException]) -> None:
-        while self._waiters:
-            waiter, _ = self._waiters.popitem(last=False)
-            waiter.error = make_error()
-            trio.lowlevel.reschedule(waiter.task)
-        self._check_drained()
+        self._set_state(_State.BAILED)
+        self._bail_error = error
+        logger.debug("%r: bailing: no allocation ever succeeded (%r)", self, error)
+        self._lending.waiters.fail_all(self._bailed)
+        self._lending.check_drained()
 
     # ------------------------------------------------------------------ housekeeping
 
-    async def _sync_task(self) -> None:
-        """Every ``sync_interval``: evict stale idle resources, then refill to ``min``.
-
-        (Refills after failures and removals happen at once; this catches evictions.)
-        """
-        with trio.CancelScope() as self._sync_scope:
-            while True:
-                await trio.sleep(self._sync_interval)
-                self._evict_idle()
-                self._maybe_allocate()
-
-    def _evict_idle(self) -> None:
-        if self._idle_timeout is None or self._state is not _State.OPEN:
+    def _check_invariants(self) -> None:
+        """Assert that the bookkeeping is consistent (for tests; O(allocated + queued))."""
+        lending = self._lending
+        stats = self.statistics()
+        assert stats.allocated == (
+            len(lending.idle) + len(lending.busy) + len(self._allocator.creating)
+        ), stats
+        assert (stats.available, stats.queued) == (len(lending.idle), len(lending.waiters))
+        if self._state is _State.DESTROYED:
+            assert not lending.idle, "a destroyed pool keeps idle resources"
+            assert not lending.waiters, "a destroyed pool keeps waiters"
             return
-        cutoff = trio.current_time() - self._idle_timeout
-        spare = self._allocated() - self._min
-        evicted = 0
-        # The stack's bottom holds the longest-idle resources.
-        while evicted < spare and evicted < len(self._idle):
-            if self._idle[evicted].idle_since > cutoff:
-                break
-            evicted += 1
-        stale, self._idle[:evicted] = self._idle[:evicted], []
-        for slot in stale:
-            logger.debug("%r: evicting idle %r", self, slot.resource)
-            self._retire(slot, graceful=True)
+        # Over max only after a resize down, and then nothing idles until it is back under.
+        assert stats.allocated <= stats.max or not lending.idle, f"over max: {stats}"
+        assert (self._state is _State.BAILED) == (self._bail_error is not None)
+        assert all(slot in self._allocator.alive for slot in lending.idle), "idle, no task"
+        lending.check_invariants()
+        self._allocator.check_invariants()
 
     # ------------------------------------------------------------------ shutting down
 
@@ -823,61 +473,43 @@ class ResourcePool(Generic[T]):
             return []
         self._ended = trio.Event()
         if self._state is _State.NEW or not self._supervisor.running:
-            self._state = _State.DESTROYED
+            self._set_state(_State.DESTROYED)
             self._ended.set()
             await trio.lowlevel.checkpoint()
             return []
-        self._state = _State.ENDING
-        self._drained = trio.Event()
+        if self._state is _State.OPEN:
+            self._set_state(_State.ENDING)  # a bailed pool stays BAILED: it refuses as such
         logger.debug("%r: ending", self)
-        self._check_drained()
-        self._supervisor.start_soon(self._shutdown, name=f"{self!r} end")
+        drained = self._lending.start_draining()
+        self._supervisor.start_soon(self._shutdown, drained, name=f"{self!r} end")
         await self._ended.wait()
         errors, self._end_errors = self._end_errors, []
         return errors
 
-    async def _shutdown(self) -> None:
-        assert self._drained is not None
-        await self._drained.wait()
-        for slot in list(self._creating):
-            slot.abandoned = True  # nobody waits for it any more
-            if slot.scope is not None:
-                slot.scope.cancel()
-        idle, self._idle = self._idle, []
-        for slot in idle:
+    async def _shutdown(self, drained: trio.Event) -> None:
+        await drained.wait()
+        # Once drained no new task starts: end what is left, then wait for every task.
+        self._allocator.abandon_creating(forget=False)  # nobody waits for them any more
+        for slot in self._lending.take_all_idle():
             self._retire(slot, graceful=True)
-        if self._alive:
-            # Made only now: while waiters were still served, every resource task could end
-            # for a moment (a failed creation backing off) and more start later, so an event
-            # made earlier could already be set with tasks alive (end() returned before
-            # their disposes ran). Once drained, no new task starts.
-            self._tasks_done = trio.Event()
-            await self._tasks_done.wait()
-        self._finish()
-
-    def _check_drained(self) -> None:
-        if self._drained is not None and not self._waiters and not self._busy:
-            self._drained.set()
-
-    def _finish(self) -> None:
-        self._state = _State.DESTROYED
-        if self._sync_scope is not None:
-            self._sync_scope.cancel()
-        if self._ended is not None:
-            self._ended.set()
+        await self._allocator.tasks_ended()
+        self._set_state(_State.DESTROYED)
+        self._housekeeper.stop()
+        assert self._ended is not None
+        self._ended.set()
         logger.debug("%r: ended", self)
 
     def _abort(self) -> None:
         """Tear everything down at once (the block raised): destroy, never dispose."""
         logger.debug("%r: destroying everything", self)
-        self._state = _State.DESTROYED
-        self._fail_waiters(lambda: PoolDestroyedError("Pool is destroyed"))
-        for slot in (*self._idle, *self._busy.values()):
-            slot.graceful = False
-            self._call_destroy(slot)
-        self._idle.clear()
-        self._creating.clear()
-        for slot in self._alive:
+        self._set_state(_State.DESTROYED)
+        lending = self._lending
+        lending.waiters.fail_all(lambda _: PoolDestroyedError("Pool is destroyed"))
+        lending.check_drained()
+        for slot in (*lending.take_all_idle(), *lending.busy.values()):
+            slot.destroy(self._options.destroy, self)
+        self._allocator.abandon_creating(forget=True)
+        for slot in self._allocator.alive:
             # The supervisor's cancellation reaches every task but a late open= resource
             # disposing under a shield; cancelling each scope reaches that one too.
             if slot.scope is not None:
@@ -887,34 +519,3 @@ class ResourcePool(Generic[T]):
         self._ended.set()
         # The supervisor now cancels every resource task: open= context managers exit
         # under cancellation, nothing is disposed.
-
-
-def _deadline_after(timeout: float | None) -> float:
-    return _INF if timeout is None else trio.current_time() + timeout
-
-
-@attrs.define(eq=False, slots=True)
-class _AcquireContext(Generic[T]):
-    """What :meth:`ResourcePool.acquire` returns: checks out on entry, releases on exit."""
-
-    _pool: ResourcePool[T]
-    _slot: _Slot | None = None
-    _lease: int = 0
-
-    async def __aenter__(self) -> T:
-        slot = await self._pool._checkout()
-        self._slot, self._lease = slot, slot.lease
-        return slot.resource  # type: ignore[no-any-return]
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        slot, self._slot = self._slot, None
-        assert slot is not None
-        pool = self._pool
-        # Released, removed or destroyed inside the block (then maybe lent again): not ours.
-        if slot.lease == self._lease and pool._busy.get(id(slot.resource)) is slot:
-            pool.release(slot.resource)
