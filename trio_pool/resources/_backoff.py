@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import final
 
 import attrs
 
@@ -12,6 +13,7 @@ from .._validate import check_positive
 __all__ = ["Backoff"]
 
 
+@final
 @attrs.frozen
 class Backoff:
     """Fibonacci backoff: delays of ``min``, ``min``, ``2·min``, ``3·min``, ``5·min``, …

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import final
+
 import attrs
 
 __all__ = ["Counters", "ResourcePoolStats"]
 
 
+@final
 @attrs.frozen
 class ResourcePoolStats:
     """A snapshot of a :class:`ResourcePool`, returned by :meth:`ResourcePool.statistics`."""
