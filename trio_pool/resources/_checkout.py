@@ -96,6 +96,10 @@ class Checkout:
         slot.lent_at = trio.current_time()
         slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
 
+    def refusal(self, _: object = None) -> BaseException:
+        """Why the pool refuses an acquirer now (it must refuse; a waiter is ignored)."""
+        return self._refuse()
+
     def _refuse(self) -> BaseException:
         refusal = self._owner._refusal()
         assert refusal is not None

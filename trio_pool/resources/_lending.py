@@ -9,7 +9,9 @@ synchronous methods change (decide and record with no ``await`` in between):
   holds the longest-idle ones, which idle eviction takes);
 * ``busy``: lent slots (BUSY, or DEAD ones whose holder has not given them back yet) by
   ``id(resource)`` (resources need not be hashable);
-* ``waiters``: parked acquirers, a :class:`~trio_pool._handoff.HandoffQueue` of slots.
+* ``waiters``: parked acquirers, a :class:`~trio_pool._handoff.HandoffQueue` of slots;
+* ``resetting``: given-back slots whose ``reset`` runs (changed only by :mod:`._reset`): held
+  by the pool, neither idle nor lent.
 
 A free resource goes straight to the head waiter (:meth:`Lending.give`: ``HandoffQueue.hand``
 is atomic with the wake-up, so a waiter being cancelled never loses it, aiohttp#9670), else to
@@ -17,7 +19,7 @@ the idle stack. So idle resources exist only while nobody waits, and an acquirer
 stack empty parks on ``waiters`` ("try now, then park", as ``trio.MemoryReceiveChannel.receive``
 does; see :mod:`._checkout`).
 
-While the pool ends, :attr:`Lending.drained` is set once nobody holds or waits.
+While the pool ends, :attr:`Lending.drained` is set once nobody holds, waits or resets.
 """
 
 from __future__ import annotations
@@ -40,13 +42,18 @@ _INF = math.inf
 class Lending:
     """The idle stack, the lent map and the waiter queue (see the module docstring)."""
 
-    __slots__ = ("busy", "drained", "idle", "waiters")
+    __slots__ = ("busy", "drained", "idle", "resetting", "waiters")
 
     def __init__(self) -> None:
         self.idle: list[Slot] = []
         self.busy: dict[int, Slot] = {}
         self.waiters: HandoffQueue[object, Slot] = HandoffQueue()
+        self.resetting: dict[int, Slot] = {}
         self.drained: trio.Event | None = None  # made when the pool starts ending
+
+    def placed(self) -> int:
+        """How many created resources the pool holds: idle, lent or resetting."""
+        return len(self.idle) + len(self.busy) + len(self.resetting)
 
     def lend(self, slot: Slot) -> Slot:
         """Record ``slot`` as lent (a new lease) and return it. Not a checkpoint."""
@@ -134,8 +141,8 @@ class Lending:
         return self.drained
 
     def check_drained(self) -> None:
-        """Set :attr:`drained` if the pool is ending and nobody holds or waits."""
-        if self.drained is not None and not self.waiters and not self.busy:
+        """Set :attr:`drained` if the pool is ending and nobody holds, waits or resets."""
+        if self.drained is not None and not self.waiters and not self.busy and not self.resetting:
             self.drained.set()
 
     def check_invariants(self) -> None:
@@ -146,5 +153,8 @@ class Lending:
         for key, slot in busy.items():
             assert key == id(slot.resource), slot
             assert slot.state in (SlotState.BUSY, SlotState.DEAD), slot
-        held = [id(slot.resource) for slot in idle] + list(busy)
+        for key, slot in self.resetting.items():
+            assert key == id(slot.resource), slot
+            assert slot.state in (SlotState.BUSY, SlotState.DEAD), slot
+        held = [id(slot.resource) for slot in idle] + list(busy) + list(self.resetting)
         assert len(set(held)) == len(held), "a resource is idle or lent twice"
