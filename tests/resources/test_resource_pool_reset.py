@@ -225,3 +225,21 @@ async def test_a_reset_resource_released_again_is_refused(
         await resets_done(resets)
         assert snapshot(pool) == idle_values(1)
         assert len(resets.finished) == 1
+
+
+async def test_a_reset_that_ignores_its_timeout_and_returns_late_removes_the_resource(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend()
+
+    async def stubborn_reset(resource: FakeResource) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(5.0)
+
+    async with make_pool(backend, reset=stubborn_reset, ping_timeout=1.0, max=1) as pool:
+        first = await pool.checkout()
+        pool.release(first)
+        async with pool.acquire() as second:
+            assert second is not first
+        assert pool.statistics().reset_failures_total == 1
+        assert backend.gracefully_closed == [first]

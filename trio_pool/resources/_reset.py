@@ -87,7 +87,9 @@ class Resetter:
         try:
             with trio.CancelScope(deadline=deadline_after(self._timeout)) as scope:
                 await self._reset(slot.resource)
-            if scope.cancelled_caught:
+            # One that ignored its cancellation and came back late is as untrusted as one cut
+            # off in time (as a ping is).
+            if scope.cancelled_caught or trio.current_time() >= scope.deadline:
                 failure = trio.TooSlowError(f"reset took over ping_timeout={self._timeout}s")
         except Exception as exc:
             failure = exc
