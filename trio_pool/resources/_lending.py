@@ -19,6 +19,13 @@ the idle stack. So idle resources exist only while nobody waits, and an acquirer
 stack empty parks on ``waiters`` ("try now, then park", as ``trio.MemoryReceiveChannel.receive``
 does; see :mod:`._checkout`).
 
+A :class:`~._cluster.Cluster` the pool is in adds a :class:`Spill` to ``spills``: the one hook
+from a pool to its clusters. A resource that would go idle (no waiter of the pool's own) is
+first offered to each spill (``claim()``: a cluster waiter that can take it, or None), and the
+pool allocates for its spills' ``demand()`` as for waiters of its own. So a cluster's waiter is
+served by the first capable pool that frees or creates a resource; the pool's own waiters come
+first.
+
 While the pool ends, :attr:`Lending.drained` is set once nobody holds, waits or resets.
 """
 
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -34,22 +41,40 @@ from .._errors import InvalidArgumentError
 from .._handoff import HandoffQueue
 from ._slot import Slot, SlotState
 
-__all__ = ["Lending"]
+__all__ = ["Lending", "Spill"]
 
 _INF = math.inf
+
+
+class Spill(Protocol):
+    """A cluster's hook into one pool (see the module docstring). Synchronous, no checkpoint."""
+
+    def claim(self) -> Callable[[Slot], object] | None:
+        """A function that hands a (lent) slot to a cluster waiter, or None if none can."""
+
+    def demand(self) -> int:
+        """How many cluster waiters this pool should allocate for."""
+
+    def closed(self) -> None:
+        """The pool stopped accepting acquirers (it ends, bailed or was destroyed)."""
 
 
 class Lending:
     """The idle stack, the lent map and the waiter queue (see the module docstring)."""
 
-    __slots__ = ("busy", "drained", "idle", "resetting", "waiters")
+    __slots__ = ("busy", "drained", "idle", "resetting", "spills", "waiters")
 
     def __init__(self) -> None:
         self.idle: list[Slot] = []
         self.busy: dict[int, Slot] = {}
         self.waiters: HandoffQueue[object, Slot] = HandoffQueue()
         self.resetting: dict[int, Slot] = {}
+        self.spills: list[Spill] = []  # the clusters' hooks (only Cluster changes it)
         self.drained: trio.Event | None = None  # made when the pool starts ending
+
+    def demand(self) -> int:
+        """Resources wanted for waiters: the pool's own and its clusters'."""
+        return len(self.waiters) + sum(spill.demand() for spill in self.spills)
 
     def placed(self) -> int:
         """How many created resources the pool holds: idle, lent or resetting."""
@@ -78,6 +103,12 @@ class Lending:
             self.busy[id(slot.resource)] = slot
             self.waiters.hand(slot)
         elif may_idle:
+            for spill in self.spills:
+                hand = spill.claim()
+                if hand is not None:
+                    self.lend(slot)
+                    hand(slot)
+                    return True
             slot.park_idle(trio.current_time())
             self.idle.append(slot)
         else:

@@ -297,6 +297,8 @@ class ResourcePool(Generic[T]):
         self._state = state
         self._checkout.open = state is _State.OPEN
         self._checkout.torn_down = state is _State.DESTROYED
+        for spill in self._lending.spills if state is not _State.OPEN else ():
+            spill.closed()  # its clusters' waiters may have nowhere left to wait
 
     def _refusal(self) -> BaseException | None:
         """Why a new acquirer is refused, or None while the pool is OPEN."""
@@ -406,7 +408,7 @@ class ResourcePool(Generic[T]):
         lending = self._lending
         creating = len(self._allocator.creating)
         allocated = lending.placed() + creating
-        wanted = len(lending.waiters) + arriving - creating
+        wanted = lending.demand() + arriving - creating
         keeper = self._housekeeper
         if state is _State.OPEN:
             wanted = max(wanted, keeper.min - allocated)
