@@ -74,13 +74,17 @@ class HandoffQueue(Generic[K, V]):
             return key
         raise IndexError("nobody waits")
 
-    async def wait(self, key: K, *, front: bool = False) -> V:
+    async def wait(
+        self, key: K, *, front: bool = False, before: Callable[[K], bool] | None = None
+    ) -> V:
         """Park the current task under ``key`` until :meth:`hand` or :meth:`fail` wakes it.
 
         A checkpoint that always blocks. If the caller is cancelled while parked, ``key`` is
         removed and ``trio.Cancelled`` propagates: nothing was handed to it. ``front=True``
         queues it ahead of every current waiter (a request re-queued after a failure keeps its
-        place ahead of newer ones).
+        place ahead of newer ones); with ``before`` as well, ahead of the first waiter for
+        which ``before(waiter)`` is true, behind the others (several re-queued requests keep
+        their relative order). O(waiters) when ``front``.
 
         Returns:
             The value given to :meth:`hand`.
@@ -96,8 +100,13 @@ class HandoffQueue(Generic[K, V]):
         if front and parked:
             rest = list(parked.items())
             parked.clear()
+            ahead = 0
+            if before is not None:
+                while ahead < len(rest) and not before(rest[ahead][0]):
+                    ahead += 1
+            parked.update(rest[:ahead])
             parked[key] = task
-            parked.update(rest)
+            parked.update(rest[ahead:])
         else:
             parked[key] = task
 

@@ -44,7 +44,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast, final
 
 import attrs
 import trio
@@ -158,6 +158,7 @@ class _Rotation:
         return heaviest
 
 
+@final
 class BalancedPool(Lifecycle, Emitter, Dispatcher):
     """A pool of ``Pool``s, one per upstream origin, balanced by weighted round-robin
     (undici's ``BalancedPool``).
