@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import h11
@@ -326,13 +326,14 @@ class Connection:
         if chunk:
             await self._send_all(_send(writer, h11.Data(data=chunk)))
 
-    async def _send_all(self, data: bytes) -> None:
-        """Write :attr:`_outbox`, then ``data``, whole (see :meth:`Transport.send_all`)."""
+    def _send_all(self, data: bytes) -> Awaitable[None]:
+        """Write :attr:`_outbox`, then ``data``, whole (see :meth:`Transport.send_all`; the
+        awaitable is the transport's: no coroutine frame of its own)."""
         if self._outbox:
             self._outbox.append(data)
             data = b"".join(self._outbox)
             self._outbox = []
-        await self._transport.send_all(data)
+        return self._transport.send_all(data)
 
     async def _receive_unscoped(self, request: Request) -> bytes | None:
         """The next bytes for a request without a cancel scope (a cancel scope costs more
@@ -346,7 +347,7 @@ class Connection:
             TrioPoolError: the read's timeout (:meth:`timeout_error`).
         """
         transport = self._transport
-        if not transport.raw:
+        if not transport.raw:  # TLS, or a custom stream
             with trio.CancelScope() as scope:
                 self._waiting(request, scope)
                 try:
@@ -398,9 +399,17 @@ class Connection:
 
     # ------------------------------------------------------------------ reading
 
-    def response_started(self) -> None:
-        """A response head is about to be read (forget the previous one's framing)."""
+    def progress(self) -> tuple[bool, int, bool]:
+        """Whether any response completed (the connection is *reused*), the bytes received so
+        far, and whether bytes arrived behind the last response: what an exchange remembers
+        for the retry rule (API.md 1.6), read in one call."""
+        return self._responses > 0, self._received_bytes, self._leftover
+
+    def response_started(self) -> tuple[bool, int, bool]:
+        """A response head is about to be read: forget the previous one's framing. Returns
+        :meth:`progress`."""
         self._response_head = []
+        return self._responses > 0, self._received_bytes, self._leftover
 
     def response_framing(self, raw: list[tuple[bytes, bytes]]) -> None:
         """The head of the response being read (whether a content-length frames it, for
@@ -479,7 +488,11 @@ class Connection:
                         self._reader = None
             except _STREAM_ERRORS as exc:
                 raise SocketError(f"reading the response failed: {exc!r}") from exc
-            self._received(data)
+            if data:
+                self._received_bytes += len(data)
+            else:
+                self._received_eof = True
+            self._h11.receive_data(data)
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> TrioPoolError:
         if exc.error_status_hint == 431:

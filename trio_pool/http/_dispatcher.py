@@ -175,7 +175,12 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             try:
                 exchange = await self._begin(request, conn, None, None)
                 if exchange is not None and consume is not None:
-                    await _consume(exchange, None, consume)
+                    try:
+                        await consume(exchange, None)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
             except Interrupted:
                 return None  # aborted: its error is on it, its exchange closed the connection
             except BaseException:
@@ -187,7 +192,14 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             with _RequestScope(self, request) as scope:
                 exchange = await self._begin(request, conn, scope, writers)
                 if exchange is not None and consume is not None:
-                    await _consume(exchange, scope, consume)
+                    try:
+                        await consume(exchange, scope)
+                    except _HandlerFailed as exc:
+                        request.finish(exc.error)
+                    except TrioPoolError as exc:
+                        request.finish(exc)
+                    finally:
+                        exchange.close(request.error)
         except Interrupted:
             return None  # aborted while waiting for its turn: its error is on it
         self._ended(request, scope)
@@ -276,7 +288,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         """``request()``: run ``request`` and read its whole response (in the fast read mode
         unless ``FAST_READS`` was off when this dispatcher was made)."""
         request.reads_whole = self._fast
-        exchange = await self._run(request, _read_whole)
+        exchange = await self._run(request, Exchange.read_rest)  # the whole body
         if request.error is not None:
             raise request.error
         assert exchange is not None
@@ -383,25 +395,6 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             raise
         if request.error is not None:
             await call(handler.on_response_error, controller, request.error)
-
-
-async def _consume(exchange: Exchange, scope: trio.CancelScope | None, consume: Consumer) -> None:
-    """Run ``consume`` on the exchange; its failure is the request's error; the lease is
-    given back either way."""
-    request = exchange.request
-    try:
-        await consume(exchange, scope)
-    except _HandlerFailed as exc:
-        request.finish(exc.error)
-    except TrioPoolError as exc:
-        request.finish(exc)
-    finally:
-        exchange.close(request.error)
-
-
-async def _read_whole(exchange: Exchange, scope: trio.CancelScope | None) -> None:
-    """``request()``'s consumer: the whole body into ``exchange.chunks``."""
-    await exchange.read_rest(scope)
 
 
 class _RequestScope:

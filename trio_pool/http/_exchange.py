@@ -84,9 +84,6 @@ class Lease(Protocol):
     def options(self) -> ClientOptions:
         """The options the connection was opened with."""
 
-    def may_write(self, request: Request) -> bool:
-        """It is ``request``'s turn to write (the leases before it are written)."""
-
     async def wait_to_write(self, request: Request) -> None:
         """Wait for ``request``'s turn to write. A checkpoint if it waits.
 
@@ -95,10 +92,11 @@ class Lease(Protocol):
             Interrupted: the request was aborted meanwhile.
         """
 
-    def pipelined(self) -> tuple[bool, bool]:
-        """Before a write: are responses to earlier requests still due, and is the reader
-        due first one of the fast read mode that is not reading yet (then the bytes may be
-        deferred until it reads)."""
+    def write_turn(self, request: Request) -> tuple[bool, bool] | None:
+        """None unless it is ``request``'s turn to write (the leases before it are written);
+        then: are responses to earlier requests still due, and is the reader due first one
+        of the fast read mode that is not reading yet (then the bytes may be deferred until
+        it reads)."""
 
     def written(self, request: Request, *, last: bool) -> None:
         """``request`` is on the wire (``last``: the connection takes no request after it)."""
@@ -133,6 +131,7 @@ class Exchange:
         "_held",
         "_keep_alive",
         "_mark",
+        "_options",
         "_reason",
         "_reused",
         "_total",
@@ -153,6 +152,7 @@ class Exchange:
     def __init__(self, lease: Lease, request: Request) -> None:
         self.lease = lease
         self.conn: Connection = lease.connection
+        self._options = lease.options
         self.request = request
         self._held = True  # the lease is not given back yet
         request.exchange = self
@@ -183,18 +183,20 @@ class Exchange:
         lease = self.lease
         conn = self.conn
         request.move(State.RUNNING)
-        if not lease.may_write(request):  # pipelined: wait for it
+        turn = lease.write_turn(request)
+        if turn is None:  # pipelined: wait for it
             await lease.wait_to_write(request)
-        self._reused = conn.responses > 0
+            turn = lease.write_turn(request)
+            assert turn is not None
+        pipelined, defer = turn
+        self._reused, self._mark, _ = conn.progress()
         self._fresh = True  # a write failure happens before any response byte
-        self._mark = conn.received_bytes
-        pipelined, defer = lease.pipelined()
         # defer: the reader due first will read (and send what waits) as soon as it runs.
         writer = await conn.send_request(
             request, pipelined=pipelined, duplex=nursery is not None, defer=defer
         )
         request.written_at = trio.current_time()
-        limit = lease.options.max_requests_per_client
+        limit = self._options.max_requests_per_client
         lease.written(
             request,
             last=conn.must_close() or (limit is not None and conn.requests_started >= limit),
@@ -244,17 +246,15 @@ class Exchange:
             await lease.wait_to_read(request)
         if request.replay:
             conn.replay(request)
-        # For the 1.6 retry: nothing of this response yet, nothing left over before it.
-        self._fresh = not conn.leftover
-        # A pipelined request was written before any response, but if a response before it
+        # For the 1.6 retry: nothing of this response yet, nothing left over before it. A
+        # pipelined request was written before any response, but if a response before it
         # completed, its own is due on a reused connection: unanswered, it is retried like
         # one written on an idle kept-alive connection (RFC 9112 9.3.2).
-        self._reused = conn.responses > 0
-        self._mark = conn.received_bytes
-        options = lease.options
+        self._reused, self._mark, leftover = conn.response_started()
+        self._fresh = not leftover
+        options = self._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
-        conn.response_started()
         event = await conn.next_event(
             scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
         )
@@ -278,7 +278,7 @@ class Exchange:
                     f"response headers exceed max_header_size ({limit} bytes)"
                 )
         headers = Headers._from_raw(raw)
-        if conn.switched():
+        if request.upgrade and conn.switched():
             if event.status_code == 101 and headers._raw_get(b"upgrade") is None:
                 # RFC 9110 15.2.2: a 101 names the protocol switched to (undici refuses one
                 # that does not, and so does a server-side h11).
@@ -320,7 +320,7 @@ class Exchange:
         event = conn.buffered_event()
         if event is h11.NEED_DATA:
             event = await conn.next_event(
-                scope, BodyTimeoutError, self.lease.options.body_timeout, read_first=True
+                scope, BodyTimeoutError, self._options.body_timeout, read_first=True
             )
         return self._body_event(event)
 
@@ -328,7 +328,7 @@ class Exchange:
         """A body event: a chunk, or None at the end (trailers kept, lease made reusable)."""
         if type(event) is h11.Data:
             self._total += len(event.data)
-            limit = self.lease.options.max_response_size
+            limit = self._options.max_response_size
             if limit is not None and self._total > limit:
                 raise ResponseExceededMaxSizeError(
                     f"response body exceeds max_response_size ({limit} bytes)"
@@ -356,7 +356,7 @@ class Exchange:
                 event = await conn.next_event(
                     scope,
                     BodyTimeoutError,
-                    self.lease.options.body_timeout,
+                    self._options.body_timeout,
                     read_first=True,
                     request=self.request,
                 )
@@ -375,7 +375,7 @@ class Exchange:
             and self.conn.received_bytes == self._mark
             and request.idempotent
             and not request.retried
-            and self.lease.options.retry_idempotent
+            and self._options.retry_idempotent
             and not self._duplex
         ):
             request.retried = True
@@ -387,7 +387,7 @@ class Exchange:
         not a checkpoint), so an unread stream keeps its connection when that is cheap."""
         if self.complete or not self._held:
             return
-        limit = self.lease.options.max_response_size
+        limit = self._options.max_response_size
         budget = self._total + _CHEAP_DRAIN
         conn = self.conn
         try:

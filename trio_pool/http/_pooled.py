@@ -81,6 +81,7 @@ class ConnState(enum.Enum):
 
 
 _GONE = (ConnState.BROKEN, ConnState.HANDED_OVER)
+_NOT_PIPELINED = (False, False)
 
 
 class ConnectionOwner(Protocol):
@@ -190,7 +191,9 @@ class PooledConnection:
     def is_usable_idle(self) -> bool:
         """Idle, and the server did not close it (or send bytes) meanwhile (a non-blocking
         peek, not a checkpoint)."""
-        return self.connection.alive()
+        conn = self._conn
+        assert conn is not None
+        return conn.alive()
 
     def requests(self) -> list[Request]:
         """The unfinished requests that wait for or hold this connection."""
@@ -244,7 +247,8 @@ class PooledConnection:
 
     def armed_idle(self) -> None:
         """The scheduler filed the connection as idle: arm its expiry."""
-        conn = self.connection
+        conn = self._conn
+        assert conn is not None
         expiry = conn.idle_deadline
         if self._ttl is not None:
             expiry = min(expiry, conn.connected_at + self._ttl)
@@ -262,9 +266,6 @@ class PooledConnection:
 
     # ------------------------------------------------------------------ Lease (the exchange)
 
-    def may_write(self, request: Request) -> bool:
-        return self.state not in _GONE and self._to_write[0] is request
-
     async def wait_to_write(self, request: Request) -> None:
         while self.state not in _GONE and self._to_write[0] is not request:
             await request.park()
@@ -273,11 +274,15 @@ class PooledConnection:
         if self.state in _GONE:
             raise Broken
 
-    def pipelined(self) -> tuple[bool, bool]:
+    def write_turn(self, request: Request) -> tuple[bool, bool] | None:
+        if self.state in _GONE or self._to_write[0] is not request:
+            return None
         to_read = self._to_read
         if not to_read:
-            return False, False
-        return True, to_read[0].reads_whole and not self.connection.reading
+            return _NOT_PIPELINED
+        conn = self._conn
+        assert conn is not None
+        return True, to_read[0].reads_whole and not conn.reading
 
     def written(self, request: Request, *, last: bool) -> None:
         self._to_write.popleft()
@@ -300,7 +305,9 @@ class PooledConnection:
             raise Broken
 
     def keep_alive(self, hint: bytes | None) -> bool:
-        reason = self.connection.next_cycle(hint)
+        conn = self._conn
+        assert conn is not None
+        reason = conn.next_cycle(hint)
         if reason is None:
             return True
         self._reason = reason

@@ -172,7 +172,7 @@ class Scheduler:
             conn = None if fresh else self._pick(request)
             if conn is not None:
                 conn.lease(request)
-                if conn.options.pipelining > 1:  # else it has no room left
+                if conn.spec.options.pipelining > 1:  # else it has no room left
                     self._refile(conn)
                 return conn
             if fresh and self._idle and self._limit is not None and len(self._conns) >= self._limit:

@@ -55,13 +55,16 @@ RECEIVE_SIZE = 65536
 class Transport:
     """The byte stream of one connection (see the module docstring)."""
 
-    __slots__ = ("_interrupt", "_probe", "_raw", "stream")
+    __slots__ = ("_interrupt", "_probe", "_raw", "raw", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self._probe = _probe_socket(stream)
         # Plain TCP: do the I/O on the probe (see the module docstring).
         self._raw = self._probe if isinstance(stream, trio.SocketStream) else None
+        # True on plain TCP: reads and writes are system calls on the socket, and a waiting
+        # receive can be interrupted through it (wait_receive). Read-only.
+        self.raw = self._raw is not None
         self._interrupt = None if self._raw is None else _SocketInterrupt(self._raw)
 
     @classmethod
@@ -105,12 +108,6 @@ class Transport:
             )
         assert stream is not None
         return cls(stream)
-
-    @property
-    def raw(self) -> bool:
-        """True on plain TCP: reads and writes are system calls on the socket, and a waiting
-        receive can be interrupted through it (:meth:`wait_receive`)."""
-        return self._raw is not None
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for. Not a
