@@ -206,7 +206,7 @@ class Connection:
         self._leftover = bool(leftover)
         options = self._options
         lifetime = options.keep_alive_timeout
-        hint = keep_alive_hint(keep_alive)
+        hint = None if keep_alive is None else keep_alive_hint(keep_alive)
         if hint is not None:
             lifetime = hint - options.keep_alive_timeout_threshold
             if lifetime <= 0:

@@ -38,7 +38,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -73,6 +73,7 @@ FAST_READS = os.environ.get("TRIO_POOL_GENERAL_READS") != "1"
 """Whether ``request()`` runs in the fast read mode (see the module docstring)."""
 
 Consumer = Callable[[Exchange, "trio.CancelScope | None"], Awaitable[None]]
+T = TypeVar("T")
 
 
 class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
@@ -153,12 +154,17 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         self._scheduler.abort(request, error)
 
     async def _run(
-        self, request: Request, consume: Consumer | None, writers: trio.Nursery | None = None
-    ) -> Exchange | None:
+        self,
+        request: Request,
+        consume: Consumer | None,
+        writers: trio.Nursery | None,
+        finish: Callable[[Request, Exchange | None], T],
+    ) -> T:
         """Run ``request`` in this task: lease a connection, then write the request (its body
         from a task in ``writers``, if given), read the response head, and ``consume`` the
-        rest (which ends the request). Its error ends up on ``request``; returns the exchange
-        (None if there is no head). A checkpoint.
+        rest (which ends the request). Its error ends up on ``request``; returns what
+        ``finish(request, exchange)`` makes of it (the exchange is None if there is no head:
+        then the request has its error). A checkpoint.
 
         ``request.reads_whole`` selects the fast read mode, else the general one (see the
         module docstring). A request waiting for a connection holds no cancel scope: a queue
@@ -169,7 +175,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         if conn is None:
             conn = await scheduler.wait(request)
             if conn is None:
-                return None
+                return finish(request, None)
         if request.reads_whole:
             exchange = None
             try:
@@ -182,11 +188,11 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
                     finally:
                         exchange.close(request.error)
             except Interrupted:
-                return None  # aborted: its error is on it, its exchange closed the connection
+                exchange = None  # aborted: its error is on it, its exchange closed the connection
             except BaseException:
                 self._abort(request, RequestAbortedError("the caller was cancelled"))
                 raise
-            return exchange
+            return finish(request, exchange)
         exchange = None  # stays None if the scope's deadline cancels _begin
         try:
             with _RequestScope(self, request) as scope:
@@ -201,9 +207,9 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
                     finally:
                         exchange.close(request.error)
         except Interrupted:
-            return None  # aborted while waiting for its turn: its error is on it
+            return finish(request, None)  # aborted waiting for its turn: its error is on it
         self._ended(request, scope)
-        return exchange
+        return finish(request, exchange)
 
     async def _begin(
         self,
@@ -253,24 +259,13 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             assert request.exchange is not None
             request.finish(request.exchange.timeout_error())
 
-    async def _run_or_raise(
-        self, request: Request, consume: Consumer | None, writers: trio.Nursery | None = None
-    ) -> tuple[Exchange, Head]:
-        """:meth:`_run`, raising the request's error; returns the exchange and its head."""
-        exchange = await self._run(request, consume, writers)
-        if request.error is not None:
-            raise request.error
-        assert exchange is not None
-        assert exchange.head is not None
-        return exchange, exchange.head
-
     # ------------------------------------------------------------------ the public methods
 
     def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None
     ) -> Awaitable[Response]:
         # The hot path: a prepared request, no RequestOptions (capability means nothing to
-        # one origin). Not a coroutine: Dispatcher.request awaits _whole directly.
+        # one origin). Not a coroutine: Dispatcher.request awaits the runner directly.
         if type(method) is str and type(path) is str and type(reset) is bool:
             if self._closed or not self._supervisor.running:
                 self._check_open()  # raises
@@ -284,21 +279,12 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
         return self._whole(self._accept(options))
 
-    async def _whole(self, request: Request) -> Response:
+    def _whole(self, request: Request) -> Awaitable[Response]:
         """``request()``: run ``request`` and read its whole response (in the fast read mode
-        unless ``FAST_READS`` was off when this dispatcher was made)."""
+        unless ``FAST_READS`` was off when this dispatcher was made). Not a coroutine: the
+        runner's is the one frame."""
         request.reads_whole = self._fast
-        exchange = await self._run(request, Exchange.read_rest)  # the whole body
-        if request.error is not None:
-            raise request.error
-        assert exchange is not None
-        assert exchange.head is not None
-        status, response_headers, reason = exchange.head
-        chunks = exchange.chunks
-        body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return Response(
-            status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
-        )
+        return self._run(request, Exchange.read_rest, None, _response)
 
     @asynccontextmanager
     async def _stream(
@@ -311,8 +297,8 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         writing: AbstractAsyncContextManager[trio.Nursery | None]
         writing = open_helpers() if duplex else nullcontext()
         async with writing as writers:
-            exchange, (status, response_headers, reason) = await self._run_or_raise(
-                request, None, writers
+            exchange, (status, response_headers, reason) = await self._run(
+                request, None, writers, _head
             )
             source = _BodySource(self, exchange)
             try:
@@ -356,7 +342,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
 
     @asynccontextmanager
     async def _switching(self, request: Request, what: str) -> AsyncIterator[Upgraded]:
-        exchange, (status, response_headers, _) = await self._run_or_raise(request, _take_over)
+        exchange, (status, response_headers, _) = await self._run(request, _take_over, None, _head)
         stream = exchange.taken_over
         if stream is None:
             raise SocketError(f"bad {what}: the server answered {status}")
@@ -389,7 +375,12 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             except Exception as exc:
                 self._abort(request, exc)  # API.md 1.3: the handler's own exception
             if request.state is State.NEW:
-                await self._run(request, partial(_drive, handler=handler, controller=controller))
+                await self._run(
+                    request,
+                    partial(_drive, handler=handler, controller=controller),
+                    None,
+                    _nothing,
+                )
         except trio.Cancelled:
             await tell_cancelled(handler, controller, request.error)
             raise
@@ -429,6 +420,34 @@ class _RequestScope:
         if exc is not None and not handled:
             self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
         return handled
+
+
+def _response(request: Request, exchange: Exchange | None) -> Response:
+    """``request()``'s result: the whole response, or the request's error raised."""
+    if request.error is not None:
+        raise request.error
+    assert exchange is not None
+    assert exchange.head is not None
+    status, response_headers, reason = exchange.head
+    chunks = exchange.chunks
+    body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return Response(
+        status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
+    )
+
+
+def _head(request: Request, exchange: Exchange | None) -> tuple[Exchange, Head]:
+    """The result of a request handed out at its head: the exchange and the head, or the
+    request's error raised."""
+    if request.error is not None:
+        raise request.error
+    assert exchange is not None
+    assert exchange.head is not None
+    return exchange, exchange.head
+
+
+def _nothing(request: Request, exchange: Exchange | None) -> None:
+    """``dispatch()``'s result: none (the handler hears of everything)."""
 
 
 class _HandlerFailed(Exception):

@@ -62,6 +62,7 @@ __all__ = ["Broken", "Exchange", "Head", "Lease"]
 
 Head = tuple[int, Headers, str]
 
+_RUNNING = State.RUNNING  # see _request.py's _DONE
 _CHEAP_DRAIN = 65536  # body bytes an unread stream may still drain to keep its connection
 _NO_HEADERS = Headers()  # immutable, so every exchange may start with this one
 
@@ -108,9 +109,9 @@ class Lease(Protocol):
         """Wait for ``request``'s turn to read. A checkpoint if it waits. Raises like
         :meth:`wait_to_write`."""
 
-    def keep_alive(self, hint: bytes | None) -> bool:
-        """After a complete response (``hint``: its keep-alive header): may the connection
-        serve another request?"""
+    def will_close(self, reason: BaseException) -> None:
+        """The connection will serve no other request after this response: ``reason`` why
+        (it closes when the lease is given back)."""
 
     def release(
         self, request: Request, *, reusable: bool, reason: BaseException | None = None
@@ -182,7 +183,7 @@ class Exchange:
         request = self.request
         lease = self.lease
         conn = self.conn
-        request.move(State.RUNNING)
+        request.move(_RUNNING)
         turn = lease.write_turn(request)
         if turn is None:  # pipelined: wait for it
             await lease.wait_to_write(request)
@@ -339,7 +340,7 @@ class Exchange:
             if trailers:
                 self.trailers = Headers._from_raw(trailers)
             self.complete = True
-            self.keep = self.lease.keep_alive(self._keep_alive)
+            self.keep = self._next_cycle()
             return None
         raise SocketError(f"unexpected {event!r} in a response body")
 
@@ -364,6 +365,14 @@ class Exchange:
             if chunk is not None:
                 chunks.append(chunk)
         self.request.finish(None)
+
+    def _next_cycle(self) -> bool:
+        """After a complete response: may the connection serve another request?"""
+        reason = self.conn.next_cycle(self._keep_alive)
+        if reason is None:
+            return True
+        self.lease.will_close(reason)
+        return False
 
     def retryable(self, error: BaseException) -> bool:
         """May ``request`` be re-sent after ``error`` (API.md 1.6)? Marks it retried."""
@@ -402,7 +411,7 @@ class Exchange:
                         return
                 elif type(event) is h11.EndOfMessage:
                     self.complete = True
-                    self.keep = self.lease.keep_alive(self._keep_alive)
+                    self.keep = self._next_cycle()
                     return
                 else:
                     return

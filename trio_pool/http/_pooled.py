@@ -80,7 +80,10 @@ class ConnState(enum.Enum):
     CLOSED = "closed"
 
 
+# The members the hot path tests, as module constants (see _request.py's _DONE).
+_OPEN = ConnState.OPEN
 _GONE = (ConnState.BROKEN, ConnState.HANDED_OVER)
+_ASSIGNED = State.ASSIGNED
 _NOT_PIPELINED = (False, False)
 
 
@@ -116,9 +119,14 @@ class PooledConnection:
         "_ttl",
         "_unpipelineable",
         "_wake",
+        "connection",
+        "options",
         "spec",
         "state",
     )
+
+    connection: Connection
+    """The HTTP/1.1 connection, set once when the transport is open (read-only)."""
 
     def __init__(
         self,
@@ -130,6 +138,7 @@ class PooledConnection:
     ) -> None:
         self._owner = owner
         self.spec = spec
+        self.options: ClientOptions = spec.options  # read-only
         self.state = ConnState.CONNECTING
         self._ttl = ttl  # client_ttl: retired this long after connecting
         self._first = first  # the request this connection is opened for (None: the queue)
@@ -147,27 +156,15 @@ class PooledConnection:
     # ------------------------------------------------------------------ predicates
 
     @property
-    def connection(self) -> Connection:
-        """The HTTP/1.1 connection (only once ``OPEN``)."""
-        conn = self._conn
-        assert conn is not None
-        return conn
-
-    @property
     def connected(self) -> bool:
         """The transport was opened (the connection counts as connected until ``CLOSED``)."""
         return self._conn is not None
-
-    @property
-    def options(self) -> ClientOptions:
-        """The options the connection was opened with."""
-        return self.spec.options
 
     def is_available(self, request: Request | None) -> bool:
         """Can it take ``request`` (any request if None) now? ``OPEN``, below
         ``max_requests_per_client``, and either idle or with room for a pipelined request
         (below ``pipelining``, no unpipelineable lease, ``request`` pipelineable)."""
-        if self.state is not ConnState.OPEN:
+        if self.state is not _OPEN:
             return False
         conn = self._conn
         assert conn is not None
@@ -216,7 +213,7 @@ class PooledConnection:
         """Give ``request`` a lease (it writes after the leases before it). Rule 1: only
         while ``OPEN`` (the caller checked :meth:`is_available`)."""
         request.seat = self
-        request.move(State.ASSIGNED)
+        request.move(_ASSIGNED)
         self._to_write.append(request)
         if not request.pipelineable:
             self._unpipelineable += 1
@@ -304,14 +301,8 @@ class PooledConnection:
         if self.state in _GONE:
             raise Broken
 
-    def keep_alive(self, hint: bytes | None) -> bool:
-        conn = self._conn
-        assert conn is not None
-        reason = conn.next_cycle(hint)
-        if reason is None:
-            return True
+    def will_close(self, reason: BaseException) -> None:
         self._reason = reason
-        return False
 
     def hand_over(self) -> None:
         self.state = ConnState.HANDED_OVER
@@ -372,7 +363,7 @@ class PooledConnection:
         try:
             with trio.CancelScope() as self._scope:
                 try:
-                    self._conn = await Connection.open(
+                    self._conn = self.connection = await Connection.open(
                         spec.origin, spec.options, spec.connector, self.wake_by
                     )
                 except ConnectError as exc:

@@ -53,6 +53,11 @@ class State(enum.IntEnum):
     DONE = 4
 
 
+# The members the hot path tests, as module constants: reading an enum member through its
+# class costs an attribute lookup on the enum's metaclass, several per request.
+_NEW, _DONE = State.NEW, State.DONE
+
+
 class Cancellable(Protocol):
     """What stops a request's wait: its cancel scope, or (``request()`` on plain TCP)
     the socket's interrupt."""
@@ -134,7 +139,7 @@ class Request:
         # Streaming bodies and non-idempotent requests are never written behind others.
         self.pipelineable = idempotent and not upgrade and (body is None or isinstance(body, bytes))
         self.upgrade = upgrade
-        self.state = State.NEW
+        self.state = _NEW
         self.owner: Owner | None = None
         # ASSIGNED: the connection it holds an unused lease on, or waits for while it
         # connects (set and cleared by the connection; the scheduler calls give_up on abort).
@@ -193,7 +198,7 @@ class Request:
     @property
     def ended(self) -> bool:
         """``DONE`` (a property, so type checkers do not assume it unchanged by an await)."""
-        return self.state is State.DONE
+        return self.state is _DONE
 
     async def park(self) -> None:
         """Sleep until :meth:`wake` (or a cancellation). A checkpoint.
@@ -216,8 +221,8 @@ class Request:
 
     def finish(self, error: BaseException | None) -> None:
         """Mark the request DONE (first caller wins) and wake its caller."""
-        if self.state is State.DONE:
+        if self.state is _DONE:
             return
         self.error = error
-        self.move(State.DONE)
+        self.move(_DONE)
         self.wake()

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionGate", "Scheduler"]
 
 _log = logging.getLogger("trio_pool.pool")
+_OPEN = ConnState.OPEN  # a module constant: cheaper than the enum's class attribute
 
 
 class ConnectionGate(Protocol):
@@ -172,7 +173,7 @@ class Scheduler:
             conn = None if fresh else self._pick(request)
             if conn is not None:
                 conn.lease(request)
-                if conn.spec.options.pipelining > 1:  # else it has no room left
+                if conn.options.pipelining > 1:  # else it has no room left
                     self._refile(conn)
                 return conn
             if fresh and self._idle and self._limit is not None and len(self._conns) >= self._limit:
@@ -324,7 +325,7 @@ class Scheduler:
         self.on_released(conn)
 
     def on_released(self, conn: PooledConnection) -> None:
-        if conn.state is not ConnState.OPEN:
+        if conn.state is not _OPEN:
             self._idle.pop(conn, None)
             self._spare.pop(conn, None)
             if conn.is_idle():
