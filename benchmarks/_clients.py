@@ -28,7 +28,11 @@ The clients:
   h11 ceiling a pool on h11 can approach but not beat.
 * ``httpx``: ``httpx.AsyncClient`` under ``trio.run`` (anyio's Trio backend, on httpcore).
 * ``httpcore``: ``httpcore.AsyncConnectionPool`` under ``trio.run``, without httpx on top.
+* ``httpx/trio_pool``: ``httpx.AsyncClient`` under ``trio.run`` over
+  ``trio_pool.httpx.AsyncTransport(Pool(origin, connections=C))``.
 * ``aiohttp``: ``aiohttp.ClientSession`` under ``asyncio.run`` in this process.
+* ``httpx-aiohttp``: ``httpx.AsyncClient`` under ``asyncio.run`` over httpx-aiohttp's
+  ``AiohttpTransport`` (the asyncio counterpart of ``httpx/trio_pool``).
 * ``urllib3``: one ``urllib3.PoolManager(maxsize=C, block=True)`` shared by C threads.
 """
 
@@ -43,14 +47,17 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from _common import now, quiet_gc
 from _servers import cpu_seconds
+
+if TYPE_CHECKING:
+    import httpx
 
 POOL = "Pool"
 PIPELINED = "Pool pipelined"
@@ -60,8 +67,28 @@ HTTPX = "httpx"
 HTTPCORE = "httpcore"
 AIOHTTP = "aiohttp"
 URLLIB3 = "urllib3"
-CLIENTS = (POOL, PIPELINED, BALANCED, H11, HTTPX, HTTPCORE, AIOHTTP, URLLIB3)
-OPTIONAL = {HTTPX: "httpx", HTTPCORE: "httpcore", AIOHTTP: "aiohttp", URLLIB3: "urllib3"}
+HTTPX_TRIO_POOL = "httpx/trio_pool"
+HTTPX_AIOHTTP = "httpx-aiohttp"
+CLIENTS = (
+    POOL,
+    PIPELINED,
+    BALANCED,
+    H11,
+    HTTPX,
+    HTTPX_TRIO_POOL,
+    HTTPCORE,
+    AIOHTTP,
+    HTTPX_AIOHTTP,
+    URLLIB3,
+)
+OPTIONAL = {
+    HTTPX: "httpx",
+    HTTPX_TRIO_POOL: "httpx",
+    HTTPCORE: "httpcore",
+    AIOHTTP: "aiohttp",
+    HTTPX_AIOHTTP: "httpx_aiohttp",
+    URLLIB3: "urllib3",
+}
 
 PIPELINING = 10
 REQUEST_TIMEOUT = 10.0
@@ -229,8 +256,8 @@ def _measure_here(
     load = _Load(target, n, concurrency, warm, window, report)
     setup = window + SETUP_PER_CONNECTION * concurrency
     with quiet_gc():
-        if client == AIOHTTP:
-            return asyncio.run(_aiohttp_measure(load, setup))
+        if client in (AIOHTTP, HTTPX_AIOHTTP):
+            return asyncio.run(_asyncio_measure(client, load, setup))
         if client == URLLIB3:
             return _urllib3_measure(load, setup)
         return trio.run(_trio_measure, client, load, setup)
@@ -344,6 +371,17 @@ async def _open_trio_client(
 
     context = target.ssl_context()
     pool: Pool | BalancedPool
+    if client == HTTPX_TRIO_POOL:
+        import httpx
+
+        from trio_pool.httpx import AsyncTransport
+
+        pool = Pool(target.origins[0], connections=concurrency, ssl_context=context)
+        await stack.enter_async_context(pool)
+        session = await stack.enter_async_context(
+            httpx.AsyncClient(transport=AsyncTransport(pool), timeout=REQUEST_TIMEOUT)
+        )
+        return [_httpx_get(session, target.url)] * concurrency
     if client == POOL:
         pool = Pool(target.origins[0], connections=concurrency, pipelining=1, ssl_context=context)
     elif client == PIPELINED:
@@ -365,6 +403,16 @@ async def _open_trio_client(
     return [pool_get] * concurrency
 
 
+def _httpx_get(session: httpx.AsyncClient, url: str) -> _Get:
+    """One GET through an httpx client, whatever its transport (on trio or asyncio)."""
+
+    async def httpx_get() -> tuple[int, int]:
+        response = await session.get(url)
+        return response.status_code, len(response.content)
+
+    return httpx_get
+
+
 async def _httpcore_get(
     stack: AsyncExitStack, client: str, target: Target, concurrency: int
 ) -> _Get:
@@ -378,12 +426,7 @@ async def _httpcore_get(
         session = await stack.enter_async_context(
             httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT, verify=context or True)
         )
-
-        async def httpx_get() -> tuple[int, int]:
-            response = await session.get(url)
-            return response.status_code, len(response.content)
-
-        return httpx_get
+        return _httpx_get(session, url)
     import httpcore
 
     pool = await stack.enter_async_context(
@@ -445,19 +488,35 @@ def _h11_connection(stack: AsyncExitStack, target: Target) -> _Get:
 # ---------------------------------------------------------------------------------- asyncio
 
 
-async def _aiohttp_measure(load: _Load, setup: float) -> Sample:
+@asynccontextmanager
+async def _asyncio_get(client: str, load: _Load) -> AsyncIterator[_Get]:
+    """aiohttp's session, or httpx over httpx-aiohttp's transport on that session."""
     import aiohttp
 
     url = load.target.url
     connector = aiohttp.TCPConnector(limit=load.concurrency, ssl=load.target.ssl_context() or True)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        all_warm, go, all_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        problems: list[Exception] = []
+        if client == HTTPX_AIOHTTP:
+            import httpx
+            from httpx_aiohttp import AiohttpTransport
+
+            transport = AiohttpTransport(client=session, verify=load.target.ssl_context() or True)
+            async with httpx.AsyncClient(transport=transport, timeout=REQUEST_TIMEOUT) as hx:
+                yield _httpx_get(hx, url)
+            return
 
         async def get() -> tuple[int, int]:
             async with session.get(url) as response:
                 return response.status, len(await response.read())
+
+        yield get
+
+
+async def _asyncio_measure(client: str, load: _Load, setup: float) -> Sample:
+    async with _asyncio_get(client, load) as get:
+        all_warm, go, all_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        problems: list[Exception] = []
 
         async def worker() -> None:
             try:

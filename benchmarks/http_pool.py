@@ -3,7 +3,7 @@
 One server for the whole run, in other processes (``_servers``: nginx when installed, else
 the embedded Python server), offering http and https, a 12-byte body at ``/`` and a 64 KiB
 body at ``/64k``, on two upstreams per scheme. Every client of ``_clients.CLIENTS`` is measured
-at concurrency 1, 10, 100 and 1000 for each (scheme, body) pair: 128 cells.
+at concurrency 1, 10, 100 and 1000 for each (scheme, body) pair: 160 cells.
 
 Repetitions alternate: each one runs every cell once, rotating the order of the groups, the
 concurrencies and the clients, so a busy spell on the machine spreads over all of them. The
@@ -24,12 +24,23 @@ from typing import Any
 import _clients
 import _report
 import _servers
-from _clients import AIOHTTP, H11, HTTPX, PIPELINED, POOL, Sample, Target
+from _clients import (
+    AIOHTTP,
+    H11,
+    HTTPX,
+    HTTPX_AIOHTTP,
+    HTTPX_TRIO_POOL,
+    PIPELINED,
+    POOL,
+    Sample,
+    Target,
+)
 from _common import Options, Result, format_table, median, rotated
 
 TITLE = (
     "HTTP/1.1 GET req/s and latency: trio_pool Pool / pipelined / BalancedPool vs a Trio+h11 "
-    "loop, httpx, httpcore (trio), aiohttp, urllib3; C = 1..1000, 12 B and 64 KiB, http(s)"
+    "loop, httpx, httpx over trio_pool, httpcore (trio), aiohttp, httpx-aiohttp, urllib3; "
+    "C = 1..1000, 12 B and 64 KiB, http(s)"
 )
 
 CONCURRENCIES = (1, 10, 100, 1000)
@@ -47,6 +58,10 @@ TARGETS: tuple[tuple[str, str, float, tuple[int, ...]], ...] = (
     (POOL, H11, 0.90, (1, 10, 100)),
     (POOL, HTTPX, 5.0, (1, 10, 100)),
     (PIPELINED, AIOHTTP, 1.3, (10, 100)),
+    # httpx over trio_pool against httpx's own transport on Trio, and against httpx over
+    # aiohttp on asyncio (httpx's own per-request cost bounds both).
+    (HTTPX_TRIO_POOL, HTTPX, 5.0, (10, 100)),
+    (HTTPX_TRIO_POOL, HTTPX_AIOHTTP, 0.8, (1, 10, 100)),
 )
 FD_HEADROOM = 256
 """Descriptors kept free beyond the two per connection (client side and, for the embedded

@@ -1,4 +1,10 @@
-"""The HTTP suites run under both read modes of the request runner (``_dispatcher.py``):
+"""Shared test configuration.
+
+Being here (the first directory of the test tree without an ``__init__.py``), this file
+makes pytest put ``tests/`` on ``sys.path``, so every test module, in any subdirectory, can
+``from _helpers import assert_idle`` (mypy finds it the same way, from ``tests/*.py``).
+
+The HTTP suites run under both read modes of the request runner (``_dispatcher.py``):
 ``request()``'s fast mode (no cancel scope, socket-interrupted waits) and the general one.
 
 Every test under ``tests/http``, ``tests/balanced``, ``tests/chaos`` (the HTTP soak) and

@@ -95,7 +95,8 @@ def test_value_objects() -> None:
     )
     assert repr(options) == (
         "RequestOptions(method='POST', path='/login', headers={'Authorization': '<redacted>'},"
-        " body=<16 characters>, query=None, idempotent=None, reset=False, capability=None)"
+        " body=<16 characters>, query=None, idempotent=None, reset=False, capability=None,"
+        " json=None)"
     )
     assert repr(PoolStats(1, 2, 3, 4, 5, 8)) == (
         "PoolStats(connected=1, free=2, pending=3, queued=4, running=5, size=8)"

@@ -25,6 +25,7 @@ from ._errors import RequestAbortedError as RequestAbortedError
 from ._errors import RequestContentLengthMismatchError as RequestContentLengthMismatchError
 from ._errors import RequestTimeoutError as RequestTimeoutError
 from ._errors import ResponseContentLengthMismatchError as ResponseContentLengthMismatchError
+from ._errors import ResponseDecodeError as ResponseDecodeError
 from ._errors import ResponseExceededMaxSizeError as ResponseExceededMaxSizeError
 from ._errors import ResponseStatusError as ResponseStatusError
 from ._errors import SocketError as SocketError
@@ -37,6 +38,7 @@ from .http._models import PoolStats as PoolStats
 from .http._models import RequestOptions as RequestOptions
 from .http._models import Response as Response
 from .http._models import StreamResponse as StreamResponse
+from .http._origin import Origin as Origin
 from .http._pool import Pool as Pool
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster

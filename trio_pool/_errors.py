@@ -10,9 +10,15 @@ Each docstring says when the error is raised and how it differs from its neighbo
 
 from __future__ import annotations
 
+import os
+import ssl
+import sys
 from typing import Protocol
 
 import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio depends on the backport there
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "AcquireTimeoutError",
@@ -36,6 +42,7 @@ __all__ = [
     "RequestContentLengthMismatchError",
     "RequestTimeoutError",
     "ResponseContentLengthMismatchError",
+    "ResponseDecodeError",
     "ResponseExceededMaxSizeError",
     "ResponseStatusError",
     "SocketError",
@@ -86,7 +93,8 @@ class ConnectError(TrioPoolError):
     """The TCP or TLS connection to the origin could not be established.
 
     ``__cause__`` is the underlying :class:`OSError` (refused, unreachable, DNS) or
-    :class:`ssl.SSLError` (handshake or certificate verification).
+    :class:`ssl.SSLError` (handshake or certificate verification) itself, dug out of Trio's
+    wrappers (see :func:`root_cause`), and the message names it (``Connection refused``).
     """
 
 
@@ -152,8 +160,15 @@ class RequestAbortedError(TrioPoolError):
     block before the body's end (what reading that body afterwards raises)."""
 
 
+class ResponseDecodeError(TrioPoolError):
+    """``text()`` or ``json()`` of a response whose body is still in its ``content-encoding``
+    (gzip, br...): nothing decoded it. The message names the encoding and
+    ``interceptors.decompress()``, which decodes it. ``body`` stays available as bytes."""
+
+
 class ResponseStatusError(TrioPoolError):
-    """Raised by ``Response.raise_for_status()`` for a 4xx or 5xx status.
+    """Raised by ``Response.raise_for_status()`` for a 4xx or 5xx status; the message says
+    the method, the URL and the status (``GET http://h/x: 503 Service Unavailable``).
 
     Attributes:
         response: the :class:`~trio_pool.Response` that carried the status.
@@ -214,3 +229,53 @@ class PoolBailedError(TrioPoolError):
 
 class NoCapablePoolError(TrioPoolError):
     """A ``Cluster`` has no pool with the requested capability (the message names it)."""
+
+
+# --------------------------------------------------------------------------- causes
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The error that explains ``error``: the first :class:`ssl.SSLError` or
+    :class:`OSError` with an errno inside it (through ``__cause__`` chains and exception
+    groups: Trio reports every failed address of ``open_tcp_stream`` in a group under an
+    ``OSError("all attempts to connect ... failed")``, and a TLS failure as a
+    ``BrokenResourceError`` caused by the ``SSLError``), else ``error`` itself."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return current
+        if isinstance(current, OSError) and (current.errno is not None or current.strerror):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        if current.__cause__ is not None:
+            todo.append(current.__cause__)
+    return error
+
+
+def describe_cause(error: BaseException) -> str:
+    """A short message for :func:`root_cause`'s result (``Connection refused``,
+    ``Name or service not known``, the TLS verification failure)."""
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"TLS certificate verification failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake failed: {error.reason or error}"
+    if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno)  # Trio's strerror also names the address tried
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # getaddrinfo's (its errno is a negative EAI_ code)
+    return str(error) or type(error).__name__
+
+
+def connect_error(target: str, error: BaseException) -> ConnectError:
+    """The :class:`ConnectError` for failing to connect to ``target`` with ``error``: its
+    message names the root cause and its ``__cause__`` is that error (raise it as is)."""
+    cause = root_cause(error)
+    connect = ConnectError(f"cannot connect to {target}: {describe_cause(cause)}")
+    connect.__cause__ = cause  # also suppresses the context: the cause says it all
+    return connect

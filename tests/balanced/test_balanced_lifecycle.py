@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 import trio
 import trio.testing
+from _helpers import assert_idle
 
 from trio_pool import (
     BalancedPool,
@@ -56,11 +57,6 @@ async def servers(gate: Gate, *names: str) -> AsyncIterator[list[H11Server]]:
 
 async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked()
-
-
-def idle(pool: BalancedPool) -> bool:
-    stats = pool.statistics()
-    return (stats.size, stats.pending, stats.queued, stats.running) == (0, 0, 0, 0)
 
 
 async def test_requests_need_the_async_with_block() -> None:
@@ -130,7 +126,7 @@ async def test_destroy_fails_running_and_queued_work(error: BaseException | None
             assert len(errors) == 3
             expected = ClientDestroyedError if error is None else InformationalError
             assert all(isinstance(exc, expected) for exc in errors)
-            assert idle(pool)
+            assert_idle(pool)
             assert pool.statistics().connected == 0
             with pytest.raises(ClientDestroyedError):
                 await pool.request("GET", "/")
@@ -205,7 +201,7 @@ async def test_statistics_sum_the_pools_and_return_to_idle() -> None:
     gate = Gate()
     async with servers(gate, "A", "B") as (a, b):
         async with BalancedPool([a.origin, b.origin], connections=2) as pool:
-            assert idle(pool)
+            assert_idle(pool)
             async with trio.open_nursery() as nursery:
                 for _ in range(5):
                     nursery.start_soon(pool.request, "GET", "/slow")
@@ -216,7 +212,7 @@ async def test_statistics_sum_the_pools_and_return_to_idle() -> None:
                 assert stats.pending == 1
                 gate.open()
             stats = pool.statistics()
-            assert idle(pool)
+            assert_idle(pool)
             assert stats.connected == stats.free == 4
 
 
@@ -256,9 +252,9 @@ async def test_cancelled_while_queued_here_leaves_the_queue() -> None:
                 assert (stats.queued, stats.running, stats.size) == (2, 2, 4)
                 gate.open()
             assert sorted(results) == [b"A", b"A", b"B", b"B"]
-            assert idle(pool)
+            assert_idle(pool)
             assert (await pool.request("GET", "/")).body in (b"A", b"B")
-            assert idle(pool)
+            assert_idle(pool)
 
 
 class Calls:
@@ -311,7 +307,7 @@ async def test_dispatch_cancelled_while_queued_here_tells_its_handler() -> None:
                 assert handler.calls == ["start", "error"]
                 assert isinstance(handler.error, RequestAbortedError)
                 gate.open()
-            assert idle(pool)
+            assert_idle(pool)
             await pool.dispatch(RequestOptions("GET", "/"), handler := Calls())
             assert handler.calls == ["start", "head", "data", "end"]
 
@@ -360,7 +356,7 @@ async def test_waiter_cancelled_as_it_is_given_an_upstream_passes_it_on() -> Non
                 gate.open()
             assert results == [b"A", b"A"]
             assert not second.cancelled_caught
-            assert idle(pool)
+            assert_idle(pool)
 
 
 async def test_remove_upstream_while_requests_are_in_flight() -> None:
@@ -398,7 +394,7 @@ async def test_remove_upstream_while_requests_are_in_flight() -> None:
             await settle()
             assert removed.closed
             assert pool.get_upstream(a.origin) is not removed
-            assert idle(pool)
+            assert_idle(pool)
 
 
 async def test_removing_the_last_capable_upstream_fails_its_waiters() -> None:
@@ -431,7 +427,7 @@ async def test_removing_the_last_capable_upstream_fails_its_waiters() -> None:
                 assert "'write'" in str(errors[0])
                 gate.open()
             assert len(errors) == 1  # the two already on A finished
-            assert idle(pool)
+            assert_idle(pool)
 
 
 async def test_an_upstream_whose_pool_was_closed_is_replaced_when_added_again() -> None:
@@ -495,7 +491,7 @@ async def test_an_upstream_added_in_the_block_serves_the_waiters() -> None:
                 assert results == [b"B"]
                 gate.open()
             assert sorted(results) == [b"A", b"A", b"B"]
-            assert idle(pool)
+            assert_idle(pool)
 
 
 async def test_cancelled_while_its_pools_are_being_entered() -> None:

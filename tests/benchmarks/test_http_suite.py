@@ -85,3 +85,15 @@ def test_a_server_that_never_answers_gives_a_capped_sample(client: str) -> None:
         sample = _clients.measure(client, target, 2, 10, 1, 0.3)
     assert sample.cut
     assert sample.completed == 0
+
+
+def test_cli_compare_reads_the_bench_and_the_tools_units(embedded: _servers.Server) -> None:
+    # benchmarks/cli_compare.py: the trio-pool line from a real (tiny) run, and wrk's units.
+    import cli_compare
+
+    url = embedded.origins("http")[0] + "/"
+    line = cli_compare.trio_pool_bench(url, 2, 1, 0.3)
+    assert " req/s  p99 " in line
+    assert line.endswith("%)")
+    assert "us/request  (bench's own: " in line
+    assert [cli_compare._ms(text) for text in ("250.00us", "1.50ms", "2.00s")] == [0.25, 1.5, 2000]

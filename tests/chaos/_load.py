@@ -32,10 +32,11 @@ import attrs
 import trio
 import trio.testing
 from _faulty_server import Fault, FaultyServer, is_own_body
+from _helpers import assert_idle
 
 from trio_pool import RequestOptions, TrioPoolError
 
-__all__ = ["Load", "Tally", "assert_idle", "check_run", "open_fds", "run_load"]
+__all__ = ["Load", "Tally", "assert_settled", "check_run", "open_fds", "run_load"]
 
 _log = logging.getLogger("tests.chaos")
 
@@ -280,15 +281,12 @@ async def run_load(dispatcher: Any, load: Load) -> Tally:
     return tally
 
 
-async def assert_idle(dispatcher: Any, what: str) -> None:
+async def assert_settled(dispatcher: Any, what: str) -> None:
     """``statistics()`` is back to idle: nothing pending, queued or running, and every
     open connection free, once the background tasks had their turn (a connection that
     is closing is still counted until its task ends)."""
     await trio.testing.wait_all_tasks_blocked()
-    stats = dispatcher.statistics()
-    busy = (stats.pending, stats.queued, stats.running, stats.size)
-    assert busy == (0, 0, 0, 0), f"{what}: not idle: {stats}"
-    assert stats.free == stats.connected, f"{what}: a connection is not free: {stats}"
+    assert_idle(dispatcher, all_free=True, what=what)
 
 
 def open_fds() -> int:

@@ -31,7 +31,7 @@ import pytest
 import trio
 import trio.testing
 from _faulty_server import Fault, FaultyServer, closed_port, faulty_connector, is_own_body
-from _load import Load, assert_idle, check_run, open_fds, run_load
+from _load import Load, assert_settled, check_run, open_fds, run_load
 
 import trio_pool
 from trio_pool import BalancedPool, Pool, PoolStats
@@ -115,7 +115,7 @@ async def soak(
             nursery.cancel_scope.cancel()
     for origin in churn or ():
         dispatcher.add_upstream(origin)
-    await assert_idle(dispatcher, what)
+    await assert_settled(dispatcher, what)
     check_invariants(dispatcher)
     check_run(what, tally, servers)
     if down is not None:
@@ -133,7 +133,7 @@ async def soak(
             raise AssertionError(f"{what}: healthy request {rid} failed: {exc!r}") from exc
         assert response.status == 200, what
         assert is_own_body(rid, response.body), what
-    await assert_idle(dispatcher, f"{what}, after the healthy requests")
+    await assert_settled(dispatcher, f"{what}, after the healthy requests")
     check_invariants(dispatcher)
 
 
@@ -295,7 +295,7 @@ async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: i
                 for run in range(5):
                     what = f"memory run {run}, CHAOS_SEED={seed}"
                     tally = await run_load(pool, memory_load(seed + run, callers=8, per_caller=10))
-                    await assert_idle(pool, what)
+                    await assert_settled(pool, what)
                     check_invariants(pool)
                     check_run(what, tally, [faulty])
                     faulty.arrivals.clear()

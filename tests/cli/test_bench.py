@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import uuid
@@ -30,14 +30,14 @@ import h11
 import pytest
 import trio
 import trustme
+from _bench_run import check_json, command, env, run, table_rows
 
-import trio_pool
-from trio_pool._cli import main, parse_args, progress_line
+from trio_pool._cli import main
+from trio_pool._cli._args import parse_args
+from trio_pool._cli._load import progress_line
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="inspects /proc")
 
-PACKAGE_PARENT = str(Path(trio_pool.__file__).resolve().parent.parent)
-JSON_KEYS = {"requests", "errors", "duration_s", "rps", "latency_ms", "status_counts"}
 MARKER_VARIABLE = "TRIO_POOL_BENCH_TEST_MARKER"
 
 
@@ -70,29 +70,6 @@ def _live_servers(marker: str) -> list[int]:
     return found
 
 
-def _check_json(output: str) -> dict[str, Any]:
-    assert output.count("\n") == 1
-    result: dict[str, Any] = json.loads(output)
-    assert set(result) == JSON_KEYS
-    assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
-    latency = result["latency_ms"]
-    if result["requests"]:
-        assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
-    assert result["duration_s"] > 0
-    assert result["rps"] == pytest.approx(result["requests"] / result["duration_s"], rel=0.01)
-    assert sum(result["status_counts"].values()) == result["requests"]
-    return result
-
-
-def _command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "trio_pool", "bench", *args]
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
-
-
 @pytest.fixture
 def refused_port() -> Iterator[int]:
     """A loopback port that refuses connections (bound, never listening)."""
@@ -107,7 +84,7 @@ def refused_port() -> Iterator[int]:
 def test_json_against_the_embedded_server(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--json", "-n", "200", "-c", "3", "--concurrency", "5"]) == 0
     captured = capsys.readouterr()
-    result = _check_json(captured.out)
+    result = check_json(captured.out)
     assert (result["requests"], result["errors"]) == (200, 0)
     assert result["status_counts"] == {"200": 200}
     assert captured.err == ""  # stderr is not a terminal: no progress line
@@ -116,8 +93,8 @@ def test_json_against_the_embedded_server(marker: str, capsys: pytest.CaptureFix
 
 def test_table_against_the_embedded_server(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "-n", "150", "-m", "POST"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    rows = {line.split(None, 1)[0]: line for line in lines}
+    output = capsys.readouterr().out
+    rows = table_rows(output)
     assert rows["target"].endswith("(embedded server)")
     assert "http://127.0.0.1:" in rows["target"]
     assert "POST, 150 requests" in rows["load"]
@@ -128,25 +105,35 @@ def test_table_against_the_embedded_server(marker: str, capsys: pytest.CaptureFi
         "p50",
         "p90",
         "p99",
+        "p99.9",
     ]
     assert "max" in rows["latency"]
     assert rows["statuses"].split(None, 1)[1] == "200: 150"
+    # 150 responses of the embedded server's 12-byte body.
+    assert rows["transfer"].startswith("transfer     1,800 bytes of bodies, ")
+    assert re.fullmatch(r"cpu +client \d+% of a core, embedded server \d+%", rows["cpu"])
+    # The histogram: a header, then one line per log bucket whose counts add up to 150.
+    histogram = output.split("histogram    latency ms (upper edge), log buckets\n", 1)[1]
+    counts = [
+        int(line.split("|")[2].split()[0].replace(",", "")) for line in histogram.splitlines()
+    ]
+    assert sum(counts) == 150
     assert _live_servers(marker) == []
 
 
 @pytest.mark.parametrize("pipelining", ["0", "4"])
 def test_pipelining_options(pipelining: str, marker: str) -> None:
-    command = _command("--json", "-n", "3000", "-c", "2", "--concurrency", "8", "-p", pipelining)
-    completed = trio.run(_run_subprocess, command, 20.0)
+    argv = command("--json", "-n", "3000", "-c", "2", "--concurrency", "8", "-p", pipelining)
+    completed = trio.run(run, argv, 20.0)
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     assert (result["requests"], result["errors"]) == (3000, 0)
     assert _live_servers(marker) == []
 
 
 def test_duration_bounds_the_run(marker: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--json", "-d", "0.5", "--concurrency", "4"]) == 0
-    result = _check_json(capsys.readouterr().out)
+    result = check_json(capsys.readouterr().out)
     assert 0.45 <= result["duration_s"] < 2.0
     assert result["requests"] > 0
     assert result["errors"] == 0
@@ -170,26 +157,18 @@ def test_progress_line_only_on_a_terminal(
     assert progress.startswith("\r\x1b[K")
     assert progress.endswith("\r\x1b[K")  # the line is cleared before the report
     assert "\n" not in progress
-    _check_json(capsys.readouterr().out)
+    check_json(capsys.readouterr().out)
 
 
 def test_subprocess_json_end_to_end(marker: str) -> None:
     completed = trio.run(
-        _run_subprocess, _command("--json", "-n", "200"), 30.0
+        run, command("--json", "-n", "200"), 30.0
     )  # its own trio.run: this test is synchronous like a user's shell
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     assert (result["requests"], result["errors"]) == (200, 0)
     assert completed.stderr == b""
     assert _live_servers(marker) == []
-
-
-async def _run_subprocess(command: list[str], limit: float) -> Any:
-    with trio.move_on_after(limit):  # on expiry, run_process kills the process
-        return await trio.run_process(
-            command, capture_stdout=True, capture_stderr=True, check=False, env=_env()
-        )
-    raise AssertionError(f"{' '.join(command[2:])!r} did not finish within {limit} s")
 
 
 async def _poll(condition: Callable[[], bool], limit: float, what: str) -> None:
@@ -218,21 +197,62 @@ async def _wait_until_gone(pid: int, marker: str) -> None:
     await _poll(lambda: pid not in _live_servers(marker), 10, "the server did not stop")
 
 
-async def test_ctrl_c_stops_the_bench_and_its_server(marker: str) -> None:
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_ctrl_c_reports_what_ran_and_stops_the_server(marker: str, as_json: bool) -> None:
+    argv = command("-d", "30", *(["--json"] if as_json else []))
     async with trio.open_nursery() as nursery:
         process = await nursery.start(
-            partial(trio.run_process, _command("-d", "30"), check=False, env=_env())
+            partial(
+                trio.run_process,
+                argv,
+                check=False,
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         )
         server = await _wait_for_server(marker)
-        await trio.sleep(0.5)  # let the load start
+        await _poll(lambda: _sockets(server) > 1, 15, "the load did not start")
+        await trio.sleep(0.5)  # let some requests finish
         process.send_signal(signal.SIGINT)
         with trio.fail_after(10):
+            out, err = await _read_all(process.stdout), await _read_all(process.stderr)
             assert await process.wait() == 130
     await _wait_until_gone(server, marker)
+    assert err.decode().endswith("trio-pool bench: interrupted\n")
+    if as_json:
+        result = check_json(out.decode())
+        assert result["interrupted"] is True
+        assert result["requests"] > 0
+        assert result["duration_s"] < 30
+    else:
+        rows = table_rows(out.decode())
+        assert int(rows["requests"].split()[1]) > 0
+        assert rows["interrupted"].startswith("interrupted  Ctrl-C")
+
+
+def _sockets(pid: int) -> int:
+    """How many sockets process ``pid`` has open (its listener, then its connections)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return 0
+    found = 0
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            found += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+    return found
+
+
+async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
 
 
 async def test_killed_bench_leaves_no_server(marker: str) -> None:
-    process = await trio.lowlevel.open_process(_command("-d", "30"), env=_env())
+    process = await trio.lowlevel.open_process(command("-d", "30"), env=env())
     try:
         server = await _wait_for_server(marker)
     finally:
@@ -257,6 +277,21 @@ def test_unreachable_server_is_one_line_and_status_2(
         f"trio-pool bench: error: cannot reach http://127.0.0.1:{refused_port}: "
         "Connection refused\n"
     )
+
+
+@pytest.mark.parametrize("upstreams", [1, 2])
+async def test_a_request_the_pool_refuses_is_one_line_and_status_2(
+    refused_port: int, upstreams: int
+) -> None:
+    # A non-ASCII path passes URL parsing; the pool refuses it before anything is sent (so
+    # before the refused port matters), and the load stops at the first refusal.
+    urls = [f"http://127.0.0.{n}:{refused_port}/caf\u00e9" for n in range(1, upstreams + 1)]
+    completed = await run(command(*urls, "-n", "1000"))
+    assert completed.returncode == 2
+    assert completed.stdout == b""
+    stderr = completed.stderr.decode()
+    assert stderr.count("\n") == 1
+    assert stderr.startswith("trio-pool bench: error: InvalidArgumentError: invalid path '/caf")
 
 
 def test_untrusted_certificate_is_one_line_and_status_2(
@@ -350,11 +385,11 @@ async def test_json_against_a_scripted_server() -> None:
     async with trio.open_nursery() as nursery:
         port = await server.start(nursery)
         url = f"http://127.0.0.1:{port}/path?x=1&y=2"
-        command = _command(url, "--json", "-n", "30", "-c", "3", "--concurrency", "3")
-        completed = await _run_subprocess([*command, "-m", "POST"], 30.0)
+        argv = command(url, "--json", "-n", "30", "-c", "3", "--concurrency", "3")
+        completed = await run([*argv, "-m", "POST"], 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     # POST is not idempotent, so a dropped request is an error, never silently retried.
     assert (result["requests"], result["errors"]) == (27, 3)
     expected = Counter(str(server.status_of(n)) for n in range(30) if server.status_of(n))
@@ -369,11 +404,11 @@ async def test_several_urls_are_balanced() -> None:
     servers = [ScriptedServer(), ScriptedServer()]
     async with trio.open_nursery() as nursery:
         urls = [f"http://127.0.0.1:{await server.start(nursery)}/lb" for server in servers]
-        command = _command(*urls, "--json", "-n", "200", "-c", "2", "--concurrency", "4")
-        completed = await _run_subprocess(command, 30.0)
+        argv = command(*urls, "--json", "-n", "200", "-c", "2", "--concurrency", "4")
+        completed = await run(argv, 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 0, completed.stderr
-    result = _check_json(completed.stdout.decode())
+    result = check_json(completed.stdout.decode())
     assert result["status_counts"] == {"200": 200}
     served = [len(server.requests) for server in servers]
     assert sum(served) == 200
@@ -385,8 +420,8 @@ async def test_no_response_at_all_is_a_failure() -> None:
     server = ScriptedServer(drop_every=1)
     async with trio.open_nursery() as nursery:
         port = await server.start(nursery)
-        command = _command(f"http://127.0.0.1:{port}/", "-n", "20", "-m", "POST", "--json")
-        completed = await _run_subprocess(command, 30.0)
+        argv = command(f"http://127.0.0.1:{port}/", "-n", "20", "-m", "POST", "--json")
+        completed = await run(argv, 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 1
     assert completed.stdout == b""
@@ -400,11 +435,11 @@ async def test_table_reports_the_kinds_of_errors() -> None:
     server = ScriptedServer(drop_every=2)
     async with trio.open_nursery() as nursery:
         port = await server.start(nursery)
-        command = _command(f"http://127.0.0.1:{port}/t?a=b", "-n", "10", "-m", "POST")
-        completed = await _run_subprocess(command, 30.0)
+        argv = command(f"http://127.0.0.1:{port}/t?a=b", "-n", "10", "-m", "POST")
+        completed = await run(argv, 30.0)
         nursery.cancel_scope.cancel()
     assert completed.returncode == 0, completed.stderr
-    rows = {line.split(None, 1)[0]: line for line in completed.stdout.decode().splitlines()}
+    rows = table_rows(completed.stdout.decode())
     assert rows["target"].split() == ["target", f"http://127.0.0.1:{port}/t?a=b"]
     assert rows["requests"].split() == ["requests", "5"]
     assert rows["errors"].split() == ["errors", "5"]
@@ -431,3 +466,10 @@ def test_progress_bar(argv: list[str], done: int, elapsed: float, expected: str)
     assert line.startswith(expected)
     assert "3 errors" in line
     assert line.endswith(f"{done / elapsed if elapsed else 0:,.0f} req/s, {elapsed:.1f} s")
+
+
+def test_progress_bar_of_the_warmup() -> None:
+    # The warm-up's bar fills with time, whatever -n says, and says it is the warm-up.
+    config = parse_args(["bench", "-n", "1000", "--warmup", "2"])
+    line = progress_line(config, 400, 0, 1.0, warmup=True)
+    assert line.startswith("warm-up [############............]  50% 400 requests, 0 errors")

@@ -20,7 +20,7 @@ import trio
 import trustme
 
 import trio_pool
-from trio_pool._cli import embedded_server
+from trio_pool._cli._target import embedded_server
 from trio_pool._server import (
     LARGE_BODY,
     MAX_HEAD_SIZE,
@@ -194,7 +194,8 @@ def test_parser_output_does_not_depend_on_how_bytes_are_split() -> None:
 
 
 async def test_leaving_the_block_stops_the_server() -> None:
-    async with embedded_server() as origin:
+    async with embedded_server() as server:
+        origin = server.origin
         (await trio.open_tcp_stream("127.0.0.1", _port(origin))).socket.close()
     with pytest.raises(OSError, match="all attempts to connect"):
         await trio.open_tcp_stream("127.0.0.1", _port(origin))
@@ -204,7 +205,8 @@ async def test_cancelling_the_block_stops_the_server() -> None:
     # The scope is cancelled only once the server is up: a slow start on a busy machine must
     # not turn into a cancelled start-up (this test is about cancelling a running server).
     with trio.CancelScope() as scope:
-        async with embedded_server() as origin:
+        async with embedded_server() as server:
+            origin = server.origin
             scope.cancel()
             await trio.sleep_forever()
     assert scope.cancelled_caught

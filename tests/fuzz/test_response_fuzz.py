@@ -36,6 +36,7 @@ import hypothesis.strategies as st
 import pytest
 import trio
 import trio.testing
+from _helpers import assert_idle
 from hypothesis import HealthCheck, given, settings
 
 import trio_pool
@@ -323,11 +324,6 @@ class RawServer:
 # ----------------------------------------------------------------------------- the check
 
 
-def idle(pool: Pool) -> tuple[int, int, int, int]:
-    stats = pool.statistics()
-    return stats.pending, stats.queued, stats.running, stats.size
-
-
 async def first_request(pool: Pool, wire: Wire) -> Expected:
     """Make the fuzzed request as ``wire.read`` says; what came of it (body and trailers
     only when read to the end)."""
@@ -393,7 +389,7 @@ async def exchange(wire: Wire, figures: Counter[str]) -> None:
                 if wire.pipelined:  # re-sent on a new connection if this one closed
                     assert isinstance(behind, trio_pool.Response), f"{behind!r} for {wire!r}"
                     assert (behind.status, behind.body) == (200, b"second")
-            assert idle(pool) == (0, 0, 0, 0)
+            assert_idle(pool)
             with trio.fail_after(HANG_GUARD):
                 await server.fuzz_sent.wait()
             await trio.testing.wait_all_tasks_blocked()
@@ -403,7 +399,7 @@ async def exchange(wire: Wire, figures: Counter[str]) -> None:
             with trio.fail_after(HANG_GUARD):
                 second = await pool.request("GET", "/second")
             assert (second.status, second.body) == (200, b"second"), f"for {wire!r}"
-            assert idle(pool) == (0, 0, 0, 0)
+            assert_idle(pool)
             await trio.testing.wait_all_tasks_blocked()
             pool._check_invariants()
         figures["Response" if isinstance(outcome, Expected) else type(outcome).__name__] += 1

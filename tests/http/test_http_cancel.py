@@ -8,14 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
+from _helpers import assert_idle
 
 from trio_pool import Client, Pool
 from trio_pool.testing import H11Server, ServerConnection, ServerRequest, serve_memory
-
-
-def assert_idle(pool: Client | Pool) -> None:
-    stats = pool.statistics()
-    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
 
 
 async def script(request: ServerRequest, conn: ServerConnection) -> None:

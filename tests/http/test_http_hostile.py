@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from _helpers import assert_idle
 
 import trio_pool
 from trio_pool import Pool
@@ -29,11 +30,6 @@ from trio_pool.testing import (
 
 MB = 1024 * 1024
 FLOOD_LIMIT = 64 * MB  # a hostile server here stops by itself after this much, at worst
-
-
-def assert_idle(pool: Pool) -> None:
-    stats = pool.statistics()
-    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
 
 
 async def flood(conn: ServerConnection, first: bytes, piece: bytes) -> int:

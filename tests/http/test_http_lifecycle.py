@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _helpers import ok
 
 import trio_pool
 from trio_pool import Client, ClientClosedError, ClientDestroyedError, Pool
@@ -138,9 +139,6 @@ async def test_events_carry_targets(autojump_clock: trio.testing.MockClock) -> N
         made.append(client)
         return client
 
-    async def ok(request: ServerRequest, conn: ServerConnection) -> None:
-        await conn.respond(200)
-
     events: list[tuple[str, str, list[object]]] = []
     async with serve_memory(ok) as server:
         pool = Pool(server.origin, connector=server.connector, factory=factory, connections=1)
@@ -189,9 +187,6 @@ async def test_invalid_event_and_listener() -> None:
 
 
 async def test_a_failing_listener_does_not_break_the_pool(caplog: pytest.LogCaptureFixture) -> None:
-    async def ok(request: ServerRequest, conn: ServerConnection) -> None:
-        await conn.respond(200)
-
     async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
         pool.on("connect", lambda origin, targets: 1 / 0)
         assert (await pool.request("GET", "/")).status == 200
@@ -200,9 +195,6 @@ async def test_a_failing_listener_does_not_break_the_pool(caplog: pytest.LogCapt
 
 @pytest.mark.parametrize("kind", [Client, Pool])
 async def test_user_exception_leaves_the_block_unwrapped(kind: type[Client | Pool]) -> None:
-    async def ok(request: ServerRequest, conn: ServerConnection) -> None:
-        await conn.respond(200)
-
     class Mine(Exception):
         pass
 

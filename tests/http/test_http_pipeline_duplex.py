@@ -11,14 +11,10 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _helpers import assert_idle
 
 from trio_pool import BalancedPool, Client, HeadersTimeoutError, Pool, SocketError
 from trio_pool.testing import ServerConnection, ServerRequest, serve_h11, serve_memory
-
-
-def assert_idle(pool: Client | Pool | BalancedPool) -> None:
-    stats = pool.statistics()
-    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
 
 
 async def script(request: ServerRequest, conn: ServerConnection) -> None:
@@ -163,11 +159,14 @@ async def test_cancel_while_the_writer_is_blocked_mid_body() -> None:
     # and blocks in its send while the caller sits in its own code.
     async with serve_h11(script, streaming=True) as server, Pool(server.origin) as pool:
         body = Body(rest=[b"x" * 65536] * 10_000)
-        with trio.move_on_after(2) as scope:
+        with trio.fail_after(30), trio.CancelScope() as scope:  # fail_after: a hang guard
             async with pool.pipeline("POST", "/stall", body=body) as response:
                 async for chunk in response.body:
                     assert chunk == b"a"
                     body.go.set()
+                    # Every task waits now: the writer in its send to the full socket.
+                    await trio.testing.wait_all_tasks_blocked()
+                    scope.cancel()
                     await trio.sleep_forever()
         assert scope.cancelled_caught
         assert 0 < body.sent < len(body.rest)

@@ -99,10 +99,23 @@ async def test_encoded_queries_and_tabs_in_values_are_fine() -> None:
         ({"path": "//evil.example/"}, "path"),
         ({"path": "//evil.example"}, "path"),
         ({"path": "evil.example/"}, "path"),
-        ({"headers": {"host": "evil.example"}}, "host"),
-        ({"headers": {"Host": "testserver.evil"}}, "host"),
-        ({"headers": {"host": "testserver:8080"}}, "host"),
+        ({"path": "http://testserver:8080/"}, "path"),
+        ({"path": "https://testserver/"}, "path"),
+        ({"path": "http://user@testserver/"}, "path"),
+        # urlsplit would delete these silently (bpo-43882): refused, not stripped.
+        ({"path": "http://testserver/a\r\nx-injected: 1"}, "path"),
+        ({"path": "http://testserver/a\tb"}, "path"),
+        # A Host header may name a virtual host, but one, and a well-formed authority.
         ({"headers": [("host", "testserver"), ("host", "evil.example")]}, "host"),
+        ({"headers": {"host": ""}}, "host"),
+        ({"headers": {"host": "a b"}}, "host"),
+        ({"headers": {"host": "a\r\nx-injected: 1"}}, "host"),
+        ({"headers": {"host": "evil.example/path"}}, "host"),
+        ({"headers": {"host": "user@evil.example"}}, "host"),
+        ({"headers": {"host": "evil.example:99999"}}, "host"),
+        ({"headers": {"host": "evil.example:x"}}, "host"),
+        ({"headers": {"host": "::1"}}, "host"),
+        ({"headers": {"host": "[zz::1]"}}, "host"),
     ],
     ids=repr,
 )
@@ -110,11 +123,38 @@ async def test_another_origin_is_never_addressed(kwargs: dict[str, Any], word: s
     await assert_rejected_before_writing(kwargs, word)
 
 
-@pytest.mark.parametrize("host", ["testserver", "TestServer", "testserver:80"])
-async def test_a_host_header_naming_the_origin_is_kept(host: str) -> None:
+async def test_an_absolute_url_of_another_origin_names_both_origins() -> None:
     async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
-        await pool.request("GET", "/", headers={"host": host})
+        with pytest.raises(InvalidArgumentError) as info:
+            await pool.request("GET", "http://evil.example/x")
+        assert "http://evil.example" in str(info.value)
+        assert server.origin in str(info.value)
+        assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "testserver",
+        "TestServer",
+        "testserver:80",
+        # Issue 12 item 7: a virtual host behind an IP origin (the connection still goes
+        # to the pool's origin).
+        "evil.example",
+        "vhost.internal:8080",
+        "[::1]:8443",
+        "10.0.0.1",
+    ],
+)
+async def test_a_valid_host_header_is_kept_and_the_origin_is_still_the_target(
+    host: str,
+) -> None:
+    async with serve_h11(ok) as server, Pool(server.origin) as pool:
+        response = await pool.request("GET", "/", headers={"host": host})
+        assert response.status == 200
+        assert response.url == f"{server.origin}/"
         assert [v for n, v in server.requests[0].headers if n == "host"] == [host]
+        assert pool.statistics().connected == 1
 
 
 async def test_a_connect_host_header_may_name_the_tunnel_target() -> None:
@@ -128,7 +168,7 @@ async def test_a_connect_host_header_may_name_the_tunnel_target() -> None:
         async with pool.connect("db.internal:5432", headers={"host": "db.internal:5432"}) as up:
             assert up.status == 200
         with pytest.raises(InvalidArgumentError, match="host"):
-            async with pool.connect("db.internal:5432", headers={"host": "evil.example"}):
+            async with pool.connect("db.internal:5432", headers={"host": "evil example"}):
                 pass
         # A trailing "\n" in the authority: rejected, not written.
         with pytest.raises(InvalidArgumentError, match="authority"):

@@ -10,17 +10,13 @@ import struct
 import pytest
 import trio
 import trio.testing
+from _helpers import assert_idle
 
 import trio_pool
 from trio_pool import ClientDestroyedError, Pool
 from trio_pool.testing import ServerConnection, ServerRequest, serve_h11
 
 BIG = 4 * 1024 * 1024  # far beyond a socket buffer: the write has to wait for room
-
-
-def assert_idle(pool: Pool) -> None:
-    stats = pool.statistics()
-    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
 
 
 async def test_large_body_both_ways() -> None:

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 import pytest
 import trio
 import trustme
+from _helpers import assert_idle
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import (
@@ -167,11 +168,6 @@ async def pool(origin: str) -> AsyncIterator[trio_pool.Pool]:
     async with trio_pool.Pool(origin, connections=4) as pool:
         yield pool
         assert_idle(pool)
-
-
-def assert_idle(dispatcher: trio_pool.Pool | trio_pool.Client) -> None:
-    stats = dispatcher.statistics()
-    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0), stats
 
 
 @pytest.fixture(scope="module")

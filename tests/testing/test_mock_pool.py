@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from _helpers import assert_idle, memory_pool
 
 import trio_pool
 from trio_pool import (
@@ -30,7 +31,6 @@ from trio_pool import (
 from trio_pool.testing import (
     MockCall,
     MockNotMatchedError,
-    MockNotSupportedError,
     MockPool,
     MockReply,
     ServerConnection,
@@ -49,10 +49,6 @@ async def mock_with(route: str = "/", status: int = 200) -> AsyncIterator[MockPo
         yield mock
 
 
-def idle(mock: trio_pool.Dispatcher) -> bool:
-    return mock.statistics() == trio_pool.PoolStats(0, 0, 0, 0, 0, 0)
-
-
 # ---------------------------------------------------------------------------------- replies
 
 
@@ -65,7 +61,11 @@ async def test_a_static_reply_is_a_real_response() -> None:
     assert isinstance(response, trio_pool.Response)
     assert (response.status, response.reason, response.http_version) == (201, "Created", "1.1")
     assert response.headers["content-type"] == "application/json"
-    assert list(response.headers) == [("content-type", "application/json")]  # none added
+    # As declared, plus the framing the server adds (chunked: the reply has trailers).
+    assert list(response.headers) == [
+        ("content-type", "application/json"),
+        ("transfer-encoding", "chunked"),
+    ]
     assert response.trailers.get("X") == "1"
     assert response.json() == {"id": 7}
 
@@ -101,7 +101,7 @@ async def test_a_dynamic_reply_that_returns_something_else_fails_the_request() -
         mock.intercept("GET", "/").reply(lambda call: 200)  # type: ignore[arg-type,return-value]
         with pytest.raises(InvalidArgumentError, match="must return a MockReply"):
             await mock.request("GET", "/")
-        assert idle(mock)
+        assert_idle(mock)
 
 
 async def test_reply_with_error_raises_that_error_each_time() -> None:
@@ -112,7 +112,7 @@ async def test_reply_with_error_raises_that_error_each_time() -> None:
             with pytest.raises(SocketError) as info:
                 await mock.request("GET", "/")
             assert info.value is error
-        assert idle(mock)
+        assert_idle(mock)
 
 
 @pytest.mark.parametrize(
@@ -278,7 +278,7 @@ async def test_an_unmatched_request_names_itself_and_every_route_and_is_recorded
         mock.intercept("POST", re.compile("/items/.*"), body=b"x").reply(201).times(3)
         with pytest.raises(MockNotMatchedError) as info:
             await mock.request("DELETE", "/users", query={"id": "4"})
-        assert idle(mock)
+        assert_idle(mock)
     assert mock.origin == "http://api.test:8080"
     message = str(info.value)
     assert "DELETE /users?id=4" in message
@@ -326,7 +326,7 @@ async def test_a_streamed_body_must_match_its_content_length() -> None:
         mock.intercept("POST", "/").reply(200)
         with pytest.raises(trio_pool.RequestContentLengthMismatchError):
             await mock.request("POST", "/", body=[b"abc"], headers={"content-length": "5"})
-        assert idle(mock)
+        assert_idle(mock)
 
 
 async def test_an_error_of_the_body_iterable_is_raised_as_itself() -> None:
@@ -338,7 +338,7 @@ async def test_an_error_of_the_body_iterable_is_raised_as_itself() -> None:
         mock.intercept("POST", "/").reply(200)
         with pytest.raises(KeyError, match="the body broke"):
             await mock.request("POST", "/", body=broken())
-        assert idle(mock)
+        assert_idle(mock)
         assert mock.calls == []  # nothing was received
 
 
@@ -395,7 +395,7 @@ async def test_a_cancelled_delayed_request_leaves_the_mock_idle(
         with trio.move_on_after(1) as scope:
             await mock.request("GET", "/")
         assert scope.cancelled_caught
-        assert idle(mock)
+        assert_idle(mock)
         assert route.calls == mock.calls  # it was received (and used the route)
         assert not route.pending
 
@@ -409,7 +409,7 @@ async def test_a_delay_beyond_headers_timeout_is_a_headers_timeout(
         with pytest.raises(trio_pool.HeadersTimeoutError, match=re.escape("within 2.0 s")):
             await mock.request("GET", "/")
         assert trio.current_time() - start == pytest.approx(2)
-        assert idle(mock)
+        assert_idle(mock)
 
 
 async def test_an_error_is_raised_after_the_delay(autojump_clock: trio.testing.MockClock) -> None:
@@ -432,7 +432,7 @@ async def test_stream_yields_the_declared_chunks_and_holds_its_slot_until_read()
             assert response.trailers == Headers()  # not before the end
             chunks = [chunk async for chunk in response.body]
             assert response.trailers["t"] == "1"
-            assert idle(mock)
+            assert_idle(mock)
     assert chunks == [b"a", b"bc"]  # no empty chunk, as from a real server
 
 
@@ -442,7 +442,7 @@ async def test_leaving_a_stream_early_frees_it_and_later_reads_raise() -> None:
         async with mock.stream("GET", "/") as response:
             assert await response.body.__anext__() == b"a"
             await response.aclose()
-            assert idle(mock)
+            assert_idle(mock)
             with pytest.raises(RequestAbortedError):
                 await response.read()
 
@@ -454,7 +454,7 @@ async def test_a_reader_cancelled_mid_body_ends_the_request() -> None:
             with trio.CancelScope() as scope:
                 scope.cancel()
                 await response.read()
-            assert idle(mock)
+            assert_idle(mock)
             with pytest.raises(RequestAbortedError):
                 await response.read()
 
@@ -469,7 +469,7 @@ async def test_pipeline_reads_the_body_then_streams_the_answer() -> None:
         mock.intercept("POST", "/up").reply(lambda call: MockReply(200, [call.body, b"!"]))
         async with mock.pipeline("POST", "/up", body=body()) as response:
             assert await response.read() == b"xy!"
-        assert idle(mock)
+        assert_idle(mock)
 
 
 # ---------------------------------------------------------------------------------- dispatch
@@ -518,7 +518,7 @@ async def dispatched(handler: Recorder, path: str = "/") -> MockPool:
     async with MockPool() as mock:
         mock.intercept("GET", "/").reply(200, [b"a", b"b"], trailers={"t": "1"})
         await mock.dispatch(RequestOptions("GET", path), handler)
-        assert idle(mock)
+        assert_idle(mock)
     return mock
 
 
@@ -540,11 +540,18 @@ async def test_dispatch_a_handler_error_is_its_on_response_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "handler", [Recorder(abort_on="request_start"), Recorder(fail_on="request_start")]
+    ("handler", "error"),
+    [
+        (Recorder(abort_on="request_start"), RequestAbortedError),
+        # API.md 1.3 (issue 12 item 2): the handler's own exception, as itself.
+        (Recorder(fail_on="request_start"), LookupError),
+    ],
 )
-async def test_dispatch_aborted_at_start_sends_nothing(handler: Recorder) -> None:
+async def test_dispatch_aborted_at_start_sends_nothing(
+    handler: Recorder, error: type[BaseException]
+) -> None:
     mock = await dispatched(handler)
-    assert handler.seen == [("error", RequestAbortedError)]
+    assert handler.seen == [("error", error)]
     assert mock.calls == []
 
 
@@ -562,7 +569,7 @@ async def test_dispatch_cancelled_in_a_handler_method_ends_the_request(
         with trio.move_on_after(1) as scope:
             await mock.dispatch(RequestOptions("GET", "/"), handler)
         assert scope.cancelled_caught
-        assert idle(mock)
+        assert_idle(mock)
     assert handler.seen == [("error", RequestAbortedError)]
 
 
@@ -580,7 +587,7 @@ async def test_dispatch_cancelled_in_a_delay_tells_the_handler_once(
         mock.intercept("GET", "/").reply(200).delay(10)
         with trio.move_on_after(1):
             await mock.dispatch(RequestOptions("GET", "/"), handler)
-        assert idle(mock)
+        assert_idle(mock)
     assert handler.seen == [("error", RequestAbortedError)]
 
 
@@ -593,11 +600,8 @@ async def test_dispatch_refuses_other_options() -> None:
 # ---------------------------------------------------------------------------------- lifetime
 
 
-@asynccontextmanager
-async def real_pool() -> AsyncIterator[trio_pool.Dispatcher]:
-    async with serve_memory(echo_script) as server:
-        async with trio_pool.Pool(server.origin, connector=server.connector) as pool:
-            yield pool
+def real_pool() -> AbstractAsyncContextManager[trio_pool.Dispatcher]:
+    return memory_pool(echo_script)
 
 
 DISPATCHERS = [pytest.param(mock_with, id="mock"), pytest.param(real_pool, id="pool")]
@@ -618,7 +622,7 @@ async def test_refusals_after_close_and_destroy_match_a_pool(opener: Opener) -> 
             await pool.request("GET", "/")
         with pytest.raises(ClientDestroyedError):
             await pool.close()
-        assert idle(pool)
+        assert_idle(pool)
 
 
 @pytest.mark.parametrize("opener", DISPATCHERS)
@@ -682,35 +686,7 @@ async def test_destroy_fails_delayed_and_streaming_requests(
             assert trio.current_time() < 100
             with pytest.raises(expected):
                 await response.read()
-        assert idle(mock)
-
-
-async def test_upgrade_and_connect_validate_then_refuse() -> None:
-    async with mock_with() as mock:
-        with pytest.raises(InvalidArgumentError, match="invalid path"):
-            async with mock.upgrade("ws"):
-                pass  # pragma: no cover
-        with pytest.raises(MockNotSupportedError, match=r"upgrade\(\)"):
-            async with mock.upgrade("/ws"):
-                pass  # pragma: no cover
-        with pytest.raises(MockNotSupportedError, match=r"connect\(\)"):
-            async with mock.connect("example.com:443"):
-                pass  # pragma: no cover
-        await mock.close()
-        with pytest.raises(ClientClosedError):
-            async with mock.connect("example.com:443"):
-                pass  # pragma: no cover
-
-
-async def test_events_are_validated_like_a_pool() -> None:
-    heard: list[object] = []
-    async with mock_with() as mock:
-        mock.on("connect", heard.append)
-        mock.off("connect", heard.append)
-        with pytest.raises(InvalidArgumentError, match="invalid event"):
-            mock.on("connected", heard.append)
-        await mock.request("GET", "/")
-    assert heard == []
+        assert_idle(mock)
 
 
 # ---------------------------------------------------------------------------------- typing

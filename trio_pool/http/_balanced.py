@@ -61,7 +61,7 @@ from .._errors import (
 )
 from .._handoff import HandoffQueue
 from .._validate import check_count, check_timeout
-from ._dispatch import Controller, tell_cancelled
+from ._dispatch import Controller, check_dispatch_args, tell_cancelled
 from ._events import EVENTS, Emitter
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
@@ -69,6 +69,7 @@ from ._models import PoolStats, RequestOptions
 from ._options import ClientOptions
 from ._origin import parse_origin
 from ._pool import Pool
+from ._prepare import origin_form
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -288,6 +289,11 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         """The Pool of upstream ``origin``, or None (absent, or its Pool was closed)."""
         upstream = self._find(parse_origin(origin).text)
         return None if upstream is None or upstream.pool.closed else upstream.pool
+
+    def _origin_form(self, path: str) -> str:
+        """An absolute URL of any upstream, as a path: the request is balanced as usual."""
+        origins = [parse_origin(up.origin) for up in self._order if not up.pool.closed]
+        return origin_form(path, origins)  # type: ignore[return-value]  # a bad path as is
 
     def _find(self, text: str) -> _Upstream | None:
         return next((up for up in self._order if up.origin == text), None)
@@ -571,8 +577,9 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             BalancedPoolMissingUpstreamError: no upstream carries the capability.
             Like ``Pool.dispatch`` otherwise.
         """
-        if not isinstance(options, RequestOptions):
-            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        check_dispatch_args(options, handler)
+        if type(options.path) is not str or options.path[:1] != "/":
+            options = attrs.evolve(options, path=self._origin_form(options.path))
         async with self._routed(options.capability, handler) as pool:
             await pool.dispatch(options, handler)
 

@@ -24,7 +24,10 @@ class Client(OriginDispatcher):
     Use it as ``async with Client(origin, **options) as client:``; the options and their
     defaults are listed under *Client options* in the API reference. Extra keyword
     argument: ``connector``, an async function ``(origin) -> trio.abc.Stream`` that
-    replaces TCP+TLS (tests use in-memory streams); its stream is used as is.
+    replaces TCP+TLS (tests use in-memory streams; a Unix socket, an SSH tunnel...); it
+    receives the :class:`~trio_pool.Origin` (``scheme``, ``host``, ``port``, ``text``,
+    ``authority``) and its stream is used as is. What it raises fails the request as a
+    ``ConnectError`` (its cause the root ``OSError``, if any).
 
     A ``Client`` made by a ``Pool``'s ``factory`` is never entered: it gives the pool's
     connection its options and identity (the ``targets`` of events), and its own ``on()``

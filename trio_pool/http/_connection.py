@@ -62,6 +62,7 @@ class Connection:
 
     __slots__ = (
         "_connected_at",
+        "_flushing",
         "_h11",
         "_idle_deadline",
         "_leftover",
@@ -107,6 +108,7 @@ class Connection:
         self._on_read = on_read
         # Pipelined requests written but not yet sent (see send_request's ``defer``).
         self._outbox: list[bytes] = []
+        self._flushing = False  # a reader is sending the outbox
         self._received_eof = False
 
     @classmethod
@@ -260,7 +262,8 @@ class Connection:
         ``defer`` (pipelined, whole body): the task that reads the response due first is
         about to run and will read until it has to wait, so the bytes go to :attr:`_outbox`
         and leave with the next write or before that read waits (:meth:`next_event`):
-        pipelined requests made meanwhile share one system call.
+        pipelined requests made meanwhile share one system call. While a reader sends the
+        outbox, a request written joins it too (one sender at a time).
         """
         self._requests_started += 1
         request.replay = pipelined
@@ -268,7 +271,7 @@ class Connection:
         try:
             if pipelined and request.wire is not None:
                 # Its bytes are known: no side serialiser needed (the replay updates h11).
-                if defer:
+                if defer or self._flushing:
                     self._outbox.append(request.wire)
                     return None
                 await self._send_all(request.wire)
@@ -280,7 +283,7 @@ class Connection:
             if body is None or isinstance(body, bytes):
                 data = head + _send(writer, h11.Data(data=body)) if body else head
                 data += _send(writer, _END)
-                if defer:
+                if defer or self._flushing:
                     self._outbox.append(data)
                     return None
                 await self._send_all(data)
@@ -469,11 +472,17 @@ class Connection:
                 self._waiting_timeout = timeout
                 if self._on_read is not None:
                     self._on_read(when)
-            while self._outbox:  # deferred pipelined requests leave before this read waits
+            if self._outbox:  # deferred pipelined requests leave before this read waits
+                # Requests written meanwhile join the outbox rather than send alongside
+                # (one sender at a time: a reader of the general mode is not deferred to).
+                self._flushing = True
                 try:
-                    await self._send_all(b"")
+                    while self._outbox:
+                        await self._send_all(b"")
                 except _STREAM_ERRORS as exc:
                     raise SocketError(f"writing the request failed: {exc!r}") from exc
+                finally:
+                    self._flushing = False
             try:
                 if scope is None:
                     assert request is not None

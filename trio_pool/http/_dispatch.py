@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from .._errors import RequestAbortedError
+from .._errors import InvalidArgumentError, RequestAbortedError
+from ._models import RequestOptions
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from ._headers import Headers
     from ._request import Request
 
-__all__ = ["Controller", "Handler", "call", "start_call", "tell_cancelled"]
+__all__ = ["Controller", "Handler", "call", "check_dispatch_args", "start_call", "tell_cancelled"]
 
 _log = logging.getLogger("trio_pool.pool")
 
@@ -38,6 +39,31 @@ class Handler(Protocol):
     def on_response_data(self, controller: Controller, chunk: bytes) -> object: ...
     def on_response_end(self, controller: Controller, trailers: Headers) -> object: ...
     def on_response_error(self, controller: Controller, error: BaseException) -> object: ...
+
+
+_HANDLER_METHODS = (
+    "on_request_start",
+    "on_response_start",
+    "on_response_data",
+    "on_response_end",
+    "on_response_error",
+)
+
+
+def check_dispatch_args(options: object, handler: object) -> None:
+    """What every ``dispatch()`` checks first, so a bad argument is refused before anything
+    is queued or sent (rather than an ``AttributeError`` once the request is out, with
+    nobody told): ``options`` is a ``RequestOptions`` and ``handler`` has every handler
+    method, callable. Raises ``InvalidArgumentError``. Not a checkpoint."""
+    if not isinstance(options, RequestOptions):
+        raise InvalidArgumentError(
+            f"invalid options: expected a RequestOptions, not {type(options).__name__}"
+        )
+    missing = [name for name in _HANDLER_METHODS if not callable(getattr(handler, name, None))]
+    if missing:
+        raise InvalidArgumentError(
+            f"invalid handler: a {type(handler).__name__} has no {', '.join(missing)}"
+        )
 
 
 def start_call(method: Callable[..., object], *args: Any) -> Awaitable[object] | None:

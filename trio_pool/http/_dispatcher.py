@@ -42,16 +42,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from .._errors import InvalidArgumentError, RequestAbortedError, SocketError, TrioPoolError
+from .._errors import RequestAbortedError, SocketError, TrioPoolError
 from .._supervisor import open_helpers
-from ._dispatch import Controller, Handler, call, start_call, tell_cancelled
+from ._dispatch import Controller, Handler, call, check_dispatch_args, start_call, tell_cancelled
 from ._events import Emitter
 from ._exchange import Broken, Exchange, Head
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
 from ._origin import parse_origin
-from ._prepare import Prepared, prepare
+from ._prepare import Prepared, identified, prepare
 from ._request import Interrupted, Request, State
 from ._scheduler import Scheduler
 
@@ -284,7 +284,21 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         unless ``FAST_READS`` was off when this dispatcher was made). Not a coroutine: the
         runner's is the one frame."""
         request.reads_whole = self._fast
-        return self._run(request, Exchange.read_rest, None, _response)
+        return self._run(request, Exchange.read_rest, None, self._response)
+
+    def _response(self, request: Request, exchange: Exchange | None) -> Response:
+        """``request()``'s result: the whole response, or the request's error raised."""
+        if request.error is not None:
+            raise request.error
+        assert exchange is not None
+        assert exchange.head is not None
+        status, response_headers, reason = exchange.head
+        chunks = exchange.chunks
+        body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        response = Response(
+            status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
+        )
+        return identified(response, self._origin, request)
 
     @asynccontextmanager
     async def _stream(
@@ -302,9 +316,10 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             )
             source = _BodySource(self, exchange)
             try:
-                yield StreamResponse(
+                response = StreamResponse(
                     status, reason, exchange.http_version, response_headers, source=source
                 )
+                yield identified(response, self._origin, request)
             finally:
                 source.close()
 
@@ -363,8 +378,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             InvalidArgumentError: a bad argument (nothing was sent).
             ClientClosedError, ClientDestroyedError: the dispatcher no longer takes requests.
         """
-        if not isinstance(options, RequestOptions):
-            raise InvalidArgumentError("invalid options: expected a RequestOptions")
+        check_dispatch_args(options, handler)
         request = self._accept(options)
         controller = Controller(request, self._abort)
         try:
@@ -420,20 +434,6 @@ class _RequestScope:
         if exc is not None and not handled:
             self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
         return handled
-
-
-def _response(request: Request, exchange: Exchange | None) -> Response:
-    """``request()``'s result: the whole response, or the request's error raised."""
-    if request.error is not None:
-        raise request.error
-    assert exchange is not None
-    assert exchange.head is not None
-    status, response_headers, reason = exchange.head
-    chunks = exchange.chunks
-    body_bytes = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return Response(
-        status, reason, exchange.http_version, response_headers, exchange.trailers, body_bytes
-    )
 
 
 def _head(request: Request, exchange: Exchange | None) -> tuple[Exchange, Head]:

@@ -50,6 +50,7 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
+from ._body import replayable
 from ._headers import Headers
 from ._request import State
 
@@ -386,6 +387,7 @@ class Exchange:
             and not request.retried
             and self._options.retry_idempotent
             and not self._duplex
+            and replayable(request.body)  # a generator's or a file's body is gone
         ):
             request.retried = True
             return True

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import overload
+from typing import final, overload
 
 __all__ = ["Headers"]
 
 
+@final
 class Headers:
     """Response headers: case-insensitive lookup, wire order kept.
 

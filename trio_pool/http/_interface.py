@@ -25,7 +25,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._models import RequestOptions
 
@@ -75,10 +75,13 @@ class Dispatcher(ABC):
         idempotent: bool | None = None,
         reset: bool = False,
         capability: str | None = None,
+        json: Any = None,
     ) -> Response:
         """Send a request and read its whole response. A checkpoint.
 
-        The arguments are those of :class:`RequestOptions`. The connection is free for the
+        The arguments are those of :class:`RequestOptions`: ``path`` may be an absolute URL
+        of the dispatcher's own origin, ``body`` bytes, a str, an (async) iterable of bytes or
+        a binary file, ``json`` a value sent as JSON. The connection is free for the
         next request before this returns. Non-2xx statuses are not errors (see
         ``Response.raise_for_status``). Cancelling the caller aborts the request (a
         connection cut mid-response is closed and replaced). A ``BalancedPool`` sends it to
@@ -92,7 +95,15 @@ class Dispatcher(ABC):
             TrioPoolError: the request failed (the HTTP errors in the error reference; for
                 a ``MockPool``, ``MockNotMatchedError`` or a route's declared error).
         """
-        if headers is None and body is None and query is None and idempotent is None:
+        if type(path) is not str or path[:1] != "/":  # an absolute URL, or a bad path
+            path = self._origin_form(path)
+        if (
+            headers is None
+            and body is None
+            and query is None
+            and idempotent is None
+            and json is None
+        ):
             return await self._request_plain(method, path, reset, capability)
         return await self._request_options(
             RequestOptions(
@@ -104,6 +115,7 @@ class Dispatcher(ABC):
                 idempotent=idempotent,
                 reset=reset,
                 capability=capability,
+                json=json,
             )
         )
 
@@ -118,6 +130,7 @@ class Dispatcher(ABC):
         idempotent: bool | None = None,
         reset: bool = False,
         capability: str | None = None,
+        json: Any = None,
     ) -> AbstractAsyncContextManager[StreamResponse]:
         """Send a request; the ``async with`` block gets the response once its head arrived,
         and reads the body as it comes (``async for chunk in resp.body``, in the reader's
@@ -126,6 +139,8 @@ class Dispatcher(ABC):
         Leaving the block before the body ended closes the connection (never leaked).
         Raises like :meth:`request`.
         """
+        if type(path) is not str or path[:1] != "/":
+            path = self._origin_form(path)
         return self._stream(
             RequestOptions(
                 method,
@@ -136,6 +151,7 @@ class Dispatcher(ABC):
                 idempotent=idempotent,
                 reset=reset,
                 capability=capability,
+                json=json,
             ),
             duplex=False,
         )
@@ -151,6 +167,7 @@ class Dispatcher(ABC):
         idempotent: bool | None = None,
         reset: bool = False,
         capability: str | None = None,
+        json: Any = None,
     ) -> AbstractAsyncContextManager[StreamResponse]:
         """Like :meth:`stream`, but full duplex (undici's ``pipeline``): the response is
         readable while ``body`` (typically an async iterable) is still being written, so a
@@ -168,9 +185,11 @@ class Dispatcher(ABC):
         raised as itself, or ``RequestContentLengthMismatchError``. Cancellation of the
         caller, an error, or leaving the block before both directions ended stops the writer
         and closes the connection (never reused half-written).
-        Raises like :meth:`request` otherwise. (A ``MockPool`` is not duplex: it reads the
-        request body whole before its route answers.)
+        Raises like :meth:`request` otherwise. (A ``MockPool``'s route answers once the body
+        has arrived whole.)
         """
+        if type(path) is not str or path[:1] != "/":
+            path = self._origin_form(path)
         return self._stream(
             RequestOptions(
                 method,
@@ -181,11 +200,20 @@ class Dispatcher(ABC):
                 idempotent=idempotent,
                 reset=reset,
                 capability=capability,
+                json=json,
             ),
             duplex=True,
         )
 
     # ------------------------------------------------------------------ hooks of the above
+
+    def _origin_form(self, path: str) -> str:
+        """A ``path`` that does not start with ``/``, as this dispatcher takes it: a
+        one-origin dispatcher checks an absolute URL when it prepares the request (so this
+        returns it as is, as it does a bad path, which ``prepare`` refuses); a
+        ``BalancedPool`` turns one naming any of its upstreams into a path, since routing,
+        not the URL, picks the upstream."""
+        return path
 
     def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json as _json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, final
 
 import attrs
 import trio
 
-from .._errors import ResponseStatusError
+from .._errors import ResponseDecodeError, ResponseStatusError
 from ._headers import Headers, redacted
 
 __all__ = [
@@ -32,20 +32,55 @@ HeadersType: TypeAlias = (
     | Mapping[HeaderValue, HeaderValue]
     | Iterable[tuple[HeaderValue, HeaderValue]]
 )
-BodyType: TypeAlias = bytes | bytearray | memoryview | str | Iterable[bytes] | AsyncIterable[bytes]
+
+
+class BinaryFile(Protocol):
+    """A binary file object, as ``body=`` takes it: ``read(n)`` returns up to ``n`` bytes
+    (``b""`` at the end). Read in 64 KiB blocks in a worker thread."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class AsyncBinaryFile(Protocol):
+    """A Trio async binary file (``await trio.open_file(path, "rb")``): awaited in 64 KiB
+    blocks."""
+
+    async def read(self, size: int, /) -> bytes: ...
+
+
+BodyType: TypeAlias = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | Iterable[bytes]
+    | AsyncIterable[bytes]
+    | BinaryFile
+    | AsyncBinaryFile
+)
 QueryType: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
 
 
+@final
 @attrs.frozen(kw_only=True)
 class RequestOptions:
     """One request, as :meth:`dispatch` takes it; the fields mirror ``request()``'s arguments.
 
     Attributes:
         method: the request method (``"GET"``, ``"POST"``, ...).
-        path: the request target; must start with ``/``.
+        path: the request target: starts with ``/``, or an absolute URL of the dispatcher's
+            own origin (``"http://host/x"``).
         headers: a mapping or an iterable of ``(name, value)`` pairs (``str`` or ``bytes``).
-        body: ``bytes``, ``str`` (UTF-8), an iterable or async iterable of ``bytes``, or None.
-        query: a mapping or sequence of pairs (URL-encoded) or a pre-encoded ``str``.
+        body: ``bytes``, ``bytearray``, ``memoryview``, ``str`` (UTF-8), an iterable or async
+            iterable of ``bytes``, a binary file object (read in 64 KiB blocks: a plain file in
+            a worker thread, a Trio async file awaited), or None. Anything else (a ``dict``,
+            a text-mode file...) raises ``InvalidArgumentError`` before anything is sent.
+        json: a JSON-serialisable value sent as the body (compact UTF-8 JSON, with
+            ``content-type: application/json`` unless ``headers`` has one); not with ``body``.
+            None = no JSON body.
+        query: a mapping or sequence of pairs (URL-encoded; a value None is sent empty,
+            booleans as ``true``/``false``, numbers with ``str()``, a list or tuple as the key
+            repeated) or a pre-encoded ``str``.
         idempotent: overrides the method's idempotency (retries, pipelining); None = by method.
         reset: close the connection after this request (``connection: close``).
         capability: the upstream tag a ``BalancedPool`` must route this request to.
@@ -59,6 +94,7 @@ class RequestOptions:
     idempotent: bool | None = None
     reset: bool = False
     capability: str | None = None
+    json: Any = attrs.field(default=None, repr=lambda j: "<json>" if j is not None else "None")
 
 
 def _headers_repr(headers: HeadersType | None) -> str:
@@ -77,6 +113,7 @@ def _body_repr(body: BodyType | None) -> str:
     return repr(body)
 
 
+@final
 @attrs.frozen
 class PoolStats:
     """A snapshot of a dispatcher's counters (``statistics()``)."""
@@ -102,17 +139,51 @@ class _ResponseFields:
     reason: str
     http_version: str
     headers: Headers
+    url: str
+    _method: str
 
     def raise_for_status(self) -> None:
-        """Raise :class:`~trio_pool.ResponseStatusError` for a 4xx or 5xx status."""
+        """Raise :class:`~trio_pool.ResponseStatusError` for a 4xx or 5xx status. Its message
+        says the request and the status: ``GET http://h/x: 503 Service Unavailable``."""
         if self.status >= 400:
-            kind = "client" if self.status < 500 else "server"
-            raise ResponseStatusError(f"{self.status} {self.reason} ({kind} error)", self)
+            status = f"{self.status} {self.reason}" if self.reason else str(self.status)
+            request = " ".join(part for part in (self._method, self.url) if part)
+            raise ResponseStatusError(f"{request}: {status}" if request else status, self)
 
 
+def _decoded(response: _ResponseFields, body: bytes, encoding: str | None) -> str:
+    """``body`` as text (``encoding``, else the content-type charset, else UTF-8)."""
+    _check_not_encoded(response.headers, body)
+    if encoding is None:
+        encoding = _charset(response.headers.get("content-type", "")) or "utf-8"
+    return body.decode(encoding, errors="replace")
+
+
+def _parsed(response: _ResponseFields, body: bytes) -> Any:
+    _check_not_encoded(response.headers, body)
+    return _json.loads(body)
+
+
+def _check_not_encoded(headers: Headers, body: bytes) -> None:
+    """A body still in a content-encoding (compressed) is not text: say so, not a
+    ``UnicodeDecodeError`` or a JSON syntax error about binary bytes. (An empty body, as a
+    HEAD's, has nothing to decode.)"""
+    coding = headers.get("content-encoding", "").strip().lower()
+    if body and coding and coding != "identity":
+        raise ResponseDecodeError(
+            f"the body is encoded (content-encoding: {coding}) and was not decoded; "
+            "compose the dispatcher with interceptors.decompress() to decode it"
+        )
+
+
+@final
 @attrs.define(eq=False)
 class Response(_ResponseFields):
-    """A complete response, body read (``request()``)."""
+    """A complete response, body read (``request()``).
+
+    Attributes:
+        url: the absolute URL that was requested (``http://host/path?query``).
+    """
 
     status: int
     reason: str
@@ -120,16 +191,27 @@ class Response(_ResponseFields):
     headers: Headers
     trailers: Headers
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    url: str = attrs.field(default="", kw_only=True, repr=False)
+    _method: str = attrs.field(default="", kw_only=True, alias="method", repr=False)
 
     def text(self, encoding: str | None = None) -> str:
-        """The body decoded with ``encoding``, else the content-type charset, else UTF-8."""
-        if encoding is None:
-            encoding = _charset(self.headers.get("content-type", "")) or "utf-8"
-        return self.body.decode(encoding, errors="replace")
+        """The body decoded with ``encoding``, else the content-type charset, else UTF-8
+        (undecodable bytes replaced). Not a checkpoint.
+
+        Raises:
+            ResponseDecodeError: the body has a ``content-encoding`` (e.g. gzip) nobody
+                decoded (see ``interceptors.decompress()``).
+        """
+        return _decoded(self, self.body, encoding)
 
     def json(self) -> Any:
-        """The body parsed as JSON."""
-        return _json.loads(self.body)
+        """The body parsed as JSON. Not a checkpoint.
+
+        Raises:
+            ResponseDecodeError: as :meth:`text`.
+            ValueError: the body is not JSON (``json.JSONDecodeError``).
+        """
+        return _parsed(self, self.body)
 
 
 def _charset(content_type: str) -> str | None:
@@ -153,14 +235,18 @@ class BodySource(Protocol):
         """Give the body up: the connection is closed (never reused half-read)."""
 
 
+@final
 @attrs.define(eq=False)
 class StreamResponse(_ResponseFields):
     """A response whose body is read as it arrives (``stream()``).
 
     ``body`` is an async iterator of ``bytes`` chunks; iterating it reads the connection in
-    the reader's task (a checkpoint per chunk). Leaving ``stream()``'s ``async with`` block
+    the reader's task (each step a checkpoint). Leaving ``stream()``'s ``async with`` block
     (or :meth:`aclose`) before the end of the body frees the connection at once: kept if the
     rest of the body had already arrived, else closed — an unread body never holds one.
+
+    Attributes:
+        url: the absolute URL that was requested (``http://host/path?query``).
     """
 
     status: int
@@ -168,11 +254,15 @@ class StreamResponse(_ResponseFields):
     http_version: str
     headers: Headers
     _source: BodySource = attrs.field(alias="source", repr=False)
+    url: str = attrs.field(default="", kw_only=True, repr=False)
+    _method: str = attrs.field(default="", kw_only=True, alias="method", repr=False)
     _finished: bool = attrs.field(default=False, init=False, repr=False)
+    _content: bytes | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def body(self) -> AsyncIterator[bytes]:
-        """The body chunks, as they arrive."""
+        """The body chunks, as they arrive (each step a checkpoint). After :meth:`read`,
+        the body it returned, as one chunk."""
         return _Body(self)
 
     @property
@@ -181,8 +271,32 @@ class StreamResponse(_ResponseFields):
         return self._source.trailers() if self._finished else Headers()
 
     async def read(self) -> bytes:
-        """Read the rest of the body and return it. A checkpoint."""
-        return b"".join([chunk async for chunk in _Body(self)])
+        """Read the rest of the body and return it; a later call returns the same bytes
+        (chunks iterated from :attr:`body` before the first call are not in them). A
+        checkpoint, even when the body is already here."""
+        content = self._content
+        if content is None:
+            content = self._content = b"".join([chunk async for chunk in _Body(self)])
+        else:
+            await trio.lowlevel.checkpoint()
+        return content
+
+    async def text(self, encoding: str | None = None) -> str:
+        """:meth:`read`, decoded like :meth:`Response.text`. A checkpoint.
+
+        Raises:
+            ResponseDecodeError: as :meth:`Response.text`.
+        """
+        return _decoded(self, await self.read(), encoding)
+
+    async def json(self) -> Any:
+        """:meth:`read`, parsed as JSON. A checkpoint.
+
+        Raises:
+            ResponseDecodeError: as :meth:`Response.text`.
+            ValueError: the body is not JSON.
+        """
+        return _parsed(self, await self.read())
 
     async def aclose(self) -> None:
         """Stop reading; an unread rest closes the connection. A checkpoint."""
@@ -194,18 +308,34 @@ class _Body:
     """The async iterator behind :attr:`StreamResponse.body` (a class, not an async
     generator, so abandoning it half-way needs no finalisation)."""
 
-    __slots__ = ("_response",)
+    __slots__ = ("_done", "_response")
 
     def __init__(self, response: StreamResponse) -> None:
         self._response = response
+        self._done = False
 
     def __aiter__(self) -> _Body:
         return self
 
     async def __anext__(self) -> bytes:
-        chunk = await self._response._source.receive()
+        # A checkpoint even when the next chunk is already buffered (no wait for the
+        # socket): a cancelled reader stops here rather than run on through the body, and
+        # ends the request, as a read cancelled while waiting for bytes does.
+        response = self._response
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            response._source.close()
+            raise
+        content = response._content
+        if content is not None:  # read() has it all: one chunk, then the end
+            if self._done or not content:
+                raise StopAsyncIteration
+            self._done = True
+            return content
+        chunk = await response._source.receive()
         if chunk is None:
-            self._response._finished = True
+            response._finished = True
             raise StopAsyncIteration
         return chunk
 

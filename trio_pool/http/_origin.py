@@ -15,7 +15,11 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 @attrs.frozen
 class Origin:
-    """A normalised origin.
+    """A normalised origin: what a ``connector=`` function receives (frozen, hashable).
+
+    Example: ``Origin`` of ``"HTTP://Example.com:80"`` has ``scheme="http"``,
+    ``host="example.com"``, ``port=80``, ``text="http://example.com"`` and
+    ``authority="example.com"``.
 
     Attributes:
         scheme: ``"http"`` or ``"https"``.

@@ -8,9 +8,11 @@ argument raises ``InvalidArgumentError`` at call time and nothing is ever half-w
 The rules are those of the wire, so no caller value can inject a line or address another
 server: tokens (method, header names) are matched whole; header values, path and query
 carry no control character (CR, LF, NUL...); the path is origin-form with one leading
-``/`` (never ``//host/...`` or an absolute URL) and no fragment; a caller's ``Host`` header
-must name the dispatcher's own origin (or, for ``connect()``, the tunnel's target), since
-a server routing on ``Host`` would otherwise serve another site over this connection.
+``/`` (never ``//host/...``) and no fragment, or an absolute URL of the dispatcher's own
+origin (reduced to origin-form); ``CONNECT`` is only ``connect()``'s, whose authority is
+``host:port``. A caller's ``Host`` header may name another virtual host (the connection goes
+to the dispatcher's origin regardless) but must be one well-formed authority. The body
+becomes bytes or an async iterable of bytes (:mod:`._body`); ``json=`` becomes bytes.
 Messages name the offending argument but never quote a header value (it may be a credential).
 
 The commonest request — no headers, body or query, as ``request("GET", "/")`` — is
@@ -24,22 +26,27 @@ which only its owner (one dispatcher) uses.
 
 from __future__ import annotations
 
+import ipaddress
+import json as _json
+import numbers
 import re
-from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode, urlsplit
 
 import h11
 
 from .._errors import InvalidArgumentError, RequestContentLengthMismatchError
-from ._models import RequestOptions
+from ._body import BodyChunks, adapt_body
+from ._models import RequestOptions, Response, StreamResponse
+from ._origin import parse_origin
 from ._request import Request
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Prepared", "prepare"]
+__all__ = ["IDEMPOTENT_METHODS", "Prepared", "identified", "origin_form", "prepare"]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
@@ -49,6 +56,14 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 # Controls, space and "#": a fragment is never sent (RFC 9110 7.1).
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
+_BAD_URL = re.compile(r"[\x00-\x20\x7f]")
+# An absolute URL given in place of the path (any scheme: parse_origin says which it takes).
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+# host[:port]: a reg-name or IPv4 (RFC 3986 3.2.2, no percent-escapes) or [IPv6].
+_AUTHORITY = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|[A-Za-z0-9\-._~!$&'()*+,;=]+)(?::(?P<port>[0-9]{1,5}))?"
+)
+_R = TypeVar("_R", Response, StreamResponse)
 _PREPARED_MAX = 64  # shapes remembered per dispatcher; a full cache starts over
 
 
@@ -68,6 +83,18 @@ def _bytes(value: object, what: str) -> bytes:
     raise InvalidArgumentError(f"invalid {what}: expected str or bytes, not {type(value).__name__}")
 
 
+def _pairs(items: Iterable[Any], what: str) -> Iterator[tuple[Any, Any]]:
+    """``items`` as ``(name, value)`` pairs; anything else is refused, naming ``what``."""
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(
+                f"invalid {what}: a {type(item).__name__} is not a (name, value) pair"
+            ) from None
+        yield name, value
+
+
 def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
     if headers is None:
         return []
@@ -75,13 +102,7 @@ def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
     if isinstance(items, str | bytes):
         raise InvalidArgumentError("invalid headers: expected a mapping or (name, value) pairs")
     pairs = []
-    for item in items:
-        try:
-            name, value = item
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(
-                f"invalid headers: a {type(item).__name__} is not a (name, value) pair"
-            ) from None
+    for name, value in _pairs(items, "headers"):
         raw_name = _bytes(name, "header name").lower()
         if not _TOKEN.fullmatch(raw_name):
             raise InvalidArgumentError(f"invalid header name {name!r}")
@@ -95,21 +116,75 @@ def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def _body(body: object) -> bytes | Iterable[bytes] | AsyncIterable[bytes] | None:
-    if body is None or isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    if isinstance(body, bytearray | memoryview):
-        return bytes(body)
-    if isinstance(body, AsyncIterable | Iterable):
-        return body
+def _json_body(value: object) -> bytes:
+    try:
+        text = _json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"invalid json: {exc}") from None
+    return text.encode("utf-8")
+
+
+def _query_value(key: object, value: object) -> str | bytes:
+    # httpx's rules: None is an empty value, booleans are lower-case words, numbers str().
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, str | bytes):
+        return value
+    if isinstance(value, numbers.Number):
+        return str(value)
     raise InvalidArgumentError(
-        "invalid body: expected bytes, str, an (async) iterable of bytes or None"
+        f"invalid query value for {key!r}: a {type(value).__name__}; "
+        "expected str, bytes, a number, a bool, None or a sequence of these"
     )
 
 
-def _target(path: object, query: object) -> bytes:
+def _encode_query(query: object) -> str:
+    if isinstance(query, str):
+        return query.lstrip("?")
+    if isinstance(query, Mapping):
+        items: Iterable[Any] = query.items()
+    elif isinstance(query, list | tuple):
+        items = query
+    else:
+        raise InvalidArgumentError("invalid query: expected a mapping, pairs or a str")
+    pairs: list[tuple[str | bytes, str | bytes]] = []
+    for key, value in _pairs(items, "query"):
+        if not isinstance(key, str | bytes):
+            raise InvalidArgumentError(f"invalid query name {key!r}: expected str or bytes")
+        if isinstance(value, list | tuple):  # a sequence: the key repeated
+            pairs += [(key, _query_value(key, one)) for one in value]
+        else:
+            pairs.append((key, _query_value(key, value)))
+    return urlencode(pairs)
+
+
+def origin_form(path: object, origins: Sequence[Origin]) -> object:
+    """``path``, or the origin-form target of an absolute URL naming one of ``origins`` (the
+    fragment dropped: it is never sent); an absolute URL of another origin is an
+    ``InvalidArgumentError`` naming both. Anything else is left for :func:`prepare` to
+    judge. Not a checkpoint."""
+    if not isinstance(path, str) or not _ABSOLUTE.match(path):
+        return path
+    # urlsplit silently deletes tabs, CR and LF (bpo-43882): refuse them first.
+    if not path.isascii() or _BAD_URL.search(path):
+        raise InvalidArgumentError(f"invalid path {path!r}: ASCII, no spaces or controls")
+    try:
+        parts = urlsplit(path)
+        named = parse_origin(f"{parts.scheme}://{parts.netloc}")
+    except (ValueError, InvalidArgumentError):
+        raise InvalidArgumentError(f"invalid path {path!r}: not a valid absolute URL") from None
+    if named not in origins:
+        own = ", ".join(origin.text for origin in origins) or "none"
+        raise InvalidArgumentError(
+            f"invalid path {path!r}: its origin {named.text} is not this dispatcher's ({own})"
+        )
+    return f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+
+
+def _target(path: object, query: object, origin: Origin) -> bytes:
+    path = origin_form(path, (origin,))
     if (
         not isinstance(path, str)
         or not path.startswith("/")
@@ -118,26 +193,44 @@ def _target(path: object, query: object) -> bytes:
         or _BAD_TARGET.search(path)
     ):
         raise InvalidArgumentError(
-            f"invalid path {path!r}: must start with one '/'; ASCII, no spaces, controls or '#'"
+            f"invalid path {path!r}: must start with one '/' (or be an absolute URL of this "
+            "origin); ASCII, no spaces, controls or '#'"
         )
     if not query:
         return path.encode("ascii")
-    if isinstance(query, str):
-        encoded = query.lstrip("?")
-    elif isinstance(query, Mapping | list | tuple):
-        encoded = urlencode(query, doseq=True)
-    else:
-        raise InvalidArgumentError("invalid query: expected a mapping, pairs or a str")
+    encoded = _encode_query(query)
     if not encoded.isascii() or _BAD_TARGET.search(encoded):
         raise InvalidArgumentError(f"invalid query {query!r}: spaces, controls, '#' or non-ASCII")
+    if not encoded:
+        return path.encode("ascii")
     separator = "&" if "?" in path else "?"
     return f"{path}{separator}{encoded}".encode("ascii")
 
 
-def _same_authority(host: bytes, origin: Origin) -> bool:
-    """Does a caller's ``Host`` value name ``origin`` (its default port may be explicit)?"""
-    shown = f"[{origin.host}]" if ":" in origin.host else origin.host
-    return host.decode("latin-1").lower() in (origin.authority, f"{shown}:{origin.port}")
+def _check_authority(text: object, what: str, *, port_required: bool) -> str:
+    """``text`` if it is an authority ``host[:port]`` (IPv6 in brackets, port 1-65535, no
+    user info); else ``InvalidArgumentError`` naming ``what``."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    match = _AUTHORITY.fullmatch(text) if isinstance(text, str) else None
+    port = match.group("port") if match else None
+    valid = match is not None and (port is not None or not port_required)
+    if valid and match is not None and match.group("v6") is not None:
+        try:
+            ipaddress.IPv6Address(match.group("v6"))
+        except ValueError:
+            valid = False
+    if valid and port is not None:
+        valid = 1 <= int(port) <= 65535
+    if not valid:
+        shape = "host:port" if port_required else "host[:port]"
+        # A header's value is never quoted in a message (see the module docstring).
+        shown = f"{what} {text!r}" if what == "authority" else what
+        raise InvalidArgumentError(
+            f"invalid {shown}: expected {shape} (port 1-65535, IPv6 in brackets)"
+        )
+    assert isinstance(text, str)
+    return text
 
 
 def prepare(
@@ -157,24 +250,31 @@ def prepare(
     if not _is_token(method):
         raise InvalidArgumentError(f"invalid method {method!r}")
     headers = _header_pairs(options.headers)
-    body = _body(options.body)
-    if authority is None:
-        target = _target(options.path, options.query)
-    elif isinstance(authority, str) and _is_token(re.sub(r"[:\[\]]", "", authority)):
-        target = authority.encode("ascii")
+    if options.json is not None:
+        if options.body is not None:
+            raise InvalidArgumentError("invalid json: give json= or body=, not both")
+        body: bytes | BodyChunks | None = _json_body(options.json)
+        if not any(name == b"content-type" for name, _ in headers):
+            headers.append((b"content-type", b"application/json"))
     else:
-        raise InvalidArgumentError(f"invalid authority {authority!r}: expected host:port")
+        body = adapt_body(options.body)
+    if authority is None:
+        if method.upper() == "CONNECT":
+            raise InvalidArgumentError(
+                f"invalid method {method!r}: a tunnel is opened with connect(authority) only"
+            )
+        target = _target(options.path, options.query, origin)
+    else:
+        target = _check_authority(authority, "authority", port_required=True).encode("ascii")
+    # A caller's Host names a virtual host of the same server (the connection still goes to
+    # this dispatcher's origin): one, and a well-formed authority, so it frames no request.
     hosts = [value for name, value in headers if name == b"host"]
     if not hosts:
         headers.insert(0, (b"host", origin.authority.encode("ascii")))
-    elif len(hosts) > 1 or not (
-        _same_authority(hosts[0], origin)
-        # RFC 9110 9.3.6: a CONNECT's Host may name the tunnel's target instead.
-        or (authority is not None and hosts[0].decode("latin-1").lower() == authority.lower())
-    ):
-        raise InvalidArgumentError(
-            f"invalid host header: a request of this dispatcher goes to {origin.text} only"
-        )
+    elif len(hosts) > 1:
+        raise InvalidArgumentError("invalid host header: at most one")
+    else:
+        _check_authority(hosts[0], "host header", port_required=False)
     lengths = [value for name, value in headers if name == b"content-length"]
     if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
         raise InvalidArgumentError("invalid content-length header")
@@ -190,6 +290,8 @@ def prepare(
             declared = None
         if declared is None and (actual or method in ("POST", "PUT", "PATCH")):
             headers.append((b"content-length", str(actual).encode("ascii")))
+    elif declared is None and body.length is not None:  # a file of known size
+        headers.append((b"content-length", str(body.length).encode("ascii")))
     elif declared is None:
         headers.append((b"transfer-encoding", b"chunked"))
     if protocol is not None:
@@ -210,6 +312,14 @@ def prepare(
         idempotent=bool(idempotent),
         upgrade=protocol is not None or authority is not None,
     )
+
+
+def identified(response: _R, origin: Origin, request: Request) -> _R:
+    """``response`` to ``request``, told what was requested of ``origin`` (its ``url`` and
+    the method ``raise_for_status`` names). Not a checkpoint."""
+    response.url = origin.text + request.target.decode("ascii")
+    response._method = request.method.decode("ascii")
+    return response
 
 
 class Prepared:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import ConnectError, ConnectTimeoutError
+from .._errors import ConnectTimeoutError, connect_error
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
@@ -94,8 +94,7 @@ class Transport:
             except Exception as exc:  # OSError, TLS, or whatever a custom connector raised
                 if stream is not None:
                     await trio.aclose_forcefully(stream)
-                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-                raise ConnectError(f"cannot connect to {origin.text}: {cause}") from cause
+                raise connect_error(origin.text, exc)  # noqa: B904 - it sets its own cause
             except BaseException:
                 if stream is not None:
                     await trio.aclose_forcefully(stream)

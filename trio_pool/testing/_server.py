@@ -36,7 +36,7 @@ import errno
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 import attrs
 import h11
@@ -57,6 +57,7 @@ __all__ = [
 _Headers = Sequence[tuple[str | bytes, str | bytes]]
 
 
+@final
 @attrs.define
 class ServerRequest:
     """A request as the server received it (body read completely, unless ``streaming``).
@@ -90,6 +91,7 @@ def _raw(headers: _Headers) -> list[tuple[bytes, bytes]]:
     ]
 
 
+@final
 class ServerConnection:
     """The server side of one connection, as the script sees it.
 
@@ -234,6 +236,7 @@ task of the server, once per request, in order on each connection; when it retur
 having finished a response, or after :meth:`ServerConnection.close`, the connection ends."""
 
 
+@final
 @attrs.define(eq=False)
 class H11Server:
     """A running scripted server, as :func:`serve_h11` and :func:`serve_memory` yield it.

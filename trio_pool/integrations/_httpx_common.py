@@ -1,0 +1,639 @@
+"""One httpx transport over any trio_pool ``Dispatcher``, shared by ``httpx`` and ``httpx2``.
+
+Theory of operation
+-------------------
+``httpx`` and ``httpx2`` have the same transport interface: the client calls
+``handle_async_request(request)``, which returns a response whose body stream the client reads
+later and then closes. Everything here is written against that interface through small
+protocols and a :class:`Flavour` (the classes of one of the two packages); the public modules
+``trio_pool.httpx`` and ``trio_pool.httpx2`` only bind a flavour and subclass the package's
+base classes. Nothing here imports either package.
+
+One httpx request is one :class:`Exchange`, run in the caller's task:
+
+* ``HEAD``: :meth:`Exchange.start` enters the dispatcher's ``stream()`` context manager (the
+  request is queued, a connection leased, the request written, the head read) inside one
+  cancel scope, the *head scope*, whose deadline carries httpx's timeouts (below).
+* ``BODY``: the response is handed to httpx with a :class:`ResponseBody` whose reads pull the
+  ``StreamResponse``'s chunks one at a time (bounded memory both ways: nothing is buffered
+  beyond one chunk).
+* ``CLOSED``: :meth:`Exchange.close` (httpx closing the response) leaves the ``stream()``
+  block, which frees the connection (kept if the body ended, else closed). Idempotent.
+
+A request with an ``upgrade`` header goes through ``upgrade()`` instead (``_httpx_upgrade``:
+the 101 response carries the connection as its ``network_stream`` extension).
+
+Entering ``stream()`` in one call and leaving it in another is sound because a non-duplex
+``stream()`` holds no cancel scope nor nursery between its entry and its exit; the tests close
+a response from another task and after leaving the scope it was opened in.
+
+Timeouts (httpx's ``timeout`` extension: ``connect``, ``read``, ``write``, ``pool``, each
+seconds or None) are deadlines of cancel scopes. The dispatcher's public surface does not say
+when a request got its connection, so the transport tracks what it can see (``Phase``):
+
+* A streamed request body is the probe: the dispatcher pulls its first chunk once the request
+  has a connection. Until then (``WAITING``) the head scope's deadline is ``pool`` (extended
+  by ``connect``: a connection may be opened for the request), and its expiry is
+  ``PoolTimeout``. While a chunk is being written (``WRITING``) the deadline
+  is ``write`` (``WriteTimeout``); while httpx's body iterator produces the next chunk there is
+  none (the producer is not the network). Once the body has been written (``READING``) the
+  deadline is ``read`` (``ReadTimeout``).
+* A request without a streamed body (no body, or one httpx already holds as bytes, which the
+  dispatcher may then re-send after a stale keep-alive connection) shows nothing between its
+  start and its response head: the head scope's deadline is ``read`` extended by ``pool``,
+  ``connect`` (and ``write`` for a body), and its expiry is ``PoolTimeout`` if every open
+  connection of the dispatcher was busy when the request started (it had to wait for one),
+  else ``ReadTimeout`` (that rule cannot tell a slow head on a connection opened for the
+  request from a long wait for one: both are ``TimeoutException``).
+* In both, a phase's own timeout bounds it (None: no bound) and the timeouts of the phases
+  it hides extend that bound (None adds nothing).
+* Each read of a response body chunk runs in a scope with the ``read`` deadline.
+
+The dispatcher's own options (``connect_timeout``, ``headers_timeout``, ``body_timeout``)
+still apply; their errors map as below.
+
+Errors map to the flavour's classes (:meth:`Flavour.translate`), the trio_pool error as
+``__cause__``; anything else (a cancellation, an error of httpx's body iterator) passes as is.
+Closing the transport never closes the dispatcher: its ``async with`` owns it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import sys
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import ModuleType
+from typing import Generic, Protocol, TypeVar
+
+import attrs
+import trio
+
+import trio_pool
+
+from ._httpx_upgrade import NetworkStream, Upgrade, UpgradedLike
+
+__all__ = ["Exchange", "Flavour", "RequestLike", "ResponseBody", "TransportBase", "TransportCore"]
+
+R = TypeVar("R", covariant=True)  # a response class: only ever produced
+
+# Framing is the dispatcher's: it sends chunked itself when a streamed body has no length.
+_DROPPED_HEADERS = frozenset({b"transfer-encoding"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Sent by the dispatcher's upgrade() itself (it refuses them from the caller).
+_UPGRADE_HEADERS = frozenset({b"upgrade", b"connection"})
+
+
+class URLLike(Protocol):
+    """What the transport reads of ``httpx.URL``."""
+
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def raw_path(self) -> bytes: ...
+
+
+class HeadersLike(Protocol):
+    """What the transport reads of ``httpx.Headers``."""
+
+    @property
+    def raw(self) -> list[tuple[bytes, bytes]]: ...
+
+
+class RequestLike(Protocol):
+    """What the transport reads of ``httpx.Request``."""
+
+    method: str
+
+    @property
+    def extensions(self) -> Mapping[str, object]: ...
+    @property
+    def url(self) -> URLLike: ...
+    @property
+    def headers(self) -> HeadersLike: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def stream(self) -> object: ...
+
+
+@attrs.frozen
+class Flavour(Generic[R]):
+    """The classes of one httpx-like package, for :class:`TransportCore`.
+
+    ``response`` builds the package's ``Response(status_code, headers=, stream=,
+    extensions=)``; the rest are its exception classes, all called as ``cls(message)``.
+    """
+
+    response: Callable[..., R]
+    request_not_read: type[Exception]
+    connect_error: type[Exception]
+    connect_timeout: type[Exception]
+    read_timeout: type[Exception]
+    write_timeout: type[Exception]
+    pool_timeout: type[Exception]
+    read_error: type[Exception]
+    write_error: type[Exception]
+    local_protocol_error: type[Exception]
+    remote_protocol_error: type[Exception]
+    proxy_error: type[Exception]
+    transport_error: type[Exception]
+
+    @classmethod
+    def of(cls, package: ModuleType) -> Flavour[R]:
+        """The flavour of ``package`` (``httpx`` or ``httpx2``: the same names in both)."""
+        return cls(
+            response=package.Response,
+            request_not_read=package.RequestNotRead,
+            connect_error=package.ConnectError,
+            connect_timeout=package.ConnectTimeout,
+            read_timeout=package.ReadTimeout,
+            write_timeout=package.WriteTimeout,
+            pool_timeout=package.PoolTimeout,
+            read_error=package.ReadError,
+            write_error=package.WriteError,
+            local_protocol_error=package.LocalProtocolError,
+            remote_protocol_error=package.RemoteProtocolError,
+            proxy_error=package.ProxyError,
+            transport_error=package.TransportError,
+        )
+
+    def translate(self, error: trio_pool.TrioPoolError, *, writing: bool) -> Exception:
+        """The httpx error for a trio_pool one (``writing``: the request body was being
+        written, so a dropped connection is a write error)."""
+        cls: type[Exception]
+        proxy_error = getattr(trio_pool, "ProxyError", None)  # once ProxyAgent brings it
+        if proxy_error is not None and isinstance(error, proxy_error):
+            cls = self.proxy_error
+        elif isinstance(error, trio_pool.ConnectTimeoutError):  # (before its base class)
+            cls = self.connect_timeout
+        elif isinstance(error, trio_pool.ConnectError):
+            cls = self.connect_error
+        elif isinstance(error, trio_pool.HeadersTimeoutError | trio_pool.BodyTimeoutError):
+            cls = self.read_timeout
+        elif isinstance(error, trio_pool.SocketError | trio_pool.RequestAbortedError):
+            cls = self.write_error if writing else self.read_error
+        elif isinstance(
+            error,
+            trio_pool.HTTPParserError
+            | trio_pool.HeadersOverflowError
+            | trio_pool.ResponseContentLengthMismatchError
+            | trio_pool.InformationalError,
+        ):
+            cls = self.remote_protocol_error
+        elif isinstance(
+            error, trio_pool.InvalidArgumentError | trio_pool.RequestContentLengthMismatchError
+        ):
+            # A request trio_pool refuses to send (nothing was sent): another origin than a
+            # one-origin dispatcher's, a forbidden header, a body shorter than announced.
+            cls = self.local_protocol_error
+        elif isinstance(error, trio_pool.ResponseExceededMaxSizeError):
+            cls = self.read_error
+        else:  # closed or destroyed dispatcher, a missing upstream, anything newer
+            cls = self.transport_error
+        translated = cls(str(error) or type(error).__name__)
+        translated.__cause__ = error
+        return translated
+
+
+class Phase(enum.Enum):
+    """How far an exchange's request has visibly got (see the module docstring)."""
+
+    WAITING = "waiting"  # nothing seen yet: queued, connecting, or (no probe) anything
+    PRODUCING = "producing"  # httpx's body iterator is making the next chunk
+    WRITING = "writing"  # the dispatcher is writing a chunk
+    READING = "reading"  # the body has been written; waiting for the response
+
+
+@attrs.frozen
+class Timeouts:
+    """httpx's ``timeout`` extension, as seconds or None (no limit)."""
+
+    connect: float | None = None
+    read: float | None = None
+    write: float | None = None
+    pool: float | None = None
+
+    @classmethod
+    def of(cls, extensions: Mapping[str, object]) -> Timeouts:
+        given = extensions.get("timeout")
+        if not isinstance(given, Mapping):
+            return cls()
+        values = {key: given.get(key) for key in ("connect", "read", "write", "pool")}
+        for key, value in values.items():
+            if value is not None and not isinstance(value, int | float):
+                raise trio_pool.InvalidArgumentError(f"invalid timeout {key!r}: {value!r}")
+        return cls(**values)
+
+
+def _bound(own: float | None, *hidden: float | None) -> float:
+    """A phase's budget: its ``own`` timeout (None: unbounded), extended by the timeouts of
+    the phases hidden in it (None adds nothing)."""
+    if own is None:
+        return math.inf
+    return own + sum(part for part in hidden if part is not None)
+
+
+class TransportCore(Generic[R]):
+    """The transport's logic: ``handle(request)`` sends one httpx request over
+    ``dispatcher``. The public ``AsyncTransport`` classes hold one."""
+
+    __slots__ = ("_dispatcher", "_flavour", "_one_origin")
+
+    def __init__(self, dispatcher: trio_pool.Dispatcher, flavour: Flavour[R]) -> None:
+        if not isinstance(dispatcher, trio_pool.Dispatcher):
+            raise trio_pool.InvalidArgumentError(
+                f"invalid dispatcher: expected a trio_pool.Dispatcher, got {dispatcher!r}"
+            )
+        self._dispatcher = dispatcher
+        self._flavour = flavour
+        # Dispatchers of one origin take a path (plus query); anything else (an Agent, a
+        # composed dispatcher) the absolute URL.
+        self._one_origin = isinstance(
+            dispatcher, trio_pool.Client | trio_pool.Pool | trio_pool.BalancedPool
+        ) or _is_mock(dispatcher)
+
+    @property
+    def dispatcher(self) -> trio_pool.Dispatcher:
+        """The dispatcher requests go through (never closed by the transport)."""
+        return self._dispatcher
+
+    async def handle(
+        self, request: RequestLike, make_body: Callable[[Receiver], ResponseBody]
+    ) -> R:
+        """Send ``request``; return the flavour's response once its head arrived. A
+        checkpoint. ``make_body`` wraps the exchange in the package's ``AsyncByteStream``."""
+        protocol = _upgrade_protocol(request)
+        if protocol is not None:
+            return await self._upgrade(request, protocol, make_body)
+        exchange = Exchange(self, request)
+        response = await exchange.start()
+        extensions = {
+            "http_version": b"HTTP/" + response.http_version.encode("ascii"),
+            "reason_phrase": response.reason.encode("latin-1", "replace"),
+        }
+        return self._flavour.response(
+            response.status,
+            headers=_raw_headers(response.headers),
+            stream=make_body(exchange),
+            extensions=extensions,
+        )
+
+    async def _upgrade(
+        self, request: RequestLike, protocol: str, make_body: Callable[[Receiver], ResponseBody]
+    ) -> R:
+        """A request with ``upgrade: protocol``: through ``upgrade()``; the response carries
+        the connection as ``extensions["network_stream"]`` (see ``_httpx_upgrade``)."""
+        flavour = self._flavour
+        timeouts = Timeouts.of(request.extensions)
+        budget = _bound(timeouts.read, timeouts.pool, timeouts.connect)
+        context: AbstractAsyncContextManager[UpgradedLike]
+        try:
+            target, headers = self._target(request)
+            headers = [(n, v) for n, v in headers if n.lower() not in _UPGRADE_HEADERS]
+            if request.method != "GET":
+                raise trio_pool.InvalidArgumentError(f"invalid upgrade method {request.method}")
+            context = self._dispatcher.upgrade(target, protocol=protocol, headers=headers)
+            with trio.move_on_after(budget):
+                upgraded = await context.__aenter__()
+                stream = NetworkStream(
+                    upgraded.stream,
+                    read_error=flavour.read_error,
+                    write_error=flavour.write_error,
+                    read_timeout=flavour.read_timeout,
+                    write_timeout=flavour.write_timeout,
+                )
+                return flavour.response(
+                    upgraded.status,
+                    headers=_raw_headers(upgraded.headers),
+                    stream=make_body(Upgrade(context)),
+                    extensions={
+                        "http_version": b"HTTP/1.1",
+                        "reason_phrase": b"Switching Protocols",
+                        "network_stream": stream,
+                    },
+                )
+        except trio_pool.TrioPoolError as exc:
+            raise flavour.translate(exc, writing=False) from exc
+        raise flavour.read_timeout("timed out waiting for the upgrade")
+
+    def _target(self, request: RequestLike) -> tuple[str, list[tuple[bytes, bytes]]]:
+        """What to pass ``stream()`` as the path (or URL), and the headers to send."""
+        url = request.url
+        headers = [(n, v) for n, v in request.headers.raw if n.lower() not in _DROPPED_HEADERS]
+        if not self._one_origin:
+            return str(url), headers
+        if url.scheme not in _DEFAULT_PORTS:
+            raise trio_pool.InvalidArgumentError(f"invalid URL scheme {url.scheme!r}")
+        path = url.raw_path.decode("ascii")
+        dispatcher = self._dispatcher
+        if isinstance(dispatcher, trio_pool.BalancedPool):
+            # Its upstreams each need their own Host; the URL must name one of them.
+            origin = _origin_of(url)
+            if origin not in dispatcher.upstreams:
+                raise trio_pool.InvalidArgumentError(
+                    f"invalid URL: {origin} is not an upstream of this BalancedPool "
+                    f"({', '.join(dispatcher.upstreams)})"
+                )
+            headers = [(n, v) for n, v in headers if n.lower() != b"host"]
+        # A Pool or Client checks the Host header httpx sends against its own origin.
+        return path, headers
+
+
+def _raw_headers(headers: trio_pool.Headers) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def _upgrade_protocol(request: RequestLike) -> str | None:
+    """The protocol a request asks to switch to (its ``upgrade`` header), or None."""
+    for name, value in request.headers.raw:
+        if name.lower() == b"upgrade":
+            return value.decode("latin-1")
+    return None
+
+
+def _is_mock(dispatcher: trio_pool.Dispatcher) -> bool:
+    # trio_pool.testing is imported only if the program uses it (it is not for production).
+    testing = sys.modules.get("trio_pool.testing")
+    return testing is not None and isinstance(dispatcher, testing.MockPool)
+
+
+def _origin_of(url: URLLike) -> str:
+    host = url.host.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = url.port
+    if port is None or port == _DEFAULT_PORTS[url.scheme]:
+        return f"{url.scheme}://{host}"
+    return f"{url.scheme}://{host}:{port}"
+
+
+class Exchange:
+    """One httpx request over the dispatcher (see the module docstring for its phases).
+    Changed only by its own methods and by its :class:`_Upload` probe."""
+
+    __slots__ = (
+        "_body_it",
+        "_busy",
+        "_closed",
+        "_context",
+        "_core",
+        "_phase",
+        "_probed",
+        "_request",
+        "_response",
+        "_scope",
+        "timeouts",
+    )
+
+    def __init__(self, core: TransportCore[object], request: RequestLike) -> None:
+        self._core = core
+        self._request = request
+        self.timeouts = Timeouts.of(request.extensions)
+        self._phase = Phase.WAITING
+        self._probed = False
+        self._scope: trio.CancelScope | None = None
+        self._context: AbstractAsyncContextManager[trio_pool.StreamResponse] | None = None
+        self._response: trio_pool.StreamResponse | None = None
+        self._body_it: AsyncIterator[bytes] | None = None
+        self._busy = False  # every open connection was busy when it started
+        self._closed = False
+
+    # ------------------------------------------------------------------ head
+
+    async def start(self) -> trio_pool.StreamResponse:
+        """Send the request and wait for the response head (the ``HEAD`` phase). A
+        checkpoint. Raises the flavour's errors."""
+        flavour = self._core._flavour
+        try:
+            target, headers = self._core._target(self._request)
+            body = self._body(headers)
+        except trio_pool.TrioPoolError as exc:
+            raise flavour.translate(exc, writing=False) from exc
+        timeouts = self.timeouts
+        if self._probed:
+            budget = _bound(timeouts.pool, timeouts.connect)
+        else:
+            wrote = timeouts.write if body is not None else None
+            budget = _bound(timeouts.read, timeouts.pool, timeouts.connect, wrote)
+            if budget != math.inf:  # for the kind of timeout, should it expire
+                stats = self._core._dispatcher.statistics()
+                self._busy = stats.connected > 0 and stats.free == 0
+        context = self._core._dispatcher.stream(
+            self._request.method, target, headers=headers, body=body
+        )
+        response = None
+        with trio.CancelScope(deadline=trio.current_time() + budget) as scope:
+            self._scope = scope
+            try:
+                response = await context.__aenter__()
+            except trio_pool.TrioPoolError as exc:
+                if scope.cancel_called:  # the request failed of our own deadline
+                    raise self._head_timeout() from exc
+                raise flavour.translate(exc, writing=self._phase is Phase.WRITING) from exc
+            finally:
+                self._scope = None
+        if response is None:
+            raise self._head_timeout()
+        self._context = context
+        self._response = response
+        self._phase = Phase.READING
+        return response
+
+    def _body(self, headers: list[tuple[bytes, bytes]]) -> bytes | AsyncIterable[bytes] | None:
+        """The body to send: None (httpx announced none), bytes (httpx holds it whole), or
+        an upload probe over httpx's stream."""
+        if not any(
+            n.lower() in (b"content-length", b"transfer-encoding")
+            for n, _ in self._request.headers.raw
+        ):
+            return None
+        try:
+            return self._request.content
+        except self._core._flavour.request_not_read:
+            self._probed = True
+            return _Upload(self, self._request.stream)
+
+    def _head_timeout(self) -> Exception:
+        flavour = self._core._flavour
+        phase = self._phase
+        if phase is Phase.WRITING:
+            return flavour.write_timeout("timed out writing the request body")
+        if phase is Phase.READING:
+            return flavour.read_timeout("timed out waiting for the response head")
+        if self._probed or self._busy:
+            return flavour.pool_timeout("timed out waiting for a connection")
+        return flavour.read_timeout("timed out waiting for the response head")
+
+    # ------------------------------------------------------------------ upload probe
+
+    def producing(self) -> None:
+        """The dispatcher asks for the next body chunk: httpx's iterator runs, no limit."""
+        self._phase = Phase.PRODUCING
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+
+    def writing(self) -> None:
+        """A chunk goes to the dispatcher to be written: the ``write`` deadline runs."""
+        self._phase = Phase.WRITING
+        if self._scope is not None:
+            write = self.timeouts.write
+            self._scope.deadline = math.inf if write is None else trio.current_time() + write
+
+    def written(self) -> None:
+        """The body has been written: the ``read`` deadline runs until the head."""
+        self._phase = Phase.READING
+        if self._scope is not None:
+            read = self.timeouts.read
+            self._scope.deadline = math.inf if read is None else trio.current_time() + read
+
+    # ------------------------------------------------------------------ body
+
+    async def receive(self) -> bytes | None:
+        """The next response body chunk, or None at its end. A checkpoint."""
+        assert self._response is not None
+        if self._body_it is None:
+            self._body_it = self._response.body
+        read = self.timeouts.read
+        flavour = self._core._flavour
+        try:
+            if read is None:
+                return await self._body_it.__anext__()
+            with trio.move_on_after(read):
+                return await self._body_it.__anext__()
+        except StopAsyncIteration:
+            return None
+        except trio_pool.TrioPoolError as exc:
+            raise flavour.translate(exc, writing=False) from exc
+        raise flavour.read_timeout("timed out reading the response body")
+
+    async def close(self) -> None:
+        """Leave the ``stream()`` block: the connection is kept if the body ended, else
+        closed. Idempotent; a checkpoint only the first time."""
+        if self._closed:
+            return
+        self._closed = True
+        context, self._context = self._context, None
+        if context is not None:
+            # Shielded: closing is bookkeeping, it must finish even for a cancelled caller.
+            with trio.CancelScope(shield=True):
+                await context.__aexit__(None, None, None)
+
+
+class _Progress(Protocol):
+    """What an :class:`_Upload` tells its exchange."""
+
+    def producing(self) -> None: ...
+    def writing(self) -> None: ...
+    def written(self) -> None: ...
+
+
+class _Upload:
+    """The request body handed to the dispatcher: httpx's stream, telling the exchange when
+    a chunk is being produced and when written (the probe of the module docstring)."""
+
+    __slots__ = ("_exchange", "_iterator", "_source")
+
+    def __init__(self, exchange: _Progress, source: object) -> None:
+        self._exchange = exchange
+        self._source = source
+        self._iterator: AsyncIterator[bytes] | None = None
+
+    def __aiter__(self) -> _Upload:
+        return self
+
+    async def __anext__(self) -> bytes:
+        exchange = self._exchange
+        if self._iterator is None:
+            if not isinstance(self._source, AsyncIterable):
+                raise trio_pool.InvalidArgumentError("invalid request stream: not async")
+            self._iterator = aiter(self._source)
+        exchange.producing()
+        try:
+            chunk = await self._iterator.__anext__()
+        except StopAsyncIteration:
+            exchange.written()
+            raise
+        exchange.writing()
+        return chunk
+
+
+class ResponseBody:
+    """The response body handed to httpx; the public modules mix in the package's
+    ``AsyncByteStream``. Iterating it reads the connection (a checkpoint per chunk); a
+    failed read closes the exchange at once."""
+
+    def __init__(self, exchange: Receiver) -> None:
+        self._exchange = exchange
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Chunks(self._exchange)
+
+    async def aclose(self) -> None:
+        await self._exchange.close()
+
+
+class _Chunks:
+    """The iterator of :class:`ResponseBody` (a class, not an async generator: httpx may
+    abandon it half-way, which then needs no finalisation)."""
+
+    __slots__ = ("_exchange",)
+
+    def __init__(self, exchange: Receiver) -> None:
+        self._exchange = exchange
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        exchange = self._exchange
+        try:
+            chunk = await exchange.receive()
+        except BaseException:
+            await exchange.close()
+            raise
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+
+class Receiver(Protocol):
+    """What a :class:`ResponseBody` reads: an :class:`Exchange`, or an upgrade's (empty)."""
+
+    async def receive(self) -> bytes | None: ...
+    async def close(self) -> None: ...
+
+
+class TransportBase(Generic[R]):
+    """The public ``AsyncTransport`` classes, but for the package's base classes: each
+    public module lists this first, then the package's ``AsyncBaseTransport``, and sets
+    the two class variables."""
+
+    # Bound by each subclass to its package's (a ClassVar may not name R: hence plain).
+    flavour: Flavour[R]
+    body_class: type[ResponseBody]
+
+    def __init__(self, dispatcher: trio_pool.Dispatcher) -> None:
+        self._core = TransportCore(dispatcher, self.flavour)
+
+    @property
+    def dispatcher(self) -> trio_pool.Dispatcher:
+        """The dispatcher this transport sends through."""
+        return self._core.dispatcher
+
+    async def handle_async_request(self, request: RequestLike) -> R:
+        """Send ``request``; return once the response head arrived (the body is read as
+        httpx iterates it). A checkpoint."""
+        return await self._core.handle(request, self.body_class)
+
+    async def aclose(self) -> None:
+        """Does nothing to the dispatcher (its ``async with`` owns it). A checkpoint."""
+        await trio.lowlevel.checkpoint()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.AsyncTransport over {self._core.dispatcher!r}>"
