@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, str] = {
     "resource_pool": "resource_pool",
     "http": "http_pool",
     "http_memory": "http_memory",
+    "http_agent": "http_agent",
 }
 DOCS = HERE.parent / "docs"
 

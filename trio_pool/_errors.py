@@ -33,11 +33,13 @@ __all__ = [
     "HeadersTimeoutError",
     "InformationalError",
     "InvalidArgumentError",
+    "MaxOriginsReachedError",
     "NoCapablePoolError",
     "PoolBailedError",
     "PoolDestroyedError",
     "PoolEndingError",
     "PoolFullError",
+    "ProxyError",
     "RequestAbortedError",
     "RequestContentLengthMismatchError",
     "RequestTimeoutError",
@@ -46,6 +48,7 @@ __all__ = [
     "ResponseExceededMaxSizeError",
     "ResponseStatusError",
     "SocketError",
+    "TooManyRedirectsError",
     "TrioPoolError",
 ]
 
@@ -103,6 +106,20 @@ class ConnectTimeoutError(ConnectError, trio.TooSlowError):
 
     A :class:`ConnectError` too, since the request failed before anything was sent.
     """
+
+
+class ProxyError(ConnectError):
+    """The proxy of a ``ProxyAgent`` refused or failed: it answered a ``CONNECT`` with a
+    status other than 2xx (``407`` proxy authentication required, ``403``, ``5xx``), or it
+    could not be reached at all (then :attr:`status` is None and ``__cause__`` says why).
+
+    A :class:`ConnectError`: nothing of the request was sent to the target. The message
+    names the proxy by host and port only, never by its credentials.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # --------------------------------------------------------------------------- HTTP exchange
@@ -187,6 +204,19 @@ class ResponseStatusError(TrioPoolError):
 class BalancedPoolMissingUpstreamError(TrioPoolError):
     """A ``BalancedPool`` has no upstream that can take the request: none at all, or none with
     the requested capability (the message names it)."""
+
+
+class MaxOriginsReachedError(TrioPoolError):
+    """An ``Agent`` already has ``max_origins`` origins with a live pool, and a request names
+    one more. Requests to the origins it has still go through."""
+
+
+class TooManyRedirectsError(TrioPoolError):
+    """``interceptors.redirect()`` got one more redirect than ``max_redirections`` allows.
+
+    The message names the limit and the last ``Location``; the redirect response that
+    went over it was discarded (its connection drained or closed).
+    """
 
 
 # --------------------------------------------------------------------------- resource pools

@@ -47,7 +47,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, cast, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import trio
@@ -56,12 +56,11 @@ from .._errors import (
     BalancedPoolMissingUpstreamError,
     ConnectError,
     InvalidArgumentError,
-    RequestAbortedError,
     SocketError,
 )
 from .._handoff import HandoffQueue
 from .._validate import check_count, check_timeout
-from ._dispatch import Controller, check_dispatch_args, tell_cancelled
+from ._dispatch import check_dispatch_args, tell_unrouted
 from ._events import EVENTS, Emitter
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
@@ -76,7 +75,6 @@ if TYPE_CHECKING:
 
     from ._dispatch import Handler
     from ._models import HeadersType, Response, StreamResponse, Upgraded
-    from ._request import Request
 
 __all__ = ["BalancedPool"]
 
@@ -106,18 +104,6 @@ class _Upstream:
         self.removed = True
         if self.active == 0:
             self.leave.set()
-
-
-@attrs.define(eq=False)
-class _Unrouted:
-    """What the ``Controller`` of a dispatch() cancelled before it reached a Pool reads:
-    a request that ended, aborted."""
-
-    error: BaseException = attrs.Factory(lambda: RequestAbortedError("the caller was cancelled"))
-
-
-def _unrouted_abort(request: object, error: BaseException) -> None:
-    """``Controller.abort()`` of such a request: it has ended already, nothing to do."""
 
 
 class _Waiter:
@@ -536,10 +522,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             upstream = await self._route(capability)
         except trio.Cancelled:
             if handler is not None:
-                # dispatch() cancelled before it reached a Pool: its handler still hears
-                # of it, as it would from Pool.dispatch (on_request_start, on_response_error).
-                controller = Controller(cast("Request", _Unrouted()), _unrouted_abort)
-                await tell_cancelled(handler, controller, None, started=False)
+                await tell_unrouted(handler)
             raise
         try:
             yield upstream.pool

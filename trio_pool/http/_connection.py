@@ -43,14 +43,14 @@ from .._errors import (
     TrioPoolError,
 )
 from ._request import Cancellable, Interrupted
-from ._transport import Connector, Transport
+from ._transport import Connector, Transport, open_stream
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
     from ._request import Request
 
-__all__ = ["Connection", "Connector"]
+__all__ = ["Connection", "Connector", "open_stream"]
 
 _END = h11.EndOfMessage()  # immutable: one for every request
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -140,19 +140,9 @@ class Connection:
         return self._requests_started
 
     @property
-    def responses(self) -> int:
-        """Complete responses read: a connection with any is *reused*."""
-        return self._responses
-
-    @property
     def received_bytes(self) -> int:
         """Bytes received in total (so "no response byte yet" is a cheap comparison)."""
         return self._received_bytes
-
-    @property
-    def leftover(self) -> bool:
-        """Bytes arrived behind the last response (the connection cannot be reused)."""
-        return self._leftover
 
     @property
     def idle_deadline(self) -> float:
@@ -302,23 +292,24 @@ class Connection:
         (``duplex``), then its end. A checkpoint. The one method that may run while another
         task reads the response: Trio streams allow one sender and one receiver at once.
         """
-        body = request.body
-        chunks = aiter(body) if isinstance(body, AsyncIterable) else body
         try:
-            await self._send_body(writer, chunks)
+            await self._send_body(writer, request.body)
         except BaseException as exc:
             _write_failed(writer, exc)
             raise
-        finally:
-            # Stopped mid-way (an error, a cancellation, the caller left): finish an async
-            # generator now, in this task, rather than leave it to the garbage collector.
-            if inspect.isasyncgen(chunks):
-                await chunks.aclose()
 
     async def _send_body(self, writer: h11.Connection, body: object) -> None:
         if isinstance(body, AsyncIterable):
-            async for chunk in body:
-                await self._send_chunk(writer, chunk)
+            chunks = aiter(body)
+            try:
+                async for chunk in chunks:
+                    await self._send_chunk(writer, chunk)
+            finally:
+                # Stopped mid-way (an error, a cancellation, the caller left): finish an
+                # async generator now, in this task, rather than leave it to the garbage
+                # collector (which warns, and runs its cleanup outside any cancel scope).
+                if inspect.isasyncgen(chunks):
+                    await chunks.aclose()
         else:
             assert isinstance(body, Iterable)
             for chunk in body:

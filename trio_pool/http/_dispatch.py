@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 import trio
 
@@ -24,7 +24,16 @@ if TYPE_CHECKING:
     from ._headers import Headers
     from ._request import Request
 
-__all__ = ["Controller", "Handler", "call", "check_dispatch_args", "start_call", "tell_cancelled"]
+__all__ = [
+    "Controller",
+    "DispatchFunction",
+    "Handler",
+    "Interceptor",
+    "call",
+    "check_dispatch_args",
+    "start_call",
+    "tell_cancelled",
+]
 
 _log = logging.getLogger("trio_pool.pool")
 
@@ -109,6 +118,28 @@ async def tell_cancelled(
             _log.exception("%s raised for a cancelled request", method.__name__)
 
 
+class _Unrouted:
+    """What the ``Controller`` of a dispatch() cancelled before it reached a Pool reads: a
+    request that ended, aborted."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error = RequestAbortedError("the caller was cancelled")
+
+
+def _unrouted_abort(request: object, error: BaseException) -> None:
+    """``Controller.abort()`` of such a request: it has ended already, nothing to do."""
+
+
+async def tell_unrouted(handler: Handler) -> None:
+    """A dispatch() of a ``BalancedPool`` or an ``Agent`` cancelled before it reached a
+    Pool: its handler still hears of it, as it would from ``Pool.dispatch``
+    (``on_request_start``, then ``on_response_error``)."""
+    controller = Controller(cast("Request", _Unrouted()), _unrouted_abort)
+    await tell_cancelled(handler, controller, None, started=False)
+
+
 class Controller:
     """Passed to every handler method: lets the handler abort its request."""
 
@@ -130,3 +161,11 @@ class Controller:
         if isinstance(reason, BaseException):
             error.__cause__ = reason
         self._abort(self._request, error)
+
+
+DispatchFunction: TypeAlias = "Callable[[RequestOptions, Handler], Awaitable[None]]"
+"""What an interceptor wraps and returns: ``async (options, handler) -> None``, the
+signature of :meth:`Dispatcher.dispatch`."""
+
+Interceptor: TypeAlias = "Callable[[DispatchFunction], DispatchFunction]"
+"""``(dispatch) -> dispatch``: what ``compose()`` takes (see ``trio_pool.interceptors``)."""

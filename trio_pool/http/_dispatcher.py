@@ -121,6 +121,9 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     def _describe(self) -> str:
         return self._origin.text
 
+    def _path_origin(self) -> str:
+        return self._origin.text
+
     def _abort_all(self, error: Callable[[], BaseException]) -> None:
         self._scheduler.destroy(error, self._destroy_error)
 

@@ -18,6 +18,12 @@ coroutine frame on the hot path (``Pool``'s).
 The other members are abstract; ``Lifecycle`` and ``Emitter`` implement most of them, so a
 concrete class lists those mixins *before* this class (their methods must come first in the
 method resolution order).
+
+:meth:`Dispatcher.compose` returns a :class:`Composed`, defined here because the base class
+builds it: a ``Dispatcher`` whose hooks run a request through a chain of interceptors
+(``request()`` collects the response the chain delivers, ``stream()`` relays it from a helper
+task: ``_chain.py``), and whose every other member is its base's. It holds no state of its
+own but the chain, so it needs no ``async with``: the base's block is its lifetime.
 """
 
 from __future__ import annotations
@@ -26,11 +32,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import attrs
+
+from .._errors import InvalidArgumentError
+from ._chain import collect, stream
+from ._dispatch import check_dispatch_args
 from ._models import RequestOptions
+from ._origin import parse_origin
 
 if TYPE_CHECKING:
-    from ._dispatch import Handler
+    from ._dispatch import DispatchFunction, Handler, Interceptor
     from ._models import (
         BodyType,
         HeadersType,
@@ -41,7 +54,7 @@ if TYPE_CHECKING:
         Upgraded,
     )
 
-__all__ = ["Dispatcher"]
+__all__ = ["Composed", "Dispatcher"]
 
 
 class Dispatcher(ABC):
@@ -280,3 +293,164 @@ class Dispatcher(ABC):
     @abstractmethod
     def off(self, event: str, callback: Callable[..., object]) -> None:
         """Remove one registration of ``callback`` for ``event``."""
+
+    # ------------------------------------------------------------------ composition
+
+    def compose(self, *interceptors: Interceptor) -> Dispatcher:
+        """This dispatcher with ``interceptors`` around its :meth:`dispatch`, the first one
+        outermost (``trio_pool.compose(self, *interceptors)``). Not a checkpoint.
+
+        The result has the whole ``Dispatcher`` surface: ``request()``, ``stream()``,
+        ``pipeline()`` and ``dispatch()`` run through the interceptors; ``upgrade()``,
+        ``connect()``, the lifetime (``close()``, ``destroy()``, ``closed``,
+        ``destroyed``), ``statistics()`` and ``on()``/``off()`` are this dispatcher's. It
+        needs no ``async with`` of its own: it lives within this dispatcher's block.
+
+        Raises:
+            InvalidArgumentError: an interceptor is not a callable, or did not return one.
+        """
+        return Composed(self, interceptors)
+
+    def _path_origin(self) -> str | None:
+        """The origin a request given by its path alone goes to: a one-origin dispatcher's
+        own, None where there is no single one (an upstream of a ``BalancedPool`` is picked
+        per request; an ``Agent`` takes absolute URLs)."""
+        return None
+
+
+class Composed(Dispatcher):
+    """A dispatcher with interceptors around another's ``dispatch`` (:meth:`Dispatcher.compose`).
+
+    In its dispatch chain, a request given by its path to a dispatcher of one origin carries
+    the absolute URL (``http://host/path``), so an interceptor can resolve a relative
+    ``Location`` and tell an origin change. The innermost step hands the base dispatcher the
+    path again, and refuses an absolute URL of another origin with ``InvalidArgumentError``
+    before anything is sent (that is how ``redirect()`` learns that a dispatcher of one
+    origin cannot follow a hop to another; an ``Agent`` takes any).
+    """
+
+    __slots__ = ("_base", "_chain", "_origin", "_prefix")
+
+    def __init__(self, base: Dispatcher, interceptors: tuple[Interceptor, ...]) -> None:
+        self._base = base
+        self._origin = base._path_origin()
+        self._prefix = None if self._origin is None else self._origin + "/"
+        chain: DispatchFunction = self._innermost
+        for index in range(len(interceptors) - 1, -1, -1):
+            interceptor = interceptors[index]
+            if not callable(interceptor):
+                raise InvalidArgumentError(
+                    f"invalid interceptor {interceptor!r}: expected (dispatch) -> dispatch"
+                )
+            chain = interceptor(chain)
+            if not callable(chain):
+                raise InvalidArgumentError(
+                    f"invalid interceptor {interceptor!r}: it returned {chain!r}, not a dispatch"
+                    " function"
+                )
+        self._chain = chain
+
+    def __repr__(self) -> str:
+        return f"<composed {self._base!r}>"
+
+    def _path_origin(self) -> str | None:
+        return self._origin
+
+    # ------------------------------------------------------------------ the chain
+
+    def _absolute(self, options: RequestOptions) -> RequestOptions:
+        """``options`` as the chain sees it (see the class docstring). Not a checkpoint."""
+        origin = self._origin
+        path = options.path
+        if origin is None or type(path) is not str or not path.startswith("/"):
+            return options
+        return _evolve_path(options, origin + path)
+
+    def _innermost(self, options: RequestOptions, handler: Handler) -> Awaitable[None]:
+        prefix = self._prefix
+        path = options.path
+        if prefix is not None and type(path) is str and not path.startswith("/"):
+            if path.startswith(prefix):
+                options = _evolve_path(options, path[len(prefix) - 1 :])
+            else:
+                options = _evolve_path(options, self._own_path(path))
+        return self._base.dispatch(options, handler)
+
+    def _own_path(self, url: str) -> str:
+        """The path of ``url``, an absolute URL of this dispatcher's origin not written as
+        it normalises (``HTTP://Host:80/x``). Raises ``InvalidArgumentError`` for any other
+        URL. Not a checkpoint."""
+        try:
+            parts = urlsplit(url)
+            origin = parse_origin(f"{parts.scheme}://{parts.netloc}").text
+        except (ValueError, InvalidArgumentError):
+            origin = None
+        if origin != self._origin:
+            raise InvalidArgumentError(
+                f"invalid path {url!r}: this dispatcher sends requests to {self._origin} only"
+            )
+        path = parts.path or "/"
+        return f"{path}?{parts.query}" if parts.query else path
+
+    def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+        return collect(self._chain, self._absolute(options))
+
+    def _stream(
+        self, options: RequestOptions, *, duplex: bool
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        # Duplex or not, the base's dispatch() writes the body before it reads the answer.
+        return stream(self._chain, self._absolute(options))
+
+    async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
+        """Send a request through the interceptors, driving ``handler``. A checkpoint.
+        Raises like the base's ``dispatch()``."""
+        check_dispatch_args(options, handler)
+        await self._chain(self._absolute(options), handler)
+
+    # ------------------------------------------------------------------ the base's
+
+    def upgrade(
+        self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
+    ) -> AbstractAsyncContextManager[Upgraded]:
+        """The base's ``upgrade()`` (interceptors see requests, not handed-over connections)."""
+        return self._base.upgrade(path, protocol=protocol, headers=headers)
+
+    def connect(
+        self, authority: str, *, headers: HeadersType | None = None
+    ) -> AbstractAsyncContextManager[Upgraded]:
+        """The base's ``connect()``."""
+        return self._base.connect(authority, headers=headers)
+
+    async def close(self) -> None:
+        """The base's ``close()``. A checkpoint."""
+        await self._base.close()
+
+    async def destroy(self, error: BaseException | None = None) -> None:
+        """The base's ``destroy()``. A checkpoint."""
+        await self._base.destroy(error)
+
+    @property
+    def closed(self) -> bool:
+        """The base's ``closed``."""
+        return self._base.closed
+
+    @property
+    def destroyed(self) -> bool:
+        """The base's ``destroyed``."""
+        return self._base.destroyed
+
+    def statistics(self) -> PoolStats:
+        """The base's ``statistics()``. Not a checkpoint."""
+        return self._base.statistics()
+
+    def on(self, event: str, callback: Callable[..., object]) -> None:
+        """Listen to the base's ``event``."""
+        self._base.on(event, callback)
+
+    def off(self, event: str, callback: Callable[..., object]) -> None:
+        """Stop listening to the base's ``event``."""
+        self._base.off(event, callback)
+
+
+def _evolve_path(options: RequestOptions, path: str) -> RequestOptions:
+    return attrs.evolve(options, path=path)

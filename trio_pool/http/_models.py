@@ -113,7 +113,6 @@ def _body_repr(body: BodyType | None) -> str:
     return repr(body)
 
 
-@final
 @attrs.frozen
 class PoolStats:
     """A snapshot of a dispatcher's counters (``statistics()``)."""

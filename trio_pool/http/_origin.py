@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import final
 from urllib.parse import urlsplit
 
 import attrs
@@ -13,6 +14,7 @@ __all__ = ["Origin", "parse_origin"]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+@final
 @attrs.frozen
 class Origin:
     """A normalised origin: what a ``connector=`` function receives (frozen, hashable).

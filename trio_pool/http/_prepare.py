@@ -46,7 +46,14 @@ if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["IDEMPOTENT_METHODS", "Prepared", "identified", "origin_form", "prepare"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "Prepared",
+    "encode_query",
+    "identified",
+    "origin_form",
+    "prepare",
+]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _FORBIDDEN_HEADERS = frozenset({b"transfer-encoding", b"keep-alive", b"upgrade"})
@@ -140,7 +147,9 @@ def _query_value(key: object, value: object) -> str | bytes:
     )
 
 
-def _encode_query(query: object) -> str:
+def encode_query(query: object) -> str:
+    """``query`` URL-encoded as httpx does (see ``RequestOptions.query``). Raises
+    ``InvalidArgumentError``. Not a checkpoint."""
     if isinstance(query, str):
         return query.lstrip("?")
     if isinstance(query, Mapping):
@@ -198,7 +207,7 @@ def _target(path: object, query: object, origin: Origin) -> bytes:
         )
     if not query:
         return path.encode("ascii")
-    encoded = _encode_query(query)
+    encoded = encode_query(query)
     if not encoded.isascii() or _BAD_TARGET.search(encoded):
         raise InvalidArgumentError(f"invalid query {query!r}: spaces, controls, '#' or non-ASCII")
     if not encoded:
@@ -275,6 +284,15 @@ def prepare(
         raise InvalidArgumentError("invalid host header: at most one")
     else:
         _check_authority(hosts[0], "host header", port_required=False)
+    if client_options.user_agent is not None and not any(n == b"user-agent" for n, _ in headers):
+        headers.append((b"user-agent", client_options.user_agent))
+    proxy_form = client_options.proxy_form
+    if proxy_form is not None and authority is None:
+        # Through a forward proxy (ProxyAgent, http targets): the absolute URL, and the
+        # proxy's own headers unless the caller set them.
+        target = origin.text.encode("ascii") + target
+        given = {name for name, _ in headers}
+        headers += [(name, value) for name, value in proxy_form if name not in given]
     lengths = [value for name, value in headers if name == b"content-length"]
     if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
         raise InvalidArgumentError("invalid content-length header")

@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._errors import ConnectTimeoutError, connect_error
+from .._errors import ConnectTimeoutError, TrioPoolError, connect_error
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
     from ._origin import Origin
 
-__all__ = ["Connector", "PrefixedStream", "Transport"]
+__all__ = ["Connector", "PrefixedStream", "Transport", "default_ssl_context", "open_stream"]
 
 Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
 """A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
@@ -71,42 +71,8 @@ class Transport:
     async def open(
         cls, origin: Origin, options: ClientOptions, connector: Connector | None
     ) -> Transport:
-        """Connect (TCP, then TLS for https) within ``connect_timeout``. A checkpoint.
-
-        Raises:
-            ConnectTimeoutError: the timeout expired.
-            ConnectError: refused, unreachable, DNS, TLS handshake or verification failed
-                (or the ``connector`` raised), with that error as ``__cause__``.
-        """
-        stream: trio.abc.Stream | None = None
-        with trio.move_on_after(options.connect_timeout or math.inf) as scope:
-            try:
-                if connector is not None:
-                    stream = await connector(origin)
-                else:
-                    stream = await trio.open_tcp_stream(origin.host, origin.port)
-                    if origin.is_https:
-                        context = options.ssl_context or _default_ssl_context()
-                        stream = trio.SSLStream(
-                            stream, context, server_hostname=origin.host, https_compatible=True
-                        )
-                        await stream.do_handshake()
-            except Exception as exc:  # OSError, TLS, or whatever a custom connector raised
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-                raise connect_error(origin.text, exc)  # noqa: B904 - it sets its own cause
-            except BaseException:
-                if stream is not None:
-                    await trio.aclose_forcefully(stream)
-                raise
-        if scope.cancelled_caught:
-            if stream is not None:
-                await trio.aclose_forcefully(stream)
-            raise ConnectTimeoutError(
-                f"connecting to {origin.text} took longer than {options.connect_timeout} s"
-            )
-        assert stream is not None
-        return cls(stream)
+        """:func:`open_stream`, as a transport. A checkpoint; raises like it."""
+        return cls(await open_stream(origin, options, connector))
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for. Not a
@@ -292,7 +258,68 @@ class PrefixedStream(trio.abc.Stream):
         await self._stream.aclose()
 
 
+async def open_stream(
+    origin: Origin, options: ClientOptions, connector: Connector | None
+) -> trio.abc.Stream:
+    """Open the transport to ``origin`` within ``connect_timeout``: ``connector``'s stream,
+    or TCP (``local_address``, ``happy_eyeballs_delay``) or the Unix socket ``socket_path``,
+    then TLS for https (the server name is the origin's host either way). A checkpoint.
+
+    Raises:
+        ConnectTimeoutError: the timeout expired.
+        ConnectError: refused, unreachable, DNS, TLS handshake or verification failed
+            (or the ``connector`` raised), with that error as ``__cause__``. A connector that
+            raises a library error (a ``ProxyError``, a timeout of its own) raises it as is.
+    """
+    stream: trio.abc.Stream | None = None
+    with trio.move_on_after(options.connect_timeout or math.inf) as scope:
+        try:
+            if connector is not None:
+                stream = await connector(origin)
+            else:
+                if options.socket_path is not None:
+                    stream = await trio.open_unix_socket(options.socket_path)
+                else:
+                    stream = await trio.open_tcp_stream(
+                        origin.host,
+                        origin.port,
+                        happy_eyeballs_delay=options.happy_eyeballs_delay,
+                        local_address=options.local_address,
+                    )
+                if origin.is_https:
+                    context = options.ssl_context or _default_ssl_context()
+                    stream = trio.SSLStream(
+                        stream, context, server_hostname=origin.host, https_compatible=True
+                    )
+                    await stream.do_handshake()
+        except TrioPoolError:
+            if stream is not None:  # pragma: no cover - a connector's own error, nothing open
+                await trio.aclose_forcefully(stream)
+            raise
+        except Exception as exc:  # OSError, TLS, or whatever a custom connector raised
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise connect_error(origin.text, exc)  # noqa: B904 - it sets its own cause
+        except BaseException:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise
+    if scope.cancelled_caught:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        raise ConnectTimeoutError(
+            f"connecting to {origin.text} took longer than {options.connect_timeout} s"
+        )
+    assert stream is not None
+    return stream
+
+
 _default_context: ssl.SSLContext | None = None
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The default TLS context (built once per process)."""
+    return _default_ssl_context()
 
 
 def _default_ssl_context() -> ssl.SSLContext:

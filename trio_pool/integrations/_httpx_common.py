@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import enum
 import math
-import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import ModuleType
@@ -243,7 +242,7 @@ class TransportCore(Generic[R]):
     """The transport's logic: ``handle(request)`` sends one httpx request over
     ``dispatcher``. The public ``AsyncTransport`` classes hold one."""
 
-    __slots__ = ("_dispatcher", "_flavour", "_one_origin")
+    __slots__ = ("_dispatcher", "_flavour")
 
     def __init__(self, dispatcher: trio_pool.Dispatcher, flavour: Flavour[R]) -> None:
         if not isinstance(dispatcher, trio_pool.Dispatcher):
@@ -252,11 +251,6 @@ class TransportCore(Generic[R]):
             )
         self._dispatcher = dispatcher
         self._flavour = flavour
-        # Dispatchers of one origin take a path (plus query); anything else (an Agent, a
-        # composed dispatcher) the absolute URL.
-        self._one_origin = isinstance(
-            dispatcher, trio_pool.Client | trio_pool.Pool | trio_pool.BalancedPool
-        ) or _is_mock(dispatcher)
 
     @property
     def dispatcher(self) -> trio_pool.Dispatcher:
@@ -323,26 +317,23 @@ class TransportCore(Generic[R]):
         raise flavour.read_timeout("timed out waiting for the upgrade")
 
     def _target(self, request: RequestLike) -> tuple[str, list[tuple[bytes, bytes]]]:
-        """What to pass ``stream()`` as the path (or URL), and the headers to send."""
+        """What to pass the dispatcher (the absolute URL: every dispatcher takes one, and a
+        one-origin dispatcher refuses another origin's), and the headers to send.
+
+        httpx always sends a ``Host`` naming the URL's authority; that one is dropped so each
+        dispatcher sets its own (a ``BalancedPool``'s upstream may not be the URL's). A
+        ``Host`` the program set to something else (a virtual host) is kept."""
         url = request.url
-        headers = [(n, v) for n, v in request.headers.raw if n.lower() not in _DROPPED_HEADERS]
-        if not self._one_origin:
-            return str(url), headers
         if url.scheme not in _DEFAULT_PORTS:
             raise trio_pool.InvalidArgumentError(f"invalid URL scheme {url.scheme!r}")
-        path = url.raw_path.decode("ascii")
-        dispatcher = self._dispatcher
-        if isinstance(dispatcher, trio_pool.BalancedPool):
-            # Its upstreams each need their own Host; the URL must name one of them.
-            origin = _origin_of(url)
-            if origin not in dispatcher.upstreams:
-                raise trio_pool.InvalidArgumentError(
-                    f"invalid URL: {origin} is not an upstream of this BalancedPool "
-                    f"({', '.join(dispatcher.upstreams)})"
-                )
-            headers = [(n, v) for n, v in headers if n.lower() != b"host"]
-        # A Pool or Client checks the Host header httpx sends against its own origin.
-        return path, headers
+        default_host = _authority_of(url).encode("ascii")
+        headers = [
+            (n, v)
+            for n, v in request.headers.raw
+            if n.lower() not in _DROPPED_HEADERS
+            and not (n.lower() == b"host" and v.lower() == default_host)
+        ]
+        return str(url), headers
 
 
 def _raw_headers(headers: trio_pool.Headers) -> list[tuple[bytes, bytes]]:
@@ -357,20 +348,15 @@ def _upgrade_protocol(request: RequestLike) -> str | None:
     return None
 
 
-def _is_mock(dispatcher: trio_pool.Dispatcher) -> bool:
-    # trio_pool.testing is imported only if the program uses it (it is not for production).
-    testing = sys.modules.get("trio_pool.testing")
-    return testing is not None and isinstance(dispatcher, testing.MockPool)
-
-
-def _origin_of(url: URLLike) -> str:
+def _authority_of(url: URLLike) -> str:
+    """The URL's authority as httpx writes its ``Host`` header (default port omitted)."""
     host = url.host.lower()
     if ":" in host:
         host = f"[{host}]"
     port = url.port
     if port is None or port == _DEFAULT_PORTS[url.scheme]:
-        return f"{url.scheme}://{host}"
-    return f"{url.scheme}://{host}:{port}"
+        return host
+    return f"{host}:{port}"
 
 
 class Exchange:
@@ -413,6 +399,11 @@ class Exchange:
         try:
             target, headers = self._core._target(self._request)
             body = self._body(headers)
+            # stream() validates its arguments at once (a URL of another origin, a bad
+            # header): refused before anything is sent.
+            context = self._core._dispatcher.stream(
+                self._request.method, target, headers=headers, body=body
+            )
         except trio_pool.TrioPoolError as exc:
             raise flavour.translate(exc, writing=False) from exc
         timeouts = self.timeouts
@@ -424,9 +415,6 @@ class Exchange:
             if budget != math.inf:  # for the kind of timeout, should it expire
                 stats = self._core._dispatcher.statistics()
                 self._busy = stats.connected > 0 and stats.free == 0
-        context = self._core._dispatcher.stream(
-            self._request.method, target, headers=headers, body=body
-        )
         response = None
         with trio.CancelScope(deadline=trio.current_time() + budget) as scope:
             self._scope = scope

@@ -376,6 +376,9 @@ class MockPool(Dispatcher):
 
     # ------------------------------------------------------------------ requests
 
+    def _path_origin(self) -> str | None:
+        return self._pool._path_origin()
+
     def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None
     ) -> Awaitable[Response]:

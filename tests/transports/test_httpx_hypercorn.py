@@ -19,10 +19,12 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from _httpx_app import STALLS, pattern, served
-from conftest import Flavour, assert_idle
+from _helpers import assert_idle
 
 import trio_pool
+
+from ._httpx_app import STALLS, pattern, served
+from .conftest import Flavour
 
 
 async def test_get_and_post(flavour: Flavour, pool: trio_pool.Pool, origin: str) -> None:
@@ -250,7 +252,7 @@ async def test_another_origin_is_refused_before_sending(
     flavour: Flavour, pool: trio_pool.Pool, origin: str
 ) -> None:
     async with flavour.client(pool) as client:
-        with pytest.raises(flavour.module.LocalProtocolError, match="goes to"):
+        with pytest.raises(flavour.module.LocalProtocolError, match="not this dispatcher"):
             await client.get("http://elsewhere.test/inspect")
         assert pool.statistics().connected == 0  # nothing was sent
         assert (await client.get(f"{origin}/status/200")).status_code == 200
@@ -265,6 +267,6 @@ async def test_balanced_pool(flavour: Flavour, origin: str) -> None:
                     seen = (await client.get("/inspect")).json()
                     hosts.add(dict(seen["headers"])["host"])
                 assert hosts == {origin.split("//")[1], other.split("//")[1]}
-                with pytest.raises(flavour.module.LocalProtocolError, match="not an upstream"):
+                with pytest.raises(flavour.module.LocalProtocolError, match="not this dispatcher"):
                     await client.get("http://elsewhere.test/")
             assert_idle(balanced)

@@ -10,11 +10,13 @@ import attrs
 import httpx
 import httpx2
 import pytest
-from _httpx_app import STALLS, served
+from _helpers import assert_idle
 
 import trio_pool
 import trio_pool.httpx
 import trio_pool.httpx2
+
+from ._httpx_app import STALLS, served
 
 
 @attrs.frozen
@@ -57,9 +59,3 @@ async def pool(origin: str) -> AsyncIterator[trio_pool.Pool]:
     async with trio_pool.Pool(origin, connections=4) as pool:
         yield pool
         assert_idle(pool)
-
-
-def assert_idle(dispatcher: trio_pool.Dispatcher) -> None:
-    """The dispatcher has no request queued, pending or running."""
-    stats = dispatcher.statistics()
-    assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0), stats

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trio
 import trio.testing
-from conftest import Flavour, assert_idle
+from _helpers import assert_idle
 
 import trio_pool
 from trio_pool.testing import ServerConnection, ServerRequest, serve_memory
+
+from .conftest import Flavour
 
 
 async def script(request: ServerRequest, conn: ServerConnection) -> None:

@@ -10,13 +10,14 @@ import httpx2
 import openai
 import pytest
 import trio
-from _httpx_app import STALLS
-from conftest import assert_idle
+from _helpers import assert_idle
 
 import trio_pool
 import trio_pool.httpx2
 from trio_pool.httpx import AsyncTransport
 from trio_pool.testing import ServerConnection, ServerRequest, serve_h11
+
+from ._httpx_app import STALLS
 
 
 # The SDK stops reading its event stream at "data: [DONE]" and closes the response, leaving

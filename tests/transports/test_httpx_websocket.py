@@ -6,9 +6,11 @@ from __future__ import annotations
 import httpx2.websockets
 import httpx_ws
 import pytest
-from conftest import Flavour, assert_idle
+from _helpers import assert_idle
 
 import trio_pool
+
+from .conftest import Flavour
 
 
 async def test_websocket_echo(flavour: Flavour, pool: trio_pool.Pool, origin: str) -> None:

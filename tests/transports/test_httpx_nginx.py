@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import Flavour, assert_idle
+from _helpers import assert_idle
 
 import trio_pool
+
+from .conftest import Flavour
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "benchmarks"))
 

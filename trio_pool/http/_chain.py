@@ -1,0 +1,223 @@
+"""Responses built from the handler protocol: what a composed dispatcher's ``request()`` and
+``stream()`` hand to its dispatch chain.
+
+Theory of operation
+-------------------
+A composed dispatcher (``compose()``) has nothing but a dispatch function: its interceptors
+see every request as ``dispatch(options, handler)`` calls. Its ``request()`` and
+``stream()`` are therefore handlers:
+
+* :func:`collect` drives the chain in the caller's task with a :class:`_Collect` handler
+  that keeps the head, the chunks and the trailers, and builds the ``Response`` once the
+  chain returned (or raises the error its ``on_response_error`` got).
+* :func:`stream` runs the chain in a helper task of the caller's block (``open_helpers``:
+  nothing outlives the block, the block's own exception leaves as itself) with a
+  :class:`_Relay` handler. The head wakes the caller; each chunk is handed over a
+  zero-capacity memory channel, so the chain (and the connection) is read only as fast as
+  the caller reads the body: the channel is the backpressure. Leaving the block before the
+  end cancels the helper task, and with it the request (its connection is closed, never
+  reused half-read, as a plain ``stream()`` does).
+
+The helper task is the only writer of a :class:`_Relay`'s fields; the caller reads them only
+after the events that publish them (the head event, the channel's end).
+
+The final URL of a request (``Response.url``) is the one an interceptor that moved the
+request (``redirect()``) reports on the controller it gives the handler (a ``url``
+attribute), else the URL the request was sent to: :func:`final_url`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._errors import RequestAbortedError, TrioPoolError
+from .._supervisor import open_helpers
+from ._headers import Headers
+from ._models import RequestOptions, Response, StreamResponse
+from ._prepare import encode_query
+
+if TYPE_CHECKING:
+    from ._dispatch import Controller, DispatchFunction
+
+__all__ = ["collect", "final_url", "stream"]
+
+
+def request_url(options: RequestOptions) -> str:
+    """The URL ``options`` asks for: its path (absolute in a composed dispatcher of one
+    origin, or for an Agent) with its query. Not a checkpoint."""
+    query = options.query
+    if not query:
+        return options.path
+    encoded = encode_query(query)
+    return f"{options.path}{'&' if '?' in options.path else '?'}{encoded}"
+
+
+def final_url(controller: object, options: RequestOptions) -> str:
+    """Where the response came from: the ``url`` an interceptor put on the controller (after
+    redirects), else the request's own URL. Not a checkpoint."""
+    url = getattr(controller, "url", None)
+    return url if isinstance(url, str) else request_url(options)
+
+
+def new_response(
+    status: int,
+    reason: str,
+    headers: Headers,
+    trailers: Headers,
+    body: bytes,
+    url: str,
+    method: str,
+) -> Response:
+    """The one place a composed dispatcher builds a ``Response``."""
+    return Response(status, reason, "1.1", headers, trailers, body, url=url, method=method)
+
+
+def new_stream_response(
+    status: int, reason: str, headers: Headers, source: _Relay, url: str, method: str
+) -> StreamResponse:
+    """The one place a composed dispatcher builds a ``StreamResponse``."""
+    return StreamResponse(status, reason, "1.1", headers, source=source, url=url, method=method)
+
+
+class _Head:
+    """What both handlers keep of a response's start."""
+
+    __slots__ = ("controller", "head")
+
+    def __init__(self) -> None:
+        self.controller: Controller | None = None
+        self.head: tuple[int, Headers, str] | None = None
+
+    def on_request_start(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def on_response_start(
+        self, controller: Controller, status: int, headers: Headers, reason: str
+    ) -> None:
+        self.controller = controller
+        self.head = (status, headers, reason)
+
+
+class _Collect(_Head):
+    """The handler of :func:`collect`: keeps everything, for one ``Response``."""
+
+    __slots__ = ("chunks", "error", "trailers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[bytes] = []
+        self.trailers: Headers | None = None
+        self.error: BaseException | None = None
+
+    def on_response_data(self, controller: Controller, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    def on_response_end(self, controller: Controller, trailers: Headers) -> None:
+        self.trailers = trailers
+
+    def on_response_error(self, controller: Controller, error: BaseException) -> None:
+        self.error = error
+
+
+async def collect(dispatch: DispatchFunction, options: RequestOptions) -> Response:
+    """Run ``options`` through ``dispatch`` in this task and return the whole response. A
+    checkpoint. Raises what the chain raised, or the error its handler was given."""
+    handler = _Collect()
+    await dispatch(options, handler)
+    if handler.error is not None:
+        raise handler.error
+    if handler.head is None or handler.trailers is None:
+        raise TrioPoolError("an interceptor ended a request without a response or an error")
+    status, headers, reason = handler.head
+    chunks = handler.chunks
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    url = final_url(handler.controller, options)
+    return new_response(status, reason, headers, handler.trailers, body, url, options.method)
+
+
+class _Relay(_Head):
+    """The handler of :func:`stream` (the helper task's side) and the body source of its
+    ``StreamResponse`` (the reader's side)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headed = trio.Event()  # the head or an error is there
+        self.trailers_ = Headers()
+        self.error: BaseException | None = None
+        self.scope = trio.CancelScope()
+        self._send, self._receive = trio.open_memory_channel[bytes](0)
+
+    # The handler (helper task).
+
+    def on_response_start(
+        self, controller: Controller, status: int, headers: Headers, reason: str
+    ) -> None:
+        super().on_response_start(controller, status, headers, reason)
+        self.headed.set()
+
+    async def on_response_data(self, controller: Controller, chunk: bytes) -> None:
+        await self._send.send(chunk)  # waits for the reader: the backpressure
+
+    def on_response_end(self, controller: Controller, trailers: Headers) -> None:
+        self.trailers_ = trailers
+        self._send.close()
+
+    def on_response_error(self, controller: Controller, error: BaseException) -> None:
+        self.error = error
+        self.headed.set()
+        self._send.close()
+
+    async def run(self, dispatch: DispatchFunction, options: RequestOptions) -> None:
+        with self.scope:
+            try:
+                await dispatch(options, self)
+            except Exception as exc:  # refused before it started (a bad argument)
+                self.error = exc
+        self.headed.set()
+        self._send.close()
+
+    # The body source (reader's task).
+
+    async def receive(self) -> bytes | None:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            if self.error is not None:
+                raise self.error from None
+            return None
+        except trio.ClosedResourceError:
+            raise RequestAbortedError("the stream was closed before its end") from None
+
+    def trailers(self) -> Headers:
+        return self.trailers_
+
+    def close(self) -> None:
+        self._receive.close()
+        self.scope.cancel()  # a request still running is aborted, its connection closed
+
+
+@asynccontextmanager
+async def stream(
+    dispatch: DispatchFunction, options: RequestOptions
+) -> AsyncIterator[StreamResponse]:
+    """Run ``options`` through ``dispatch`` in a helper task; the block gets the response
+    once its head arrived and reads the body as the chain delivers it. Entering is a
+    checkpoint; leaving stops the request if it has not ended (see the module docstring)."""
+    relay = _Relay()
+    async with open_helpers() as helpers:
+        helpers.start_soon(relay.run, dispatch, options)
+        try:
+            await relay.headed.wait()
+            if relay.head is None:
+                raise relay.error or TrioPoolError(
+                    "an interceptor ended a request without a response or an error"
+                )
+            status, headers, reason = relay.head
+            url = final_url(relay.controller, options)
+            yield new_stream_response(status, reason, headers, relay, url, options.method)
+        finally:
+            relay.close()
