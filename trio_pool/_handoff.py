@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
+from itertools import islice, takewhile
 from typing import Generic, TypeVar
 
 import outcome
@@ -77,13 +78,17 @@ class HandoffQueue(Generic[K, V]):
             raise IndexError("nobody waits")
         return next(iter(self._parked))
 
-    async def wait(self, key: K, *, front: bool = False) -> V:
+    async def wait(
+        self, key: K, *, front: bool = False, before: Callable[[K], bool] | None = None
+    ) -> V:
         """Park the current task under ``key`` until :meth:`hand` or :meth:`fail` wakes it.
 
         A checkpoint that always blocks. If the caller is cancelled while parked, ``key`` is
         removed and ``trio.Cancelled`` propagates: nothing was handed to it. ``front=True``
         queues it ahead of every current waiter (a request re-queued after a failure keeps its
-        place ahead of newer ones).
+        place ahead of newer ones); with ``before`` as well, ahead of the first waiter for
+        which ``before(waiter)`` is true, behind the others (several re-queued requests keep
+        their relative order). O(1), or with ``before`` O(the waiters kept ahead).
 
         Returns:
             The value given to :meth:`hand`.
@@ -98,6 +103,11 @@ class HandoffQueue(Generic[K, V]):
         parked[key] = trio.lowlevel.current_task()
         if front:
             parked.move_to_end(key, last=False)
+            if before is not None:
+                # The leading keys that ``before`` declines stay ahead of it (O(those)).
+                ahead = list(takewhile(lambda k: not before(k), islice(parked, 1, None)))
+                for other in reversed(ahead):
+                    parked.move_to_end(other, last=False)
 
         def abort(_: object) -> trio.lowlevel.Abort:
             # Still parked, so nothing was handed to it: removing it loses nothing.
