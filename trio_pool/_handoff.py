@@ -128,9 +128,7 @@ class HandoffQueue(Generic[K, V]):
             IndexError: nobody waits (``key`` not given).
             KeyError: ``key`` does not wait.
         """
-        key, task = self._take(key)
-        trio.lowlevel.reschedule(task, outcome.Value(value))
-        return key
+        return self._wake(key, outcome.Value(value))
 
     def fail(self, error: BaseException, key: K | None = None) -> K:
         """Wake the head waiter (or the one under ``key``) by raising ``error`` in it.
@@ -144,9 +142,7 @@ class HandoffQueue(Generic[K, V]):
             IndexError: nobody waits (``key`` not given).
             KeyError: ``key`` does not wait.
         """
-        key, task = self._take(key)
-        trio.lowlevel.reschedule(task, outcome.Error(error))
-        return key
+        return self._wake(key, outcome.Error(error))
 
     def fail_all(self, make_error: Callable[[K], BaseException]) -> None:
         """Wake every waiter, head first, each with its own ``make_error(key)``.
@@ -156,8 +152,14 @@ class HandoffQueue(Generic[K, V]):
         """
         parked = self._parked
         while parked:
-            key, task = self._take(None)
-            trio.lowlevel.reschedule(task, outcome.Error(make_error(key)))
+            key = self.head()
+            self._wake(key, outcome.Error(make_error(key)))
+
+    def _wake(self, key: K | None, result: outcome.Outcome[V]) -> K:
+        """Remove the head waiter (or ``key``'s) and reschedule it with ``result``."""
+        key, task = self._take(key)
+        trio.lowlevel.reschedule(task, result)
+        return key
 
     def _take(self, key: K | None) -> tuple[K, trio.lowlevel.Task]:
         parked = self._parked
