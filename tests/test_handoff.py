@@ -128,3 +128,19 @@ async def test_misuse_is_reported() -> None:
         with pytest.raises(ValueError, match="already waits"):
             await queue.wait("k")
         queue.hand(0)
+
+
+async def test_front_insertion_before_a_predicate_keeps_the_order_of_requeued_keys() -> None:
+    queue: HandoffQueue[int, None] = HandoffQueue()
+
+    async def waiter(key: int, front: bool) -> None:
+        await queue.wait(key, front=front, before=lambda other: other > key)
+
+    async with trio.open_nursery() as nursery:
+        for key, front in ((10, False), (11, False), (3, True), (1, True), (2, True)):
+            nursery.start_soon(waiter, key, front)
+            await trio.testing.wait_all_tasks_blocked()
+        # Re-queued in the order 3, 1, 2: they go ahead of the newer keys, in key order.
+        assert list(queue) == [1, 2, 3, 10, 11]
+        for _ in range(5):
+            queue.hand(None)

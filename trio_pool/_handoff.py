@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
+from itertools import islice, takewhile
 from typing import Generic, TypeVar
 
 import outcome
@@ -77,13 +78,17 @@ class HandoffQueue(Generic[K, V]):
             raise IndexError("nobody waits")
         return next(iter(self._parked))
 
-    async def wait(self, key: K, *, front: bool = False) -> V:
+    async def wait(
+        self, key: K, *, front: bool = False, before: Callable[[K], bool] | None = None
+    ) -> V:
         """Park the current task under ``key`` until :meth:`hand` or :meth:`fail` wakes it.
 
         A checkpoint that always blocks. If the caller is cancelled while parked, ``key`` is
         removed and ``trio.Cancelled`` propagates: nothing was handed to it. ``front=True``
         queues it ahead of every current waiter (a request re-queued after a failure keeps its
-        place ahead of newer ones).
+        place ahead of newer ones); with ``before`` as well, ahead of the first waiter for
+        which ``before(waiter)`` is true, behind the others (several re-queued requests keep
+        their relative order). O(1), or with ``before`` O(the waiters kept ahead).
 
         Returns:
             The value given to :meth:`hand`.
@@ -98,6 +103,11 @@ class HandoffQueue(Generic[K, V]):
         parked[key] = trio.lowlevel.current_task()
         if front:
             parked.move_to_end(key, last=False)
+            if before is not None:
+                # The leading keys that ``before`` declines stay ahead of it (O(those)).
+                ahead = list(takewhile(lambda k: not before(k), islice(parked, 1, None)))
+                for other in reversed(ahead):
+                    parked.move_to_end(other, last=False)
 
         def abort(_: object) -> trio.lowlevel.Abort:
             # Still parked, so nothing was handed to it: removing it loses nothing.
@@ -118,9 +128,7 @@ class HandoffQueue(Generic[K, V]):
             IndexError: nobody waits (``key`` not given).
             KeyError: ``key`` does not wait.
         """
-        key, task = self._take(key)
-        trio.lowlevel.reschedule(task, outcome.Value(value))
-        return key
+        return self._wake(key, outcome.Value(value))
 
     def fail(self, error: BaseException, key: K | None = None) -> K:
         """Wake the head waiter (or the one under ``key``) by raising ``error`` in it.
@@ -134,9 +142,7 @@ class HandoffQueue(Generic[K, V]):
             IndexError: nobody waits (``key`` not given).
             KeyError: ``key`` does not wait.
         """
-        key, task = self._take(key)
-        trio.lowlevel.reschedule(task, outcome.Error(error))
-        return key
+        return self._wake(key, outcome.Error(error))
 
     def fail_all(self, make_error: Callable[[K], BaseException]) -> None:
         """Wake every waiter, head first, each with its own ``make_error(key)``.
@@ -146,8 +152,14 @@ class HandoffQueue(Generic[K, V]):
         """
         parked = self._parked
         while parked:
-            key, task = self._take(None)
-            trio.lowlevel.reschedule(task, outcome.Error(make_error(key)))
+            key = self.head()
+            self._wake(key, outcome.Error(make_error(key)))
+
+    def _wake(self, key: K | None, result: outcome.Outcome[V]) -> K:
+        """Remove the head waiter (or ``key``'s) and reschedule it with ``result``."""
+        key, task = self._take(key)
+        trio.lowlevel.reschedule(task, result)
+        return key
 
     def _take(self, key: K | None) -> tuple[K, trio.lowlevel.Task]:
         parked = self._parked

@@ -153,6 +153,7 @@ def test_factory_makes_each_pool_with_the_options() -> None:
     ],
 )
 def test_invalid_arguments_name_the_argument(kwargs: dict[str, Any], named: str) -> None:
+    kwargs = dict(kwargs)  # the case is shared by both read modes: do not consume it
     upstreams_arg = kwargs.pop("upstreams", [])
     with pytest.raises(InvalidArgumentError, match=named):
         BalancedPool(upstreams_arg, **kwargs)

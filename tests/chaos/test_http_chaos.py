@@ -116,6 +116,7 @@ async def soak(
     for origin in churn or ():
         dispatcher.add_upstream(origin)
     await assert_settled(dispatcher, what)
+    check_invariants(dispatcher)
     check_run(what, tally, servers)
     if down is not None:
         dispatcher.remove_upstream(down)
@@ -133,6 +134,13 @@ async def soak(
         assert response.status == 200, what
         assert is_own_body(rid, response.body), what
     await assert_settled(dispatcher, f"{what}, after the healthy requests")
+    check_invariants(dispatcher)
+
+
+def check_invariants(dispatcher: Pool | BalancedPool) -> None:
+    """The scheduler invariants of ``dispatcher`` (every upstream's, for a BalancedPool),
+    at a moment every task is blocked."""
+    dispatcher._check_invariants()
 
 
 async def churn_upstreams(pool: BalancedPool, origins: list[str], load: Load) -> None:
@@ -288,6 +296,7 @@ async def test_memory_stays_flat(autojump_clock: trio.testing.MockClock, seed: i
                     what = f"memory run {run}, CHAOS_SEED={seed}"
                     tally = await run_load(pool, memory_load(seed + run, callers=8, per_caller=10))
                     await assert_settled(pool, what)
+                    check_invariants(pool)
                     check_run(what, tally, [faulty])
                     faulty.arrivals.clear()
                     faulty.faults.clear()

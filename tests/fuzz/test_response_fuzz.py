@@ -393,12 +393,15 @@ async def exchange(wire: Wire, figures: Counter[str]) -> None:
             with trio.fail_after(HANG_GUARD):
                 await server.fuzz_sent.wait()
             await trio.testing.wait_all_tasks_blocked()
+            pool._check_invariants()
             # Whatever state the first response left the connection in, the pool either
             # reuses it cleanly or replaces it.
             with trio.fail_after(HANG_GUARD):
                 second = await pool.request("GET", "/second")
             assert (second.status, second.body) == (200, b"second"), f"for {wire!r}"
             assert_idle(pool)
+            await trio.testing.wait_all_tasks_blocked()
+            pool._check_invariants()
         figures["Response" if isinstance(outcome, Expected) else type(outcome).__name__] += 1
         figures["connection reused" if server.connections == 1 else "connection replaced"] += 1
         nursery.cancel_scope.cancel()

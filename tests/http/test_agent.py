@@ -232,7 +232,7 @@ async def test_one_pool_per_origin_from_any_task_at_any_depth() -> None:
         assert_idle(agent)
 
 
-class SlowPool(Pool):
+class SlowPool(Pool):  # type: ignore[misc]  # Pool is final; a test-only slow entry
     """A Pool whose block opens only once ``gate`` is set (to hold a request in "waiting
     for its pool")."""
 
@@ -677,7 +677,7 @@ async def test_a_factory_that_returns_no_pool_is_refused() -> None:
         assert agent.origins == []
 
 
-class BrokenPool(Pool):
+class BrokenPool(Pool):  # type: ignore[misc]  # Pool is final; a test of a broken factory
     async def __aenter__(self) -> BrokenPool:
         raise RuntimeError("cannot enter")
 

@@ -353,6 +353,35 @@ async def test_dispatch_aborted_in_on_request_start_sends_nothing() -> None:
         assert pool.statistics().size == 0
 
 
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_an_exception_from_on_request_start_reaches_on_response_error_as_itself(
+    asynchronous: bool,
+) -> None:
+    """Issue 12 item 2 (API.md 1.3): the handler's own exception is passed, not wrapped in a
+    ``RequestAbortedError``; nothing is sent and the pool stays usable."""
+    failure = LookupError("no credentials")
+
+    class FailAtStart(Recorder):
+        def on_request_start(self, controller: Abortable) -> None:
+            self.calls.append("start")
+            raise failure
+
+    class FailAtStartAsync(Recorder):
+        async def on_request_start(self, controller: Abortable) -> None:  # type: ignore[override]
+            await trio.lowlevel.checkpoint()
+            self.calls.append("start")
+            raise failure
+
+    async with serve_memory(ok) as server, Pool(server.origin, connector=server.connector) as pool:
+        handler = FailAtStartAsync() if asynchronous else FailAtStart()
+        await pool.dispatch(RequestOptions("GET", "/"), handler)
+        assert handler.calls == ["start", "error"]
+        assert handler.error is failure
+        assert server.requests == []
+        assert pool.statistics().size == 0
+        assert (await pool.request("GET", "/")).status == 200
+
+
 async def test_dispatch_cancelled_in_its_async_on_request_start_ends_with_one_response_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -209,6 +209,11 @@ def keep_alive_script(headers: list[tuple[str, str]]) -> Script:
         ([("keep-alive", "timeout=1000")], {}, 600.0),  # capped by keep_alive_max_timeout
         ([("keep-alive", "timeout=1000")], {"keep_alive_max_timeout": 30}, 30.0),
         ([("keep-alive", "timeout=abc")], {}, 4.0),  # malformed: the default
+        # Issue 12 item 3: the leading integer counts, as in undici (servers send units).
+        ([("keep-alive", "timeout=7s")], {}, 5.0),
+        ([("keep-alive", "max=5, timeout=7.9")], {}, 5.0),
+        ([("keep-alive", "timeout=s7")], {}, 4.0),  # no leading digit: ignored
+        ([("keep-alive", "timeout=")], {}, 4.0),
         ([("keep-alive", "max=3")], {}, 4.0),
         ([("keep-alive", "timeout=2")], {}, 0.0),  # hint - threshold <= 0: close at once
         ([("connection", "close")], {}, 0.0),

@@ -162,3 +162,50 @@ async def test_pipelining_respects_max_requests_per_client() -> None:
             per_connection = [r.connection for r in server.requests]
             assert max(per_connection.count(n) for n in set(per_connection)) <= 2
             assert client.statistics().size == 0
+
+
+async def test_pipelined_requests_resent_after_a_failure_keep_their_order() -> None:
+    """Issue 12 item 9: requests pipelined behind a failed one are re-sent in the order they
+    were made, ahead of requests made after them (Trio wakes them in any order)."""
+    for round_ in range(6):  # Trio's run queue order is random: a lucky order must not pass
+        again = await _resend_round()
+        assert again == ["/a", "/b", "/c", "/d", "/e"], f"round {round_}: {again}"
+
+
+async def _resend_round() -> list[str]:
+    """/a, /b, /c pipelined, /d, /e queued; the server drops /a unanswered: the targets the
+    second connection receives."""
+    paths = ("/a", "/b", "/c", "/d", "/e")
+    killed = False
+    go = trio.Event()  # every request is made: /b and /c pipelined, /d and /e queued
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        nonlocal killed
+        if request.target == "/a" and not killed:
+            killed = True
+            await go.wait()
+            await conn.close()  # no response: /a is retried, /b and /c re-sent
+            return
+        await conn.respond(200, body=request.target.encode())
+
+    async with serve_memory(script) as server:
+        async with Pool(
+            server.origin, connector=server.connector, connections=1, pipelining=3
+        ) as pool:
+            await pool.request("GET", "/warm")  # /a goes out on a reused connection
+            results: dict[str, bytes] = {}
+
+            async def run(path: str) -> None:
+                results[path] = (await pool.request("GET", path)).body
+
+            async with trio.open_nursery() as nursery:
+                for path in paths:
+                    nursery.start_soon(run, path)
+                    await trio.testing.wait_all_tasks_blocked()
+                stats = pool.statistics()
+                assert (stats.running, stats.queued) == (3, 2)
+                go.set()
+            assert results == {p: p.encode() for p in paths}
+            pool._check_invariants()
+            assert pool.statistics().size == 0
+    return [r.target for r in server.requests if r.connection == 1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 import trio.testing
 
@@ -95,3 +97,51 @@ async def test_unread_small_stream_keeps_its_connection_when_the_body_is_here() 
         assert (await pool.request("GET", "/10")).body == b"x" * 10
         assert server.connections == 2
         assert pool.statistics().size == 0
+
+
+class Budget:
+    """A ``ConnectionGate`` shared by several Pools (what the coming Agent provides)."""
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self.wakes: list[Callable[[], None]] = []
+
+    def try_acquire(self, wake: Callable[[], None]) -> bool:
+        if self.free:
+            self.free -= 1
+            return True
+        self.wakes.append(wake)
+        return False
+
+    def release(self) -> None:
+        self.free += 1
+        wakes, self.wakes = self.wakes, []
+        for wake in wakes:
+            wake()
+
+
+async def test_a_connection_gate_bounds_connections_across_pools() -> None:
+    """Internal hooks for the Agent: a gate refuses a new connection (the request queues),
+    ``_close_one_idle()`` frees one elsewhere, and the gate's wake opens it."""
+    budget = Budget(1)
+    async with serve_memory(gated(trio.Event())) as server:
+        async with (
+            Pool(server.origin, connector=server.connector, _gate=budget) as a,
+            Pool(server.origin, connector=server.connector, _gate=budget) as b,
+        ):
+            assert (await a.request("GET", "/a")).status == 200
+            assert (a.statistics().connected, budget.free) == (1, 0)
+            assert not b._close_one_idle()  # b has none
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(b.request, "GET", "/b")
+                await trio.testing.wait_all_tasks_blocked()
+                stats = b.statistics()
+                assert (stats.queued, stats.connected) == (1, 0)  # the gate said no
+                b._check_invariants()
+                assert a._close_one_idle()
+            assert server.requests[-1].target == "/b"
+            assert (a.statistics().connected, b.statistics().connected) == (0, 1)
+            assert budget.free == 0
+            a._check_invariants()
+            b._check_invariants()
+        assert budget.free == 1  # every slot came back as the connections closed

@@ -1,5 +1,5 @@
 """Plain TCP connections do their I/O on the socket itself, not through ``SocketStream``
-(``_connection.py``): large writes and reads, cancellation while waiting on the socket, a
+(``_transport.py``): large writes and reads, cancellation while waiting on the socket, a
 server that hangs up, ``destroy()`` under a waiting read, and pipelining — over loopback."""
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 import trio_pool
 from trio_pool import Pool
@@ -74,3 +75,31 @@ async def test_upgrade_arguments_are_checked() -> None:
         with pytest.raises(trio_pool.InvalidArgumentError, match="authority"):
             async with pool.connect("a b:1"):
                 pass
+
+
+async def test_a_101_without_an_upgrade_header_is_a_parser_error_and_closes() -> None:
+    """Issue 12 item 5: a 101 must name the protocol it switched to; one that does not is
+    refused (``HTTPParserError``) and its connection closed, never handed over."""
+
+    async def bare_101(request: ServerRequest, conn: ServerConnection) -> None:
+        if request.header("upgrade"):
+            await conn.switch_protocols(101, [("connection", "upgrade")])
+            await conn.send_raw(b"junk")
+        else:
+            await conn.respond(200, body=b"plain")
+
+    async with (
+        serve_memory(bare_101) as server,
+        Pool(server.origin, connector=server.connector) as pool,
+    ):
+        disconnects: list[BaseException] = []
+        pool.on("disconnect", lambda origin, targets, error: disconnects.append(error))
+        with pytest.raises(trio_pool.HTTPParserError, match="upgrade"):
+            async with pool.upgrade("/ws", protocol="echo"):
+                pytest.fail("entered with a 101 without upgrade")  # pragma: no cover
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(disconnects) == 1
+        stats = pool.statistics()
+        assert (stats.connected, stats.size) == (0, 0)
+        assert (await pool.request("GET", "/")).body == b"plain"
+        assert server.connections == 2

@@ -540,11 +540,18 @@ async def test_dispatch_a_handler_error_is_its_on_response_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "handler", [Recorder(abort_on="request_start"), Recorder(fail_on="request_start")]
+    ("handler", "error"),
+    [
+        (Recorder(abort_on="request_start"), RequestAbortedError),
+        # API.md 1.3 (issue 12 item 2): the handler's own exception, as itself.
+        (Recorder(fail_on="request_start"), LookupError),
+    ],
 )
-async def test_dispatch_aborted_at_start_sends_nothing(handler: Recorder) -> None:
+async def test_dispatch_aborted_at_start_sends_nothing(
+    handler: Recorder, error: type[BaseException]
+) -> None:
     mock = await dispatched(handler)
-    assert handler.seen == [("error", RequestAbortedError)]
+    assert handler.seen == [("error", error)]
     assert mock.calls == []
 
 

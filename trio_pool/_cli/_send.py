@@ -50,7 +50,9 @@ def _options(config: BenchConfig) -> dict[str, Any]:
     }
 
 
-class _UpstreamPool(trio_pool.Pool):
+# Pool is final for applications (typing.final, not enforced at run time); the CLI, part of
+# the library, subclasses it only to tag its handlers with the upstream.
+class _UpstreamPool(trio_pool.Pool):  # type: ignore[misc]
     """One upstream of the balanced pool: a ``Pool`` that says which upstream it is to the
     handlers of the requests it serves."""
 

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 import trio
 
-from .._errors import InformationalError, InvalidArgumentError, MaxOriginsReachedError
+from .._errors import InvalidArgumentError, MaxOriginsReachedError
 from .._validate import check_count, check_timeout
 from ._budget import Budget, Unneeded, budgeted_connector
 from ._dispatch import tell_unrouted
@@ -65,10 +65,10 @@ from ._url import UrlSplitter, split_url
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from ._connection import Connector
     from ._dispatch import Handler
     from ._models import HeadersType, Response, StreamResponse, Upgraded
     from ._origin import Origin
+    from ._transport import Connector
 
 __all__ = ["Agent", "AgentBase", "AgentStats"]
 
@@ -110,17 +110,10 @@ class _Origin:
 def _close_one_idle(pool: Pool) -> bool:
     """Close the least recently used idle connection of ``pool``; False if it has none.
 
-    The one internal hook of the Pool the agent uses (the core's ``Pool._close_one_idle``
-    replaces it). Not a checkpoint: the connection's task closes it and reports
-    ``"disconnect"``.
+    The one internal hook of the Pool the agent uses (the scheduler's). Not a checkpoint:
+    the connection's task closes it and reports ``"disconnect"``.
     """
-    idle = pool._idle
-    if not idle:
-        return False
-    worker = next(iter(idle))
-    del idle[worker]
-    worker.retire(InformationalError("closed to make room for another origin (max_connections)"))
-    return True
+    return pool._close_one_idle()
 
 
 class AgentBase(Lifecycle, Emitter, Dispatcher):

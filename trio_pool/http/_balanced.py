@@ -25,10 +25,13 @@ caller's task; the Pool does all the I/O. Routing decides synchronously:
   upstreams are still tried in turn and traffic returns to the ones that recovered. Each
   capability has its own cursor, so interleaving requests for different tags cannot make
   one tag's rotation skip an upstream every time.
-* When no capable upstream is eligible, the request waits in this BalancedPool's FIFO queue.
-  :meth:`BalancedPool._pump` gives upstreams to waiters (in order) whenever one may have
-  become eligible: an event from a Pool, or the end of a request routed through here. A
-  cancelled waiter leaves the queue at once and passes on an upstream promised to it.
+* When no capable upstream is eligible, the request waits in this BalancedPool's FIFO queue
+  (the one hand-off, :class:`~trio_pool._handoff.HandoffQueue`, keyed by a :class:`_Waiter`
+  naming its capability). :meth:`BalancedPool._pump` hands upstreams to waiters (in order)
+  whenever one may have become eligible: an event from a Pool, or the end of a request
+  routed through here. It looks at the head first and copies the queue only when a waiter
+  for a capability has to be passed over. A cancelled waiter leaves the queue at once;
+  nothing is ever handed to a cancelled waiter.
 
 Weights start at ``max_weight_per_server``; a Pool's ``"connect"`` event adds
 ``error_penalty`` (capped), a ``"connection_error"`` with a ``ConnectError`` or a
@@ -44,7 +47,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import trio
@@ -55,6 +58,7 @@ from .._errors import (
     InvalidArgumentError,
     SocketError,
 )
+from .._handoff import HandoffQueue
 from .._validate import check_count, check_timeout
 from ._dispatch import check_dispatch_args, tell_unrouted
 from ._events import EVENTS, Emitter
@@ -102,14 +106,13 @@ class _Upstream:
             self.leave.set()
 
 
-@attrs.define(eq=False)
 class _Waiter:
-    """A request waiting in the BalancedPool's queue for an eligible upstream."""
+    """The key of a request waiting in the BalancedPool's queue for an eligible upstream."""
 
-    capability: str | None
-    ready: trio.Event = attrs.Factory(trio.Event)
-    upstream: _Upstream | None = None
-    error: BaseException | None = None
+    __slots__ = ("capability",)
+
+    def __init__(self, capability: str | None) -> None:
+        self.capability = capability
 
 
 @attrs.define
@@ -145,6 +148,7 @@ class _Rotation:
         return heaviest
 
 
+@final
 class BalancedPool(Lifecycle, Emitter, Dispatcher):
     """A pool of ``Pool``s, one per upstream origin, balanced by weighted round-robin
     (undici's ``BalancedPool``).
@@ -206,7 +210,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         self._held: set[_Upstream] = set()  # upstreams whose holder task has not ended
         self._rotations: dict[str | None, _Rotation] = {}
         self._step = 0  # the GCD of the weights
-        self._waiters: dict[_Waiter, None] = {}  # FIFO (a dict used as an ordered set)
+        self._waiting: HandoffQueue[_Waiter, _Upstream] = HandoffQueue()
         for origin in upstreams:
             self.add_upstream(origin)
 
@@ -336,13 +340,12 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         return f"upstreams={self.upstreams}"
 
     def _abort_all(self, error: Callable[[], BaseException]) -> None:
-        for waiter in list(self._waiters):
-            self._fail_waiter(waiter, error())
+        self._waiting.fail_all(lambda _: error())
         for upstream in self._held:
             upstream.leave.set()  # its holder destroys the Pool
 
     def _check_shutdown(self) -> None:
-        if not self._closed or self._waiters:
+        if not self._closed or self._waiting:
             return
         for upstream in self._held:
             upstream.retire_when_idle()
@@ -355,7 +358,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         """The sum of the Pools' statistics (including Pools of removed upstreams still
         finishing their requests), plus the requests waiting in this pool's own queue,
         counted as ``queued``. O(number of upstreams), not a checkpoint."""
-        waiting = len(self._waiters)
+        waiting = len(self._waiting)
         totals = dict.fromkeys(_STATS_FIELDS, 0)
         for upstream in self._held:
             stats = upstream.pool.statistics()
@@ -426,32 +429,55 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
 
     def _pump(self) -> None:
         """Give eligible upstreams to waiters, in queue order. Not a checkpoint."""
-        if not self._waiters:
-            return
-        exhausted: set[str | None] = set()  # capabilities with nothing eligible left
-        for waiter in list(self._waiters):
-            if waiter.capability in exhausted:
+        queue = self._waiting
+        while queue:
+            # The head first, with no copy of the queue: usually it is served, or nothing
+            # is eligible at all.
+            waiter = queue.head()
+            if self._serve(waiter):
                 continue
-            try:
-                upstream = self._pick(waiter.capability)
-            except BalancedPoolMissingUpstreamError as exc:  # its upstreams were removed
-                self._fail_waiter(waiter, exc)
-                continue
-            if upstream is None:
-                if waiter.capability is None:
-                    break  # nothing is eligible at all
-                exhausted.add(waiter.capability)
-                continue
-            del self._waiters[waiter]
-            upstream.promised += 1
-            waiter.upstream = upstream
-            waiter.ready.set()
+            if waiter.capability is not None:
+                # Waiters behind it may want other upstreams (a snapshot: serving changes
+                # the queue).
+                exhausted = {waiter.capability}  # capabilities with nothing eligible left
+                for later in queue:
+                    if later.capability in exhausted or self._serve(later):
+                        continue
+                    if later.capability is None:
+                        break  # nothing is eligible at all
+                    exhausted.add(later.capability)
+            break
         self._check_shutdown()
 
-    def _fail_waiter(self, waiter: _Waiter, error: BaseException) -> None:
-        del self._waiters[waiter]
-        waiter.error = error
-        waiter.ready.set()
+    def _serve(self, waiter: _Waiter) -> bool:
+        """Hand ``waiter`` an eligible upstream, or fail it if none can ever serve it: True
+        if it left the queue. Not a checkpoint."""
+        try:
+            upstream = self._pick(waiter.capability)
+        except BalancedPoolMissingUpstreamError as exc:  # its upstreams were removed
+            self._waiting.fail(exc, waiter)
+            return True
+        if upstream is None:
+            return False
+        upstream.promised += 1
+        self._waiting.hand(upstream, waiter)
+        return True
+
+    def _check_invariants(self) -> None:
+        """Assert the invariants of every upstream's Pool and of the routing counters
+        (tests and soaks call it, when every task is blocked)."""
+        for upstream in self._held:
+            assert upstream.active >= upstream.promised >= 0, f"{upstream.origin}: counts"
+            if upstream.entered:
+                upstream.pool._check_invariants()
+        if self._waiting and self._waiting.head().capability is None:
+            assert not any(
+                up.entered
+                and not up.pool.closed
+                and not up.promised
+                and up.pool.statistics().queued == 0
+                for up in self._order
+            ), "an eligible upstream while a request waits"
 
     def _release(self, upstream: _Upstream) -> None:
         """A request routed to ``upstream`` ended (or was never sent)."""
@@ -478,23 +504,15 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         upstream = self._pick(capability)
         if upstream is not None:
             return upstream
-        waiter = _Waiter(capability)
-        self._waiters[waiter] = None
         try:
-            await waiter.ready.wait()
+            # A cancelled waiter leaves the queue before anything can be handed to it; one
+            # that was handed an upstream returns it (no checkpoint until _routed's try).
+            upstream = await self._waiting.wait(_Waiter(capability))
         except BaseException:
-            if waiter in self._waiters:
-                del self._waiters[waiter]
-                self._check_shutdown()
-            elif waiter.upstream is not None:
-                waiter.upstream.promised -= 1
-                self._release(waiter.upstream)  # passes it to the next waiter
+            self._check_shutdown()
             raise
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.upstream is not None
-        waiter.upstream.promised -= 1
-        return waiter.upstream
+        upstream.promised -= 1
+        return upstream
 
     @asynccontextmanager
     async def _routed(

@@ -37,9 +37,9 @@ import trio
 
 from .._errors import ConnectError
 from .._handoff import HandoffQueue
-from ._connection import Connector, open_stream
 from ._options import ClientOptions
 from ._origin import Origin
+from ._transport import Connector, open_stream
 
 __all__ = ["Budget", "ConnectionGate", "Unneeded", "budgeted_connector"]
 

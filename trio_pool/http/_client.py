@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 from ._dispatcher import OriginDispatcher
 from ._options import ClientOptions
+from ._spec import ConnectionSpec
 
 if TYPE_CHECKING:
-    from ._connection import Connector
+    from ._events import Emitter
+    from ._transport import Connector
 
 __all__ = ["Client"]
 
 
+@final
 class Client(OriginDispatcher):
     """A dispatcher with at most one connection to ``origin``, up to ``pipelining`` requests
     in flight on it (undici's ``Client``).
@@ -34,9 +37,14 @@ class Client(OriginDispatcher):
     _log = logging.getLogger("trio_pool.client")
 
     def __init__(self, origin: str, *, connector: Connector | None = None, **options: Any) -> None:
-        super().__init__(
-            origin, ClientOptions.from_kwargs(options), max_workers=1, connector=connector
-        )
+        super().__init__(origin, ClientOptions.from_kwargs(options), max_connections=1)
+        self._connector = connector
+        self._spec = ConnectionSpec(self._origin, self._options, connector, (self,))
 
-    def _new_client(self) -> Client:
-        return self
+    def _connection_spec(self) -> ConnectionSpec:
+        return self._spec
+
+    def _spec_under(self, owner: Emitter) -> ConnectionSpec:
+        """The spec of a connection of ``owner`` (a ``Pool``) that this Client describes:
+        its origin, options and connector, its events heard by ``owner`` then by it."""
+        return ConnectionSpec(self._origin, self._options, self._connector, (owner, self))

@@ -9,7 +9,11 @@ while a ``StreamResponse`` hands each step to its reader. Reads run under a canc
 given by the caller, whose deadline is set for each read (``headers_timeout`` as a total
 from the request being written, ``body_timeout`` per gap); the same scope is what
 ``Controller.abort()`` cancels. ``request()`` gives no scope: its reads enter one only
-while they wait for the socket (see ``OriginDispatcher._whole``).
+while they wait for the socket (the fast read mode, see ``_dispatcher.py``).
+
+The connection is seen through a :class:`Lease` (declared here, implemented by
+``_pooled.PooledConnection``): the turns of pipelined requests, the connection's options,
+giving the lease back. The exchange never sees the scheduler.
 
 Every way out goes through :meth:`Exchange.close`, which gives the lease back: reusable
 only after a complete response on a persistent connection; a request cut anywhere else
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import h11
 import trio
@@ -52,15 +56,71 @@ from ._request import State
 
 if TYPE_CHECKING:
     from ._connection import Connection
+    from ._options import ClientOptions
     from ._request import Request
-    from ._worker import Worker
 
-__all__ = ["Exchange", "Head"]
+__all__ = ["Broken", "Exchange", "Head", "Lease"]
 
 Head = tuple[int, Headers, str]
 
+_RUNNING = State.RUNNING  # see _request.py's _DONE
 _CHEAP_DRAIN = 65536  # body bytes an unread stream may still drain to keep its connection
 _NO_HEADERS = Headers()  # immutable, so every exchange may start with this one
+
+
+class Broken(Exception):
+    """Internal: the leased connection broke before this request's turn; re-send it."""
+
+
+class Lease(Protocol):
+    """What an exchange needs from the connection its request holds a lease on.
+
+    Every method is synchronous and not a checkpoint, except the two ``wait_*`` methods.
+    """
+
+    @property
+    def connection(self) -> Connection:
+        """The connected HTTP/1.1 connection."""
+
+    @property
+    def options(self) -> ClientOptions:
+        """The options the connection was opened with."""
+
+    async def wait_to_write(self, request: Request) -> None:
+        """Wait for ``request``'s turn to write. A checkpoint if it waits.
+
+        Raises:
+            Broken: the connection broke meanwhile (re-send the request elsewhere).
+            Interrupted: the request was aborted meanwhile.
+        """
+
+    def write_turn(self, request: Request) -> tuple[bool, bool] | None:
+        """None unless it is ``request``'s turn to write (the leases before it are written);
+        then: are responses to earlier requests still due, and is the reader due first one
+        of the fast read mode that is not reading yet (then the bytes may be deferred until
+        it reads)."""
+
+    def written(self, request: Request, *, last: bool) -> None:
+        """``request`` is on the wire (``last``: the connection takes no request after it)."""
+
+    def may_read(self, request: Request) -> bool:
+        """It is ``request``'s turn to read (the responses before its own were read)."""
+
+    async def wait_to_read(self, request: Request) -> None:
+        """Wait for ``request``'s turn to read. A checkpoint if it waits. Raises like
+        :meth:`wait_to_write`."""
+
+    def will_close(self, reason: BaseException) -> None:
+        """The connection will serve no other request after this response: ``reason`` why
+        (it closes when the lease is given back)."""
+
+    def release(
+        self, request: Request, *, reusable: bool, reason: BaseException | None = None
+    ) -> None:
+        """``request`` gives its lease back (``reason``: why the connection must close)."""
+
+    def hand_over(self) -> None:
+        """The transport is the caller's now (``upgrade()``/``connect()``): never close it."""
 
 
 class Exchange:
@@ -70,8 +130,10 @@ class Exchange:
         "_closing",
         "_duplex",
         "_fresh",
+        "_held",
         "_keep_alive",
         "_mark",
+        "_options",
         "_reason",
         "_reused",
         "_total",
@@ -82,18 +144,19 @@ class Exchange:
         "head",
         "http_version",
         "keep",
+        "lease",
         "request",
         "switched",
         "taken_over",
         "trailers",
-        "worker",
     )
 
-    def __init__(self, worker: Worker, request: Request) -> None:
-        self.worker = worker
-        assert worker.conn is not None
-        self.conn: Connection = worker.conn
+    def __init__(self, lease: Lease, request: Request) -> None:
+        self.lease = lease
+        self.conn: Connection = lease.connection
+        self._options = lease.options
         self.request = request
+        self._held = True  # the lease is not given back yet
         request.exchange = self
         self.complete = False  # the whole response was read
         self.keep = False  # ...and the connection may serve another request
@@ -119,31 +182,27 @@ class Exchange:
         there, and this returns once the head is written.
         """
         request = self.request
-        worker = self.worker
+        lease = self.lease
         conn = self.conn
-        request.move(State.RUNNING)
-        if worker.broken or worker.to_write[0] is not request:  # pipelined: wait for it
-            await worker.write_turn(request)
-        self._reused = conn.responses > 0
+        request.move(_RUNNING)
+        turn = lease.write_turn(request)
+        if turn is None:  # pipelined: wait for it
+            await lease.wait_to_write(request)
+            turn = lease.write_turn(request)
+            assert turn is not None
+        pipelined, defer = turn
+        self._reused, self._mark, _ = conn.progress()
         self._fresh = True  # a write failure happens before any response byte
-        self._mark = conn.received_bytes
-        to_read = worker.to_read
+        # defer: the reader due first will read (and send what waits) as soon as it runs.
         writer = await conn.send_request(
-            request,
-            pipelined=bool(to_read),
-            duplex=nursery is not None,
-            # The reader due first will read (and send what waits) as soon as it runs.
-            defer=bool(to_read) and to_read[0].reads_whole and conn.reader is None,
+            request, pipelined=pipelined, duplex=nursery is not None, defer=defer
         )
         request.written_at = trio.current_time()
-        worker.written(request)
-        options = worker.client._options
-        if conn.h11.our_state is h11.MUST_CLOSE or (
-            options.max_requests_per_client is not None
-            and conn.requests_started >= options.max_requests_per_client
-        ):
-            worker.retiring = True
-            worker.owner._refresh(worker)  # no more pipelined requests on it
+        limit = self._options.max_requests_per_client
+        lease.written(
+            request,
+            last=conn.must_close() or (limit is not None and conn.requests_started >= limit),
+        )
         if writer is not None:
             assert nursery is not None
             self._duplex = True
@@ -184,28 +243,26 @@ class Exchange:
         """
         request = self.request
         conn = self.conn
-        worker = self.worker
-        if worker.broken or worker.to_read[0] is not request:  # pipelined: wait for it
-            await worker.read_turn(request)
+        lease = self.lease
+        if not lease.may_read(request):  # pipelined: wait for it
+            await lease.wait_to_read(request)
         if request.replay:
             conn.replay(request)
-        # For the 1.6 retry: nothing of this response yet, nothing left over before it.
-        self._fresh = not conn.leftover
-        # A pipelined request was written before any response, but if a response before it
+        # For the 1.6 retry: nothing of this response yet, nothing left over before it. A
+        # pipelined request was written before any response, but if a response before it
         # completed, its own is due on a reused connection: unanswered, it is retried like
         # one written on an idle kept-alive connection (RFC 9112 9.3.2).
-        self._reused = conn.responses > 0
-        self._mark = conn.received_bytes
-        options = worker.client._options
+        self._reused, self._mark, leftover = conn.response_started()
+        self._fresh = not leftover
+        options = self._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
-        conn.response_head = []
         event = await conn.next_event(
             scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
         )
         if type(event) is not h11.Response:  # the usual case needs none of these checks
             while isinstance(event, h11.InformationalResponse):
-                if conn.h11.their_state is h11.SWITCHED_PROTOCOL:  # 101 to an upgrade
+                if conn.switched():  # 101 to an upgrade
                     break
                 event = await conn.next_event(
                     scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
@@ -223,7 +280,11 @@ class Exchange:
                     f"response headers exceed max_header_size ({limit} bytes)"
                 )
         headers = Headers._from_raw(raw)
-        if conn.h11.their_state is h11.SWITCHED_PROTOCOL:
+        if request.upgrade and conn.switched():
+            if event.status_code == 101 and headers._raw_get(b"upgrade") is None:
+                # RFC 9110 15.2.2: a 101 names the protocol switched to (undici refuses one
+                # that does not, and so does a server-side h11).
+                raise HTTPParserError("a 101 (Switching Protocols) response without upgrade")
             self.switched = self.complete = True
         else:
             both, self._keep_alive = _scan(raw)
@@ -232,7 +293,7 @@ class Exchange:
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
             self._check_announced_size(event.status_code, headers, options.max_response_size)
-            conn.response_head = raw
+            conn.response_framing(raw)
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status_code, headers, event.reason.decode("latin-1"))
         return self.head
@@ -261,7 +322,7 @@ class Exchange:
         event = conn.buffered_event()
         if event is h11.NEED_DATA:
             event = await conn.next_event(
-                scope, BodyTimeoutError, self.worker.client._options.body_timeout, read_first=True
+                scope, BodyTimeoutError, self._options.body_timeout, read_first=True
             )
         return self._body_event(event)
 
@@ -269,7 +330,7 @@ class Exchange:
         """A body event: a chunk, or None at the end (trailers kept, lease made reusable)."""
         if type(event) is h11.Data:
             self._total += len(event.data)
-            limit = self.worker.client._options.max_response_size
+            limit = self._options.max_response_size
             if limit is not None and self._total > limit:
                 raise ResponseExceededMaxSizeError(
                     f"response body exceeds max_response_size ({limit} bytes)"
@@ -280,7 +341,7 @@ class Exchange:
             if trailers:
                 self.trailers = Headers._from_raw(trailers)
             self.complete = True
-            self.keep = self.worker.keep_alive(self._keep_alive)
+            self.keep = self._next_cycle()
             return None
         raise SocketError(f"unexpected {event!r} in a response body")
 
@@ -297,7 +358,7 @@ class Exchange:
                 event = await conn.next_event(
                     scope,
                     BodyTimeoutError,
-                    self.worker.client._options.body_timeout,
+                    self._options.body_timeout,
                     read_first=True,
                     request=self.request,
                 )
@@ -305,6 +366,14 @@ class Exchange:
             if chunk is not None:
                 chunks.append(chunk)
         self.request.finish(None)
+
+    def _next_cycle(self) -> bool:
+        """After a complete response: may the connection serve another request?"""
+        reason = self.conn.next_cycle(self._keep_alive)
+        if reason is None:
+            return True
+        self.lease.will_close(reason)
+        return False
 
     def retryable(self, error: BaseException) -> bool:
         """May ``request`` be re-sent after ``error`` (API.md 1.6)? Marks it retried."""
@@ -316,7 +385,7 @@ class Exchange:
             and self.conn.received_bytes == self._mark
             and request.idempotent
             and not request.retried
-            and self.worker.client._options.retry_idempotent
+            and self._options.retry_idempotent
             and not self._duplex
             and replayable(request.body)  # a generator's or a file's body is gone
         ):
@@ -327,15 +396,14 @@ class Exchange:
     def drain_buffered(self) -> None:
         """Read the rest of the body if it has already arrived and is small (no I/O wait,
         not a checkpoint), so an unread stream keeps its connection when that is cheap."""
-        if self.complete or self.request.worker is not self.worker:
+        if self.complete or not self._held:
             return
-        limit = self.worker.client._options.max_response_size
+        limit = self._options.max_response_size
         budget = self._total + _CHEAP_DRAIN
         conn = self.conn
-        h = conn.h11
         try:
             while self._total <= budget:
-                event = h.next_event()
+                event = conn.buffered_event()
                 if event is h11.NEED_DATA:
                     if not conn.receive_nowait():
                         return
@@ -345,17 +413,17 @@ class Exchange:
                         return
                 elif type(event) is h11.EndOfMessage:
                     self.complete = True
-                    self.keep = self.worker.keep_alive(self._keep_alive)
+                    self.keep = self._next_cycle()
                     return
                 else:
                     return
-        except h11.RemoteProtocolError:
+        except TrioPoolError:
             return
 
     def close(self, reason: BaseException | None = None) -> None:
         """Give the lease back: reusable only after a complete, persistent response; else
         the connection closes, ``reason`` saying why (for ``"disconnect"`` listeners)."""
-        if self.request.worker is not self.worker:
+        if not self._held:
             return  # given back already
         if self._writer is not None:
             # The duplex helper may be mid-write: it gives the lease back as it ends.
@@ -363,11 +431,12 @@ class Exchange:
             self._writer.cancel()
             return
         if self.switched:
-            self.worker.handed_over = True
+            self.lease.hand_over()
             reason = InformationalError("the connection was handed over")
         elif not self.keep and reason is None:
             reason = InformationalError("a request ended before its response did")
-        self.worker.release(self.request, reusable=self.keep, reason=reason)
+        self._held = False
+        self.lease.release(self.request, reusable=self.keep, reason=reason)
 
     def _close_later(self, reason: BaseException | None) -> None:
         self._closing = True

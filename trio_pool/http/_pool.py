@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 
 from .._errors import InvalidArgumentError
 from .._validate import check_count, check_timeout
@@ -13,11 +13,14 @@ from ._dispatcher import OriginDispatcher
 from ._options import ClientOptions
 
 if TYPE_CHECKING:
-    from ._connection import Connector
+    from ._scheduler import ConnectionGate
+    from ._spec import ConnectionSpec
+    from ._transport import Connector
 
 __all__ = ["Pool"]
 
 
+@final
 class Pool(OriginDispatcher):
     """A pool of connections to ``origin`` (undici's ``Pool``).
 
@@ -34,6 +37,9 @@ class Pool(OriginDispatcher):
     Requests wait in one FIFO queue while every connection is busy. Each connection is a
     task of the pool (so a caller that gives up never orphans one), and a new one is opened
     when work waits and ``connections`` allows.
+
+    Internal: ``_gate`` (a ``ConnectionGate``) is an outside budget of connections that a
+    new connection must also fit in (the coming ``Agent``'s, shared by its Pools).
     """
 
     _log = logging.getLogger("trio_pool.pool")
@@ -46,6 +52,7 @@ class Pool(OriginDispatcher):
         factory: Callable[..., Client] | None = None,
         client_ttl: float | None = None,
         connector: Connector | None = None,
+        _gate: ConnectionGate | None = None,
         **options: Any,
     ) -> None:
         connections = check_count("connections", connections, allow_none=True)
@@ -55,19 +62,22 @@ class Pool(OriginDispatcher):
         super().__init__(
             origin,
             validated,
-            max_workers=connections or None,
-            connector=connector,
+            max_connections=connections or None,
             client_ttl=check_timeout("client_ttl", client_ttl),
+            gate=_gate,
         )
         self._factory = factory
         self._client_kwargs = options
         if connector is not None:
             self._client_kwargs = {**options, "connector": connector}
 
-    def _new_client(self) -> Client:
+    def _connection_spec(self) -> ConnectionSpec:
+        # A Client per connection even without a factory: it is the connection's identity in
+        # the events' ``targets`` ([pool, client]), and its listeners hear them.
         if self._factory is None:
-            return Client(self._origin.text, **self._client_kwargs)
-        client = self._factory(self._origin.text, **self._client_kwargs)
-        if not isinstance(client, Client):
-            raise InvalidArgumentError(f"invalid factory: it returned {client!r}, not a Client")
-        return client
+            client = Client(self._origin.text, **self._client_kwargs)
+        else:
+            client = self._factory(self._origin.text, **self._client_kwargs)
+            if not isinstance(client, Client):
+                raise InvalidArgumentError(f"invalid factory: it returned {client!r}, not a Client")
+        return client._spec_under(self)

@@ -39,15 +39,15 @@ import trio
 
 from .._errors import ConnectError, ConnectTimeoutError, InvalidArgumentError, ProxyError
 from ._agent import AgentBase
-from ._connection import _default_ssl_context, open_stream
 from ._noproxy import NoProxy
 from ._options import ClientOptions
 from ._origin import Origin, parse_origin
 from ._prepare import _header_pairs
+from ._transport import default_ssl_context, open_stream
 
 if TYPE_CHECKING:
-    from ._connection import Connector
     from ._models import HeadersType
+    from ._transport import Connector
 
 __all__ = ["EnvHttpProxyAgent", "Proxy", "ProxyAgent"]
 
@@ -133,7 +133,7 @@ class Proxy:
             await _connect_through(stream, self, target)
             tls = trio.SSLStream(
                 stream,
-                self.target_context or _default_ssl_context(),
+                self.target_context or default_ssl_context(),
                 server_hostname=target.host,
                 https_compatible=True,
             )

@@ -3,29 +3,38 @@
 Theory of operation
 -------------------
 A :class:`Request` (built from ``RequestOptions`` by :mod:`._prepare`, which validates
-everything a caller controls) moves through ``QUEUED`` (in the dispatcher's FIFO) → ``ASSIGNED``
-(waiting for the connection being opened for it, or holding a lease it has not used yet) →
-``RUNNING`` (being written or awaiting/reading its response) → ``DONE``. Every move goes
-through :meth:`Request.move`, which keeps the owner's
-counters exact, so ``statistics()`` is O(1) and always consistent. ``DONE`` is final:
-whoever gets there first (the connection finishing the response, the caller being
+everything a caller controls) moves through ``QUEUED`` (in the scheduler's FIFO) →
+``ASSIGNED`` (waiting for the connection being opened for it, or holding a lease it has not
+used yet: its ``seat``) → ``RUNNING`` (being written or awaiting/reading its response) →
+``DONE``. Every move goes through :meth:`Request.move`, which keeps the owner's (the
+scheduler's) counters exact, so ``statistics()`` is O(1) and always consistent. ``DONE`` is
+final: whoever gets there first (the connection finishing the response, the caller being
 cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
+
+This module is the bottom of the HTTP core: the record refers to the layers above only
+through the small protocols declared here (:class:`Owner`, :class:`Seat`, :class:`Attempt`,
+:class:`Cancellable`), so nothing here imports them.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import h11
 import trio
 
+if TYPE_CHECKING:
+    from .._errors import TrioPoolError
+
 __all__ = [
+    "Attempt",
     "Cancellable",
     "Interrupted",
     "Owner",
     "Request",
+    "Seat",
     "State",
 ]
 
@@ -44,6 +53,11 @@ class State(enum.IntEnum):
     DONE = 4
 
 
+# The members the hot path tests, as module constants: reading an enum member through its
+# class costs an attribute lookup on the enum's metaclass, several per request.
+_NEW, _DONE = State.NEW, State.DONE
+
+
 class Cancellable(Protocol):
     """What stops a request's wait: its cancel scope, or (``request()`` on plain TCP)
     the socket's interrupt."""
@@ -51,13 +65,30 @@ class Cancellable(Protocol):
     def cancel(self) -> None: ...
 
 
+class Seat(Protocol):
+    """Where an ``ASSIGNED`` request sits: the connection being opened for it, or one it
+    holds a lease on that it has not used yet (implemented in ``_pooled.py``)."""
+
+    def give_up(self, request: Request) -> None:
+        """``request`` ended before using its place: the connection carries on without it
+        (for someone else). Not a checkpoint."""
+
+
+class Attempt(Protocol):
+    """A request's latest exchange, as its runner sees it after a deadline cancelled it
+    (implemented in ``_exchange.py``)."""
+
+    def timeout_error(self) -> TrioPoolError:
+        """The error of the read whose deadline expired."""
+
+
 class Interrupted(Exception):
     """Internal: an aborted request noticed it at a wait (a request without a cancel
     scope, or woken from waiting for its turn); its error is on it."""
 
 
-class Owner:
-    """What a request needs from the dispatcher that accepted it: its counters, requests
+class Owner(Protocol):
+    """What a request needs from the scheduler that accepted it: its counters, requests
     per :class:`State` (indexed by it), which :meth:`Request.move` keeps exact."""
 
     _counts: list[int]
@@ -80,12 +111,13 @@ class Request:
         "replay",
         "retried",
         "scope",
+        "seat",
+        "seq",
         "state",
         "target",
         "upgrade",
         "waiter",
         "wire",
-        "worker",
         "written_at",
     )
 
@@ -107,23 +139,26 @@ class Request:
         # Streaming bodies and non-idempotent requests are never written behind others.
         self.pipelineable = idempotent and not upgrade and (body is None or isinstance(body, bytes))
         self.upgrade = upgrade
-        self.state = State.NEW
+        self.state = _NEW
         self.owner: Owner | None = None
-        # The connection it holds a lease on, or is waiting for while it connects.
-        self.worker: Any = None
+        # ASSIGNED: the connection it holds an unused lease on, or waits for while it
+        # connects (set and cleared by the connection; the scheduler calls give_up on abort).
+        self.seat: Seat | None = None
+        # Order of acceptance (set by the scheduler): re-sent requests keep their order.
+        self.seq = 0
         # The caller's cancel scope while it runs the exchange (request(): while it waits
         # for the socket); aborting cancels it.
         self.scope: Cancellable | None = None
         self.error: BaseException | None = None
-        self.exchange: Any = None  # its latest exchange (whose read may have timed out)
+        self.exchange: Attempt | None = None  # its latest (whose read may have timed out)
         # Its caller's task while parked (for a connection or a pipelining turn).
         self.waiter: trio.lowlevel.Task | None = None
         self.retried = False
         self.replay = False  # written through a side serializer (pipelined): replay into h11
         # Trio time the request (a duplex one: its head) was written: headers_timeout's start.
         self.written_at = 0.0
-        # request(): its task reads the whole response once its turn comes, without waiting
-        # for anything but the connection.
+        # The fast read mode (request()): its task reads the whole response once its turn
+        # comes, without a cancel scope, waiting for nothing but the connection.
         self.reads_whole = False
         self.head: h11.Request | None = None  # the h11 event, once built (see h11_event)
         self.wire: bytes | None = None  # the whole request as bytes, if known in advance
@@ -163,7 +198,7 @@ class Request:
     @property
     def ended(self) -> bool:
         """``DONE`` (a property, so type checkers do not assume it unchanged by an await)."""
-        return self.state is State.DONE
+        return self.state is _DONE
 
     async def park(self) -> None:
         """Sleep until :meth:`wake` (or a cancellation). A checkpoint.
@@ -186,8 +221,8 @@ class Request:
 
     def finish(self, error: BaseException | None) -> None:
         """Mark the request DONE (first caller wins) and wake its caller."""
-        if self.state is State.DONE:
+        if self.state is _DONE:
             return
         self.error = error
-        self.move(State.DONE)
+        self.move(_DONE)
         self.wake()
