@@ -79,7 +79,7 @@ def tracker(postgres: Any, pool_role: str) -> ConnectionTracker:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+def redis_server(tmp_path: Path) -> Iterator[Any]:
     """A ``redis-server`` child process on a free loopback port, killed after the test."""
     server = RedisServer(require_redis(), tmp_path)
     server.start()
