@@ -7,14 +7,12 @@ skipped, unless ``TRIO_POOL_REQUIRE_REDIS=1`` (set by CI), which makes them fail
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any, NoReturn
 
 import pytest
+
+from .availability import load_example_helper
 
 __all__ = ["REQUIRE_VARIABLE", "RedisServer", "require_redis"]
 
@@ -22,21 +20,7 @@ __all__ = ["REQUIRE_VARIABLE", "RedisServer", "require_redis"]
 REQUIRE_VARIABLE = "TRIO_POOL_REQUIRE_REDIS"
 
 
-def _load() -> ModuleType:
-    name = "_redisserver"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[2] / "examples" / "_redisserver.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_server: Any = _load()
+_server: Any = load_example_helper("_redisserver")
 #: ``examples/_redisserver.py``'s server class.
 RedisServer: Any = _server.RedisServer
 

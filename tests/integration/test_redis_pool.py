@@ -18,6 +18,14 @@ from trio_pool import Backoff, ResourcePool
 
 TASKS = 300
 
+# coredis drops the anyio memory streams of a connection that failed (the server killed it, or
+# a connect timed out on a loaded machine) without closing them; their __del__ warns. That is
+# the client's leak, not the pool's.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
 
 OPENED: dict[int, float] = {}  # id(client) -> when it connected (while it is open)
 
@@ -82,10 +90,6 @@ async def test_hundreds_of_tasks_share_five_connections(redis_server: Any) -> No
         assert stats.acquires_total == TASKS + 1
 
 
-# coredis drops the anyio memory streams of a connection the server killed without closing
-# them; their __del__ warns. That is the client's leak, not the pool's.
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_restart_mid_run_recovers_on_the_backoff_and_expire_all_renews(
     redis_server: Any,
 ) -> None:
