@@ -7,7 +7,8 @@ Real time (a real server): every wait is bounded by ``trio.fail_after``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import gc
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +26,14 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _collect_the_clients_garbage() -> Iterator[None]:
+    """Collect those streams now, while the filters above apply: collected later, their
+    warnings would be blamed on whichever test runs then."""
+    yield
+    gc.collect()
 
 
 OPENED: dict[int, float] = {}  # id(client) -> when it connected (while it is open)
