@@ -105,7 +105,8 @@ def test_value_objects() -> None:
     assert repr(stats) == (
         "ResourcePoolStats(min=0, max=4, allocated=1, available=1, queued=0,"
         " max_requests=None, live=True, acquires_total=0, request_timeouts_total=0,"
-        " allocation_errors_total=0, ping_failures_total=0, leaks_total=0)"
+        " allocation_errors_total=0, ping_failures_total=0, leaks_total=0,"
+        " reset_failures_total=0)"
     )
     assert repr(Backoff(min=0.5, max=8.0)) == "Backoff(min=0.5, max=8.0)"
 

@@ -9,7 +9,8 @@ resource, while the backend injects faults at random:
 
 * allocations that fail, hang (past ``acquire_timeout``), or come back late (shielded, so they
   ignore the pool's cancel scope);
-* pings that fail or hang (past ``ping_timeout``);
+* pings that fail or hang (past ``ping_timeout``), and resets on release (``reset``) that fail
+  or hang (past ``ping_timeout``);
 * disposes (or ``open=`` exits) that fail or hang (past ``dispose_timeout``);
 * holders cancelled at random, while waiting, while pinged or while holding;
 * ``remove``/``destroy`` inside ``async with pool.acquire()`` blocks;
@@ -27,8 +28,9 @@ The :class:`ChaosBackend` checks, from the callbacks' own view, at every call:
   has not begun and that the pool has not let go of (a ``remove``/``destroy`` by a holder, or
   a ping that did not pass: the pool disposes those in the background, after it may already
   have started their replacement);
-* a resource is never handed to two holders at once, never pinged, disposed or destroyed while
-  a holder has it, never pinged after its close began;
+* a resource is never handed to two holders at once, never pinged, reset, disposed or
+  destroyed while a holder has it, never pinged or reset after its close began, never handed
+  out while its reset runs, never reset twice at once;
 * every resource is closed exactly once: disposed (or its ``open=`` block left) at most once,
   ``destroy`` called at most once and only if it was not disposed successfully.
 
@@ -122,6 +124,7 @@ class ChaosBackend:
     in_flight: int = 0
     created: list[ChaosResource] = attrs.field(factory=list)
     peak: int = 0
+    resetting: set[int] = attrs.field(factory=set)  # id() of the resources being reset
 
     def counted(self) -> int:
         """Resources that exist or are being created and that the pool still answers for."""
@@ -227,6 +230,25 @@ class ChaosBackend:
             resource.let_go = True
             raise
 
+    async def reset(self, resource: ChaosResource) -> None:
+        assert id(resource) not in self.holders, f"{resource!r} reset while held"
+        assert not resource.closing, f"{resource!r} reset after its close began"
+        assert id(resource) not in self.resetting, f"{resource!r} reset twice at once"
+        self.resetting.add(id(resource))
+        try:
+            if self._chance("reset hangs", 0.03):
+                await trio.sleep_forever()
+            await trio.sleep(self.rng.choice((0, 0, 0.05)))
+            if self._chance("reset fails", 0.05):
+                raise PingFault(f"{resource!r} cannot be reset")
+        except BaseException:
+            # A reset that did not pass (failed, timed out, or cut by a teardown): the pool
+            # removes the resource.
+            resource.let_go = True
+            raise
+        finally:
+            self.resetting.discard(id(resource))
+
     def options(self, form: str, ping: bool) -> dict[str, Any]:
         options: dict[str, Any] = (
             {"open": self.open}
@@ -278,6 +300,7 @@ class Round:
         )
         assert not resource.closing, f"{resource!r} handed out after its close began"
         assert not resource.let_go, f"{resource!r} handed out after the pool let it go"
+        assert id(resource) not in resource.backend.resetting, f"{resource!r} lent mid-reset"
         if resource.died:  # it died on its way to the holder: nothing could prevent that
             self.figures["handed out just as it died"] += 1
         self.holders[id(resource)] = name
@@ -367,6 +390,7 @@ def pool_options(rng: random.Random, backend: ChaosBackend, form: str) -> dict[s
         "max_lifetime": rng.choice((None, None, 0.5, 3.0)),
         "leak_timeout": rng.choice((None, 0.1)),
         "name": backend.name,
+        "reset": backend.reset if rng.random() < 0.5 else None,
     }
 
 
@@ -476,6 +500,7 @@ def check_all_closed(round_: Round) -> None:
     assert round_.holders == {}, f"still held after end(): {round_.holders}"
     for backend, pool in zip(round_.backends, round_.pools, strict=True):
         backend.check_all_closed()
+        assert not backend.resetting, f"{backend.name}: resets still running after end()"
         stats = pool.statistics()
         assert (stats.allocated, stats.available, stats.queued) == (0, 0, 0), stats
         assert backend.peak <= backend.max
@@ -537,7 +562,7 @@ def test_chaos(form: str, clustered: bool) -> None:
     kinds = ["allocation hangs", "allocation late", "allocation fails", "ping hangs",
              "ping fails", "dispose fails", "dispose hangs", "remove", "destroy",
              "cancelled while waiting", "cancelled while holding", "expire_all",
-             "resize"]  # fmt: skip
+             "resize", "reset hangs", "reset fails"]  # fmt: skip
     if form == OPEN:
         kinds.append("resource dies")
     for kind in kinds:

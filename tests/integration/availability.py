@@ -23,17 +23,24 @@ from typing import Any, NoReturn
 
 import pytest
 
-__all__ = ["import_pg_purepy", "pgserver", "require_postgres", "required", "skip_or_fail"]
+__all__ = [
+    "import_pg_purepy",
+    "load_example_helper",
+    "pgserver",
+    "require_postgres",
+    "required",
+    "skip_or_fail",
+]
 
 #: Set to ``1`` to turn "PostgreSQL is not available here" from a skip into a failure.
 REQUIRE_VARIABLE = "TRIO_POOL_REQUIRE_POSTGRES"
 
 
-def _load_bootstrap() -> ModuleType:
-    name = "_pgserver"
+def load_example_helper(name: str) -> ModuleType:
+    """Load ``examples/<name>.py`` by path (``examples/`` is not a package)."""
     if name in sys.modules:  # already loaded (e.g. by a second conftest import)
         return sys.modules[name]
-    path = Path(__file__).resolve().parents[2] / "examples" / "_pgserver.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
@@ -44,7 +51,7 @@ def _load_bootstrap() -> ModuleType:
 
 
 #: ``examples/_pgserver.py``.
-pgserver: Any = _load_bootstrap()
+pgserver: Any = load_example_helper("_pgserver")
 
 
 def required() -> bool:

@@ -1,4 +1,4 @@
-"""Fixtures for the PostgreSQL integration tests.
+"""Fixtures for the PostgreSQL and Redis integration tests.
 
 Theory of operation: ``postgres_server`` runs one throwaway cluster per test module (initdb
 costs about a second; a cluster per test would dominate the run time). It is bootstrapped by
@@ -12,6 +12,8 @@ and ``pool_role`` gives each test its own login role, so that counting that role
 Missing binaries or pg-purepy skip these tests, unless ``TRIO_POOL_REQUIRE_POSTGRES=1`` (set by
 CI): then they fail, so that CI cannot go green by silently skipping the integration suite.
 That rule lives in ``availability.py``, shared with the test that runs the PostgreSQL example.
+``redis_server`` runs one Debian ``redis-server`` per test (it starts in milliseconds); see
+``redis.py`` and its ``TRIO_POOL_REQUIRE_REDIS=1``.
 """
 
 from __future__ import annotations
@@ -19,20 +21,22 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .availability import import_pg_purepy, pgserver, require_postgres, required
+from .redis import RedisServer, require_redis
 
 _import_error = import_pg_purepy()
 if _import_error is not None:  # pg-purepy needs Python >= 3.11, trio_pool supports 3.10
     if required():
         raise _import_error
-    collect_ignore_glob = ["test_*.py"]
+    collect_ignore_glob = ["test_postgres*.py"]
 
     def pytest_report_header() -> str:
-        return "integration tests: not collected, pg-purepy cannot be imported"
+        return "PostgreSQL integration tests: not collected, pg-purepy cannot be imported"
 
 else:
     from .pg import ConnectionTracker, superuser_fetch
@@ -72,3 +76,14 @@ def tracker(postgres: Any, pool_role: str) -> ConnectionTracker:
     return ConnectionTracker(
         address=postgres.host, port=postgres.port, user=pool_role, database=postgres.database
     )
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A ``redis-server`` child process on a free loopback port, killed after the test."""
+    server = RedisServer(require_redis(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -1,7 +1,7 @@
 """A Hypothesis state machine driving a ResourcePool through random sequences of acquire,
 release, remove, destroy (of held and of idle resources), cancel (including the
 cancel-at-hand-off race), failing allocations, dead resources, expire_all(), resize(),
-max_lifetime and the passage of time, checking
+max_lifetime, resets on release (some failing) and the passage of time, checking
 the pool's invariants (its own ``_check_invariants()`` and the backend's view) after every step.
 
 Harness: Trio runs in a background thread on a ``MockClock`` that only moves when a rule
@@ -28,6 +28,11 @@ from trio_pool import Backoff, PoolDestroyedError, PoolEndingError, ResourcePool
 T = TypeVar("T")
 
 MAX_ACTIVE_HOLDERS = 6
+PING_TIMEOUT = 10.0  # the pool's default, which also bounds a reset
+
+
+class ResetError(Exception):
+    """What the machine's ``reset`` raises when told to fail."""
 
 
 class TrioDriver:
@@ -99,6 +104,30 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         self._pool_exited = threading.Event()
         self.ending = False
         self.end_result: list[BaseException] | None = None
+        self.resetting: dict[int, FakeResource] = {}  # resources whose reset runs now
+        self.reset_delay = 0.0
+        self.fail_next_reset = 0
+        self.reset_failures = 0
+
+    async def _reset(self, resource: FakeResource) -> None:
+        """The pool's ``reset``: takes ``reset_delay``; fails when told to. A jump of the
+        clock past ``ping_timeout`` makes it late: the pool counts that as a failure too."""
+        assert id(resource) not in self.resetting, "reset twice at once"
+        self.resetting[id(resource)] = resource
+        started = trio.current_time()
+        try:
+            await trio.sleep(self.reset_delay)
+        except trio.Cancelled:  # only its ping_timeout cancels a reset here (end() waits)
+            self.reset_failures += 1
+            raise
+        finally:
+            del self.resetting[id(resource)]
+        late = trio.current_time() - started >= PING_TIMEOUT
+        if late or self.fail_next_reset:
+            self.reset_failures += 1
+        if self.fail_next_reset:
+            self.fail_next_reset -= 1
+            raise ResetError(f"cannot reset {resource!r}")
 
     # ------------------------------------------------------------------ setup / teardown
 
@@ -110,6 +139,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         allocation_time=st.sampled_from([0.0, 1.0]),
         ping_time=st.sampled_from([0.0, 0.0, 0.5]),
         max_lifetime=st.sampled_from([None, None, 3.0, 15.0]),
+        reset_time=st.sampled_from([None, None, 0.0, 0.5]),
     )
     def open_pool(
         self,
@@ -120,11 +150,13 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         allocation_time: float,
         ping_time: float,
         max_lifetime: float | None,
+        reset_time: float | None,
     ) -> None:
         self.form = form
         self.backend.acquire_delay = allocation_time
         self.backend.ping_delay = ping_time
         self.max = max(1, minimum + extra)
+        self.reset_delay = reset_time or 0.0
         self.pool = make_pool(
             self.backend,
             form,
@@ -136,6 +168,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
             idle_timeout=idle_timeout,
             sync_interval=2.0,
             max_lifetime=max_lifetime,
+            reset=None if reset_time is None else self._reset,
         )
         pool = self.pool
 
@@ -268,6 +301,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         # In a quiescent state every live resource is idle, held, or being pinged.
         busy = {id(h.resource) for h in self._with_state("holding")}
         busy |= {id(r) for r in self.backend.pinging}
+        busy |= set(self.resetting)
         return [r for r in self.backend.alive_resources if id(r) not in busy]
 
     @precondition(lambda self: self.pool is not None and bool(self._idle_resources()))
@@ -347,6 +381,10 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         self.driver.call_sync(both)
 
     @rule()
+    def next_reset_fails(self) -> None:
+        self.fail_next_reset += 1
+
+    @rule()
     def next_allocation_fails(self) -> None:
         self.backend.fail_next += 1
 
@@ -385,10 +423,12 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         closed = {id(r) for r in self.backend.closed}
         assert not [r for r in held if id(r) in closed]
 
-        # Every resource that exists is idle, held by exactly one holder, or being pinged
-        # for an acquirer (who is still "waiting" but no longer queued).
-        pinging = len(self.backend.pinging)
+        # Every resource that exists is idle, held by exactly one holder, being pinged for
+        # an acquirer (who is still "waiting" but no longer queued) or being reset.
+        pinging = len(self.backend.pinging) + len(self.resetting)
         assert len(self.backend.alive_resources) == stats.available + len(held) + pinging
+        assert not [r for r in held if id(r) in self.resetting], "lent while resetting"
+        assert stats.reset_failures_total == self.reset_failures
 
         # allocated = idle + checked out + being created (a retry waiting on the backoff
         # schedule may hold one slot while allocations are failing).
@@ -396,7 +436,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         slack = 1 if self.backend.failed_since_success else 0
         assert visible <= stats.allocated <= visible + slack, (stats, visible)
 
-        assert stats.queued == len(waiting) - pinging
+        assert stats.queued == len(waiting) - len(self.backend.pinging)
         assert stats.live == bool(self.backend.created)
         for holder in self._with_state("failed"):
             assert self.ending, holder.error
@@ -413,6 +453,8 @@ class ResourcePoolMachine(RuleBasedStateMachine):
     def end_finishes_once_everything_is_given_back(self) -> None:
         if not self.ending or self._with_state("waiting") or self._with_state("holding"):
             return
+        if self.resetting:
+            return  # end() waits for the resets under way
         assert self.end_result == [], "end() still waiting with nothing checked out or queued"
         assert self.backend.alive_resources == []
 

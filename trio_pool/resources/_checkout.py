@@ -38,7 +38,7 @@ from ._options import PoolOptions
 from ._slot import Slot, SlotState, deadline_after
 from ._stats import Counters
 
-__all__ = ["AcquireContext", "Checkout", "CheckoutOwner"]
+__all__ = ["AcquireContext", "Checkout", "CheckoutOwner", "give_back"]
 
 logger = logging.getLogger("trio_pool.resource")
 
@@ -96,6 +96,10 @@ class Checkout:
         slot.lent_at = trio.current_time()
         slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
 
+    def refusal(self, _: object = None) -> BaseException:
+        """Why the pool refuses an acquirer now (it must refuse; a waiter is ignored)."""
+        return self._refuse()
+
     def _refuse(self) -> BaseException:
         refusal = self._owner._refusal()
         assert refusal is not None
@@ -144,6 +148,14 @@ class Checkout:
         if options.leak_timeout is not None:
             self._note_site(slot, sys._getframe(2))
         return slot
+
+    async def adopt(self, slot: Slot) -> Slot:
+        """Finish the checkout of a slot a :class:`Cluster` waiter was handed (already lent):
+        what :meth:`take` does after its wait. A checkpoint only with a ``ping``."""
+        self._check_not_torn_down(slot)
+        if self._options.ping is not None:
+            slot = await self._pinged(slot, _INF)
+        return self._lent(slot)
 
     async def _wait(self, deadline: float, *, front: bool = False) -> Slot:
         """Count this acquirer's demand, then park until a slot is handed over (``front``: at
@@ -258,8 +270,12 @@ class AcquireContext(Generic[T]):
     ) -> None:
         slot, self._slot = self._slot, None
         assert slot is not None
-        # Released, removed or destroyed inside the block (then maybe lent again): not ours.
-        # (Read straight from the lent map: this runs on every acquire.)
-        checkout = self._checkout
-        if slot.lease == self._lease and checkout._lending.busy.get(id(slot.resource)) is slot:
-            checkout.release(slot.resource)
+        give_back(self._checkout, slot, self._lease)
+
+
+def give_back(checkout: Checkout, slot: Slot, lease: int) -> None:
+    """Release ``slot`` as an ``acquire()`` block's exit does, unless it was released, removed
+    or destroyed inside the block (then maybe lent again: not this block's any more)."""
+    # Read straight from the lent map: this runs on every acquire.
+    if slot.lease == lease and checkout._lending.busy.get(id(slot.resource)) is slot:
+        checkout.release(slot.resource)

@@ -1,20 +1,40 @@
 """Cluster: pick among ResourcePools by capability tag, then by how idle they are.
 
+Theory of operation
+-------------------
 A cluster owns no tasks: its pools are entered (``async with``) by the caller, which keeps
 their lifetimes structured. Selection is a synchronous scan over the cluster's pools (a
 handful: a primary and its replicas), so it costs O(number of pools) per acquire.
+
+When a capable open pool has an idle resource, the acquirer takes it from that pool. When none
+has, the acquirer parks on the cluster's own :class:`~trio_pool._handoff.HandoffQueue`
+(``_waiters``, keyed by a :class:`_Waiter` naming its capability) and is served, first come
+first served among the waiters that pool can serve, by the first capable pool that frees or
+creates a resource. The hook is each pool's :class:`~._lending.Lending` ``spills`` list, where
+the cluster puts one :class:`_Spill` per pool (in :meth:`Cluster.add_pool`; removed by
+:meth:`Cluster.remove_pool`): a resource that would go idle is handed to the oldest capable
+cluster waiter instead (the pool's own waiters come first), and the pool counts, as demand to
+allocate for, the waiters the cluster assigned to it: each waiter is assigned, when it parks,
+to the capable open pool with the most spare capacity (none if all are full: it waits for a
+release). Only the cluster parks and hands on ``_waiters``; a waiter cancelled while parked
+leaves it with nothing handed (the hand-off's rule), so the pools stay as they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any, Generic, TypeVar, final
 
+import attrs
 import trio
 
 from .._errors import InvalidArgumentError, NoCapablePoolError, PoolDestroyedError
+from .._handoff import HandoffQueue
+from ._checkout import give_back
 from ._pool import ResourcePool
+from ._slot import Slot
 
 __all__ = ["Cluster"]
 
@@ -46,6 +66,8 @@ class Cluster(Generic[T]):
                 f"invalid pools: expected an iterable of ResourcePool, got {pools!r}"
             ) from None
         self._pools: list[ResourcePool[T]] = []
+        self._spills: dict[int, _Spill] = {}  # id(pool) -> its hook into that pool
+        self._waiters: HandoffQueue[_Waiter, tuple[ResourcePool[Any], Slot]] = HandoffQueue()
         self._ended = False
         for pool in members:
             self.add_pool(pool)
@@ -68,6 +90,8 @@ class Cluster(Generic[T]):
             raise InvalidArgumentError(f"invalid pool: expected a ResourcePool, got {pool!r}")
         if not any(p is pool for p in self._pools):
             self._pools.append(pool)
+            spill = self._spills[id(pool)] = _Spill(self, pool)
+            pool._lending.spills.append(spill)
 
     def remove_pool(self, pool: ResourcePool[T]) -> None:
         """Stop selecting ``pool`` (its own lifetime is untouched).
@@ -78,14 +102,19 @@ class Cluster(Generic[T]):
         for index, present in enumerate(self._pools):
             if present is pool:
                 del self._pools[index]
+                pool._lending.spills.remove(self._spills.pop(id(pool)))
                 return
         raise InvalidArgumentError(f"invalid pool: {pool!r} is not in this cluster")
 
     def acquire(self, capability: str | None = None) -> AbstractAsyncContextManager[T]:
         """``async with cluster.acquire(capability) as resource:`` from the best capable pool.
 
-        The pool is chosen when this is called; entering the block is a checkpoint and
-        raises what that pool's :meth:`ResourcePool.acquire` raises.
+        Entering the block is a checkpoint. If a capable open pool has an idle resource, it
+        comes from the best such pool (as above, chosen when this is called) and entering
+        raises what that pool's :meth:`ResourcePool.acquire` raises. Otherwise the acquirer
+        waits, first come first served, for the first capable pool that frees or creates a
+        resource (a pool's own waiters are served before the cluster's); ``ping`` then runs
+        as in that pool.
 
         Raises:
             NoCapablePoolError: no pool has ``capability`` (or the cluster is empty).
@@ -93,10 +122,32 @@ class Cluster(Generic[T]):
         """
         if self._ended:
             raise PoolDestroyedError("Cluster is ended")
-        return self._select(capability).acquire()
+        pool = self._select(capability)
+        if pool.statistics().available or not pool._accepting():
+            return pool.acquire()
+        return _ClusterAcquire(self, capability)
+
+    async def _take(self, capability: str | None) -> tuple[ResourcePool[Any], Slot]:
+        """Check a slot out of the best capable pool, or of the first that can serve. A
+        checkpoint."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        pool = self._select(capability)
+        if pool.statistics().available or not pool._accepting():  # it changed meanwhile
+            return pool, await pool._checkout.take()
+        pool, slot = await self._park(capability)
+        return pool, await pool._checkout.adopt(slot)
+
+    async def _park(self, capability: str | None) -> tuple[ResourcePool[Any], Slot]:
+        """Park on the cluster's queue until a capable pool hands over a lent slot."""
+        capable = [p for p in self._pools if p._accepting() and _can(p, capability)]
+        spare = [p for p in capable if _spare(p) > 0]
+        waiter = _Waiter(capability, max(spare, key=_spare) if spare else None)
+        if waiter.assigned is not None:
+            waiter.assigned._maybe_allocate(arriving=1)
+        return await self._waiters.wait(waiter)
 
     def _select(self, capability: str | None) -> ResourcePool[T]:
-        capable = [p for p in self._pools if capability is None or capability in p.capabilities]
+        capable = [p for p in self._pools if _can(p, capability)]
         if not capable:
             if capability is None:
                 raise NoCapablePoolError("no capable pool: the cluster has no pools")
@@ -109,6 +160,7 @@ class Cluster(Generic[T]):
     async def end(self) -> list[BaseException]:
         """End every pool concurrently; return all their errors in one list. A checkpoint."""
         self._ended = True
+        self._waiters.fail_all(lambda _: PoolDestroyedError("Cluster is ended"))
         errors: list[list[BaseException]] = [[] for _ in self._pools]
 
         async def end_one(index: int, pool: ResourcePool[Any]) -> None:
@@ -123,3 +175,92 @@ class Cluster(Generic[T]):
 def _preference(pool: ResourcePool[Any]) -> tuple[int, int, int]:
     stats = pool.statistics()
     return (stats.available, -stats.queued, stats.max - stats.allocated)
+
+
+def _can(pool: ResourcePool[Any], capability: str | None) -> bool:
+    return capability is None or capability in pool.capabilities
+
+
+def _spare(pool: ResourcePool[Any]) -> int:
+    stats = pool.statistics()
+    return stats.max - stats.allocated
+
+
+@attrs.define(eq=False, slots=True)
+class _Waiter:
+    """A cluster acquirer parked on the cluster's queue (its key there)."""
+
+    capability: str | None
+    assigned: ResourcePool[Any] | None  # the pool that allocates for it, if any had room
+
+
+@attrs.define(eq=False, slots=True)
+class _Spill:
+    """The cluster's hook into one pool (a :class:`~._lending.Spill`)."""
+
+    cluster: Cluster[Any]
+    pool: ResourcePool[Any]
+
+    @property
+    def waiters(self) -> HandoffQueue[_Waiter, tuple[ResourcePool[Any], Slot]]:
+        return self.cluster._waiters
+
+    def closed(self) -> None:
+        """The pool stopped accepting: its waiters are assigned afresh; a waiter no open pool
+        can serve any more fails with the reason this pool gives."""
+        pools = self.cluster._pools
+        for waiter in self.waiters:
+            if waiter.assigned is self.pool:
+                waiter.assigned = None
+            if not any(p._accepting() and _can(p, waiter.capability) for p in pools):
+                refusal = self.pool._refusal()
+                assert refusal is not None
+                self.waiters.fail(refusal, waiter)
+        for pool in pools:
+            if pool._accepting():
+                pool._maybe_allocate()  # they take on the waiters left unassigned
+
+    def claim(self) -> Callable[[Slot], object] | None:
+        for waiter in self.waiters:  # oldest first; O(waiters) only while some wait
+            if _can(self.pool, waiter.capability):
+                return lambda slot: self.waiters.hand((self.pool, slot), waiter)
+        return None
+
+    def demand(self) -> int:
+        if not self.waiters:
+            return 0
+        # A waiter that found every capable pool full is assigned to the first that asks
+        # (it asks when a place frees up) and has room.
+        pool, room = self.pool, _spare(self.pool)
+        count = 0
+        for waiter in self.waiters:
+            if waiter.assigned is None and room > 0 and _can(pool, waiter.capability):
+                waiter.assigned = pool
+                room -= 1
+            count += waiter.assigned is pool
+        return count
+
+
+@attrs.define(eq=False, slots=True)
+class _ClusterAcquire(Generic[T]):
+    """What :meth:`Cluster.acquire` returns when it must wait across the pools."""
+
+    _cluster: Cluster[T]
+    _capability: str | None
+    _taken: tuple[ResourcePool[Any], Slot, int] | None = None
+
+    async def __aenter__(self) -> T:
+        pool, slot = await self._cluster._take(self._capability)
+        self._taken = (pool, slot, slot.lease)
+        return slot.resource  # type: ignore[no-any-return]
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        taken, self._taken = self._taken, None
+        assert taken is not None
+        pool, slot, lease = taken
+        give_back(pool._checkout, slot, lease)

@@ -9,7 +9,9 @@ synchronous methods change (decide and record with no ``await`` in between):
   holds the longest-idle ones, which idle eviction takes);
 * ``busy``: lent slots (BUSY, or DEAD ones whose holder has not given them back yet) by
   ``id(resource)`` (resources need not be hashable);
-* ``waiters``: parked acquirers, a :class:`~trio_pool._handoff.HandoffQueue` of slots.
+* ``waiters``: parked acquirers, a :class:`~trio_pool._handoff.HandoffQueue` of slots;
+* ``resetting``: given-back slots whose ``reset`` runs (changed only by :mod:`._reset`): held
+  by the pool, neither idle nor lent.
 
 A free resource goes straight to the head waiter (:meth:`Lending.give`: ``HandoffQueue.hand``
 is atomic with the wake-up, so a waiter being cancelled never loses it, aiohttp#9670), else to
@@ -17,14 +19,21 @@ the idle stack. So idle resources exist only while nobody waits, and an acquirer
 stack empty parks on ``waiters`` ("try now, then park", as ``trio.MemoryReceiveChannel.receive``
 does; see :mod:`._checkout`).
 
-While the pool ends, :attr:`Lending.drained` is set once nobody holds or waits.
+A :class:`~._cluster.Cluster` the pool is in adds a :class:`Spill` to ``spills``: the one hook
+from a pool to its clusters. A resource that would go idle (no waiter of the pool's own) is
+first offered to each spill (``claim()``: a cluster waiter that can take it, or None), and the
+pool allocates for its spills' ``demand()`` as for waiters of its own. So a cluster's waiter is
+served by the first capable pool that frees or creates a resource; the pool's own waiters come
+first.
+
+While the pool ends, :attr:`Lending.drained` is set once nobody holds, waits or resets.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -32,21 +41,44 @@ from .._errors import InvalidArgumentError
 from .._handoff import HandoffQueue
 from ._slot import Slot, SlotState
 
-__all__ = ["Lending"]
+__all__ = ["Lending", "Spill"]
 
 _INF = math.inf
+
+
+class Spill(Protocol):
+    """A cluster's hook into one pool (see the module docstring). Synchronous, no checkpoint."""
+
+    def claim(self) -> Callable[[Slot], object] | None:
+        """A function that hands a (lent) slot to a cluster waiter, or None if none can."""
+
+    def demand(self) -> int:
+        """How many cluster waiters this pool should allocate for."""
+
+    def closed(self) -> None:
+        """The pool stopped accepting acquirers (it ends, bailed or was destroyed)."""
 
 
 class Lending:
     """The idle stack, the lent map and the waiter queue (see the module docstring)."""
 
-    __slots__ = ("busy", "drained", "idle", "waiters")
+    __slots__ = ("busy", "drained", "idle", "resetting", "spills", "waiters")
 
     def __init__(self) -> None:
         self.idle: list[Slot] = []
         self.busy: dict[int, Slot] = {}
         self.waiters: HandoffQueue[object, Slot] = HandoffQueue()
+        self.resetting: dict[int, Slot] = {}
+        self.spills: list[Spill] = []  # the clusters' hooks (only Cluster changes it)
         self.drained: trio.Event | None = None  # made when the pool starts ending
+
+    def demand(self) -> int:
+        """Resources wanted for waiters: the pool's own and its clusters'."""
+        return len(self.waiters) + sum(spill.demand() for spill in self.spills)
+
+    def placed(self) -> int:
+        """How many created resources the pool holds: idle, lent or resetting."""
+        return len(self.idle) + len(self.busy) + len(self.resetting)
 
     def lend(self, slot: Slot) -> Slot:
         """Record ``slot`` as lent (a new lease) and return it. Not a checkpoint."""
@@ -71,6 +103,12 @@ class Lending:
             self.busy[id(slot.resource)] = slot
             self.waiters.hand(slot)
         elif may_idle:
+            for spill in self.spills:
+                hand = spill.claim()
+                if hand is not None:
+                    self.lend(slot)
+                    hand(slot)
+                    return True
             slot.park_idle(trio.current_time())
             self.idle.append(slot)
         else:
@@ -134,8 +172,8 @@ class Lending:
         return self.drained
 
     def check_drained(self) -> None:
-        """Set :attr:`drained` if the pool is ending and nobody holds or waits."""
-        if self.drained is not None and not self.waiters and not self.busy:
+        """Set :attr:`drained` if the pool is ending and nobody holds, waits or resets."""
+        if self.drained is not None and not self.waiters and not self.busy and not self.resetting:
             self.drained.set()
 
     def check_invariants(self) -> None:
@@ -146,5 +184,8 @@ class Lending:
         for key, slot in busy.items():
             assert key == id(slot.resource), slot
             assert slot.state in (SlotState.BUSY, SlotState.DEAD), slot
-        held = [id(slot.resource) for slot in idle] + list(busy)
+        for key, slot in self.resetting.items():
+            assert key == id(slot.resource), slot
+            assert slot.state in (SlotState.BUSY, SlotState.DEAD), slot
+        held = [id(slot.resource) for slot in idle] + list(busy) + list(self.resetting)
         assert len(set(held)) == len(held), "a resource is idle or lent twice"

@@ -39,6 +39,7 @@ class PoolOptions(Generic[T]):
     open: Callable[[], AbstractAsyncContextManager[T]] | None
     destroy: Callable[[T], object] | None
     ping: Callable[[T], Awaitable[object]] | None
+    reset: Callable[[T], Awaitable[object]] | None
     acquire_timeout: float | None
     dispose_timeout: float | None
     ping_timeout: float | None
@@ -78,6 +79,7 @@ def pool_options(
     max_lifetime: object = None,
     leak_timeout: object = None,
     name: object = None,
+    reset: Any = None,
 ) -> PoolOptions[Any]:
     """Check every argument of :class:`ResourcePool` and return them as one frozen record.
 
@@ -95,7 +97,7 @@ def pool_options(
         missing = "dispose" if acquire is not None else "acquire"
         raise InvalidArgumentError(f"invalid {missing}: give acquire and dispose together, or open")
     for label, fn in (("acquire", acquire), ("dispose", dispose), ("destroy", destroy),
-                      ("ping", ping)):  # fmt: skip
+                      ("ping", ping), ("reset", reset)):  # fmt: skip
         if fn is not None and not callable(fn):
             raise InvalidArgumentError(f"invalid {label}: expected a callable, got {fn!r}")
     timeouts = {
@@ -137,6 +139,7 @@ def pool_options(
         open=open,
         destroy=destroy,
         ping=ping,
+        reset=reset,
         sync_interval=interval,
         capabilities=tags,
         min=minimum,

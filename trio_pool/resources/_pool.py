@@ -44,6 +44,7 @@ from ._checkout import AcquireContext, Checkout
 from ._housekeeping import Housekeeper
 from ._lending import Lending
 from ._options import pool_options
+from ._reset import resetter
 from ._slot import Slot, SlotState
 from ._stats import Counters, ResourcePoolStats
 
@@ -90,6 +91,9 @@ class ResourcePool(Generic[T]):
             :meth:`destroy`, when a dispose fails or times out, and when the pool is torn
             down by an exception.
         ping: ``async (T) -> None``: raises if the resource is dead; run before each hand-out.
+        reset: ``async (T) -> None``: run in the pool's nursery on every release, before the
+            resource is handed out again (bounded by ``ping_timeout``); if it raises or times
+            out the resource is removed (counted in ``reset_failures_total``).
         acquire_timeout: bound on one creation (seconds; ``None``/``0``: none).
         dispose_timeout: bound on one dispose; on expiry ``destroy`` is called.
         ping_timeout: bound on one ping; expiry counts as a failed ping.
@@ -124,6 +128,7 @@ class ResourcePool(Generic[T]):
         open: Callable[[], AbstractAsyncContextManager[T]] | None = None,
         destroy: Callable[[T], object] | None = None,
         ping: Callable[[T], Awaitable[object]] | None = None,
+        reset: Callable[[T], Awaitable[object]] | None = None,
         acquire_timeout: float | None = 30.0,
         dispose_timeout: float | None = 30.0,
         ping_timeout: float | None = 10.0,
@@ -147,7 +152,7 @@ class ResourcePool(Generic[T]):
             max_requests=max_requests, request_timeout=request_timeout,
             idle_timeout=idle_timeout, sync_interval=sync_interval, backoff=backoff,
             bail_after=bail_after, max_lifetime=max_lifetime, leak_timeout=leak_timeout,
-            name=name,
+            name=name, reset=reset,
         )  # fmt: skip
         self._options = options
         self.capabilities: tuple[str, ...] = options.capabilities
@@ -164,6 +169,7 @@ class ResourcePool(Generic[T]):
         self._checkout = Checkout(
             self, options, self._lending, self._allocator, keeper, self._counters, self.release
         )
+        self._resetter = resetter(self, options, self._lending, self._supervisor, self._counters)
         self._state = _State.NEW
         self._bail_error: BaseException | None = None
         self._ended: trio.Event | None = None  # made when the shutdown (end or abort) begins
@@ -220,11 +226,12 @@ class ResourcePool(Generic[T]):
             allocation_errors_total=counters.allocation_errors,
             ping_failures_total=counters.ping_failures,
             leaks_total=counters.leaks,
+            reset_failures_total=counters.reset_failures,
         )
 
     def _allocated(self) -> int:
         lending = self._lending
-        return len(lending.idle) + len(lending.busy) + len(self._allocator.creating)
+        return lending.placed() + len(self._allocator.creating)
 
     # ------------------------------------------------------------------ acquiring
 
@@ -290,6 +297,8 @@ class ResourcePool(Generic[T]):
         self._state = state
         self._checkout.open = state is _State.OPEN
         self._checkout.torn_down = state is _State.DESTROYED
+        for spill in self._lending.spills if state is not _State.OPEN else ():
+            spill.closed()  # its clusters' waiters may have nowhere left to wait
 
     def _refusal(self) -> BaseException | None:
         """Why a new acquirer is refused, or None while the pool is OPEN."""
@@ -308,11 +317,6 @@ class ResourcePool(Generic[T]):
         if state is _State.ENDING:
             return PoolEndingError("Pool is ending")
         return LifetimeError("use ResourcePool in an 'async with' block")
-
-    def _bailed(self, _: object) -> BaseException:
-        error = self._refusal()
-        assert error is not None
-        return error
 
     def _accepting(self) -> bool:
         return self._state is _State.OPEN
@@ -337,15 +341,15 @@ class ResourcePool(Generic[T]):
             return  # already torn down with the pool; giving it back is a no-op
         if slot.state is _DEAD:
             self._settle()
+        elif self._resetter is not None:
+            self._resetter.begin(slot)  # it offers the slot once reset
         else:
             self._offer(slot)
 
     def remove(self, resource: T) -> None:
         """Take a resource (checked out or idle) out of the pool; ``dispose`` runs in the
-        background.
-
-        Not a checkpoint. Inside ``async with pool.acquire() as r``, leaving the block then
-        does not release ``r``.
+        background. Not a checkpoint. Inside ``async with pool.acquire() as r``, leaving the
+        block then does not release ``r``.
 
         Raises:
             InvalidArgumentError: the pool does not own the resource (foreign, or already
@@ -403,8 +407,8 @@ class ResourcePool(Generic[T]):
             return
         lending = self._lending
         creating = len(self._allocator.creating)
-        allocated = len(lending.idle) + len(lending.busy) + creating
-        wanted = len(lending.waiters) + arriving - creating
+        allocated = lending.placed() + creating
+        wanted = lending.demand() + arriving - creating
         keeper = self._housekeeper
         if state is _State.OPEN:
             wanted = max(wanted, keeper.min - allocated)
@@ -432,7 +436,7 @@ class ResourcePool(Generic[T]):
         self._set_state(_State.BAILED)
         self._bail_error = error
         logger.debug("%r: bailing: no allocation ever succeeded (%r)", self, error)
-        self._lending.waiters.fail_all(self._bailed)
+        self._lending.waiters.fail_all(self._checkout.refusal)
         self._lending.check_drained()
 
     # ------------------------------------------------------------------ housekeeping
@@ -441,13 +445,10 @@ class ResourcePool(Generic[T]):
         """Assert that the bookkeeping is consistent (for tests; O(allocated + queued))."""
         lending = self._lending
         stats = self.statistics()
-        assert stats.allocated == (
-            len(lending.idle) + len(lending.busy) + len(self._allocator.creating)
-        ), stats
+        assert stats.allocated == lending.placed() + len(self._allocator.creating), stats
         assert (stats.available, stats.queued) == (len(lending.idle), len(lending.waiters))
         if self._state is _State.DESTROYED:
-            assert not lending.idle, "a destroyed pool keeps idle resources"
-            assert not lending.waiters, "a destroyed pool keeps waiters"
+            assert not lending.idle and not lending.waiters, "destroyed, yet in use"  # noqa: PT018
             return
         # Over max only after a resize down, and then nothing idles until it is back under.
         assert stats.allocated <= stats.max or not lending.idle, f"over max: {stats}"
@@ -506,7 +507,7 @@ class ResourcePool(Generic[T]):
         lending = self._lending
         lending.waiters.fail_all(lambda _: PoolDestroyedError("Pool is destroyed"))
         lending.check_drained()
-        for slot in (*lending.take_all_idle(), *lending.busy.values()):
+        for slot in (*lending.take_all_idle(), *lending.busy.values(), *lending.resetting.values()):
             slot.destroy(self._options.destroy, self)
         self._allocator.abandon_creating(forget=True)
         for slot in self._allocator.alive:

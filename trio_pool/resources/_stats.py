@@ -38,6 +38,8 @@ class ResourcePoolStats:
     """Pings that failed or timed out (cumulative)."""
     leaks_total: int = 0
     """Checkouts held longer than ``leak_timeout`` (cumulative)."""
+    reset_failures_total: int = 0
+    """Resets (the ``reset`` option) that raised or timed out (cumulative)."""
 
 
 @attrs.define(slots=True)
@@ -49,3 +51,4 @@ class Counters:
     allocation_errors: int = 0
     ping_failures: int = 0
     leaks: int = 0
+    reset_failures: int = 0
