@@ -6,7 +6,9 @@ repository root, and must exit 0. The examples check their own results and exit 
 the library misbehaves, so this runs them as tests, not only as smoke. An example that imports
 pg-purepy needs PostgreSQL: it carries the ``postgres`` marker and follows the integration
 suite's rule (``tests/integration/availability.py``): skipped when pg-purepy or the server
-binaries are missing, failed instead under ``TRIO_POOL_REQUIRE_POSTGRES=1``.
+binaries are missing, failed instead under ``TRIO_POOL_REQUIRE_POSTGRES=1``. One that imports
+coredis needs ``redis-server``, by ``tests/integration/redis.py``'s rule likewise
+(``TRIO_POOL_REQUIRE_REDIS=1``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 import pytest
 from _python_run import ROOT, run_python
 from integration.availability import require_postgres
+from integration.redis import require_redis
 
 _IMPORTS_PG_PUREPY = re.compile(r"^(?:from|import) pg_purepy\b", re.MULTILINE)
+_IMPORTS_COREDIS = re.compile(r"^(?:from|import) coredis\b", re.MULTILINE)
 _MENTIONED = re.compile(r"examples/(\w+\.py)")
 
 
@@ -63,6 +67,8 @@ def test_the_readme_lists_every_example_and_no_other() -> None:
 def test_example_runs(example: Path) -> None:
     if _needs_postgres(example):
         require_postgres()
+    if _IMPORTS_COREDIS.search(example.read_text()):
+        require_redis()
     result = run_python(str(example.relative_to(ROOT)))
     output = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert result.returncode == 0, f"{example.name} exited {result.returncode}\n{output}"
