@@ -5,6 +5,7 @@ puts this directory on ``sys.path``).
   names the fields that are not, e.g. ``statistics() not idle: queued=1, running=1``.
 * :func:`ok` — the server script that answers every request with an empty 200.
 * :func:`memory_pool` — a ``Pool`` over :func:`trio_pool.testing.serve_memory`, for the block.
+* :func:`asgi_lifespan` — the lifespan half of a test's ASGI app (hypercorn serves those).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+
 import trio_pool
 from trio_pool.testing import Script, ServerConnection, ServerRequest, serve_memory
 
-__all__ = ["assert_idle", "busy_fields", "memory_pool", "ok"]
+__all__ = ["asgi_lifespan", "assert_idle", "busy_fields", "memory_pool", "ok"]
 
 _BUSY = ("pending", "queued", "running", "size")
 
@@ -58,3 +61,14 @@ async def memory_pool(script: Script = ok, **options: Any) -> AsyncIterator[trio
     async with serve_memory(script) as server:
         async with trio_pool.Pool(server.origin, connector=server.connector, **options) as pool:
             yield pool
+
+
+async def asgi_lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Serve an ASGI ``lifespan`` scope: acknowledge start-up, return once shut down."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

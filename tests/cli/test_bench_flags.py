@@ -22,6 +22,7 @@ import pytest
 import trio
 import trustme
 from _bench_run import check_json, command, run, table_rows
+from _helpers import asgi_lifespan
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPResponseStartEvent, Scope
@@ -58,9 +59,7 @@ class App:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await asgi_lifespan(receive, send)
             return
         assert scope["type"] == "http"
         body = bytearray()

@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 import trio
-from _helpers import assert_idle
+from _helpers import asgi_lifespan, assert_idle
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import (
@@ -36,10 +36,8 @@ class App:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if scope["type"] == "lifespan":  # started, then stopped
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if scope["type"] == "lifespan":
+            await asgi_lifespan(receive, send)
             return
         assert scope["type"] == "http"
         while (await receive()).get("more_body"):

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 import pytest
 import trio
 import trustme
-from _helpers import assert_idle
+from _helpers import asgi_lifespan, assert_idle
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import (
@@ -57,13 +57,8 @@ def _pattern(size: int) -> bytes:
 async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     """Routes: /inspect, /echo, /headers, /big?size=N, /chunked, /status/<code>."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await asgi_lifespan(receive, send)
+        return
     assert scope["type"] == "http"
     body = bytearray()
     while True:

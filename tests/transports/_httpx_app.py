@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import trio
+from _helpers import asgi_lifespan
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from hypercorn.typing import (
@@ -81,13 +82,8 @@ async def _read_body(receive: ASGIReceiveCallable, sink: Callable[[bytes], None]
 
 async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await asgi_lifespan(receive, send)
+        return
     if scope["type"] == "websocket":
         await _websocket(receive, send)
         return
