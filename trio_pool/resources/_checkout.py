@@ -65,6 +65,9 @@ class CheckoutOwner(Protocol):
     def _retire(self, slot: Slot, *, graceful: bool) -> None:
         """Dispose of (or destroy) an un-lent slot, and refill."""
 
+    def _emit(self, event: str, seconds: float) -> None:
+        """Call the listeners of ``event`` (``on()``)."""
+
 
 @attrs.define(eq=False, slots=True)
 class Checkout:
@@ -81,15 +84,25 @@ class Checkout:
     # Mirrors of the pool's state, kept by the pool (read on every checkout: no call).
     open: bool = False
     torn_down: bool = False
+    timed: bool = False  # someone listens to "acquired"/"released": take the times
 
-    def _lent(self, slot: Slot) -> Slot:
+    def _lent(self, slot: Slot, started: float | None = None) -> Slot:
         """Count a checkout that succeeded; with ``leak_timeout``, note where it was asked
         for: three frames up, past this method, ``take``/``take_nowait`` and the public
-        method the user called."""
+        method the user called. ``started``: when the acquirer asked (None: it did not
+        wait here, as a Cluster's waiter, so no "acquired" is reported)."""
         self._counters.acquires += 1
         if self._options.leak_timeout is not None:
             self._note_site(slot, sys._getframe(3))
+        if self.timed:
+            self._timed(slot, started)
         return slot
+
+    def _timed(self, slot: Slot, started: float | None) -> None:
+        """Start timing the lease; tell the "acquired" listeners how long the wait was."""
+        now = slot.held_since = trio.current_time()
+        if started is not None:
+            self._owner._emit("acquired", now - started)
 
     @staticmethod
     def _note_site(slot: Slot, caller: FrameType) -> None:
@@ -118,7 +131,7 @@ class Checkout:
             slot = lending.idle.pop()
             why = self._housekeeper.expired(slot)
             if why is None:
-                return self._lent(lending.lend(slot))
+                return self._lent(lending.lend(slot), trio.current_time() if self.timed else None)
             self._housekeeper.expire(slot, why)
         raise trio.WouldBlock
 
@@ -128,6 +141,7 @@ class Checkout:
         if not self.open:
             raise self._refuse()
         lending, options = self._lending, self._options
+        started = trio.current_time() if self.timed else None
         timeout = options.request_timeout
         deadline = _INF if timeout is None else trio.current_time() + timeout
         if lending.idle:  # try now...
@@ -147,6 +161,8 @@ class Checkout:
         self._counters.acquires += 1  # what _lent() does, without a call on the hot path
         if options.leak_timeout is not None:
             self._note_site(slot, sys._getframe(2))
+        if started is not None:
+            self._timed(slot, started)
         return slot
 
     async def adopt(self, slot: Slot) -> Slot:

@@ -33,6 +33,7 @@ from typing import Generic, TypeVar, final
 import trio
 
 from .._errors import (
+    InvalidArgumentError,
     PoolBailedError,
     PoolDestroyedError,
     PoolEndingError,
@@ -66,6 +67,7 @@ class _State(enum.Enum):
 
 
 _DEAD = SlotState.DEAD
+_EVENTS = frozenset({"acquired", "released"})
 _SERVING = (_State.OPEN, _State.ENDING)  # states that still serve accepted acquirers
 
 
@@ -170,6 +172,8 @@ class ResourcePool(Generic[T]):
             self, options, self._lending, self._allocator, keeper, self._counters, self.release
         )
         self._resetter = resetter(self, options, self._lending, self._supervisor, self._counters)
+        # Event -> its callbacks; a tuple, replaced on on()/off(), so emitting needs no copy.
+        self._listeners: dict[str, tuple[Callable[[float], object], ...]] = {}
         self._state = _State.NEW
         self._bail_error: BaseException | None = None
         self._ended: trio.Event | None = None  # made when the shutdown (end or abort) begins
@@ -228,6 +232,51 @@ class ResourcePool(Generic[T]):
             leaks_total=counters.leaks,
             reset_failures_total=counters.reset_failures,
         )
+
+    def on(self, event: str, callback: Callable[[float], object]) -> None:
+        """Call ``callback(seconds)`` on ``event``. Not a checkpoint.
+
+        Events: ``"acquired"(wait)``: a checkout succeeded (``acquire()``, ``checkout()`` or
+        ``checkout_nowait()``), ``wait`` seconds after it was asked for (queueing and pings
+        included); ``"released"(held)``: a checked-out resource was given back (released,
+        removed or destroyed) after ``held`` seconds. Only while someone listens are the
+        times taken. A callback runs in the task of the checkout or release: it must not
+        block, and what it raises is logged, not propagated.
+
+        Raises:
+            InvalidArgumentError: an unknown ``event``, or ``callback`` is not callable.
+        """
+        if event not in _EVENTS:
+            raise InvalidArgumentError(
+                f"invalid event {event!r}: expected one of {sorted(_EVENTS)}"
+            )
+        if not callable(callback):
+            raise InvalidArgumentError("invalid callback: expected a callable")
+        self._listeners[event] = (*self._listeners.get(event, ()), callback)
+        self._checkout.timed = True
+
+    def off(self, event: str, callback: Callable[[float], object]) -> None:
+        """Remove one registration of ``callback`` for ``event`` (no error if absent).
+        Not a checkpoint."""
+        callbacks = list(self._listeners.get(event, ()))
+        if callback in callbacks:
+            callbacks.remove(callback)
+            self._listeners[event] = tuple(callbacks)
+        self._checkout.timed = any(self._listeners.values())
+
+    def _emit(self, event: str, seconds: float) -> None:
+        for callback in self._listeners.get(event, ()):
+            try:
+                callback(seconds)
+            except Exception:
+                # A listener's bug must not fail the checkout or release it observes.
+                logger.exception("%r: listener for %r raised", self, event)
+
+    def _given_back(self, slot: Slot) -> None:
+        """A timed lease ended: tell the "released" listeners how long it lasted."""
+        held_since, slot.held_since = slot.held_since, None
+        if held_since is not None:
+            self._emit("released", trio.current_time() - held_since)
 
     def _allocated(self) -> int:
         lending = self._lending
@@ -337,6 +386,8 @@ class ResourcePool(Generic[T]):
                 or already released, removed or destroyed).
         """
         slot = self._lending.take_back(resource, "release")
+        if slot.held_since is not None:
+            self._given_back(slot)
         if self._state is _State.DESTROYED:
             return  # already torn down with the pool; giving it back is a no-op
         if slot.state is _DEAD:
@@ -356,6 +407,8 @@ class ResourcePool(Generic[T]):
                 removed or destroyed).
         """
         slot = self._lending.take_back(resource, "remove", idle_too=True)
+        if slot.held_since is not None:
+            self._given_back(slot)
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=True)
 
@@ -368,6 +421,8 @@ class ResourcePool(Generic[T]):
                 removed or destroyed).
         """
         slot = self._lending.take_back(resource, "destroy", idle_too=True)
+        if slot.held_since is not None:
+            self._given_back(slot)
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 

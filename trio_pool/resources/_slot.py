@@ -90,6 +90,7 @@ class Slot:
     expires_at: float = _INF  # max_lifetime (with its jitter) after its creation
     lent_at: float = 0.0  # when the current lease began (kept only with leak_timeout)
     leak_site: str | None = None  # file:line of the current lease, until reported as a leak
+    held_since: float | None = None  # when the current lease began (only while a listener hears)
 
     def __repr__(self) -> str:
         return f"<Slot {self.state.value} {self.resource!r}>"
