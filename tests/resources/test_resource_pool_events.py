@@ -116,7 +116,7 @@ async def test_off_stops_reporting(autojump_clock: trio.testing.MockClock) -> No
         async with pool.acquire():
             await trio.sleep(1.0)
         assert recorder.seen == []
-        assert pool._checkout.timed is False  # no listener, no timing taken
+        assert pool._listeners.timing is False  # no listener, no timing taken
 
 
 async def test_a_failing_listener_is_logged_and_the_checkout_still_succeeds(

@@ -34,6 +34,7 @@ from .._errors import PoolDestroyedError, PoolFullError, RequestTimeoutError
 from ._allocator import Allocator
 from ._housekeeping import Housekeeper
 from ._lending import Lending
+from ._listeners import Listeners
 from ._options import PoolOptions
 from ._slot import Slot, SlotState, deadline_after
 from ._stats import Counters
@@ -65,9 +66,6 @@ class CheckoutOwner(Protocol):
     def _retire(self, slot: Slot, *, graceful: bool) -> None:
         """Dispose of (or destroy) an un-lent slot, and refill."""
 
-    def _emit(self, event: str, seconds: float) -> None:
-        """Call the listeners of ``event`` (``on()``)."""
-
 
 @attrs.define(eq=False, slots=True)
 class Checkout:
@@ -79,12 +77,12 @@ class Checkout:
     _allocator: Allocator
     _housekeeper: Housekeeper
     _counters: Counters
+    _listeners: Listeners
     release: Callable[[Any], object]  # the pool's release, for AcquireContext
 
     # Mirrors of the pool's state, kept by the pool (read on every checkout: no call).
     open: bool = False
     torn_down: bool = False
-    timed: bool = False  # someone listens to "acquired"/"released": take the times
 
     def _lent(self, slot: Slot, started: float | None = None) -> Slot:
         """Count a checkout that succeeded; with ``leak_timeout``, note where it was asked
@@ -94,7 +92,7 @@ class Checkout:
         self._counters.acquires += 1
         if self._options.leak_timeout is not None:
             self._note_site(slot, sys._getframe(3))
-        if self.timed:
+        if self._listeners.timing:
             self._timed(slot, started)
         return slot
 
@@ -102,7 +100,7 @@ class Checkout:
         """Start timing the lease; tell the "acquired" listeners how long the wait was."""
         now = slot.held_since = trio.current_time()
         if started is not None:
-            self._owner._emit("acquired", now - started)
+            self._listeners.emit("acquired", now - started)
 
     @staticmethod
     def _note_site(slot: Slot, caller: FrameType) -> None:
@@ -131,7 +129,9 @@ class Checkout:
             slot = lending.idle.pop()
             why = self._housekeeper.expired(slot)
             if why is None:
-                return self._lent(lending.lend(slot), trio.current_time() if self.timed else None)
+                return self._lent(
+                    lending.lend(slot), trio.current_time() if self._listeners.timing else None
+                )
             self._housekeeper.expire(slot, why)
         raise trio.WouldBlock
 
@@ -141,7 +141,7 @@ class Checkout:
         if not self.open:
             raise self._refuse()
         lending, options = self._lending, self._options
-        started = trio.current_time() if self.timed else None
+        started = trio.current_time() if self._listeners.timing else None
         timeout = options.request_timeout
         deadline = _INF if timeout is None else trio.current_time() + timeout
         if lending.idle:  # try now...

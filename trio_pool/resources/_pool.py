@@ -33,7 +33,6 @@ from typing import Generic, TypeVar, final
 import trio
 
 from .._errors import (
-    InvalidArgumentError,
     PoolBailedError,
     PoolDestroyedError,
     PoolEndingError,
@@ -44,6 +43,7 @@ from ._backoff import Backoff
 from ._checkout import AcquireContext, Checkout
 from ._housekeeping import Housekeeper
 from ._lending import Lending
+from ._listeners import Listeners, Observed
 from ._options import pool_options
 from ._reset import resetter
 from ._slot import Slot, SlotState
@@ -67,12 +67,11 @@ class _State(enum.Enum):
 
 
 _DEAD = SlotState.DEAD
-_EVENTS = frozenset({"acquired", "released"})
 _SERVING = (_State.OPEN, _State.ENDING)  # states that still serve accepted acquirers
 
 
 @final
-class ResourcePool(Generic[T]):
+class ResourcePool(Observed, Generic[T]):
     """A pool of reusable resources: database connections and anything like them.
 
     Give either ``acquire`` and ``dispose`` (async callables that create and close one
@@ -168,12 +167,12 @@ class ResourcePool(Generic[T]):
         self._housekeeper = keeper = Housekeeper(
             self, options, self._lending, self._allocator, self._counters
         )
+        self._listeners = Listeners(self)
         self._checkout = Checkout(
-            self, options, self._lending, self._allocator, keeper, self._counters, self.release
-        )
+            self, options, self._lending, self._allocator, keeper, self._counters,
+            self._listeners, self.release,
+        )  # fmt: skip
         self._resetter = resetter(self, options, self._lending, self._supervisor, self._counters)
-        # Event -> its callbacks; a tuple, replaced on on()/off(), so emitting needs no copy.
-        self._listeners: dict[str, tuple[Callable[[float], object], ...]] = {}
         self._state = _State.NEW
         self._bail_error: BaseException | None = None
         self._ended: trio.Event | None = None  # made when the shutdown (end or abort) begins
@@ -216,7 +215,6 @@ class ResourcePool(Generic[T]):
 
     def statistics(self) -> ResourcePoolStats:
         """Return a snapshot of the pool's counts. O(1), not a checkpoint."""
-        counters = self._counters
         return ResourcePoolStats(
             min=self._housekeeper.min,
             max=self._housekeeper.max,
@@ -225,58 +223,8 @@ class ResourcePool(Generic[T]):
             queued=len(self._lending.waiters),
             max_requests=self._options.max_requests,
             live=self._allocator.live,
-            acquires_total=counters.acquires,
-            request_timeouts_total=counters.request_timeouts,
-            allocation_errors_total=counters.allocation_errors,
-            ping_failures_total=counters.ping_failures,
-            leaks_total=counters.leaks,
-            reset_failures_total=counters.reset_failures,
+            **self._counters.totals(),
         )
-
-    def on(self, event: str, callback: Callable[[float], object]) -> None:
-        """Call ``callback(seconds)`` on ``event``. Not a checkpoint.
-
-        Events: ``"acquired"(wait)``: a checkout succeeded (``acquire()``, ``checkout()`` or
-        ``checkout_nowait()``), ``wait`` seconds after it was asked for (queueing and pings
-        included); ``"released"(held)``: a checked-out resource was given back (released,
-        removed or destroyed) after ``held`` seconds. Only while someone listens are the
-        times taken. A callback runs in the task of the checkout or release: it must not
-        block, and what it raises is logged, not propagated.
-
-        Raises:
-            InvalidArgumentError: an unknown ``event``, or ``callback`` is not callable.
-        """
-        if event not in _EVENTS:
-            raise InvalidArgumentError(
-                f"invalid event {event!r}: expected one of {sorted(_EVENTS)}"
-            )
-        if not callable(callback):
-            raise InvalidArgumentError("invalid callback: expected a callable")
-        self._listeners[event] = (*self._listeners.get(event, ()), callback)
-        self._checkout.timed = True
-
-    def off(self, event: str, callback: Callable[[float], object]) -> None:
-        """Remove one registration of ``callback`` for ``event`` (no error if absent).
-        Not a checkpoint."""
-        callbacks = list(self._listeners.get(event, ()))
-        if callback in callbacks:
-            callbacks.remove(callback)
-            self._listeners[event] = tuple(callbacks)
-        self._checkout.timed = any(self._listeners.values())
-
-    def _emit(self, event: str, seconds: float) -> None:
-        for callback in self._listeners.get(event, ()):
-            try:
-                callback(seconds)
-            except Exception:
-                # A listener's bug must not fail the checkout or release it observes.
-                logger.exception("%r: listener for %r raised", self, event)
-
-    def _given_back(self, slot: Slot) -> None:
-        """A timed lease ended: tell the "released" listeners how long it lasted."""
-        held_since, slot.held_since = slot.held_since, None
-        if held_since is not None:
-            self._emit("released", trio.current_time() - held_since)
 
     def _allocated(self) -> int:
         lending = self._lending
@@ -387,7 +335,7 @@ class ResourcePool(Generic[T]):
         """
         slot = self._lending.take_back(resource, "release")
         if slot.held_since is not None:
-            self._given_back(slot)
+            self._listeners.given_back(slot)
         if self._state is _State.DESTROYED:
             return  # already torn down with the pool; giving it back is a no-op
         if slot.state is _DEAD:
@@ -407,8 +355,7 @@ class ResourcePool(Generic[T]):
                 removed or destroyed).
         """
         slot = self._lending.take_back(resource, "remove", idle_too=True)
-        if slot.held_since is not None:
-            self._given_back(slot)
+        self._listeners.given_back(slot)
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=True)
 
@@ -421,8 +368,7 @@ class ResourcePool(Generic[T]):
                 removed or destroyed).
         """
         slot = self._lending.take_back(resource, "destroy", idle_too=True)
-        if slot.held_since is not None:
-            self._given_back(slot)
+        self._listeners.given_back(slot)
         if self._state is not _State.DESTROYED:
             self._retire(slot, graceful=False)
 

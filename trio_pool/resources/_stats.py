@@ -52,3 +52,14 @@ class Counters:
     ping_failures: int = 0
     leaks: int = 0
     reset_failures: int = 0
+
+    def totals(self) -> dict[str, int]:
+        """The counters as :class:`ResourcePoolStats`' ``*_total`` keyword arguments."""
+        return {
+            "acquires_total": self.acquires,
+            "request_timeouts_total": self.request_timeouts,
+            "allocation_errors_total": self.allocation_errors,
+            "ping_failures_total": self.ping_failures,
+            "leaks_total": self.leaks,
+            "reset_failures_total": self.reset_failures,
+        }
