@@ -1,0 +1,68 @@
+"""One observable instrument per metric name and meter, fed by every instrumented object.
+
+Theory of operation
+-------------------
+An SDK ``Meter`` hands back the instrument it already made when asked again for one of the
+same name, and keeps only the first one's callbacks; so two pools instrumented with the same
+meter provider cannot each create their own observable instrument. Instead a :class:`Hub`
+per meter makes each observable instrument once, with one callback that asks every
+registered *source* (a function returning observations) in turn. :meth:`Hub.add` and
+:meth:`Hub.remove` (called by ``instrument()`` and ``Instrumentation.uninstrument()``, in the
+Trio thread) are the only writers; the callback runs in whatever thread the metric reader
+collects from, so it iterates over a tuple that the writers replace whole, never mutate.
+A source that raises is the SDK's to log; the others still report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+__all__ = ["Hub", "Kind", "Source", "hub_of"]
+
+Source = Callable[[], Iterable[Observation]]
+Kind = Literal["up_down_counter", "counter"]
+
+_hubs: dict[Meter, Hub] = {}  # a meter lives as long as its provider: typically the program
+
+
+class Hub:
+    """The observable instruments of one meter and their sources."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._meter = meter
+        self._sources: dict[str, tuple[Source, ...]] = {}
+
+    def add(self, name: str, kind: Kind, unit: str, description: str, source: Source) -> None:
+        """Report ``source``'s observations under ``name`` (creating the instrument the
+        first time ``name`` is asked for on this meter)."""
+        if name not in self._sources:
+            self._sources[name] = ()
+            create = (
+                self._meter.create_observable_up_down_counter
+                if kind == "up_down_counter"
+                else self._meter.create_observable_counter
+            )
+            create(name, callbacks=[self._callback(name)], unit=unit, description=description)
+        self._sources[name] = (*self._sources[name], source)
+
+    def remove(self, name: str, source: Source) -> None:
+        """Stop reporting ``source`` under ``name`` (no error if it is not there)."""
+        sources = self._sources.get(name, ())
+        self._sources[name] = tuple(s for s in sources if s is not source)
+
+    def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [observation for source in self._sources[name] for observation in source()]
+
+        return observe
+
+
+def hub_of(meter: Meter) -> Hub:
+    """The :class:`Hub` of ``meter`` (made on first use)."""
+    hub = _hubs.get(meter)
+    if hub is None:
+        hub = _hubs[meter] = Hub(meter)
+    return hub
