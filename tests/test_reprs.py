@@ -96,10 +96,11 @@ def test_value_objects() -> None:
     assert repr(options) == (
         "RequestOptions(method='POST', path='/login', headers={'Authorization': '<redacted>'},"
         " body=<16 characters>, query=None, idempotent=None, reset=False, capability=None,"
-        " json=None)"
+        " json=None, attempt=1)"
     )
-    assert repr(PoolStats(1, 2, 3, 4, 5, 8)) == (
-        "PoolStats(connected=1, free=2, pending=3, queued=4, running=5, size=8)"
+    assert repr(PoolStats(1, 2, 3, 4, 5, 8, requests_total=9, errors_total=1)) == (
+        "PoolStats(connected=1, free=2, pending=3, queued=4, running=5, size=8,"
+        " requests_total=9, errors_total=1, connects_total=0, connect_errors_total=0)"
     )
     stats = ResourcePoolStats(0, 4, 1, 1, 0, None, True)
     assert repr(stats) == (

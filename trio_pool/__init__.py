@@ -51,6 +51,7 @@ from .http._origin import Origin as Origin
 from .http._pool import Pool as Pool
 from .http._proxy import EnvHttpProxyAgent as EnvHttpProxyAgent
 from .http._proxy import ProxyAgent as ProxyAgent
+from .http._trace import RequestTrace as RequestTrace
 from .interceptors._compose import compose as compose
 from .resources._backoff import Backoff as Backoff
 from .resources._cluster import Cluster as Cluster

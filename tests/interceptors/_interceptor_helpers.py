@@ -62,7 +62,7 @@ class TwoOrigins(Dispatcher):
     def statistics(self) -> PoolStats:
         all_stats = [pool.statistics() for pool in self.pools.values()]
         return PoolStats(
-            *(sum(getattr(s, f) for s in all_stats) for f in attrs.fields_dict(PoolStats))
+            **{f: sum(getattr(s, f) for s in all_stats) for f in attrs.fields_dict(PoolStats)}
         )
 
     def _request_options(self, options: RequestOptions) -> Awaitable[trio_pool.Response]:

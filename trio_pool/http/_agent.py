@@ -54,7 +54,7 @@ from .._errors import InvalidArgumentError, MaxOriginsReachedError
 from .._validate import check_count, check_timeout
 from ._budget import Budget, Unneeded, budgeted_connector
 from ._dispatch import tell_unrouted
-from ._events import EVENTS, Emitter
+from ._events import EVENTS, Emitter, nest, unnest
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
@@ -74,6 +74,7 @@ __all__ = ["Agent", "AgentBase", "AgentStats"]
 
 _log = logging.getLogger("trio_pool.agent")
 _STATS_FIELDS = tuple(field.name for field in attrs.fields(PoolStats))
+_TOTALS = tuple(name for name in _STATS_FIELDS if name.endswith("_total"))
 
 
 @final
@@ -152,6 +153,7 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
         self._budget = None if limit is None else Budget(limit, self._make_room)
         self._pools: dict[str, _Origin] = {}  # live origins, creation order
         self._held: set[_Origin] = set()  # entries whose holder task has not ended
+        self._retired = dict.fromkeys(_TOTALS, 0)  # the cumulative counters of ended pools
         self._split = UrlSplitter()
 
     # ------------------------------------------------------------------ public
@@ -173,9 +175,11 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
 
     def statistics(self) -> AgentStats:
         """The sum of the pools' statistics (including pools still closing), plus requests
-        waiting for a new pool, as ``queued``; ``origins`` has each live pool's own.
-        O(number of pools), not a checkpoint."""
+        waiting for a new pool, as ``queued``; ``origins`` has each live pool's own. The
+        cumulative ``*_total`` counters include those of pools already retired
+        (``pool_idle_timeout``). O(number of pools), not a checkpoint."""
         totals = dict.fromkeys(_STATS_FIELDS, 0)
+        totals.update(self._retired)
         waiting = 0
         for entry in self._held:
             stats = entry.pool.statistics()
@@ -247,6 +251,7 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
         entry = _Origin(origin.text, pool)
         for event in EVENTS:
             pool.on(event, functools.partial(self._on_pool_event, event))
+        nest(pool, self)  # its "request_end" events are the agent's
         self._pools[origin.text] = entry
         self._held.add(entry)
         self._supervisor.start_soon(self._hold, entry, name=f"trio_pool: agent {origin.text}")
@@ -273,6 +278,10 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
             if self._pools.get(entry.text) is entry:
                 del self._pools[entry.text]
             self._held.discard(entry)
+            unnest(entry.pool)
+            stats = entry.pool.statistics()
+            for name in _TOTALS:
+                self._retired[name] += getattr(stats, name)
             self._check_shutdown()
 
     async def _live(self, entry: _Origin) -> None:

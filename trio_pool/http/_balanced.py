@@ -61,7 +61,7 @@ from .._errors import (
 from .._handoff import HandoffQueue
 from .._validate import check_count, check_timeout
 from ._dispatch import check_dispatch_args, tell_unrouted
-from ._events import EVENTS, Emitter
+from ._events import EVENTS, Emitter, nest, unnest
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
@@ -83,6 +83,7 @@ _log = logging.getLogger("trio_pool.balanced")
 # Pool's own keyword options; every other one is a Client option.
 _POOL_ONLY_OPTIONS = ("connections", "client_ttl", "connector")
 _STATS_FIELDS = tuple(field.name for field in attrs.fields(PoolStats))
+_TOTALS = tuple(name for name in _STATS_FIELDS if name.endswith("_total"))
 
 
 @attrs.define(eq=False)
@@ -208,6 +209,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         self._max_weight = max_weight
         self._order: list[_Upstream] = []  # current upstreams, insertion order
         self._held: set[_Upstream] = set()  # upstreams whose holder task has not ended
+        self._retired = dict.fromkeys(_TOTALS, 0)  # the cumulative counters of ended Pools
         self._rotations: dict[str | None, _Rotation] = {}
         self._step = 0  # the GCD of the weights
         self._waiting: HandoffQueue[_Waiter, _Upstream] = HandoffQueue()
@@ -248,6 +250,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         upstream = _Upstream(text, pool, frozenset(tags), self._max_weight)
         for event in EVENTS:
             pool.on(event, functools.partial(self._on_pool_event, upstream, event))
+        nest(pool, self)  # its "request_end" events are this pool's
         self._order.append(upstream)
         self._update_step()
         _log.debug("upstream %s added (capabilities %s)", text, sorted(tags))
@@ -334,6 +337,10 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             upstream.entered = False
             upstream.started.set()
             self._held.discard(upstream)
+            unnest(upstream.pool)
+            stats = upstream.pool.statistics()
+            for name in _TOTALS:
+                self._retired[name] += getattr(stats, name)
             self._check_shutdown()
 
     def _describe(self) -> str:
@@ -357,9 +364,11 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
     def statistics(self) -> PoolStats:
         """The sum of the Pools' statistics (including Pools of removed upstreams still
         finishing their requests), plus the requests waiting in this pool's own queue,
-        counted as ``queued``. O(number of upstreams), not a checkpoint."""
+        counted as ``queued``. The cumulative ``*_total`` counters include those of the
+        Pools of upstreams removed since. O(number of upstreams), not a checkpoint."""
         waiting = len(self._waiting)
         totals = dict.fromkeys(_STATS_FIELDS, 0)
+        totals.update(self._retired)
         for upstream in self._held:
             stats = upstream.pool.statistics()
             for name in _STATS_FIELDS:

@@ -27,6 +27,12 @@ The runner has two *read modes*:
 ``TRIO_POOL_GENERAL_READS=1`` clears it) lets the test suite run ``request()`` in the general
 mode too, so both modes stay tested.
 
+A request is *traced* only when someone listens to ``"request_end"`` (the emitter's
+``_traced``, one attribute test when it is accepted): it then carries a
+:class:`~._trace.PhaseClock` that :meth:`OriginDispatcher._begin` marks as it leases, writes
+and reads the head, and that emits the :class:`~._trace.RequestTrace` when the request ends
+(``Request.finish``). An untraced request carries None and pays a ``None`` test per mark.
+
 ``pipeline()`` is ``stream()`` run duplex: its streaming body is written by a helper task in
 a nursery of the caller's block while the caller reads the response (see ``_exchange.py``).
 """
@@ -45,7 +51,7 @@ import trio
 from .._errors import RequestAbortedError, SocketError, TrioPoolError
 from .._supervisor import open_helpers
 from ._dispatch import Controller, Handler, call, check_dispatch_args, start_call, tell_cancelled
-from ._events import Emitter
+from ._events import Emitter, emit_request_end
 from ._exchange import Broken, Exchange, Head
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
@@ -54,6 +60,7 @@ from ._origin import parse_origin
 from ._prepare import Prepared, identified, prepare
 from ._request import Interrupted, Request, State
 from ._scheduler import Scheduler
+from ._trace import PhaseClock
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -66,6 +73,7 @@ if TYPE_CHECKING:
     from ._pooled import PooledConnection
     from ._scheduler import ConnectionGate
     from ._spec import ConnectionSpec
+    from ._trace import RequestTrace
 
 __all__ = ["FAST_READS", "OriginDispatcher"]
 
@@ -150,7 +158,13 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         self._check_open()
         request = prepare(options, self._origin, self._options, **special)
         request.owner = self._scheduler
+        if self._traced:
+            request.trace = PhaseClock(self._origin.text, options.attempt, self._emit_trace)
         return request
+
+    def _emit_trace(self, trace: RequestTrace) -> None:
+        """Emit a request's trace here and on the dispatchers this one is nested in."""
+        emit_request_end(self, trace)
 
     def _abort(self, request: Request, error: BaseException) -> None:
         """End ``request`` with ``error`` now, wherever it is. Not a checkpoint."""
@@ -226,11 +240,19 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         on it). Runs in ``scope`` (timeouts and aborts cancel it; None in the fast read
         mode). With ``writers`` the exchange is duplex: a streaming body is written by a task
         started there."""
+        trace = request.trace
         while True:
             exchange = Exchange(conn, request)
+            if trace is not None:
+                http = conn.connection
+                trace.leased(http.requests_started, conn.opened_at, http.connected_at)
             try:
                 await exchange.send(writers)
-                await exchange.receive_head(scope)
+                if trace is not None:
+                    trace.sent(request.written_at, conn.connection.requests_started)
+                head = await exchange.receive_head(scope)
+                if trace is not None:
+                    trace.head(head[0])
             except Broken:
                 pass  # pipelined behind a request that broke the connection: re-send
             except TrioPoolError as exc:
@@ -274,6 +296,8 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
                 self._check_open()  # raises
             request = self._prepared.request(method, path, reset)
             request.owner = self._scheduler
+            if self._traced:
+                request.trace = PhaseClock(self._origin.text, 1, self._emit_trace)
             return self._whole(request)
         return self._request_options(
             RequestOptions(method, path, reset=reset, capability=capability)

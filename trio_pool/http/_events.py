@@ -1,9 +1,19 @@
 """``on``/``off`` listeners for the dispatcher events, and their emission along ``targets``.
 
-Events: ``"connect"(origin, targets)``, ``"disconnect"(origin, targets, error)``,
+Connection events: ``"connect"(origin, targets)``, ``"disconnect"(origin, targets, error)``,
 ``"connection_error"(origin, targets, error)``, ``"drain"(origin, targets)``. ``targets`` is
 the ownership chain, outermost first (``[pool, client]``); each object in the chain emits to
-its own listeners with the part of the chain that starts at itself, as undici does.
+its own listeners with the part of the chain that starts at itself, as undici does. An
+``Agent`` or ``BalancedPool`` hears its pools' connection events by listening to them.
+
+Request event: ``"request_end"(trace)``, emitted by the dispatcher of one origin that ran the
+request, then by each dispatcher it is nested in (:func:`nest`: a ``Pool`` in an ``Agent`` or
+a ``BalancedPool``), innermost first (:func:`emit_request_end`). It is not passed on by
+listening, because a request is traced (timed) only when someone hears it: every emitter
+keeps ``_traced`` — it or one it is nested in has a ``"request_end"`` listener — up to date
+on each ``on``/``off``/``nest``/``unnest`` (pushing it down to the emitters nested in it),
+so the hot path reads one attribute. Only these functions change ``_traced``, ``_outer``
+and ``_inner``.
 """
 
 from __future__ import annotations
@@ -14,9 +24,12 @@ from typing import Any
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["EVENTS", "Emitter", "emit_along"]
+__all__ = ["EVENTS", "REQUEST_END", "Emitter", "emit_along", "emit_request_end", "nest", "unnest"]
 
 EVENTS = frozenset({"connect", "disconnect", "connection_error", "drain"})
+"""The connection events (an outer dispatcher listens to each of its pools')."""
+REQUEST_END = "request_end"
+_ALL_EVENTS = sorted((*EVENTS, REQUEST_END))
 _log = logging.getLogger("trio_pool.events")
 
 
@@ -25,20 +38,27 @@ class Emitter:
 
     def __init__(self) -> None:
         self._listeners: dict[str, list[Callable[..., object]]] = {}
+        self._traced = False  # "request_end" is heard here or by an emitter this is nested in
+        self._outer: Emitter | None = None  # the emitter this one is nested in
+        self._inner: set[Emitter] = set()  # the emitters nested in this one
 
     def on(self, event: str, callback: Callable[..., object]) -> None:
         """Call ``callback`` on ``event``. Callbacks are plain functions that must not block."""
-        if event not in EVENTS:
-            raise InvalidArgumentError(f"invalid event {event!r}: expected one of {sorted(EVENTS)}")
+        if event not in EVENTS and event != REQUEST_END:
+            raise InvalidArgumentError(f"invalid event {event!r}: expected one of {_ALL_EVENTS}")
         if not callable(callback):
             raise InvalidArgumentError("invalid callback: expected a callable")
         self._listeners.setdefault(event, []).append(callback)
+        if event == REQUEST_END:
+            _retrace(self)
 
     def off(self, event: str, callback: Callable[..., object]) -> None:
         """Remove one registration of ``callback`` for ``event`` (no error if absent)."""
         listeners = self._listeners.get(event)
         if listeners and callback in listeners:
             listeners.remove(callback)
+            if event == REQUEST_END:
+                _retrace(self)
 
     def _emit(self, event: str, *args: Any) -> None:
         for callback in tuple(self._listeners.get(event, ())):
@@ -54,3 +74,37 @@ def emit_along(targets: Sequence[Emitter], event: str, origin: str, *extra: obje
     chain = list(targets)
     for index in range(len(chain) - 1, -1, -1):
         chain[index]._emit(event, origin, chain[index:], *extra)
+
+
+def nest(inner: Emitter, outer: Emitter) -> None:
+    """``inner``'s ``"request_end"`` events are ``outer``'s too (a pool of an agent)."""
+    inner._outer = outer
+    outer._inner.add(inner)
+    _retrace(inner)
+
+
+def unnest(inner: Emitter) -> None:
+    """Undo :func:`nest` (the pool left its agent)."""
+    outer = inner._outer
+    if outer is not None:
+        outer._inner.discard(inner)
+        inner._outer = None
+        _retrace(inner)
+
+
+def _retrace(emitter: Emitter) -> None:
+    """Recompute ``_traced`` of ``emitter`` and of the emitters nested in it."""
+    outer = emitter._outer
+    emitter._traced = bool(emitter._listeners.get(REQUEST_END)) or (
+        outer is not None and outer._traced
+    )
+    for inner in emitter._inner:
+        _retrace(inner)
+
+
+def emit_request_end(emitter: Emitter, trace: object) -> None:
+    """Emit ``"request_end"(trace)`` on ``emitter``, then on each emitter it is nested in."""
+    current: Emitter | None = emitter
+    while current is not None:
+        current._emit(REQUEST_END, trace)
+        current = current._outer

@@ -84,6 +84,9 @@ class RequestOptions:
         idempotent: overrides the method's idempotency (retries, pipelining); None = by method.
         reset: close the connection after this request (``connection: close``).
         capability: the upstream tag a ``BalancedPool`` must route this request to.
+        attempt: which attempt of a request this is, reported as ``RequestTrace.attempt``
+            (``interceptors.retry()`` sets 2, 3, ... on the attempts it sends again); an
+            ``int`` >= 1.
     """
 
     method: str = attrs.field(kw_only=False)
@@ -95,6 +98,7 @@ class RequestOptions:
     reset: bool = False
     capability: str | None = None
     json: Any = attrs.field(default=None, repr=lambda j: "<json>" if j is not None else "None")
+    attempt: int = 1
 
 
 def _headers_repr(headers: HeadersType | None) -> str:
@@ -115,7 +119,17 @@ def _body_repr(body: BodyType | None) -> str:
 
 @attrs.frozen
 class PoolStats:
-    """A snapshot of a dispatcher's counters (``statistics()``)."""
+    """A snapshot of a dispatcher's counters (``statistics()``).
+
+    The first six fields say what the dispatcher holds now; the ``*_total`` fields are
+    cumulative since it was made (they only grow, are kept whether or not anyone listens to
+    events, and are left out of ``==``, so a snapshot still compares equal to
+    ``PoolStats(0, 0, 0, 0, 0, 0)`` when idle). A request counts once a dispatcher of one
+    origin (a ``Pool``, ``Client`` or ``MockPool``, or one inside a ``BalancedPool`` or
+    ``Agent``) accepted it; one refused before (a bad argument, a closed dispatcher, no
+    upstream for its capability) raised at once and counts nowhere. A ``BalancedPool``'s and
+    an ``Agent``'s totals are their pools' summed, those of pools already closed included.
+    """
 
     connected: int
     """Open connections."""
@@ -129,6 +143,17 @@ class PoolStats:
     """Being written or written, response not finished."""
     size: int
     """``pending + running``."""
+    requests_total: int = attrs.field(default=0, kw_only=True, eq=False)
+    """Requests that ended, successfully or not (each one ``"request_end"`` event)."""
+    errors_total: int = attrs.field(default=0, kw_only=True, eq=False)
+    """Of those, requests that ended with an error (``RequestTrace.error`` set): a failure,
+    a timeout, or an abort (the caller cancelled, a stream left before its end)."""
+    connects_total: int = attrs.field(default=0, kw_only=True, eq=False)
+    """Connections that connected (each one ``"connect"`` event)."""
+    connect_errors_total: int = attrs.field(default=0, kw_only=True, eq=False)
+    """Connection attempts that failed to connect (a ``ConnectError``: refused, timed out,
+    TLS failed; each one ``"connection_error"`` event). Attempts given up because the pool
+    was destroyed or nobody needed the connection any more count in neither."""
 
 
 class _ResponseFields:

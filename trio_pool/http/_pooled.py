@@ -120,6 +120,7 @@ class PooledConnection:
         "_unpipelineable",
         "_wake",
         "connection",
+        "opened_at",
         "options",
         "spec",
         "state",
@@ -152,6 +153,7 @@ class PooledConnection:
         self._expiry = math.inf
         self._scope: trio.CancelScope | None = None
         self._wake: trio.CancelScope | None = None
+        self.opened_at = 0.0  # Trio time its task began to connect (read-only)
 
     # ------------------------------------------------------------------ predicates
 
@@ -360,6 +362,7 @@ class PooledConnection:
         """The connection's life. A background task; never raises (but ``Cancelled``)."""
         spec = self.spec
         reason: BaseException | None = None
+        self.opened_at = trio.current_time()
         try:
             with trio.CancelScope() as self._scope:
                 try:

@@ -258,6 +258,9 @@ def prepare(
     method = options.method
     if not _is_token(method):
         raise InvalidArgumentError(f"invalid method {method!r}")
+    attempt = options.attempt
+    if type(attempt) is not int or attempt < 1:
+        raise InvalidArgumentError(f"invalid attempt {attempt!r}: expected an int >= 1")
     headers = _header_pairs(options.headers)
     if options.json is not None:
         if options.body is not None:

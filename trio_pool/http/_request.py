@@ -13,7 +13,11 @@ cancelled, ``destroy()``) wins, and the others see ``DONE`` and back off.
 
 This module is the bottom of the HTTP core: the record refers to the layers above only
 through the small protocols declared here (:class:`Owner`, :class:`Seat`, :class:`Attempt`,
-:class:`Cancellable`), so nothing here imports them.
+:class:`Cancellable`, :class:`Tracer`), so nothing here imports them.
+
+:meth:`Request.finish` is the one place a request ends: it counts the request's error in
+its owner (``errors``, for ``statistics()``) and tells its :class:`Tracer`, if it has one
+(only when someone listens to ``"request_end"``: the hot path pays one ``None`` test).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "Request",
     "Seat",
     "State",
+    "Tracer",
 ]
 
 
@@ -82,6 +87,27 @@ class Attempt(Protocol):
         """The error of the read whose deadline expired."""
 
 
+class Tracer(Protocol):
+    """The clock of a traced request (implemented in ``_trace.py``): the runner and the
+    scheduler mark the moments it passes; :meth:`Request.finish` ends it."""
+
+    def leased(self, started: int, opened: float, connected: float) -> None:
+        """It holds a lease on a connection (``started`` requests on it so far, opened at
+        ``opened``, connected at ``connected``)."""
+
+    def sent(self, written_at: float, started: int) -> None:
+        """It was written at ``written_at``, the ``started``-th request on its connection."""
+
+    def head(self, status: int) -> None:
+        """Its response head arrived."""
+
+    def connect_failed(self, opened: float) -> None:
+        """The connection opened for it (at ``opened``) failed to connect."""
+
+    def ended(self, request: Request) -> None:
+        """It is DONE (called once, by :meth:`Request.finish`)."""
+
+
 class Interrupted(Exception):
     """Internal: an aborted request noticed it at a wait (a request without a cancel
     scope, or woken from waiting for its turn); its error is on it."""
@@ -89,9 +115,12 @@ class Interrupted(Exception):
 
 class Owner(Protocol):
     """What a request needs from the scheduler that accepted it: its counters, requests
-    per :class:`State` (indexed by it), which :meth:`Request.move` keeps exact."""
+    per :class:`State` (indexed by it), which :meth:`Request.move` keeps exact (so
+    ``_counts[State.DONE]`` is the number of requests that ended), and of those the number
+    that ended with an error, which :meth:`Request.finish` keeps."""
 
     _counts: list[int]
+    errors: int
 
 
 class Request:
@@ -115,6 +144,7 @@ class Request:
         "seq",
         "state",
         "target",
+        "trace",
         "upgrade",
         "waiter",
         "wire",
@@ -162,6 +192,7 @@ class Request:
         self.reads_whole = False
         self.head: h11.Request | None = None  # the h11 event, once built (see h11_event)
         self.wire: bytes | None = None  # the whole request as bytes, if known in advance
+        self.trace: Tracer | None = None  # set by the dispatcher only if "request_end" is heard
 
     def h11_event(self) -> h11.Request:
         """The request head as an h11 event, built on first use (a write, then a replay
@@ -220,9 +251,16 @@ class Request:
             trio.lowlevel.reschedule(task)
 
     def finish(self, error: BaseException | None) -> None:
-        """Mark the request DONE (first caller wins) and wake its caller."""
+        """Mark the request DONE (first caller wins), count its error, end its trace (if
+        traced) and wake its caller. Not a checkpoint."""
         if self.state is _DONE:
             return
         self.error = error
         self.move(_DONE)
+        if error is not None:
+            owner = self.owner
+            assert owner is not None
+            owner.errors += 1
+        if self.trace is not None:
+            self.trace.ended(self)
         self.wake()

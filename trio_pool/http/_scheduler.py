@@ -39,6 +39,7 @@ import trio
 
 from .._errors import ConnectError, InformationalError, RequestAbortedError, SocketError
 from .._handoff import HandoffQueue
+from ._budget import Unneeded
 from ._events import emit_along
 from ._models import PoolStats
 from ._pooled import ConnState, PooledConnection
@@ -96,6 +97,9 @@ class Scheduler:
         self._conns: set[PooledConnection] = set()
         self._for_queue: set[PooledConnection] = set()  # opening for whoever waits first
         self._counts = [0] * len(State)  # requests per State, indexed by it (Request.move)
+        self.errors = 0  # requests that ended with an error (Request.finish)
+        self._connects = 0  # connections that connected (cumulative)
+        self._connect_errors = 0  # connection attempts that failed with a ConnectError
         self._connected = 0
         self._seq = 0  # acceptance order of requests (Request.seq)
         self._need_drain = False
@@ -118,6 +122,10 @@ class Scheduler:
             queued=queued,
             running=running,
             size=pending + running,
+            requests_total=counts[State.DONE],
+            errors_total=self.errors,
+            connects_total=self._connects,
+            connect_errors_total=self._connect_errors,
         )
 
     def _check_invariants(self) -> None:
@@ -315,6 +323,7 @@ class Scheduler:
 
     def on_connected(self, conn: PooledConnection) -> None:
         self._connected += 1
+        self._connects += 1
         self._for_queue.discard(conn)
         _log.debug("connected to %s", self._origin.text)
         emit_along(conn.spec.targets, "connect", self._origin.text)
@@ -357,11 +366,15 @@ class Scheduler:
             _log.debug("connecting to %s failed: %r", self._origin.text, reason)
             first = conn.take_first()
             if isinstance(reason, ConnectError):
+                if not isinstance(reason, Unneeded):
+                    self._connect_errors += 1
                 # The request it was opened for fails with it (for the queue: its head), as
                 # each connect failure fails one request rather than retry for ever.
                 if first is None and for_queue and self._queue:
                     first = self._queue.head()
                 if first is not None:
+                    if first.trace is not None:
+                        first.trace.connect_failed(conn.opened_at)
                     self.abort(first, reason)
             emit_along(targets, "connection_error", self._origin.text, reason)
         else:

@@ -18,6 +18,9 @@ each attempt's head (or error) it decides, synchronously, whether there will be 
   started, and the caller gets the last response, or the last error with a note counting
   the attempts.
 
+Each attempt is dispatched with ``RequestOptions.attempt`` counting up from the request's
+own (1, 2, ...), so each one's ``"request_end"`` trace says which attempt it was.
+
 A response that will be retried is *discarded* (``_relay.Discard``: read to its end if short,
 else its connection is closed) and never reaches the outer handler; the outer handler hears
 ``on_request_start`` once, then the response or the error it is meant to see. Between
@@ -255,12 +258,14 @@ async def _attempts(
         await replay.mark()
     attempts = _Attempts(handler, policy, replayable=replay is not None)
     await dispatch(options, attempts)
+    attempt = options.attempt
     while (wait := attempts.wait) is not None:
         attempts.wait = None
         if not await between(handler, attempts.relay, wait, replay):
             return
+        attempt += 1  # RequestTrace.attempt of the next one
         try:
-            await dispatch(options, attempts)
+            await dispatch(attrs.evolve(options, attempt=attempt), attempts)
         except TrioPoolError as exc:  # refused at once (the dispatcher closed meanwhile)
             await call(handler.on_response_error, attempts.relay, exc)
             return

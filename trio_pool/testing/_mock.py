@@ -385,13 +385,12 @@ class MockPool(Dispatcher):
         return self._pool.request(method, path, reset=reset, capability=capability)
 
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
-        return self._pool.request(**attrs.asdict(options, recurse=False))
+        return self._pool._request_options(options)
 
     def _stream(
         self, options: RequestOptions, *, duplex: bool
     ) -> AbstractAsyncContextManager[StreamResponse]:
-        opener = self._pool.pipeline if duplex else self._pool.stream
-        return opener(**attrs.asdict(options, recurse=False))
+        return self._pool._stream(options, duplex=duplex)
 
     async def dispatch(self, options: RequestOptions, handler: Any) -> None:
         """As ``Pool.dispatch``: drives ``handler`` with the route's answer, or its
