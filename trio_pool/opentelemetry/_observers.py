@@ -51,7 +51,8 @@ class Hub:
     def remove(self, name: str, source: Source) -> None:
         """Stop reporting ``source`` under ``name`` (no error if it is not there)."""
         sources = self._sources.get(name, ())
-        self._sources[name] = tuple(s for s in sources if s is not source)
+        # ==, not is: a bound method is a new object at each attribute access.
+        self._sources[name] = tuple(s for s in sources if s != source)
 
     def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
