@@ -1,54 +1,90 @@
-"""Watching a pool at work: its events, a statistics sampler and its DEBUG log.
+"""Monitoring in production: a log line per request, OpenTelemetry metrics scraped as
+Prometheus text, a span per request with its ``traceparent``, and the cumulative counters.
 
-Run it from the repository root (it needs nothing but trio_pool; the server is its own)::
+Run it from the repository root (``pip install ".[examples]"`` brings the OpenTelemetry SDK
+and its Prometheus exporter; the servers are its own)::
 
-    python examples/monitoring.py        # the log goes to stderr: 2>/dev/null hides it
+    python examples/monitoring.py        # the request log goes to stderr: 2>/dev/null hides it
 
 Theory of operation: the script starts a scripted HTTP/1.1 server on 127.0.0.1
-(``trio_pool.testing.serve_h11``) and wires up the three things a service would feed its
-metrics and logs with:
+(``trio_pool.testing.serve_h11``) and wires up what a service would, as the "Monitoring in
+production" page describes:
 
-* **events**: ``pool.on(event, callback)`` for ``connect``, ``disconnect``,
-  ``connection_error`` and ``drain``. Callbacks are plain functions called from the pool's
-  own tasks, so they only record (a counter, a line) and never block or await.
-* **statistics**: a background task samples ``pool.statistics()`` (a cheap, frozen snapshot,
-  no I/O) every few milliseconds, as a metrics exporter would, and keeps the peaks.
-* **logging**: trio_pool logs lifecycle events at DEBUG under the ``trio_pool`` logger and
-  never prints; the script turns that logger up to DEBUG.
+* **traces to logs**: a ``"request_end"`` listener writes one JSON line per request (method,
+  URL, status or error, and the phases: queued, connect, send, wait, receive, total). It is
+  a plain function called from the pool's tasks, so it only formats and logs.
+* **metrics**: ``trio_pool.opentelemetry.instrument()`` on the HTTP pool and on a
+  ``ResourcePool``, with the SDK's ``MeterProvider`` reading through the Prometheus exporter;
+  the script prints the exposition text a Prometheus server would scrape.
+* **spans**: requests sent through ``Instrumentation.dispatcher`` are CLIENT spans, and the
+  server sees each one's ``traceparent`` header.
+* **counters**: ``statistics()``' cumulative ``*_total`` fields, the numbers a dashboard plots.
 
-Then it generates some traffic: a burst of requests larger than ``connections`` (requests
-queue, connections open: ``connect``; the queue empties: ``drain``), a pause longer than
-the keep-alive timeout (idle connections expire: ``disconnect`` with
-``InformationalError("socket idle timeout")``), and a request to a port where nothing
-listens (``connection_error``, and a ``ConnectError`` for the caller).
+Then it generates traffic: a burst larger than ``connections`` (requests queue), a request
+the server answers 503, one to a port where nothing listens (``ConnectError``), and a few
+checkouts of the resource pool, one of which times out.
 """
 
 from __future__ import annotations
 
-import collections
+import json
 import logging
 import socket
 import sys
-from typing import Any
 
-import attrs
 import trio
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY, generate_latest
 
 import trio_pool
+from trio_pool.opentelemetry import instrument
 from trio_pool.testing import ServerConnection, ServerRequest, serve_h11
 
 #: Requests in the burst, and the most connections the pool may open for it.
-BURST = 40
+BURST = 20
 CONNECTIONS = 4
-#: Idle connections expire after this long (the server sends no Keep-Alive hint).
-KEEP_ALIVE = 0.1
-#: How often the sampler reads the statistics.
-SAMPLE_EVERY = 0.005
+
+request_log = logging.getLogger("myservice.http")
 
 
-async def ok(request: ServerRequest, conn: ServerConnection) -> None:
+def log_request(trace: trio_pool.RequestTrace) -> None:
+    """The ``"request_end"`` listener: one structured line per request."""
+    request_log.info(
+        json.dumps(
+            {
+                "method": trace.method,
+                "url": trace.url,
+                "status": trace.status,
+                "error": None if trace.error is None else type(trace.error).__name__,
+                "attempt": trace.attempt,
+                "reused": trace.reused_connection,
+                **{
+                    phase: None if seconds is None else round(seconds, 6)
+                    for phase, seconds in (
+                        ("queued", trace.queued),
+                        ("connect", trace.connect),
+                        ("send", trace.send),
+                        ("wait", trace.wait),
+                        ("receive", trace.receive),
+                        ("total", trace.total),
+                    )
+                },
+            }
+        )
+    )
+
+
+received_traceparents: list[str | None] = []
+
+
+async def app(request: ServerRequest, conn: ServerConnection) -> None:
+    received_traceparents.append(request.header("traceparent"))
     await trio.sleep(0.005)  # some work, so that the burst queues up
-    await conn.respond(200, body=b"ok")
+    await conn.respond(503 if request.target == "/unavailable" else 200, body=b"ok")
 
 
 def closed_origin() -> str:
@@ -58,90 +94,95 @@ def closed_origin() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-@attrs.define
-class Monitor:
-    """Collects what the events and the sampler report."""
+async def open_connection() -> object:
+    return object()  # stands in for a database connection
 
-    start: float
-    events: collections.Counter[str] = attrs.Factory(collections.Counter)
-    peaks: dict[str, int] = attrs.Factory(lambda: collections.defaultdict(int))
-    samples: int = 0
 
-    def listen(self, pool: trio_pool.Pool) -> None:
-        """Registers a callback for each event on ``pool``."""
-        for event in ("connect", "disconnect", "connection_error", "drain"):
-            pool.on(event, lambda *args, event=event: self.record(event, *args))
-
-    def record(self, event: str, origin: str, targets: list[Any], *error: BaseException) -> None:
-        # Called by the pool: only bookkeeping here, never anything that blocks.
-        self.events[event] += 1
-        why = f" ({error[0]!r})" if error else ""
-        print(f"  [{trio.current_time() - self.start:5.3f} s] {event} {origin}{why}")
-
-    async def sample(self, pool: trio_pool.Pool) -> None:
-        """Reads the pool's statistics forever; the caller cancels it."""
-        while True:
-            stats = pool.statistics()
-            self.samples += 1
-            for field, value in attrs.asdict(stats).items():
-                self.peaks[field] = max(self.peaks[field], value)
-            await trio.sleep(SAMPLE_EVERY)
+async def close_connection(connection: object) -> None:
+    pass
 
 
 async def main() -> int:
-    monitor = Monitor(start=trio.current_time())
+    # The SDK side: what an application configures once, at start-up.
+    meter_provider = MeterProvider(metric_readers=[PrometheusMetricReader()])
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+
+    database = trio_pool.ResourcePool(
+        open_connection, close_connection, max=2, request_timeout=0.05, name="orders-db"
+    )
     async with (
-        serve_h11(ok) as server,
-        trio_pool.Pool(
-            server.origin, connections=CONNECTIONS, keep_alive_timeout=KEEP_ALIVE
-        ) as pool,
+        serve_h11(app) as server,
+        trio_pool.Pool(server.origin, connections=CONNECTIONS) as pool,
         trio_pool.Pool(closed_origin()) as unreachable,
-        trio.open_nursery() as background,
+        database,
     ):
-        monitor.listen(pool)
-        monitor.listen(unreachable)
-        background.start_soon(monitor.sample, pool)
+        pool.on("request_end", log_request)
+        unreachable.on("request_end", log_request)
+        http = instrument(pool, meter_provider=meter_provider, tracer_provider=tracer_provider)
+        db = instrument(database, meter_provider=meter_provider)
 
-        print(f"a burst of {BURST} requests through {CONNECTIONS} connections:")
-        async with trio.open_nursery() as burst:
+        async with trio.open_nursery() as burst:  # traced: through http.dispatcher
             for _ in range(BURST):
-                burst.start_soon(pool.request, "GET", "/")
-
-        print(f"idle for {3 * KEEP_ALIVE:.1f} s, longer than the keep-alive timeout:")
-        await trio.sleep(3 * KEEP_ALIVE)
-
-        print("a request to a port where nothing listens:")
+                burst.start_soon(http.dispatcher.request, "GET", "/orders")
+        await pool.request("GET", "/unavailable")  # not traced: no traceparent
         try:
             await unreachable.request("GET", "/")
         except trio_pool.ConnectError as exc:
-            print(f"  the caller got {exc!r}")
+            print(f"the caller got {exc!r}")
 
-        background.cancel_scope.cancel()  # stop the sampler
-        final = pool.statistics()
+        async with database.acquire(), database.acquire():  # max=2: a third one times out
+            try:
+                await database.checkout()
+            except trio_pool.RequestTimeoutError:
+                print("a checkout timed out (request_timeout=0.05 s)")
 
-    peaks = ", ".join(f"{field}={value}" for field, value in monitor.peaks.items())
-    print(f"sampler: {monitor.samples} samples; peaks: {peaks}")
-    print(f"events: {dict(sorted(monitor.events.items()))}")
-    print(f"at the end: {final}")
+        exposition = generate_latest(REGISTRY).decode()
+        final, db_final = pool.statistics(), database.statistics()
+        http.uninstrument()
+        db.uninstrument()
 
-    # The script's own check, so that running it is a test: the connections the burst opened
-    # all expired, exactly one connect failed, the queue drained and the pool is idle.
-    events = monitor.events
+    print("scraped by Prometheus (trio_pool's metrics, without the comment lines):")
+    ours = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith(("http_client_", "db_client_")) and "_bucket{" not in line
+    ]
+    for line in ours:
+        print(f"  {line}")
+    print(f"spans: {len(spans.get_finished_spans())}")
+    print(
+        f"counters: requests_total={final.requests_total} errors_total={final.errors_total}"
+        f" connects_total={final.connects_total}"
+        f" | acquires_total={db_final.acquires_total}"
+        f" request_timeouts_total={db_final.request_timeouts_total}"
+    )
+
+    # The script's own check, so that running it is a test.
+    traced = [value for value in received_traceparents if value is not None]
+    expected_metrics = (
+        "http_client_request_duration_seconds_count",
+        "http_client_open_connections",
+        "db_client_connection_count",
+        "db_client_connection_wait_time_seconds_count",
+        "db_client_connection_timeouts",
+    )
     if not (
-        1 <= events["connect"] <= CONNECTIONS
-        and events["disconnect"] == events["connect"]
-        and events["connection_error"] == 1
-        and events["drain"] >= 1
-        and monitor.peaks["queued"] > 0
-        and final.connected == final.size == 0
+        all(any(line.startswith(name) for line in ours) for name in expected_metrics)
+        and len(spans.get_finished_spans()) == BURST
+        and len(traced) == BURST
+        and len(received_traceparents) == BURST + 1
+        and final.requests_total == BURST + 1
+        and 1 <= final.connects_total <= CONNECTIONS
+        and db_final.request_timeouts_total == 1
     ):
-        print("unexpected events or statistics", file=sys.stderr)
+        print("unexpected metrics, spans or counters", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    # A service configures logging once, at start-up; trio_pool's records propagate to it.
-    logging.basicConfig(format="  log: %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("trio_pool").setLevel(logging.DEBUG)
+    # A service configures logging once, at start-up; the request log is one JSON per line.
+    logging.basicConfig(format="%(name)s %(message)s", stream=sys.stderr, level=logging.INFO)
     sys.exit(trio.run(main))
