@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import trio_pool
 from trio_pool import InvalidArgumentError, interceptors
 from trio_pool.opentelemetry import instrument
-from trio_pool.testing import ServerConnection, ServerRequest, serve_h11
+from trio_pool.testing import MockPool, ServerConnection, ServerRequest, serve_h11
 
 MEMORY = {"server.address": "testserver", "server.port": 80, "url.scheme": "http"}
 
@@ -352,3 +352,24 @@ async def test_without_an_sdk_instrument_works_and_records_nothing(
         telemetry = instrument(pool)
         assert (await telemetry.dispatcher.request("GET", "/")).status == 200
         telemetry.uninstrument()
+
+
+async def test_a_mock_pool_is_instrumented_like_a_pool() -> None:
+    with backend() as otel:
+        async with MockPool() as mock:
+            mock.intercept("GET", "/users/7").reply(200, b"{}")
+            telemetry = instrument(mock, **otel.providers())
+            assert (await telemetry.dispatcher.request("GET", "/users/7")).status == 200
+            (attributes,) = points(otel.metrics()["http.client.request.duration"])
+            assert dict(attributes) == {
+                "server.address": "mock.test",
+                "server.port": 80,
+                "url.scheme": "http",
+                "http.request.method": "GET",
+                "http.response.status_code": 200,
+            }
+            (span,) = finished(otel)
+            assert mock.calls[0].headers["traceparent"].split("-")[2] == (
+                f"{span.context.span_id:016x}"
+            )
+            telemetry.uninstrument()
