@@ -101,8 +101,8 @@ class Tracer(Protocol):
     def head(self, status: int) -> None:
         """Its response head arrived."""
 
-    def connect_failed(self, opened: float) -> None:
-        """The connection opened for it (at ``opened``) failed to connect."""
+    def connecting(self, opened: float) -> None:
+        """It waits for a connection being opened for it since ``opened``."""
 
     def ended(self, request: Request) -> None:
         """It is DONE (called once, by :meth:`Request.finish`)."""

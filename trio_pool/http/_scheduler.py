@@ -263,6 +263,8 @@ class Scheduler:
             self._for_queue.add(conn)
         else:
             request.move(State.ASSIGNED)
+            if request.trace is not None:
+                request.trace.connecting(trio.current_time())
         self._conns.add(conn)
         _log.debug("opening a connection to %s", self._origin.text)
         self._start_soon(conn.run, name=f"trio_pool: {self._origin.text}")
@@ -374,7 +376,7 @@ class Scheduler:
                     first = self._queue.head()
                 if first is not None:
                     if first.trace is not None:
-                        first.trace.connect_failed(conn.opened_at)
+                        first.trace.connecting(conn.opened_at)
                     self.abort(first, reason)
             emit_along(targets, "connection_error", self._origin.text, reason)
         else:

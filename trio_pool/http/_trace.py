@@ -7,15 +7,15 @@ someone listens to ``"request_end"`` on it or on a dispatcher around it (the emi
 ``_traced`` flag, see ``_events.py``); otherwise the request's ``trace`` stays None and
 nothing here runs. The clock is the request's :class:`~._request.Tracer`: the runner marks
 the moments it passes (:meth:`PhaseClock.leased`, :meth:`PhaseClock.sent`,
-:meth:`PhaseClock.head`), the scheduler marks a connect that failed for the request
-(:meth:`PhaseClock.connect_failed`), and :meth:`~._request.Request.finish` — the one place
+:meth:`PhaseClock.head`), the scheduler marks the connect it waits for
+(:meth:`PhaseClock.connecting`), and :meth:`~._request.Request.finish` — the one place
 every request ends, whoever ends it — calls :meth:`PhaseClock.ended`, which builds the
 :class:`RequestTrace` and emits it. Every time is ``trio.current_time()``, so traces are
 exact under a virtual clock.
 
 The phases are consecutive: ``queued + connect + send + wait + receive == total`` for the
 phases that were reached (a phase not reached is None). Only the request's own task marks
-the clock, except ``connect_failed`` (the scheduler, in the connection's task) and
+the clock, except ``connecting`` (the scheduler, in the connection's task) and
 ``ended`` (whoever finishes the request); ``ended`` runs once (``finish`` is first-wins).
 """
 
@@ -138,8 +138,9 @@ class PhaseClock:
         self._head = trio.current_time()
         self._status = status
 
-    def connect_failed(self, opened: float) -> None:
-        """The connection opened (at ``opened``) for this request failed to connect."""
+    def connecting(self, opened: float) -> None:
+        """It waits for a connection being opened for it since ``opened`` (the connection
+        opened for it, or one opened for the queue that failed while it was the head)."""
         self._opened = opened
         self._connected = None
 
