@@ -65,7 +65,9 @@ class Instrumentation:
     """What :func:`instrument` returns: the telemetry of one object, until
     :meth:`uninstrument`."""
 
-    def __init__(self, obj: Dispatcher | ResourcePool[Any], meter: Any, tracer: Any) -> None:
+    def __init__(
+        self, obj: Dispatcher | ResourcePool[Any], meter: metrics.Meter, tracer: trace.Tracer
+    ) -> None:
         self._obj = obj
         self._active = True
         self._tracing: Tracing | None = None

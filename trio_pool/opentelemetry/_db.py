@@ -35,7 +35,7 @@ from ._semconv import (
     DB_CONNECTION_WAIT_TIME,
     DB_POOL_NAME,
     DB_STATE,
-    DURATION_BUCKETS,
+    seconds_histogram,
 )
 
 __all__ = ["PoolMetrics"]
@@ -48,17 +48,15 @@ class PoolMetrics:
         self._pool = pool
         self._hub = hub
         self._name = {DB_POOL_NAME: pool.name}
-        self._wait_time = meter.create_histogram(
+        self._wait_time = seconds_histogram(
+            meter,
             DB_CONNECTION_WAIT_TIME,
-            unit="s",
-            description="The time it took to obtain an open connection from the pool.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "The time it took to obtain an open connection from the pool.",
         )
-        self._use_time = meter.create_histogram(
+        self._use_time = seconds_histogram(
+            meter,
             DB_CONNECTION_USE_TIME,
-            unit="s",
-            description="The time between borrowing a connection and returning it to the pool.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "The time between borrowing a connection and returning it to the pool.",
         )
         # name -> (kind, unit, description, source): the observed metrics.
         self._observed: dict[str, tuple[Kind, str, str, Source]] = {

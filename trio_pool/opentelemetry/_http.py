@@ -33,7 +33,6 @@ from ..http._balanced import BalancedPool
 from ..http._interface import Composed, Dispatcher
 from ._observers import Hub
 from ._semconv import (
-    DURATION_BUCKETS,
     ERROR_TYPE,
     HTTP_CONNECTION_DURATION,
     HTTP_CONNECTION_STATE,
@@ -43,6 +42,7 @@ from ._semconv import (
     error_type,
     method_attributes,
     origin_attributes,
+    seconds_histogram,
 )
 
 if TYPE_CHECKING:
@@ -73,17 +73,13 @@ class HttpMetrics:
     def __init__(self, dispatcher: Dispatcher, meter: Meter, hub: Hub) -> None:
         self._dispatcher = dispatcher
         self._hub = hub
-        self._duration = meter.create_histogram(
-            HTTP_REQUEST_DURATION,
-            unit="s",
-            description="Duration of HTTP client requests.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        self._duration = seconds_histogram(
+            meter, HTTP_REQUEST_DURATION, "Duration of HTTP client requests."
         )
-        self._connection_duration = meter.create_histogram(
+        self._connection_duration = seconds_histogram(
+            meter,
             HTTP_CONNECTION_DURATION,
-            unit="s",
-            description="The duration of the successfully established outbound HTTP connections.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "The duration of the successfully established outbound HTTP connections.",
         )
         self._opened: dict[object, float] = {}
         self._listeners: tuple[tuple[str, Callable[..., object]], ...] = (

@@ -13,7 +13,11 @@ copied into a fresh dict for each use, since a recorded attribute dict must not 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Histogram, Meter
 
 __all__ = [
     "DB_CONNECTION_COUNT",
@@ -40,6 +44,7 @@ __all__ = [
     "URL_SCHEME",
     "error_type",
     "method_attributes",
+    "seconds_histogram",
     "origin_attributes",
 ]
 
@@ -121,3 +126,13 @@ def error_type(status: int | None, error: BaseException | None) -> str | None:
     if status is not None and status >= 400:
         return str(status)
     return None
+
+
+def seconds_histogram(meter: Meter, name: str, description: str) -> Histogram:
+    """A histogram of durations in seconds, with the buckets the conventions advise."""
+    return meter.create_histogram(
+        name,
+        unit="s",
+        description=description,
+        explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+    )
