@@ -373,3 +373,21 @@ async def test_a_mock_pool_is_instrumented_like_a_pool() -> None:
                 f"{span.context.span_id:016x}"
             )
             telemetry.uninstrument()
+
+
+async def test_a_method_the_conventions_do_not_know_is_other(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with backend() as otel:
+        async with memory_pool() as pool:
+            telemetry = instrument(pool, **otel.providers())
+            assert (await telemetry.dispatcher.request("PURGE", "/cache")).status == 200
+            other = {"http.request.method": "_OTHER", "http.request.method_original": "PURGE"}
+            (span,) = finished(otel)
+            assert span.name == "HTTP"
+            assert other.items() <= dict(span.attributes or {}).items()
+            # A metric keeps its cardinality bounded: no method_original there.
+            (attributes,) = points(otel.metrics()["http.client.request.duration"])
+            assert dict(attributes)["http.request.method"] == "_OTHER"
+            assert "http.request.method_original" not in dict(attributes)
+            telemetry.uninstrument()

@@ -38,9 +38,10 @@ from ._semconv import (
     HTTP_CONNECTION_STATE,
     HTTP_OPEN_CONNECTIONS,
     HTTP_REQUEST_DURATION,
+    HTTP_REQUEST_METHOD,
     HTTP_RESPONSE_STATUS_CODE,
     error_type,
-    method_attributes,
+    known_method,
     origin_attributes,
     seconds_histogram,
 )
@@ -108,10 +109,8 @@ class HttpMetrics:
         self._opened.clear()
 
     def _request_end(self, trace: RequestTrace) -> None:
-        attributes: dict[str, Any] = {
-            **method_attributes(trace.method),
-            **origin_attributes(trace.url),
-        }
+        attributes: dict[str, Any] = origin_attributes(trace.url)
+        attributes[HTTP_REQUEST_METHOD] = known_method(trace.method)
         if trace.status is not None:
             attributes[HTTP_RESPONSE_STATUS_CODE] = trace.status
         error = error_type(trace.status, trace.error)

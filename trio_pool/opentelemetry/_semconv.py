@@ -43,6 +43,7 @@ __all__ = [
     "URL_FULL",
     "URL_SCHEME",
     "error_type",
+    "known_method",
     "method_attributes",
     "seconds_histogram",
     "origin_attributes",
@@ -110,9 +111,15 @@ def origin_attributes(url: str) -> dict[str, str | int]:
     return dict(_origin_pairs(url.split("?", 1)[0] if "?" in url else url))
 
 
+def known_method(method: str) -> str:
+    """``http.request.method``'s value: ``method``, or ``_OTHER`` for one the conventions do
+    not know (so a metric's cardinality stays bounded)."""
+    return method if method in _KNOWN_METHODS else "_OTHER"
+
+
 def method_attributes(method: str) -> dict[str, str]:
-    """``http.request.method`` (``_OTHER`` for a method the conventions do not know, with
-    the method as sent in ``http.request.method_original``)."""
+    """A span's ``http.request.method`` (:func:`known_method`), with the method as sent in
+    ``http.request.method_original`` when that is ``_OTHER``."""
     if method in _KNOWN_METHODS:
         return {HTTP_REQUEST_METHOD: method}
     return {HTTP_REQUEST_METHOD: "_OTHER", HTTP_REQUEST_METHOD_ORIGINAL: method}

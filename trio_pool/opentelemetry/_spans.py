@@ -64,7 +64,7 @@ class Tracing:
         self, dispatch: DispatchFunction, options: RequestOptions, handler: Handler
     ) -> None:
         url = request_url(options)
-        method = options.method.upper() if isinstance(options.method, str) else "_OTHER"
+        method = options.method if isinstance(options.method, str) else "_OTHER"
         attributes: dict[str, Any] = {**method_attributes(method), **origin_attributes(url)}
         if url.startswith(("http://", "https://")):
             attributes[URL_FULL] = url
