@@ -15,6 +15,7 @@ A source that raises is the SDK's to log; the others still report.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -25,25 +26,31 @@ __all__ = ["Hub", "Kind", "Source", "hub_of"]
 Source = Callable[[], Iterable[Observation]]
 Kind = Literal["up_down_counter", "counter"]
 
-_hubs: dict[Meter, Hub] = {}  # a meter lives as long as its provider: typically the program
+# A hub lives as long as its meter (which its provider keeps): weakly keyed, so a provider
+# that is dropped (as the tests drop theirs) takes its hub with it.
+_hubs: weakref.WeakKeyDictionary[Meter, Hub] = weakref.WeakKeyDictionary()
 
 
 class Hub:
     """The observable instruments of one meter and their sources."""
 
     def __init__(self, meter: Meter) -> None:
-        self._meter = meter
+        # Weakly: the hub is the value of its meter's entry in ``_hubs``, so a strong
+        # reference would keep that entry (and the meter) alive for ever.
+        self._meter = weakref.ref(meter)
         self._sources: dict[str, tuple[Source, ...]] = {}
 
     def add(self, name: str, kind: Kind, unit: str, description: str, source: Source) -> None:
         """Report ``source``'s observations under ``name`` (creating the instrument the
         first time ``name`` is asked for on this meter)."""
         if name not in self._sources:
+            meter = self._meter()
+            assert meter is not None  # the caller got this hub from the meter: it is alive
             self._sources[name] = ()
             create = (
-                self._meter.create_observable_up_down_counter
+                meter.create_observable_up_down_counter
                 if kind == "up_down_counter"
-                else self._meter.create_observable_counter
+                else meter.create_observable_counter
             )
             create(name, callbacks=[self._callback(name)], unit=unit, description=description)
         self._sources[name] = (*self._sources[name], source)
