@@ -58,7 +58,8 @@ class RequestTrace:
         queued: waiting for a connection (in the pool's queue, or for a busy connection),
             from the moment the pool accepted the request; not the connect itself.
         connect: waiting for the new connection opened for it (TCP + TLS, or the
-            ``connector``): the whole connect when the connection was opened for this
+            ``connector``; under an ``Agent``'s ``max_connections``, the wait for a slot of
+            that budget too): the whole connect when the connection was opened for this
             request; None on a reused connection. A connect that failed counts until it
             failed.
         send: writing the request (its turn behind pipelined requests included); a
