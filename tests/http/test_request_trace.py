@@ -348,6 +348,37 @@ async def test_connect_refused(autojump_clock: trio.abc.Clock) -> None:
     assert trace.total == CONNECT
 
 
+async def test_connect_refused_for_the_head_of_the_queue(autojump_clock: trio.abc.Clock) -> None:
+    # One connection at a time: the second request waits in the queue while the first one's
+    # connect fails, then the connection opened for the queue fails it in turn.
+    async with (
+        phased_server() as server,
+        dispatcher_of("pool", server, connections=1) as (
+            pool,
+            _,
+        ),
+    ):
+        server.refuse = True
+        traces: list[RequestTrace] = []
+        pool.on("request_end", traces.append)
+
+        async def fails(path: str) -> None:
+            with pytest.raises(trio_pool.ConnectError):
+                await pool.request("GET", path)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails, "/first")
+            await trio.sleep(0.5)
+            nursery.start_soon(fails, "/second")
+        assert_idle(pool)
+        assert pool.statistics().connect_errors_total == 2
+    first, second = traces
+    assert (first.url, first.connect, first.total) == (f"{server.origin}/first", CONNECT, CONNECT)
+    assert second.url.endswith("/second")
+    assert (second.queued, second.connect, second.send) == (CONNECT - 0.5, CONNECT, None)
+    assert second.total == 2 * CONNECT - 0.5
+
+
 async def test_headers_timeout(autojump_clock: trio.abc.Clock) -> None:
     async def silent(request: ServerRequest, conn: ServerConnection) -> None:
         await trio.sleep_forever()

@@ -56,7 +56,9 @@ class RequestTrace:
         attempt: 1, or which attempt this is of a request ``interceptors.retry()`` sends
             again (``RequestOptions.attempt``).
         queued: waiting for a connection (in the pool's queue, or for a busy connection),
-            from the moment the pool accepted the request; not the connect itself.
+            from the moment the pool of its origin accepted the request; not the connect
+            itself. (A ``BalancedPool``'s wait for an eligible upstream and an ``Agent``'s
+            for a new Pool to be entered come before that, and are not in the trace.)
         connect: waiting for the new connection opened for it (TCP + TLS, or the
             ``connector``; under an ``Agent``'s ``max_connections``, the wait for a slot of
             that budget too): the whole connect when the connection was opened for this
