@@ -41,7 +41,11 @@ class RequestTrace:
     Durations are in seconds of ``trio.current_time()`` (virtual under a test's
     ``autojump_clock``, so exact). They are consecutive: ``queued + connect + send + wait +
     receive == total``, counting the phases that were reached; a phase the request never
-    reached is None (a request cancelled while queued has only ``queued`` and ``total``).
+    reached is None (a request cancelled while queued has only ``queued`` and ``total``), and
+    the phase it ended in counts until its end. A request re-sent after its kept-alive
+    connection turned out closed (the idempotent retry of the ``retry_idempotent`` option)
+    is one request: its trace describes its last connection, the failed try counting as
+    ``queued``.
 
     Attributes:
         method: the request method (``"GET"``).
