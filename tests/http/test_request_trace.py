@@ -42,7 +42,7 @@ class SlowSend(trio.abc.Stream):
         self._stream = stream
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if bytes(data[:4]) in (b"GET ", b"POST"):
+        if bytes(data[:4]) in (b"GET ", b"POST", b"CONN"):
             await trio.sleep(SEND)
         await self._stream.send_all(data)
 
@@ -348,6 +348,37 @@ async def test_connect_refused(autojump_clock: trio.abc.Clock) -> None:
     assert trace.total == CONNECT
 
 
+async def test_connect_refused_for_the_head_of_the_queue(autojump_clock: trio.abc.Clock) -> None:
+    # One connection at a time: the second request waits in the queue while the first one's
+    # connect fails, then the connection opened for the queue fails it in turn.
+    async with (
+        phased_server() as server,
+        dispatcher_of("pool", server, connections=1) as (
+            pool,
+            _,
+        ),
+    ):
+        server.refuse = True
+        traces: list[RequestTrace] = []
+        pool.on("request_end", traces.append)
+
+        async def fails(path: str) -> None:
+            with pytest.raises(trio_pool.ConnectError):
+                await pool.request("GET", path)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails, "/first")
+            await trio.sleep(0.5)
+            nursery.start_soon(fails, "/second")
+        assert_idle(pool)
+        assert pool.statistics().connect_errors_total == 2
+    first, second = traces
+    assert (first.url, first.connect, first.total) == (f"{server.origin}/first", CONNECT, CONNECT)
+    assert second.url.endswith("/second")
+    assert (second.queued, second.connect, second.send) == (CONNECT - 0.5, CONNECT, None)
+    assert second.total == 2 * CONNECT - 0.5
+
+
 async def test_headers_timeout(autojump_clock: trio.abc.Clock) -> None:
     async def silent(request: ServerRequest, conn: ServerConnection) -> None:
         await trio.sleep_forever()
@@ -507,3 +538,50 @@ async def test_attempt_is_checked() -> None:
     async with MockPool() as mock:
         with pytest.raises(trio_pool.InvalidArgumentError, match="attempt"):
             await mock.dispatch(RequestOptions("GET", "/", attempt=0), Collect())
+
+
+# ---------------------------------------------------------------------- upgrade, connect
+
+
+async def switching(request: ServerRequest, conn: ServerConnection) -> None:
+    """Tunnels a CONNECT, upgrades to "echo", refuses other upgrades (426)."""
+    await trio.sleep(WAIT)
+    if request.method == "CONNECT":
+        await conn.switch_protocols(200)
+    elif request.header("upgrade") == "echo":
+        await conn.switch_protocols(101, [("upgrade", "echo"), ("connection", "upgrade")])
+    else:
+        await conn.respond(426, body=b"no")
+        return
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_upgrade_and_connect_end_when_the_connection_is_handed_over(
+    kind: str, autojump_clock: trio.abc.Clock
+) -> None:
+    async with phased_server(switching) as server, dispatcher_of(kind, server) as (d, prefix):
+        traces: list[RequestTrace] = []
+        d.on("request_end", traces.append)
+        async with d.upgrade(prefix + "/ws", protocol="echo") as upgraded:
+            assert upgraded.status == 101
+            assert len(traces) == 1  # ended as the connection was handed over
+        with pytest.raises(trio_pool.SocketError, match="bad upgrade"):
+            async with d.upgrade(prefix + "/ws", protocol="other"):
+                pytest.fail("entered a refused upgrade")  # pragma: no cover
+        authority = prefix + "/example.com:443" if kind == "agent" else "example.com:443"
+        async with d.connect(authority) as tunnel:
+            assert tunnel.status == 200
+        assert_idle(d)
+    upgrade, refused, tunnel_trace = traces
+    assert (upgrade.status, upgrade.error, upgrade.url) == (101, None, f"{server.origin}/ws")
+    assert phases_of(upgrade) == expected(connect=CONNECT, receive=0.0)
+    assert (refused.status, refused.error) == (426, None)  # the response itself was fine
+    assert phases_of(refused) == expected(connect=CONNECT, receive=0.0)  # 101 took the first
+    assert (tunnel_trace.method, tunnel_trace.status, tunnel_trace.url) == (
+        "CONNECT",
+        200,
+        "example.com:443",
+    )
+    assert tunnel_trace.reused_connection  # the refused upgrade's
+    assert phases_of(tunnel_trace) == expected(receive=0.0)

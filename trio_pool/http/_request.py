@@ -16,7 +16,7 @@ through the small protocols declared here (:class:`Owner`, :class:`Seat`, :class
 :class:`Cancellable`, :class:`Tracer`), so nothing here imports them.
 
 :meth:`Request.finish` is the one place a request ends: it counts the request's error in
-its owner (``errors``, for ``statistics()``) and tells its :class:`Tracer`, if it has one
+its owner (``_errors``, for ``statistics()``) and tells its :class:`Tracer`, if it has one
 (only when someone listens to ``"request_end"``: the hot path pays one ``None`` test).
 """
 
@@ -120,7 +120,7 @@ class Owner(Protocol):
     that ended with an error, which :meth:`Request.finish` keeps."""
 
     _counts: list[int]
-    errors: int
+    _errors: int
 
 
 class Request:
@@ -260,7 +260,7 @@ class Request:
         if error is not None:
             owner = self.owner
             assert owner is not None
-            owner.errors += 1
+            owner._errors += 1
         if self.trace is not None:
             self.trace.ended(self)
         self.wake()

@@ -97,7 +97,7 @@ class Scheduler:
         self._conns: set[PooledConnection] = set()
         self._for_queue: set[PooledConnection] = set()  # opening for whoever waits first
         self._counts = [0] * len(State)  # requests per State, indexed by it (Request.move)
-        self.errors = 0  # requests that ended with an error (Request.finish)
+        self._errors = 0  # requests that ended with an error (Request.finish)
         self._connects = 0  # connections that connected (cumulative)
         self._connect_errors = 0  # connection attempts that failed with a ConnectError
         self._connected = 0
@@ -123,7 +123,7 @@ class Scheduler:
             running=running,
             size=pending + running,
             requests_total=counts[State.DONE],
-            errors_total=self.errors,
+            errors_total=self._errors,
             connects_total=self._connects,
             connect_errors_total=self._connect_errors,
         )

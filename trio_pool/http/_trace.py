@@ -41,7 +41,11 @@ class RequestTrace:
     Durations are in seconds of ``trio.current_time()`` (virtual under a test's
     ``autojump_clock``, so exact). They are consecutive: ``queued + connect + send + wait +
     receive == total``, counting the phases that were reached; a phase the request never
-    reached is None (a request cancelled while queued has only ``queued`` and ``total``).
+    reached is None (a request cancelled while queued has only ``queued`` and ``total``), and
+    the phase it ended in counts until its end. A request re-sent after its kept-alive
+    connection turned out closed (the idempotent retry of the ``retry_idempotent`` option)
+    is one request: its trace describes its last connection, the failed try counting as
+    ``queued``.
 
     Attributes:
         method: the request method (``"GET"``).
@@ -56,9 +60,12 @@ class RequestTrace:
         attempt: 1, or which attempt this is of a request ``interceptors.retry()`` sends
             again (``RequestOptions.attempt``).
         queued: waiting for a connection (in the pool's queue, or for a busy connection),
-            from the moment the pool accepted the request; not the connect itself.
+            from the moment the pool of its origin accepted the request; not the connect
+            itself. (A ``BalancedPool``'s wait for an eligible upstream and an ``Agent``'s
+            for a new Pool to be entered come before that, and are not in the trace.)
         connect: waiting for the new connection opened for it (TCP + TLS, or the
-            ``connector``): the whole connect when the connection was opened for this
+            ``connector``; under an ``Agent``'s ``max_connections``, the wait for a slot of
+            that budget too): the whole connect when the connection was opened for this
             request; None on a reused connection. A connect that failed counts until it
             failed.
         send: writing the request (its turn behind pipelined requests included); a
