@@ -123,11 +123,12 @@ def test_table_against_the_embedded_server(marker: str, capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize("pipelining", ["0", "4"])
 def test_pipelining_options(pipelining: str, marker: str) -> None:
-    argv = command("--json", "-n", "3000", "-c", "2", "--concurrency", "8", "-p", pipelining)
-    completed = trio.run(run, argv, 20.0)
+    # A bound on a stuck run, not a speed check: a loaded machine takes several times longer.
+    argv = command("--json", "-n", "1000", "-c", "2", "--concurrency", "8", "-p", pipelining)
+    completed = trio.run(run, argv, 60.0)
     assert completed.returncode == 0, completed.stderr
     result = check_json(completed.stdout.decode())
-    assert (result["requests"], result["errors"]) == (3000, 0)
+    assert (result["requests"], result["errors"]) == (1000, 0)
     assert _live_servers(marker) == []
 
 
