@@ -45,7 +45,7 @@ from ..http._interface import Composed, Dispatcher
 from ..resources._pool import ResourcePool
 from ._db import PoolMetrics
 from ._http import HttpMetrics
-from ._observers import hub_of
+from ._observers import hub_of, meter_of
 from ._spans import Tracing
 
 __all__ = ["Instrumentation", "instrument"]
@@ -165,7 +165,9 @@ def instrument(
         raise InvalidArgumentError(
             f"invalid obj: {root!r} is instrumented already (uninstrument() it first)"
         )
-    meter = metrics.get_meter(_SCOPE, __version__, meter_provider=meter_provider)
+    # One meter per provider, and one for the global provider however late it is set (see
+    # _observers): else two pools' observable instruments collapse into the first one's.
+    meter = meter_of(meter_provider, _SCOPE, __version__)
     tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
     instrumentation = Instrumentation(obj, meter, tracer)
     instrumentation._start()

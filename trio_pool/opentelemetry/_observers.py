@@ -11,6 +11,14 @@ registered *source* (a function returning observations) in turn. :meth:`Hub.add`
 Trio thread) are the only writers; the callback runs in whatever thread the metric reader
 collects from, so it iterates over a tuple that the writers replace whole, never mutate.
 A source that raises is the SDK's to log; the others still report.
+
+The hub is found from the *provider*, through :func:`meter_of`: the API's global provider
+hands out a new proxy meter at each ``get_meter()`` until ``set_meter_provider()`` is called,
+and each proxy would then make its own instruments of the same names on the real meter, of
+which the SDK keeps only the first. So trio_pool asks each provider for its meter once, and
+asks the global one once for the whole process (a proxy meter made before
+``set_meter_provider()`` delegates to the real one after it), whether ``instrument()`` runs
+before or after the application configures OpenTelemetry.
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
-__all__ = ["Hub", "Kind", "Source", "hub_of"]
+__all__ = ["Hub", "Kind", "Source", "hub_of", "meter_of"]
 
 Source = Callable[[], Iterable[Observation]]
 Kind = Literal["up_down_counter", "counter"]
@@ -29,6 +38,25 @@ Kind = Literal["up_down_counter", "counter"]
 # A hub lives as long as its meter (which its provider keeps): weakly keyed, so a provider
 # that is dropped (as the tests drop theirs) takes its hub with it.
 _hubs: weakref.WeakKeyDictionary[Meter, Hub] = weakref.WeakKeyDictionary()
+# Likewise a provider's meter lives as long as the provider (a meter does not refer to it).
+_meters: weakref.WeakKeyDictionary[MeterProvider, Meter] = weakref.WeakKeyDictionary()
+
+
+# The global provider's meter, kept for the process's life as the API keeps that provider.
+_global_meter: list[Meter] = []
+
+
+def meter_of(provider: MeterProvider | None, scope: str, version: str) -> Meter:
+    """The one meter of ``scope`` that ``provider`` (``None``: the global provider, now or
+    once set) gives trio_pool, made on first use."""
+    if provider is None:
+        if not _global_meter:
+            _global_meter.append(metrics.get_meter(scope, version))
+        return _global_meter[0]
+    meter = _meters.get(provider)
+    if meter is None:
+        meter = _meters[provider] = provider.get_meter(scope, version)
+    return meter
 
 
 class Hub:
