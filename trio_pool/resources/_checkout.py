@@ -105,7 +105,8 @@ class Checkout:
     @staticmethod
     def _note_site(slot: Slot, caller: FrameType) -> None:
         slot.lent_at = trio.current_time()
-        slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+        # Formatted only if it is reported: a checkout must not pay for a string.
+        slot.leak_site = (caller.f_code.co_filename, caller.f_lineno)
 
     def refusal(self, _: object = None) -> BaseException:
         """Why the pool refuses an acquirer now (it must refuse; a waiter is ignored)."""

@@ -66,6 +66,7 @@ class Housekeeper:
         "_lending",
         "_options",
         "_owner",
+        "_resized",
         "_scope",
         "max",
         "may_expire",
@@ -88,6 +89,7 @@ class Housekeeper:
         self._scope: trio.CancelScope | None = None
         self.min, self.max = options.min, options.max
         self.may_expire = options.max_lifetime is not None
+        self._resized = False  # "over max" is possible only after a resize()
 
     # ------------------------------------------------------------------ expiry
 
@@ -100,7 +102,7 @@ class Housekeeper:
             return "expire_all()"
         if slot.expires_at <= trio.current_time():
             return "max_lifetime"
-        if self._owner._allocated() - counted >= self.max:
+        if self._resized and self._owner._allocated() - counted >= self.max:
             return "over max"
         return None
 
@@ -123,7 +125,7 @@ class Housekeeper:
             InvalidArgumentError: a size is out of its domain (nothing is changed).
         """
         self.min, self.max = check_sizes(minimum, maximum)
-        self.may_expire = True
+        self.may_expire = self._resized = True
         for slot in self._lending.stale(math.inf, self._owner._allocated() - self.max):
             self.expire(slot, "over max")
 
@@ -170,8 +172,8 @@ class Housekeeper:
         for slot in self._lending.busy.values():
             if slot.leak_site is not None and slot.lent_at <= cutoff:
                 logger.warning(
-                    "%r: %r checked out at %s held over leak_timeout=%ss (a leak?)",
-                    self._owner, slot.resource, slot.leak_site, self._options.leak_timeout,
+                    "%r: %r checked out at %s:%s held over leak_timeout=%ss (a leak?)",
+                    self._owner, slot.resource, *slot.leak_site, self._options.leak_timeout,
                 )  # fmt: skip
                 slot.leak_site = None
                 self._counters.leaks += 1

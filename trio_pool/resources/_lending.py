@@ -62,15 +62,18 @@ class Spill(Protocol):
 class Lending:
     """The idle stack, the lent map and the waiter queue (see the module docstring)."""
 
-    __slots__ = ("busy", "drained", "idle", "resetting", "spills", "waiters")
+    __slots__ = ("busy", "drained", "idle", "resetting", "spills", "stamps_idle", "waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, *, stamps_idle: bool = True) -> None:
         self.idle: list[Slot] = []
         self.busy: dict[int, Slot] = {}
         self.waiters: HandoffQueue[object, Slot] = HandoffQueue()
         self.resetting: dict[int, Slot] = {}
         self.spills: list[Spill] = []  # the clusters' hooks (only Cluster changes it)
         self.drained: trio.Event | None = None  # made when the pool starts ending
+        # Whether a slot going idle notes the time (only idle_timeout's sweep reads it; the
+        # clock is a function call on every release otherwise).
+        self.stamps_idle = stamps_idle
 
     def demand(self) -> int:
         """Resources wanted for waiters: the pool's own and its clusters'."""
@@ -109,7 +112,7 @@ class Lending:
                     self.lend(slot)
                     hand(slot)
                     return True
-            slot.park_idle(trio.current_time())
+            slot.park_idle(trio.current_time() if self.stamps_idle else 0.0)
             self.idle.append(slot)
         else:
             return False

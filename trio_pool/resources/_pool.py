@@ -163,7 +163,7 @@ class ResourcePool(Observed, Generic[T]):
         self._counters = Counters()
         self._supervisor = Supervisor()
         self._allocator = Allocator(options, self, self._supervisor, self._counters)
-        self._lending = Lending()
+        self._lending = Lending(stamps_idle=self._options.idle_timeout is not None)
         self._housekeeper = keeper = Housekeeper(
             self, options, self._lending, self._allocator, self._counters
         )
@@ -409,8 +409,10 @@ class ResourcePool(Observed, Generic[T]):
         lending = self._lending
         creating = len(self._allocator.creating)
         allocated = lending.placed() + creating
-        wanted = lending.demand() + arriving - creating
         keeper = self._housekeeper
+        if allocated >= keeper.max:
+            return  # no room: the common case of a busy pool, where every acquirer parks
+        wanted = lending.demand() + arriving - creating
         if state is _State.OPEN:
             wanted = max(wanted, keeper.min - allocated)
         self._allocator.allocate(wanted, allocated, keeper.max)

@@ -89,7 +89,7 @@ class Slot:
     generation: int = 0  # the pool's expire_all() generation when its creation began
     expires_at: float = _INF  # max_lifetime (with its jitter) after its creation
     lent_at: float = 0.0  # when the current lease began (kept only with leak_timeout)
-    leak_site: str | None = None  # file:line of the current lease, until reported as a leak
+    leak_site: tuple[str, int] | None = None  # (file, line) of the current lease, until reported
     held_since: float | None = None  # when the current lease began (only while a listener hears)
 
     def __repr__(self) -> str:
