@@ -104,8 +104,8 @@ class Checkout:
 
     @staticmethod
     def _note_site(slot: Slot, caller: FrameType) -> None:
-        slot.lent_at = trio.current_time()
-        # Formatted only if it is reported: a checkout must not pay for a string.
+        # Formatted only if it is reported, and dated by the sweep (see _housekeeping): a
+        # checkout must pay for neither a string nor a clock read.
         slot.leak_site = (caller.f_code.co_filename, caller.f_lineno)
 
     def refusal(self, _: object = None) -> BaseException:

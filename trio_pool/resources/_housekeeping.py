@@ -14,7 +14,9 @@ The :class:`Housekeeper` owns the pool's sizing and expiry policy:
   time) while the pool is open it evicts the idle resources older than ``idle_timeout``
   (oldest first, never below ``min``), retires the expired idle ones, logs one WARNING per
   checkout held longer than ``leak_timeout`` (naming where it was checked out) and counts it;
-  then it asks the pool to refill.
+  then it asks the pool to refill. A checkout notes only *where* it was made (no clock read
+  on the hot path); the sweep dates a lease when it first sees it, so a leak is reported
+  late by up to one ``sync_interval``, never early.
 
 A retirement made on the pool's own initiative is logged (``retiring %r (why)``): like after
 ``remove()``, the slot is free at once and a replacement may open before the dispose begins.
@@ -165,12 +167,20 @@ class Housekeeper:
                     lending.drop_idle(slot)
                     self.expire(slot, why)
         if options.leak_timeout is not None:
-            self._report_leaks(now - options.leak_timeout)
+            self._report_leaks(now)
 
-    def _report_leaks(self, cutoff: float) -> None:
-        """One WARNING (and one count) per checkout held since before ``cutoff``."""
+    def _report_leaks(self, now: float) -> None:
+        """Date the leases seen for the first time; one WARNING (and one count) per checkout
+        seen ``leak_timeout`` ago or earlier."""
+        leak_timeout = self._options.leak_timeout
+        assert leak_timeout is not None
+        cutoff = now - leak_timeout
         for slot in self._lending.busy.values():
-            if slot.leak_site is not None and slot.lent_at <= cutoff:
+            if slot.leak_site is None:
+                continue  # reported already
+            if slot.dated_lease != slot.lease:
+                slot.dated_lease, slot.lent_at = slot.lease, now
+            elif slot.lent_at <= cutoff:
                 logger.warning(
                     "%r: %r checked out at %s:%s held over leak_timeout=%ss (a leak?)",
                     self._owner, slot.resource, *slot.leak_site, self._options.leak_timeout,

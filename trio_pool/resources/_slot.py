@@ -88,7 +88,8 @@ class Slot:
     lease: int = 0  # bumped at every hand-out; tells an acquire block its own checkout apart
     generation: int = 0  # the pool's expire_all() generation when its creation began
     expires_at: float = _INF  # max_lifetime (with its jitter) after its creation
-    lent_at: float = 0.0  # when the current lease began (kept only with leak_timeout)
+    lent_at: float = 0.0  # when the sweep first saw the lease ``dated_lease`` (leak_timeout)
+    dated_lease: int = -1
     leak_site: tuple[str, int] | None = None  # (file, line) of the current lease, until reported
     held_since: float | None = None  # when the current lease began (only while a listener hears)
 
