@@ -114,7 +114,8 @@ class ResourcePool(Observed, Generic[T]):
         max_lifetime: a resource older than this (each its own limit in [0.9, 1.0] x it) is
             retired when given back or while idle; ``None`` (default): no limit.
         leak_timeout: a checkout held longer logs one WARNING naming its ``file:line`` and
-            counts in ``leaks_total``; ``None`` (default): no check.
+            counts in ``leaks_total`` (within two ``sync_interval`` after it, never before);
+            ``None`` (default): no check.
         name: in the repr, the log lines and metrics; default ``"ResourcePool-N"``.
 
     Raises:
