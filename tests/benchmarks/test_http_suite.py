@@ -227,3 +227,46 @@ def test_the_docs_are_generated_from_a_saved_run(tmp_path: Path) -> None:
     assert "| 10 | 300 | 100 |" in text
     assert text.startswith("before\n")
     assert text.endswith("after\n")
+
+
+def test_the_analysis_pairs_gc_on_and_off_and_the_extra_target_repetitions() -> None:
+    # A fabricated run: Pool and aiohttp (a target pair) got 5 GC-on repetitions, the h11 loop
+    # 3; GC off 3 each. The table must show both columns, and the paired ratios must use the
+    # common repetitions only.
+    import http_pool
+    from _common import Options
+
+    def sample(rps: float, gc_enabled: bool = True) -> _clients.Sample:
+        return _clients.Sample(rps, 1.0, 2.0, 100, 0, False, 0.5, 0.9, 40.0, gc_enabled)
+
+    on = {
+        ("http", "12 B", 10, "Pool"): [sample(r) for r in (300, 300, 300, 300, 300)],
+        ("http", "12 B", 10, "aiohttp"): [sample(r) for r in (100, 150, 100, 200, 100)],
+        ("http", "12 B", 10, "h11 loop"): [sample(r) for r in (600, 600, 600)],
+    }
+    off = {cell: [sample(2 * s.rps, False) for s in ss[:3]] for cell, ss in on.items()}
+    raw = {
+        "server": "nginx",
+        "requests": 100,
+        "requests_10k": 1000,
+        "repetitions": 3,
+        "target_repetitions": 5,
+        "cells_measured": "all",
+        "guard_s": 1.0,
+        "clients": ["Pool", "h11 loop", "aiohttp"],
+        "concurrencies": [10],
+        "max_connections": 1000,
+        "notes": [],
+        "samples": on,
+        "samples_gc_off": off,
+    }
+    result = http_pool._analyse(raw, Options(quick=True))
+    rows = {row["client"]: row for row in result.data["cells"]}
+    assert rows["Pool"]["rps"] == 300
+    assert rows["Pool"]["rps_gc_off"] == 600
+    assert rows["h11 loop"]["pool_ratio"] == 0.5  # paired over the 3 common repetitions
+    assert rows["aiohttp"]["pool_ratio"] == 3.0  # median of 3, 2, 3, 1.5, 3
+    assert "GC off" in result.text
+    assert "Pool / aiohttp, http 12 B, C=10" in result.text
+    assert any(f.startswith("Pool / h11 loop, http 12 B, C=10: 0.50") for f in result.failures)
+    json.dumps(result.data)  # what --json saves
