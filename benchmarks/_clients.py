@@ -9,14 +9,15 @@ count until it runs out, recording each request's latency (call to body fully re
 response is checked: a status other than 200 or a body of the wrong length counts as an error.
 
 Both phases are capped in time: set-up (connect and warm) gets ``window`` plus
-:data:`SETUP_PER_CONNECTION` per connection, the timed window ``window``. The sample is taken the
-moment the window closes (all work done, or the cap reached, whichever is first), *before*
-the stragglers are cancelled and the client closed, so a slow clean-up cannot distort it. A
-cell that hits a cap is *capped*: its rate is over the requests completed in the window, zero
-if it never got through set-up. Clean-up is bounded too: by the cancel scope for the Trio
-clients, by cancelling the tasks for aiohttp, by not waiting for urllib3's straggling threads
-(each ends with its current request), and by running httpx and httpcore in a child process
-that is killed if it overruns (see :data:`ISOLATED`).
+:data:`SETUP_PER_CONNECTION` per connection and :data:`SETUP_PER_WORKER` per worker, the
+timed window ``window``. The sample is taken the moment the window closes (all work done, or
+the cap reached, whichever is first), *before* the stragglers are cancelled and the client
+closed, so a slow clean-up cannot distort it. A cell that hits a cap is *capped*: its rate
+is over the requests completed in the window, zero if it never got through set-up. Clean-up
+is bounded too: by the cancel scope for the Trio clients, by cancelling the tasks for
+aiohttp, by not waiting for urllib3's straggling threads (each ends with its current
+request), and by running httpx and httpcore in a child process that is killed if it overruns
+(see :data:`ISOLATED`).
 
 The cyclic GC stays on (what users run) unless ``gc_enabled=False``; either way it is
 collected before the client opens. CPU is this process's ``getrusage(RUSAGE_SELF)`` user +
@@ -116,6 +117,9 @@ REQUEST_TIMEOUT = 10.0
 """Per-request timeout given to the peers that take one (httpx, aiohttp, urllib3)."""
 SETUP_PER_CONNECTION = 0.01
 """Seconds allowed per connection, on top of the window, to connect and warm up."""
+SETUP_PER_WORKER = 0.002
+"""Seconds allowed per worker on top of that: beyond MAX_CONNECTIONS workers, their warm-up
+requests queue (10,000 of them take seconds)."""
 CLOSE_GRACE = 2.0
 """How long an isolated child may take to close its client after reporting."""
 ISOLATED = frozenset({HTTPX, HTTPCORE})
@@ -286,6 +290,12 @@ def measure(
     return _measure_here(*spec)
 
 
+def _setup_cap(client: str, concurrency: int, window: float) -> float:
+    """Seconds allowed to connect and warm up (see the module docstring)."""
+    opened = concurrency if client in LOOP_CLIENTS | THREADED else connections(concurrency)
+    return window + SETUP_PER_CONNECTION * opened + SETUP_PER_WORKER * concurrency
+
+
 @contextmanager
 def _gc_mode(enabled: bool) -> Iterator[None]:
     """Collect, then run with the cyclic GC on or off; restore it afterwards."""
@@ -315,8 +325,7 @@ def _measure_here(
     report: Callable[[Sample], None] = _ignore_sample,
 ) -> Sample:
     load = _Load(target, n, concurrency, warm, window, report)
-    opened = concurrency if client in LOOP_CLIENTS | THREADED else connections(concurrency)
-    setup = window + SETUP_PER_CONNECTION * opened
+    setup = _setup_cap(client, concurrency, window)
     with _gc_mode(gc_enabled):
         if client in (AIOHTTP, HTTPX_AIOHTTP):
             return asyncio.run(_asyncio_measure(client, load, setup))
@@ -340,7 +349,7 @@ def _measure_in_child(
     close is what may take minutes, so the child gets :data:`CLOSE_GRACE` and is then killed.
     """
     spec = json.dumps([client, asdict(target), concurrency, n, warm, window, gc_enabled])
-    limit = 2 * window + SETUP_PER_CONNECTION * connections(concurrency) + CLOSE_GRACE
+    limit = window + _setup_cap(client, concurrency, window) + CLOSE_GRACE
     with subprocess.Popen(
         [sys.executable, __file__, spec],
         stdout=subprocess.PIPE,

@@ -330,7 +330,8 @@ def _analyse(raw: dict[str, Any], options: Options) -> Result:
             f" worker; {raw['requests_10k']:,} at C=10,000), median of {raw['repetitions']}"
             f" alternating repetitions ({raw['target_repetitions']} for the target cells);"
             f" timed window capped at {raw['guard_s']:g} s (set-up at {raw['guard_s']:g} s +"
-            f" 10 ms per connection); at most {raw['max_connections']:,} connections per pool",
+            f" 10 ms per connection + 2 ms per worker); at most {raw['max_connections']:,}"
+            " connections per pool",
             "req/s and CPU with the cyclic GC on (what users run), then off; CPU µs/req: this"
             " process's getrusage user+system time per request; server CPU: CPU-seconds per"
             " second of window (100% = one core); X ÷ it: X's req/s divided by this client's",
