@@ -23,14 +23,7 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-# Client names as in _clients.py (not imported: this module must load without trio).
-POOL = "Pool"
-PIPELINED = "Pool pipelined"
-H11 = "h11 loop"
-HTTPX = "httpx"
-AIOHTTP = "aiohttp"
-HTTPX_TRIO_POOL = "httpx/trio_pool"
-HTTPX_AIOHTTP = "httpx-aiohttp"
+from _clients import AIOHTTP, H11, HTTPX, HTTPX_AIOHTTP, HTTPX_TRIO_POOL, PIPELINED, POOL
 
 
 @dataclass(frozen=True)
