@@ -16,8 +16,8 @@ these:
 * ``docs/_static/benchmark.png`` when matplotlib is installed (req/s against C).
 
 ``docs/benchmarks.rst`` includes the two ``.inc`` files (``.inc``, not ``.rst``, so that
-Sphinx reads them only through the include). A part of the report that is missing (no http
-run) leaves the files that need it untouched.
+Sphinx reads them only through the include). A report without the http benchmark's data (e.g.
+``--only resource_pool``) writes nothing.
 """
 
 from __future__ import annotations
@@ -48,17 +48,15 @@ README_GROUP = ("http", "12 B")
 
 def write(report: dict[str, Any], docs: Path) -> list[Path]:
     """Write what ``report`` has data for under ``docs`` (and the README next to it)."""
-    written = []
     http = report.get("results", {}).get("http", {}).get("data")
+    if not http:  # e.g. --only resource_pool: keep the published http numbers
+        return []
     targets = docs / TARGETS
     targets.parent.mkdir(parents=True, exist_ok=True)
     targets.write_text(targets_table(report), encoding="utf-8")
-    written.append(targets)
-    if not http:
-        return written
     table = docs / TABLE
     table.write_text(http_tables(report), encoding="utf-8")
-    written.append(table)
+    written = [targets, table]
     readme = docs.parent / "README.md"
     if readme.exists():
         text = readme.read_text(encoding="utf-8")

@@ -270,3 +270,9 @@ def test_the_analysis_pairs_gc_on_and_off_and_the_extra_target_repetitions() -> 
     assert "Pool / aiohttp, http 12 B, C=10" in result.text
     assert any(f.startswith("Pool / h11 loop, http 12 B, C=10: 0.50") for f in result.failures)
     json.dumps(result.data)  # what --json saves
+
+
+def test_a_run_without_the_http_benchmark_leaves_the_docs_alone(tmp_path: Path) -> None:
+    report = {"environment": {"date": "2026-12-04"}, "results": {"resource_pool": {"data": {}}}}
+    assert _report.write(report, tmp_path / "docs") == []
+    assert not (tmp_path / "docs").exists()
