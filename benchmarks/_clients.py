@@ -9,23 +9,32 @@ count until it runs out, recording each request's latency (call to body fully re
 response is checked: a status other than 200 or a body of the wrong length counts as an error.
 
 Both phases are capped in time: set-up (connect and warm) gets ``window`` plus
-:data:`SETUP_PER_CONNECTION` per worker, the timed window ``window``. The sample is taken the
-moment the window closes (all work done, or the cap reached, whichever is first), *before*
-the stragglers are cancelled and the client closed, so a slow clean-up cannot distort it. A
-cell that hits a cap is *capped*: its rate is over the requests completed in the window, zero
-if it never got through set-up. Clean-up is bounded too: by the cancel scope for the Trio
-clients, by cancelling the tasks for aiohttp, by not waiting for urllib3's straggling threads
-(each ends with its current request), and by running httpx and httpcore in a child process
-that is killed if it overruns (see :data:`ISOLATED`).
+:data:`SETUP_PER_CONNECTION` per connection and :data:`SETUP_PER_WORKER` per worker, the
+timed window ``window``. The sample is taken the moment the window closes (all work done, or
+the cap reached, whichever is first), *before* the stragglers are cancelled and the client
+closed, so a slow clean-up cannot distort it. A cell that hits a cap is *capped*: its rate
+is over the requests completed in the window, zero if it never got through set-up. Clean-up
+is bounded too: by the cancel scope for the Trio clients, by cancelling the tasks for
+aiohttp, by not waiting for urllib3's straggling threads (each ends with its current
+request), and by running httpx and httpcore in a child process that is killed if it overruns
+(see :data:`ISOLATED`).
 
-The clients:
+The cyclic GC stays on (what users run) unless ``gc_enabled=False``; either way it is
+collected before the client opens. CPU is this process's ``getrusage(RUSAGE_SELF)`` user +
+system time over the timed window (all threads; a child's own for the isolated clients).
+The pools (and aiohttp's connector) hold at most :data:`MAX_CONNECTIONS` connections, so at
+C=10,000 most requests wait in the client's queue; the loops hold one per worker.
+
+The clients (:data:`CLIENTS`; add one by naming it there and teaching
+:func:`_open_trio_client` or :func:`_measure_here` to open it):
 
 * ``Pool``: ``trio_pool.Pool(origin, connections=C, pipelining=1)``.
 * ``Pool pipelined``: ``trio_pool.Pool(origin, connections=ceil(C/10), pipelining=10)``.
 * ``BalancedPool``: ``trio_pool.BalancedPool([a, b], connections=ceil(C/2))`` over the
   server's two upstreams (so C connections in all).
-* ``h11 loop``: hand-written Trio + h11, one keep-alive connection per task, no pool: the
-  h11 ceiling a pool on h11 can approach but not beat.
+* ``raw loop``, ``fast loop``, ``h11 loop``: the bare loops of ``_loops.py`` (one keep-alive
+  connection per task, no pool, on ``Pool``'s I/O path): the I/O ceiling, a minimal
+  ``bytes.find`` parser, and h11.
 * ``httpx``: ``httpx.AsyncClient`` under ``trio.run`` (anyio's Trio backend, on httpcore).
 * ``httpcore``: ``httpcore.AsyncConnectionPool`` under ``trio.run``, without httpx on top.
 * ``httpx/trio_pool``: ``httpx.AsyncClient`` under ``trio.run`` over
@@ -39,21 +48,24 @@ The clients:
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import os
+import resource
 import select
 import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
-from _common import now, quiet_gc
+from _common import now
+from _loops import LOOPS
 from _servers import cpu_seconds
 
 if TYPE_CHECKING:
@@ -63,6 +75,8 @@ POOL = "Pool"
 PIPELINED = "Pool pipelined"
 BALANCED = "BalancedPool"
 H11 = "h11 loop"
+RAW = "raw loop"
+FAST = "fast loop"
 HTTPX = "httpx"
 HTTPCORE = "httpcore"
 AIOHTTP = "aiohttp"
@@ -73,6 +87,8 @@ CLIENTS = (
     POOL,
     PIPELINED,
     BALANCED,
+    RAW,
+    FAST,
     H11,
     HTTPX,
     HTTPX_TRIO_POOL,
@@ -91,10 +107,19 @@ OPTIONAL = {
 }
 
 PIPELINING = 10
+MAX_CONNECTIONS = 1000
+"""The most connections a pooled client opens (C=10,000 queues the rest of the requests)."""
+LOOP_CLIENTS = frozenset(LOOPS)
+"""One connection per worker: not run beyond :data:`MAX_CONNECTIONS` workers."""
+THREADED = frozenset({URLLIB3})
+"""One thread per worker: not run beyond :data:`MAX_CONNECTIONS` workers either."""
 REQUEST_TIMEOUT = 10.0
 """Per-request timeout given to the peers that take one (httpx, aiohttp, urllib3)."""
 SETUP_PER_CONNECTION = 0.01
 """Seconds allowed per connection, on top of the window, to connect and warm up."""
+SETUP_PER_WORKER = 0.002
+"""Seconds allowed per worker on top of that: beyond MAX_CONNECTIONS workers, their warm-up
+requests queue (10,000 of them take seconds)."""
 CLOSE_GRACE = 2.0
 """How long an isolated child may take to close its client after reporting."""
 ISOLATED = frozenset({HTTPX, HTTPCORE})
@@ -137,6 +162,14 @@ class Sample:
     cut: bool
     server_cpu: float | None
     client_cpu: float
+    cpu_us: float = math.nan
+    """This process's CPU microseconds per completed request in the window (getrusage)."""
+    gc_enabled: bool = True
+
+
+def connections(concurrency: int) -> int:
+    """How many connections a pooled client gets at ``concurrency``."""
+    return min(concurrency, MAX_CONNECTIONS)
 
 
 @dataclass
@@ -202,7 +235,9 @@ class _Load:
 
     def _sample(self, ordered: list[float]) -> Sample:
         if not ordered or self.t0 is None or self.t1 is None:
-            return Sample(0.0, math.nan, math.nan, 0, self.errors, True, None, 0.0)
+            return Sample(
+                0.0, math.nan, math.nan, 0, self.errors, True, None, 0.0, gc_enabled=gc.isenabled()
+            )
         elapsed = self.t1 - self.t0
         return Sample(
             rps=len(ordered) / elapsed,
@@ -213,6 +248,8 @@ class _Load:
             cut=self.cut,
             server_cpu=self.server_cpu / elapsed if self.server_cpu is not None else None,
             client_cpu=self.client_cpu / elapsed,
+            cpu_us=self.client_cpu / len(ordered) * 1e6,
+            gc_enabled=gc.isenabled(),
         )
 
 
@@ -221,9 +258,10 @@ def _ignore_sample(sample: Sample) -> None:
 
 
 def _own_cpu_seconds() -> float:
-    """User + system CPU seconds of this process, all threads."""
-    times = os.times()
-    return times.user + times.system
+    """User + system CPU seconds of this process, all threads (``getrusage``: microsecond
+    resolution, where ``os.times()`` counts clock ticks)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:
@@ -231,17 +269,49 @@ def _percentile(ordered: list[float], fraction: float) -> float:
 
 
 def measure(
-    client: str, target: Target, concurrency: int, n: int, warm: int, window: float
+    client: str,
+    target: Target,
+    concurrency: int,
+    n: int,
+    warm: int,
+    window: float,
+    *,
+    gc_enabled: bool = True,
 ) -> Sample:
     """Measure ``client`` once: ``n`` GETs of ``target`` by ``concurrency`` workers.
 
     Connecting and warming up may take ``window`` plus :data:`SETUP_PER_CONNECTION` per
-    worker; the timed window at most ``window`` seconds.
+    connection; the timed window at most ``window`` seconds. The cyclic GC runs unless
+    ``gc_enabled`` is False.
     """
-    spec = (client, target, concurrency, n, warm, window)
+    spec = (client, target, concurrency, n, warm, window, gc_enabled)
     if client in ISOLATED:
         return _measure_in_child(*spec)
     return _measure_here(*spec)
+
+
+def _setup_cap(client: str, concurrency: int, window: float) -> float:
+    """Seconds allowed to connect and warm up (see the module docstring)."""
+    opened = concurrency if client in LOOP_CLIENTS | THREADED else connections(concurrency)
+    return window + SETUP_PER_CONNECTION * opened + SETUP_PER_WORKER * concurrency
+
+
+@contextmanager
+def _gc_mode(enabled: bool) -> Iterator[None]:
+    """Collect, then run with the cyclic GC on or off; restore it afterwards."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        else:
+            gc.disable()
 
 
 def _measure_here(
@@ -251,11 +321,12 @@ def _measure_here(
     n: int,
     warm: int,
     window: float,
+    gc_enabled: bool = True,
     report: Callable[[Sample], None] = _ignore_sample,
 ) -> Sample:
     load = _Load(target, n, concurrency, warm, window, report)
-    setup = window + SETUP_PER_CONNECTION * concurrency
-    with quiet_gc():
+    setup = _setup_cap(client, concurrency, window)
+    with _gc_mode(gc_enabled):
         if client in (AIOHTTP, HTTPX_AIOHTTP):
             return asyncio.run(_asyncio_measure(client, load, setup))
         if client == URLLIB3:
@@ -264,15 +335,21 @@ def _measure_here(
 
 
 def _measure_in_child(
-    client: str, target: Target, concurrency: int, n: int, warm: int, window: float
+    client: str,
+    target: Target,
+    concurrency: int,
+    n: int,
+    warm: int,
+    window: float,
+    gc_enabled: bool,
 ) -> Sample:
     """Run :func:`_measure_here` in ``python _clients.py SPEC``; kill it if it overruns.
 
     The child prints the sample as soon as its window closes, then closes its client; that
     close is what may take minutes, so the child gets :data:`CLOSE_GRACE` and is then killed.
     """
-    spec = json.dumps([client, asdict(target), concurrency, n, warm, window])
-    limit = 2 * window + SETUP_PER_CONNECTION * concurrency + CLOSE_GRACE
+    spec = json.dumps([client, asdict(target), concurrency, n, warm, window, gc_enabled])
+    limit = window + _setup_cap(client, concurrency, window) + CLOSE_GRACE
     with subprocess.Popen(
         [sys.executable, __file__, spec],
         stdout=subprocess.PIPE,
@@ -293,15 +370,17 @@ def _measure_in_child(
         except subprocess.TimeoutExpired:
             child.kill()
     if not line.endswith(b"\n"):
-        return Sample(0.0, math.nan, math.nan, 0, 0, True, None, 0.0)
+        return Sample(0.0, math.nan, math.nan, 0, 0, True, None, 0.0, gc_enabled=gc_enabled)
     return Sample(**json.loads(line))
 
 
 def _child_main(spec: str) -> None:
-    client, target, concurrency, n, warm, window = json.loads(spec)
+    client, target, concurrency, n, warm, window, gc_enabled = json.loads(spec)
     target["origins"] = tuple(target["origins"])
     target["server_pids"] = tuple(target["server_pids"])
-    _measure_here(client, Target(**target), concurrency, n, warm, window, report=_print_sample)
+    _measure_here(
+        client, Target(**target), concurrency, n, warm, window, gc_enabled, report=_print_sample
+    )
 
 
 def _print_sample(sample: Sample) -> None:
@@ -363,8 +442,11 @@ async def _open_trio_client(
     stack: AsyncExitStack, client: str, target: Target, concurrency: int
 ) -> list[_Get]:
     """Open ``client`` (no I/O yet); return one GET function per worker (shared or not)."""
-    if client == H11:
-        return [_h11_connection(stack, target) for _ in range(concurrency)]
+    if client in LOOPS:
+        loop = LOOPS[client]
+        return [
+            loop(stack, target.origins[0], target.path, target.cafile) for _ in range(concurrency)
+        ]
     if client in (HTTPX, HTTPCORE):
         return [await _httpcore_get(stack, client, target, concurrency)] * concurrency
     from trio_pool import BalancedPool, Pool
@@ -376,23 +458,33 @@ async def _open_trio_client(
 
         from trio_pool.httpx import AsyncTransport
 
-        pool = Pool(target.origins[0], connections=concurrency, ssl_context=context)
+        pool = Pool(target.origins[0], connections=connections(concurrency), ssl_context=context)
         await stack.enter_async_context(pool)
         session = await stack.enter_async_context(
             httpx.AsyncClient(transport=AsyncTransport(pool), timeout=REQUEST_TIMEOUT)
         )
         return [_httpx_get(session, target.url)] * concurrency
     if client == POOL:
-        pool = Pool(target.origins[0], connections=concurrency, pipelining=1, ssl_context=context)
-    elif client == PIPELINED:
-        connections = math.ceil(concurrency / PIPELINING)
         pool = Pool(
-            target.origins[0], connections=connections, pipelining=PIPELINING, ssl_context=context
+            target.origins[0],
+            connections=connections(concurrency),
+            pipelining=1,
+            ssl_context=context,
+        )
+    elif client == PIPELINED:
+        pool = Pool(
+            target.origins[0],
+            connections=connections(math.ceil(concurrency / PIPELINING)),
+            pipelining=PIPELINING,
+            ssl_context=context,
         )
     else:
         assert client == BALANCED
-        connections = math.ceil(concurrency / 2)
-        pool = BalancedPool(list(target.origins), connections=connections, ssl_context=context)
+        pool = BalancedPool(
+            list(target.origins),
+            connections=math.ceil(connections(concurrency) / 2),
+            ssl_context=context,
+        )
     await stack.enter_async_context(pool)
     path = target.path
 
@@ -422,7 +514,8 @@ async def _httpcore_get(
     if client == HTTPX:
         import httpx
 
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        most = connections(concurrency)
+        limits = httpx.Limits(max_connections=most, max_keepalive_connections=most)
         session = await stack.enter_async_context(
             httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT, verify=context or True)
         )
@@ -431,7 +524,9 @@ async def _httpcore_get(
 
     pool = await stack.enter_async_context(
         httpcore.AsyncConnectionPool(
-            ssl_context=context, max_connections=concurrency, max_keepalive_connections=concurrency
+            ssl_context=context,
+            max_connections=connections(concurrency),
+            max_keepalive_connections=connections(concurrency),
         )
     )
 
@@ -440,49 +535,6 @@ async def _httpcore_get(
         return response.status, len(response.content)
 
     return httpcore_get
-
-
-def _h11_connection(stack: AsyncExitStack, target: Target) -> _Get:
-    """The h11 ceiling: one keep-alive connection (opened by the first GET), no pool."""
-    import h11
-
-    host, port = target.origins[0].rsplit("/", 1)[1].rsplit(":", 1)
-    context = target.ssl_context()
-    streams: list[trio.abc.Stream] = []
-    conn = h11.Connection(h11.CLIENT)
-    request = h11.Request(method="GET", target=target.path, headers=[("host", f"{host}:{port}")])
-    end = h11.EndOfMessage()
-
-    async def get() -> tuple[int, int]:
-        if not streams:
-            if context is None:
-                stream: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
-            else:
-                stream = await trio.open_ssl_over_tcp_stream(
-                    host, int(port), ssl_context=context, https_compatible=True
-                )
-            stack.push_async_callback(stream.aclose)
-            streams.append(stream)
-        stream = streams[0]
-        await stream.send_all(conn.send(request) + conn.send(end))
-        status = size = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                # h11 takes bytes; a TLS stream may give a bytearray (a plain one: bytes, as is).
-                conn.receive_data(bytes(await stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            else:
-                raise RuntimeError(f"h11 loop: unexpected {event!r}")
-        conn.start_next_cycle()
-        return status, size
-
-    return get
 
 
 # ---------------------------------------------------------------------------------- asyncio
@@ -494,7 +546,9 @@ async def _asyncio_get(client: str, load: _Load) -> AsyncIterator[_Get]:
     import aiohttp
 
     url = load.target.url
-    connector = aiohttp.TCPConnector(limit=load.concurrency, ssl=load.target.ssl_context() or True)
+    connector = aiohttp.TCPConnector(
+        limit=connections(load.concurrency), ssl=load.target.ssl_context() or True
+    )
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         if client == HTTPX_AIOHTTP:

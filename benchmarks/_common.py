@@ -37,11 +37,21 @@ class Options:
     """The HTTP benchmark's server: ``"nginx"``, ``"embedded"`` or ``"auto"`` (``--server``)."""
     docs: Path | None = None
     """Write the HTTP results' table and plot into this docs directory (``--docs``)."""
+    target_repetitions: int | None = None
+    """Override the repetitions of the cells the targets compare (``--target-reps``)."""
+    cells: str = "all"
+    """``"targets"``: the http benchmark measures only the cells the targets compare."""
 
     def reps(self, quick: int, full: int) -> int:
         """The repetition count: ``--reps`` if given, else the module's default."""
         if self.repetitions is not None:
             return self.repetitions
+        return quick if self.quick else full
+
+    def target_reps(self, quick: int, full: int) -> int:
+        """The target cells' repetition count: ``--target-reps`` if given, else the default."""
+        if self.target_repetitions is not None:
+            return self.target_repetitions
         return quick if self.quick else full
 
 
@@ -53,7 +63,8 @@ class Result:
     text: str
     data: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
-    """Targets missed (e.g. "ratio 2.4x > 2.0x"); ``run.py --check`` exits 1 if any."""
+    """Targets missed (e.g. "ratio 2.4x > 2.0x") and bad responses; ``run.py --strict``
+    exits 1 if any."""
 
 
 now = time.perf_counter

@@ -3,15 +3,20 @@
 One server for the whole run, in other processes (``_servers``: nginx when installed, else
 the embedded Python server), offering http and https, a 12-byte body at ``/`` and a 64 KiB
 body at ``/64k``, on two upstreams per scheme. Every client of ``_clients.CLIENTS`` is measured
-at concurrency 1, 10, 100 and 1000 for each (scheme, body) pair: 160 cells.
+at concurrency 1, 10, 100, 1000 and 10,000 for each (scheme, body) pair (at 10,000 only the
+clients that queue on at most ``MAX_CONNECTIONS`` connections: not the one-connection-per-task
+loops, not urllib3's threads, not httpx/httpcore, which already stall at 1,000).
 
-Repetitions alternate: each one runs every cell once, rotating the order of the groups, the
-concurrencies and the clients, so a busy spell on the machine spreads over all of them. The
-table shows medians over repetitions, and each ratio is the median of the per-repetition
-ratios (see ``_common.paired_ratio``). One untimed warm-up measurement per client comes first.
-Each measurement is bounded by a count (shared by the C workers) and a time guard; a cell cut
-by the guard is shown as capped. With ``Options.docs``, the results also go to the docs: an
-includable reST table and a plot of throughput against concurrency (``_report``).
+Each cell is measured with the cyclic GC on (what users run: the main column) and, except for
+the child-process clients, off (the second column). Repetitions alternate: each one runs every
+cell once, rotating the order of the groups, the concurrencies, the clients and GC on/off, so
+a busy spell on the machine spreads over all of them. The cells the targets compare
+(``_targets.target_cells``) then get extra repetitions (GC on) up to ``TARGET_REPS`` in all,
+still alternating. The table shows medians over repetitions, and each ratio is the median of
+the per-repetition ratios. One untimed warm-up measurement per client comes first. Each
+measurement is bounded by a count (shared by the C workers) and a time guard; a cell cut by
+the guard is shown as capped. ``Options.cells == "targets"`` measures only the target cells.
+``run.py`` turns the data into the docs' tables and plot (``_report``).
 """
 
 from __future__ import annotations
@@ -22,28 +27,18 @@ from dataclasses import asdict
 from typing import Any
 
 import _clients
-import _report
 import _servers
-from _clients import (
-    AIOHTTP,
-    H11,
-    HTTPX,
-    HTTPX_AIOHTTP,
-    HTTPX_TRIO_POOL,
-    PIPELINED,
-    POOL,
-    Sample,
-    Target,
-)
+import _targets
+from _clients import H11, PIPELINED, POOL, Sample, Target
 from _common import Options, Result, format_table, median, rotated
 
 TITLE = (
     "HTTP/1.1 GET req/s and latency: trio_pool Pool / pipelined / BalancedPool vs a Trio+h11 "
     "loop, httpx, httpx over trio_pool, httpcore (trio), aiohttp, httpx-aiohttp, urllib3; "
-    "C = 1..1000, 12 B and 64 KiB, http(s)"
+    "C = 1..10,000, 12 B and 64 KiB, http(s), GC on and off"
 )
 
-CONCURRENCIES = (1, 10, 100, 1000)
+CONCURRENCIES = (1, 10, 100, 1000, 10_000)
 SCHEMES = ("http", "https")
 BODIES = {
     "12 B": (_servers.SMALL_PATH, _servers.SMALL_SIZE),
@@ -51,24 +46,19 @@ BODIES = {
 }
 GROUPS = tuple((scheme, body) for scheme in SCHEMES for body in BODIES)
 TARGET_GROUP = ("http", "12 B")
-"""The group the targets apply to (the per-request overhead is what they are about)."""
-
-# (numerator, denominator, target, concurrencies the target applies to), in TARGET_GROUP
-TARGETS: tuple[tuple[str, str, float, tuple[int, ...]], ...] = (
-    (POOL, H11, 0.90, (1, 10, 100)),
-    (POOL, HTTPX, 5.0, (1, 10, 100)),
-    (PIPELINED, AIOHTTP, 1.3, (10, 100)),
-    # httpx over trio_pool against httpx's own transport on Trio, and against httpx over
-    # aiohttp on asyncio (httpx's own per-request cost bounds both).
-    (HTTPX_TRIO_POOL, HTTPX, 5.0, (10, 100)),
-    (HTTPX_TRIO_POOL, HTTPX_AIOHTTP, 0.8, (1, 10, 100)),
-)
+"""The group of the flatness rows (the per-request overhead is what they are about)."""
 FD_HEADROOM = 256
 """Descriptors kept free beyond the two per connection (client side and, for the embedded
 server, the server side) that a concurrency needs."""
 
 QUICK_SKIP = (1000, _clients.ISOLATED)
 """A quick run leaves these out: they take over 10 s to warm 1,000 connections up."""
+QUICK_AT_10K = frozenset({POOL, _clients.AIOHTTP})
+"""The only clients a quick run measures at C=10,000."""
+BEYOND_CONNECTIONS = _clients.LOOP_CLIENTS | _clients.THREADED | _clients.ISOLATED
+"""Not run with more workers than MAX_CONNECTIONS (see the module docstring)."""
+GC_ON_ONLY = _clients.ISOLATED
+"""Measured with the GC on only: their child process and slow cells would double the run."""
 
 Cell = tuple[str, str, int, str]  # (scheme, body, concurrency, client)
 
@@ -84,17 +74,45 @@ def _available_clients() -> tuple[list[str], list[str]]:
     return clients, notes
 
 
+def _skipped(client: str, c: int, quick: bool, group: tuple[str, str]) -> bool:
+    if c > _clients.MAX_CONNECTIONS and client in BEYOND_CONNECTIONS:
+        return True
+    if quick and c >= 1000 and group != TARGET_GROUP:  # 1,000 connections take seconds
+        return True
+    if quick and c > _clients.MAX_CONNECTIONS and client not in QUICK_AT_10K:
+        return True
+    return quick and c >= QUICK_SKIP[0] and client in QUICK_SKIP[1]
+
+
 def _collect(options: Options) -> dict[str, Any]:
     reps = options.reps(quick=1, full=3)
+    target_reps = max(reps, options.target_reps(quick=2, full=5))
     n = 300 if options.quick else 3_000
+    n_10k = 10_000 if options.quick else 30_000
     window = 1.0 if options.quick else 5.0
     warm = 1 if options.quick else 2
     clients, notes = _available_clients()
     fd_limit = _servers.raise_fd_limit()
-    concurrencies = [c for c in CONCURRENCIES if 2 * c + FD_HEADROOM <= fd_limit]
+    concurrencies = [
+        c for c in CONCURRENCIES if 2 * _clients.connections(c) + FD_HEADROOM <= fd_limit
+    ]
     if len(concurrencies) < len(CONCURRENCIES):
         notes.append(f"open-files limit {fd_limit}: C > {concurrencies[-1]} skipped")
+    only_targets = options.cells == "targets"
+    wanted = _targets.target_cells()
     samples: dict[Cell, list[Sample]] = {}
+    samples_gc_off: dict[Cell, list[Sample]] = {}
+
+    def requests(c: int) -> int:
+        return n_10k if c > _clients.MAX_CONNECTIONS else max(n, 2 * c)
+
+    def one(cell: Cell, gc_enabled: bool) -> None:
+        scheme, body, c, client = cell
+        sample = _clients.measure(
+            client, targets[scheme, body], c, requests(c), warm, window, gc_enabled=gc_enabled
+        )
+        (samples if gc_enabled else samples_gc_off).setdefault(cell, []).append(sample)
+
     with _servers.start(options.server) as server:
         targets = {
             (scheme, body): Target(
@@ -108,28 +126,45 @@ def _collect(options: Options) -> dict[str, Any]:
         }
         for client in clients:  # warm-up, untimed: imports, first connections, caches
             _clients.measure(client, targets[TARGET_GROUP], 10, 100, 1, window)
-        for rep in range(reps):
+        for rep in range(target_reps):
+            print(f"  repetition {rep + 1} of {target_reps}", flush=True)
             for scheme, body in rotated(GROUPS, rep):
                 for c in rotated(concurrencies, rep):
                     for client in rotated(clients, rep):
-                        if options.quick and c >= QUICK_SKIP[0] and client in QUICK_SKIP[1]:
+                        cell = (scheme, body, c, client)
+                        if _skipped(client, c, options.quick, (scheme, body)):
                             continue
-                        sample = _clients.measure(
-                            client, targets[scheme, body], c, max(n, 2 * c), warm, window
+                        if rep >= reps or only_targets:  # the target cells' extra repetitions
+                            if cell in wanted:
+                                one(cell, True)
+                            continue
+                        gc_on_only = client in GC_ON_ONLY or (
+                            options.quick and (scheme, body) != TARGET_GROUP
                         )
-                        samples.setdefault((scheme, body, c, client), []).append(sample)
+                        modes = [True] if gc_on_only else rotated([True, False], rep)
+                        for gc_enabled in modes:
+                            one(cell, gc_enabled)
     if options.quick:
         skipped = ", ".join(c for c in clients if c in QUICK_SKIP[1])
         notes.append(f"{skipped}: not run at C>={QUICK_SKIP[0]} in a quick run (see README)")
+        notes.append(
+            f"C={CONCURRENCIES[-1]:,}: only {', '.join(sorted(QUICK_AT_10K))} in a quick run;"
+            f" C>=1000 and GC off only in {' '.join(TARGET_GROUP)}"
+        )
     return {
         "server": server.kind,
         "requests": n,
+        "requests_10k": n_10k,
         "repetitions": reps,
+        "target_repetitions": target_reps,
+        "cells_measured": "targets" if only_targets else "all",
         "guard_s": window,
         "clients": clients,
         "concurrencies": concurrencies,
+        "max_connections": _clients.MAX_CONNECTIONS,
         "notes": notes,
         "samples": samples,
+        "samples_gc_off": samples_gc_off,
     }
 
 
@@ -138,7 +173,8 @@ def _ratio(numerators: list[float], denominators: list[float]) -> float | None:
     done (a capped peer can complete nothing); None if there are none."""
     if not numerators or not denominators:  # a cell left out of a quick run
         return None
-    pairs = [n / d for n, d in zip(numerators, denominators, strict=True) if n > 0 and d > 0]
+    # A target cell has extra repetitions after the common ones: pair the common ones.
+    pairs = [n / d for n, d in zip(numerators, denominators, strict=False) if n > 0 and d > 0]
     return median(pairs) if pairs else None
 
 
@@ -154,19 +190,25 @@ def _fmt_cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _summarise(raw: dict[str, Any]) -> dict[str, Any]:
-    """Per cell: the medians, the ratios of Pool and Pool pipelined to it, capped and errors."""
+def _median_of(samples: list[Sample] | None, attr: str) -> float:
+    done = [getattr(s, attr) for s in samples or [] if s.completed]
+    return median(done) if done else math.nan
+
+
+def _summarise(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per cell: the medians (GC on, and off), the ratios of Pool and Pool pipelined to it."""
     samples: dict[Cell, list[Sample]] = raw["samples"]
+    off: dict[Cell, list[Sample]] = raw["samples_gc_off"]
     rows: list[dict[str, Any]] = []
     for scheme, body in GROUPS:
         for c in raw["concurrencies"]:
             for client in raw["clients"]:
-                ss = samples.get((scheme, body, c, client))
-                if ss is None:  # left out of a quick run
+                cell = (scheme, body, c, client)
+                ss = samples.get(cell)
+                if ss is None:  # left out (a quick run, C=10,000, --cells targets)
                     continue
                 rps = [s.rps for s in ss]
                 server_cpus = [s.server_cpu for s in ss if s.server_cpu is not None]
-                done = [s for s in ss if s.completed]
                 rows.append(
                     {
                         "scheme": scheme,
@@ -174,105 +216,94 @@ def _summarise(raw: dict[str, Any]) -> dict[str, Any]:
                         "concurrency": c,
                         "client": client,
                         "rps": median(rps),
-                        "p50_ms": median([s.p50_ms for s in done]) if done else math.nan,
-                        "p99_ms": median([s.p99_ms for s in done]) if done else math.nan,
+                        "rps_gc_off": median([s.rps for s in off[cell]]) if cell in off else None,
+                        "p50_ms": _median_of(ss, "p50_ms"),
+                        "p99_ms": _median_of(ss, "p99_ms"),
+                        "cpu_us": _median_of(ss, "cpu_us"),
+                        "cpu_us_gc_off": _median_of(off.get(cell), "cpu_us"),
                         "server_cpu": median(server_cpus) if server_cpus else None,
                         "client_cpu": median([s.client_cpu for s in ss]),
                         "capped": sum(s.cut for s in ss),
                         "measurements": len(ss),
-                        "errors": sum(s.errors for s in ss),
-                        "pool_ratio": _ratio([s.rps for s in samples[scheme, body, c, POOL]], rps),
-                        "pipelined_ratio": _ratio(
-                            [s.rps for s in samples[scheme, body, c, PIPELINED]], rps
-                        ),
+                        "errors": sum(s.errors for s in ss)
+                        + sum(s.errors for s in off.get(cell, [])),
+                        "pool_ratio": _ratio(_rps(samples, (scheme, body, c, POOL)), rps),
+                        "pipelined_ratio": _ratio(_rps(samples, (scheme, body, c, PIPELINED)), rps),
                     }
                 )
-    return {
-        "server": raw["server"],
-        "requests": raw["requests"],
-        "repetitions": raw["repetitions"],
-        "guard_s": raw["guard_s"],
-        "clients": raw["clients"],
-        "concurrencies": raw["concurrencies"],
-        "rows": rows,
-    }
+    return rows
 
 
-def _group_table(summary: dict[str, Any], scheme: str, body: str) -> str:
-    rows = [
+def _rps(samples: dict[Cell, list[Sample]], cell: Cell) -> list[float]:
+    return [s.rps for s in samples.get(cell, [])]
+
+
+def _fmt_us(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.0f}"
+
+
+def _group_table(rows: list[dict[str, Any]], scheme: str, body: str) -> str:
+    lines = [
         [
             f"C={row['concurrency']}",
             row["client"],
             f"{row['rps']:,.0f}",
+            "-" if row["rps_gc_off"] is None else f"{row['rps_gc_off']:,.0f}",
             _fmt_ms(row["p50_ms"]),
             _fmt_ms(row["p99_ms"]),
+            _fmt_us(row["cpu_us"]),
+            _fmt_us(row["cpu_us_gc_off"]),
             _fmt_cpu(row["server_cpu"]),
-            _fmt_cpu(row["client_cpu"]),
             _fmt_ratio(row["pool_ratio"]),
             _fmt_ratio(row["pipelined_ratio"]),
             f"{row['capped']}/{row['measurements']}" if row["capped"] else "",
             str(row["errors"]) if row["errors"] else "",
         ]
-        for row in summary["rows"]
+        for row in rows
         if (row["scheme"], row["body"]) == (scheme, body)
     ]
-    header = ["", "client", "req/s", "p50 ms", "p99 ms", "server CPU", "client CPU"]
-    header += ["Pool ÷ it", "pipelined ÷ it", "capped", "errors"]
-    return f"-- {scheme}, {body} body --\n" + format_table(header, rows)
+    header = ["", "client", "req/s", "GC off", "p50 ms", "p99 ms", "CPU µs/req", "GC off"]
+    header += ["server CPU", "Pool ÷ it", "pipelined ÷ it", "capped", "errors"]
+    return f"-- {scheme}, {body} body --\n" + format_table(header, lines)
 
 
-def _targets(raw: dict[str, Any]) -> tuple[str, list[str], dict[str, Any]]:
-    """The target ratios in TARGET_GROUP and the pools' flatness: table, misses, data."""
+def _flatness(raw: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
+    """req/s at C=100 over C=10 (and C=10,000 over C=100) for the pools and the h11 loop."""
     samples: dict[Cell, list[Sample]] = raw["samples"]
-    clients: list[str] = raw["clients"]
-    concurrencies: list[int] = raw["concurrencies"]
-
-    def rps(c: int, client: str) -> list[float]:
-        return [s.rps for s in samples.get((*TARGET_GROUP, c, client), [])]
-
-    failures: list[str] = []
-    rows = []
-    ratios: dict[str, dict[str, float | None]] = {}
-    for num, den, target, where in TARGETS:
-        name = f"{num} / {den}"
-        ratios[name] = {}
-        cells = []
-        for c in concurrencies:
-            ratio = _ratio(rps(c, num), rps(c, den)) if den in clients else None
-            ratios[name][f"C={c}"] = ratio
-            mark = ""
-            if c in where and ratio is not None and ratio < target:
-                mark = " MISSED"
-                group = " ".join(TARGET_GROUP)
-                failures.append(f"{group} C={c}: {name} = {ratio:.2f}x < {target:g}x")
-            cells.append(_fmt_ratio(ratio) + mark)
-        applies = "C=" + ",".join(str(c) for c in where)
-        rows.append([name, *cells, f">= {target:g}x at {applies}"])
     flatness: dict[str, float | None] = {}
-    if 10 in concurrencies and 100 in concurrencies:
-        for client in (POOL, PIPELINED, H11):  # the h11 loop's: how much is the machine's
-            flatness[client] = _ratio(rps(100, client), rps(10, client))
-            blank = [""] * (len(concurrencies) - 1)
-            rows.append(
-                [f"flatness {client} C=100 / C=10", *blank, _fmt_ratio(flatness[client]), ""]
+    rows = []
+    for client in (POOL, PIPELINED, H11):  # the h11 loop's: how much is the machine's
+        for low, high in ((10, 100), (100, 10_000)):
+            ratio = _ratio(
+                _rps(samples, (*TARGET_GROUP, high, client)),
+                _rps(samples, (*TARGET_GROUP, low, client)),
             )
-    table = format_table(
-        [f"{' '.join(TARGET_GROUP)}: ratio of req/s", *(f"C={c}" for c in concurrencies), "target"],
-        rows,
-    )
-    data = {
-        "ratios": ratios,
-        "flatness_c100_over_c10": flatness,
-        "targets": {f"{num} / {den}": t for num, den, t, _ in TARGETS},
+            if ratio is not None:
+                flatness[f"{client} C={high}/C={low}"] = ratio
+                rows.append([f"{client}, C={high:,} / C={low}", _fmt_ratio(ratio)])
+    table = format_table([f"flatness ({' '.join(TARGET_GROUP)}, req/s)", "ratio"], rows)
+    return table, flatness
+
+
+def data_of(raw: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON-serialisable data of a run (what ``--json`` saves and the docs are made of)."""
+
+    def dump(samples: dict[Cell, list[Sample]]) -> dict[str, list[dict[str, Any]]]:
+        return {_targets.cell_key(*cell): [asdict(s) for s in ss] for cell, ss in samples.items()}
+
+    return {
+        **{k: v for k, v in raw.items() if not k.startswith("samples")},
+        "cells": rows,
+        "samples": dump(raw["samples"]),
+        "samples_gc_off": dump(raw["samples_gc_off"]),
     }
-    return table, failures, data
 
 
 def _analyse(raw: dict[str, Any], options: Options) -> Result:
-    summary = _summarise(raw)
+    rows = _summarise(raw)
     notes: list[str] = list(raw["notes"])
     failures: list[str] = []
-    for row in summary["rows"]:
+    for row in rows:
         where = f"{row['scheme']} {row['body']} C={row['concurrency']} {row['client']}"
         if row["capped"]:
             notes.append(
@@ -282,45 +313,42 @@ def _analyse(raw: dict[str, Any], options: Options) -> Result:
             )
         if row["errors"]:
             failures.append(f"{where}: {row['errors']} bad responses")
-    target_table, missed, target_data = _targets(raw)
-    failures += missed
+    flatness_table, flatness = _flatness(raw)
+    data = {**data_of(raw, rows), "flatness": flatness}
+    outcomes = _targets.evaluate({"http": {"data": data}})
+    http_outcomes = [o for o in outcomes if o.met is not None]
+    failures += [f"{o.name}: {o.value:.2f} (goal {o.goal})" for o in http_outcomes if not o.met]
     spreads = [
         ((max(v) - min(v)) / median(v), " ".join(map(str, cell)))
         for cell, ss in raw["samples"].items()
         if (v := [s.rps for s in ss]) and median(v) > 0
     ]
-    worst_spread, worst_where = max(spreads)
-    if options.docs is not None:
-        written = _report.write(summary, options.docs, quick=options.quick)
-        notes += [f"wrote {path}" for path in written]
+    worst_spread, worst_where = max(spreads) if spreads else (0.0, "-")
     text = "\n".join(
         [
             f"server: {raw['server']}; {raw['requests']:,} GETs per measurement (at least 2 per"
-            f" worker), median of {raw['repetitions']} alternating repetitions; timed window"
-            f" capped at {raw['guard_s']:g} s (set-up at {raw['guard_s']:g} s + 10 ms per"
-            " connection)",
-            "CPU: CPU-seconds per second of timed window (100% = one core); X ÷ it: X's req/s"
-            " divided by this client's",
-            *("\n" + _group_table(summary, scheme, body) for scheme, body in GROUPS),
+            f" worker; {raw['requests_10k']:,} at C=10,000), median of {raw['repetitions']}"
+            f" alternating repetitions ({raw['target_repetitions']} for the target cells);"
+            f" timed window capped at {raw['guard_s']:g} s (set-up at {raw['guard_s']:g} s +"
+            f" 10 ms per connection + 2 ms per worker); at most {raw['max_connections']:,}"
+            " connections per pool",
+            "req/s and CPU with the cyclic GC on (what users run), then off; CPU µs/req: this"
+            " process's getrusage user+system time per request; server CPU: CPU-seconds per"
+            " second of window (100% = one core); X ÷ it: X's req/s divided by this client's",
+            *("\n" + _group_table(rows, scheme, body) for scheme, body in GROUPS),
             "",
             *(f"note: {note}" for note in notes),
             "",
-            target_table,
+            format_table(_targets.HEADER, [o.as_row() for o in http_outcomes]),
             "",
-            "ratios are medians of per-repetition ratios (paired samples); targets are goals",
+            flatness_table,
+            "",
+            "ratios are medians of per-repetition ratios (paired samples); spread: (max-min)/"
+            "median of those ratios; targets are goals (run.py --check lists them all)",
             f"noise: widest (max-min)/median req/s across repetitions = {worst_spread:.0%}"
             f" ({worst_where})",
         ]
     )
-    data = {
-        **{k: v for k, v in summary.items() if k != "rows"},
-        "notes": raw["notes"],
-        "cells": summary["rows"],
-        "samples": {
-            " ".join(map(str, cell)): [asdict(s) for s in ss] for cell, ss in raw["samples"].items()
-        },
-        **target_data,
-    }
     return Result(name="http", text=text, data=data, failures=failures)
 
 

@@ -1,5 +1,9 @@
 """trio_pool's benchmark suite: ``python benchmarks/run.py [--quick] [--only NAME] [--json PATH]``.
 
+``--check`` prints every target of ``_targets.py`` with its measured paired ratio and met /
+not met; ``--from-json PATH`` reads a saved run instead of running (to ``--check`` it or to
+regenerate the docs from it with ``--docs``).
+
 Each benchmark is a module next to this file, registered in ``BENCHMARKS`` below (name →
 module). A module exposes ``TITLE: str`` and ``run(options: Options) -> Result`` (see
 ``_common.py``); modules are imported only when selected, so a benchmark whose optional
@@ -8,8 +12,8 @@ dependencies (httpx, aiohttp, urllib3, ...) are missing does not stop the others
 To add a benchmark: write ``benchmarks/<name>.py`` with ``TITLE`` and ``run``, add it to
 ``BENCHMARKS``, describe it in ``benchmarks/README.md``.
 
-Exit status: 0; 1 with ``--check`` when a benchmark missed one of its targets, or when a
-benchmark failed to run; 2 for bad arguments.
+Exit status: 0; 1 when a benchmark failed to run, or with ``--strict`` when a target was not
+met (or a response was bad); 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ if str(HERE) not in sys.path:  # `python benchmarks/run.py` already has it; be r
 if importlib.util.find_spec("trio_pool") is None:  # not installed: use the working tree
     sys.path.insert(1, str(HERE.parent))
 
-from _common import Options, Result  # noqa: E402
+import _report  # noqa: E402
+import _targets  # noqa: E402
+from _common import Options, Result, format_table  # noqa: E402
 
 # name -> module in benchmarks/, in the order they run.
 BENCHMARKS: dict[str, str] = {
@@ -65,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--reps", metavar="N", type=int, help="override the number of repetitions")
     parser.add_argument(
+        "--target-reps",
+        metavar="N",
+        type=int,
+        help="repetitions of the http cells the targets compare (default: 5 full, 2 quick)",
+    )
+    parser.add_argument(
+        "--cells",
+        choices=["all", "targets"],
+        default="all",
+        help="the http cells to measure: all, or only those the targets compare",
+    )
+    parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        type=Path,
+        help="run nothing: read a saved run (for --check and --docs)",
+    )
+    parser.add_argument(
         "--server",
         choices=["auto", "nginx", "embedded"],
         default="auto",
@@ -73,10 +97,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--docs",
         action=argparse.BooleanOptionalAction,
-        help="write the http table and plot into docs/ (default: yes for a full run)",
+        help="write the tables, the plot and the README's table from the results"
+        " (default: yes for a full run of every cell)",
     )
     parser.add_argument(
-        "--check", action="store_true", help="exit with status 1 if any target is missed"
+        "--check",
+        action="store_true",
+        help="print every target, its measured paired ratio and met / not met",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 if a target is not met or a response was bad",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     return parser
@@ -99,11 +131,34 @@ def _environment() -> dict[str, Any]:
     }
 
 
+def _check(report: dict[str, Any]) -> list[str]:
+    """Print every target against ``report``; return those not met."""
+    outcomes = _targets.evaluate(report["results"])
+    print("\n== targets (_targets.py) ==")
+    print(format_table(_targets.HEADER, [o.as_row() for o in outcomes]))
+    return [f"target: {o.name} = {o.value:.2f} (goal {o.goal})" for o in outcomes if o.met is False]
+
+
+def _finish(report: dict[str, Any], args: argparse.Namespace, write_docs: bool) -> list[str]:
+    """--check, --docs and --json on a finished (or loaded) report; the targets not met."""
+    not_met = _check(report) if args.check or args.strict else []
+    if write_docs:
+        for path in _report.write(report, DOCS):
+            print(f"wrote {path}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"results saved to {args.json}")
+    return not_met
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.reps is not None and args.reps < 1:
         parser.error("--reps must be >= 1")
+    if args.target_reps is not None and args.target_reps < 1:
+        parser.error("--target-reps must be >= 1")
 
     if args.list:
         for name, module_name in BENCHMARKS.items():
@@ -114,12 +169,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:20} {title}")
         return 0
 
-    write_docs = not args.quick if args.docs is None else args.docs
+    if args.from_json is not None:
+        loaded: dict[str, Any] = json.loads(args.from_json.read_text(encoding="utf-8"))
+        not_met = _finish(loaded, args, bool(args.docs))
+        return 1 if args.strict and not_met else 0
+
+    write_docs = (not args.quick and args.cells == "all") if args.docs is None else args.docs
     options = Options(
         quick=args.quick,
         repetitions=args.reps,
         server=args.server,
         docs=DOCS if write_docs else None,
+        target_repetitions=args.target_reps,
+        cells=args.cells,
     )
     selected = args.only or list(BENCHMARKS)
     env = _environment()
@@ -163,11 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     report["seconds"] = total
     print(f"\ntotal {total:.1f} s; {len(missed)} target(s) missed; {len(crashed)} crashed")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"results saved to {args.json}")
-    if crashed or (args.check and missed):
+    not_met = _finish(report, args, write_docs)
+    if crashed or (args.strict and (missed or not_met)):
         return 1
     return 0
 
