@@ -83,11 +83,13 @@ def _queued_bytes(data: dict[str, Any], _: int) -> list[float]:
 TARGETS: tuple[Target, ...] = (
     # issue #16: what users run, against the fastest asyncio client
     Ratio(POOL, AIOHTTP, "http", "12 B", (10, 100, 1000), 1.5),
-    Ratio(PIPELINED, AIOHTTP, "http", "12 B", (10, 100, 1000), 2.0),
+    Ratio(PIPELINED, AIOHTTP, "http", "12 B", (10,), 2.0),
+    Ratio(PIPELINED, AIOHTTP, "http", "12 B", (100, 1000), 2.5),
     Ratio(POOL, AIOHTTP, "https", "12 B", (10, 100), 1.5),
     Ratio(POOL, AIOHTTP, "https", "64 KiB", (10, 100), 1.0),
-    Ratio(POOL, AIOHTTP, "http", "64 KiB", (10, 100), 1.0),
-    Ratio(POOL, HTTPX, "http", "12 B", (1, 10), 5.0),
+    Ratio(POOL, AIOHTTP, "http", "64 KiB", (10, 100), 1.3),
+    Ratio(POOL, HTTPX, "http", "12 B", (1,), 4.0),
+    Ratio(POOL, HTTPX, "http", "12 B", (10,), 10.0),
     Bound("Pool CPU per request, http 12 B", "http", _pool_cpu, (10, 100, 1000), 50.0, "µs"),
     Bound("bytes per queued request, 10,000 queued", "http_memory", _queued_bytes, (0,), 1024, "B"),
     # kept from before issue #16
