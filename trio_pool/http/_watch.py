@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A caller that needs to bound the wait for a connection apart from the connect (the httpx
 transport: httpx's ``pool`` and ``connect`` timeouts) sets a :class:`Watcher` for the
-duration of one dispatcher call with :func:`watching`. The runner
+duration of one dispatcher call with :func:`watch` (undone by :func:`unwatch`). The runner
 (``OriginDispatcher._run``, and its re-send after a stale keep-alive connection) reads it once
 per lease it arranges, in the caller's task, and calls it synchronously:
 
@@ -24,12 +24,10 @@ interceptors) and reaches no other task. With no watcher set the runner pays one
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Protocol
 
-__all__ = ["Watcher", "current_watcher", "watching"]
+__all__ = ["Watcher", "current_watcher", "unwatch", "watch"]
 
 
 class Watcher(Protocol):
@@ -50,11 +48,12 @@ current_watcher = _WATCHER.get
 """The watcher set in this context, or None."""
 
 
-@contextmanager
-def watching(watcher: Watcher) -> Iterator[None]:
-    """Set ``watcher`` for the requests this task runs inside the block."""
-    token = _WATCHER.set(watcher)
-    try:
-        yield
-    finally:
-        _WATCHER.reset(token)
+def watch(watcher: Watcher) -> Token[Watcher | None]:
+    """Set ``watcher`` for the requests this task runs until :func:`unwatch` (a pair of
+    calls, not a context manager: the transport sets one per request, on its hot path)."""
+    return _WATCHER.set(watcher)
+
+
+def unwatch(token: Token[Watcher | None]) -> None:
+    """Undo the :func:`watch` that returned ``token``."""
+    _WATCHER.reset(token)

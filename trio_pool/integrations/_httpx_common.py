@@ -48,9 +48,10 @@ Two sources tell the phases:
 A request without a streamed body (none, or one httpx already holds as bytes, which the
 dispatcher may then re-send after a stale keep-alive connection) shows nothing between its
 lease and its head: ``read`` bounds that, extended by ``write`` when there is a body.
-``None`` is no bound. Before the dispatcher tells anything (``UNTOLD``: a ``Dispatcher`` of
-another kind may never) the deadline is the sum of all four. Each read of a response body
-chunk runs in a scope with the ``read`` deadline.
+``None`` is no bound. Until the dispatcher tells anything (``UNTOLD``) the deadline is that
+of a request leased at once, so a lease at once changes no deadline; a ``Dispatcher`` of
+another kind, which never tells, keeps it (its waits count as ``read``). Each read of a
+response body chunk runs in a scope with the ``read`` deadline.
 
 The dispatcher's own options (``connect_timeout``, ``headers_timeout``, ``body_timeout``)
 still apply; their errors map as below.
@@ -73,7 +74,7 @@ import attrs
 import trio
 
 import trio_pool
-from trio_pool.http._watch import watching
+from trio_pool.http._watch import unwatch, watch
 
 from ._httpx_upgrade import NetworkStream, Upgrade, UpgradedLike
 
@@ -82,8 +83,6 @@ __all__ = ["Exchange", "Flavour", "RequestLike", "ResponseBody", "TransportBase"
 R = TypeVar("R", covariant=True)  # a response class: only ever produced
 T = TypeVar("T")
 
-# Framing is the dispatcher's: it sends chunked itself when a streamed body has no length.
-_DROPPED_HEADERS = frozenset({b"transfer-encoding"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Sent by the dispatcher's upgrade() itself (it refuses them from the caller).
 _UPGRADE_HEADERS = frozenset({b"upgrade", b"connection"})
@@ -209,7 +208,7 @@ class Phase(enum.Enum):
     """Where an exchange's request is on its way to the response head (see the module
     docstring); each phase has its own deadline and its own timeout error."""
 
-    UNTOLD = "untold"  # nothing seen yet (a dispatcher that does not tell: the sum applies)
+    UNTOLD = "untold"  # nothing told yet: as if leased at once
     QUEUED = "queued"  # waiting in the queue for a connection: ``pool``
     CONNECTING = "connecting"  # a connection is being opened for it: ``connect``
     PRODUCING = "producing"  # httpx's body iterator is making the next chunk: no limit
@@ -217,25 +216,33 @@ class Phase(enum.Enum):
     READING = "reading"  # the request has been written (or is, unseen): ``read``
 
 
-@attrs.frozen
 class Timeouts:
-    """httpx's ``timeout`` extension, as seconds or None (no limit)."""
+    """httpx's ``timeout`` extension, as seconds or None (no limit). Read once per request: a
+    plain slotted class, cheaper to make than an attrs one."""
 
-    connect: float | None = None
-    read: float | None = None
-    write: float | None = None
-    pool: float | None = None
+    __slots__ = ("connect", "pool", "read", "write")
+
+    def __init__(
+        self,
+        connect: float | None = None,
+        read: float | None = None,
+        write: float | None = None,
+        pool: float | None = None,
+    ) -> None:
+        for key, value in (("connect", connect), ("read", read), ("write", write), ("pool", pool)):
+            if value is not None and not isinstance(value, int | float):
+                raise trio_pool.InvalidArgumentError(f"invalid timeout {key!r}: {value!r}")
+        self.connect = connect
+        self.read = read
+        self.write = write
+        self.pool = pool
 
     @classmethod
     def of(cls, extensions: Mapping[str, object]) -> Timeouts:
         given = extensions.get("timeout")
         if not isinstance(given, Mapping):
             return cls()
-        values = {key: given.get(key) for key in ("connect", "read", "write", "pool")}
-        for key, value in values.items():
-            if value is not None and not isinstance(value, int | float):
-                raise trio_pool.InvalidArgumentError(f"invalid timeout {key!r}: {value!r}")
-        return cls(**values)
+        return cls(given.get("connect"), given.get("read"), given.get("write"), given.get("pool"))
 
 
 def _bound(own: float | None, *hidden: float | None) -> float:
@@ -270,11 +277,11 @@ class TransportCore(Generic[R]):
     ) -> R:
         """Send ``request``; return the flavour's response once its head arrived. A
         checkpoint. ``make_body`` wraps the exchange in the package's ``AsyncByteStream``."""
-        protocol = _upgrade_protocol(request)
-        if protocol is not None:
-            return await self._upgrade(request, protocol, make_body)
+        outgoing = self._outgoing(request)
+        if outgoing.protocol is not None:
+            return await self._upgrade(request, outgoing, make_body)
         exchange = Exchange(self, request)
-        response = await exchange.start()
+        response = await exchange.start(outgoing)
         extensions = {
             "http_version": b"HTTP/" + response.http_version.encode("ascii"),
             "reason_phrase": response.reason.encode("latin-1", "replace"),
@@ -287,19 +294,26 @@ class TransportCore(Generic[R]):
         )
 
     async def _upgrade(
-        self, request: RequestLike, protocol: str, make_body: Callable[[Receiver], ResponseBody]
+        self,
+        request: RequestLike,
+        outgoing: Outgoing,
+        make_body: Callable[[Receiver], ResponseBody],
     ) -> R:
         """A request with ``upgrade: protocol``: through ``upgrade()``; the response carries
         the connection as ``extensions["network_stream"]`` (see ``_httpx_upgrade``)."""
         flavour = self._flavour
         context: AbstractAsyncContextManager[UpgradedLike]
         try:
-            target, headers = self._target(request)
-            headers = [(n, v) for n, v in headers if n.lower() not in _UPGRADE_HEADERS]
+            if outgoing.error is not None:
+                raise outgoing.error
+            headers = [(n, v) for n, v in outgoing.headers if n.lower() not in _UPGRADE_HEADERS]
             if request.method != "GET":
                 raise trio_pool.InvalidArgumentError(f"invalid upgrade method {request.method}")
             head = HeadScope(Timeouts.of(request.extensions), body=False, streamed=False)
-            context = self._dispatcher.upgrade(target, protocol=protocol, headers=headers)
+            assert outgoing.protocol is not None
+            context = self._dispatcher.upgrade(
+                outgoing.target, protocol=outgoing.protocol, headers=headers
+            )
         except trio_pool.TrioPoolError as exc:
             raise flavour.translate(exc, writing=False) from exc
         upgraded = await head.enter(context, flavour)
@@ -321,36 +335,66 @@ class TransportCore(Generic[R]):
             },
         )
 
-    def _target(self, request: RequestLike) -> tuple[str, list[tuple[bytes, bytes]]]:
-        """What to pass the dispatcher (the absolute URL: every dispatcher takes one, and a
-        one-origin dispatcher refuses another origin's), and the headers to send.
-
-        httpx always sends a ``Host`` naming the URL's authority; that one is dropped so each
-        dispatcher sets its own (a ``BalancedPool``'s upstream may not be the URL's). A
-        ``Host`` the program set to something else (a virtual host) is kept."""
+    @staticmethod
+    def _outgoing(request: RequestLike) -> Outgoing:
+        """What to pass the dispatcher, in one pass over the request's headers (see
+        :class:`Outgoing`). Not a checkpoint; an invalid URL scheme is its ``error``."""
         url = request.url
-        if url.scheme not in _DEFAULT_PORTS:
-            raise trio_pool.InvalidArgumentError(f"invalid URL scheme {url.scheme!r}")
+        scheme = url.scheme
+        if scheme not in _DEFAULT_PORTS:
+            error = trio_pool.InvalidArgumentError(f"invalid URL scheme {scheme!r}")
+            return Outgoing("", [], None, framed=False, error=error)
         default_host = _authority_of(url).encode("ascii")
-        headers = [
-            (n, v)
-            for n, v in request.headers.raw
-            if n.lower() not in _DROPPED_HEADERS
-            and not (n.lower() == b"host" and v.lower() == default_host)
-        ]
-        return str(url), headers
+        headers = []
+        protocol = None
+        framed = False
+        for pair in request.headers.raw:
+            name = pair[0].lower()
+            if name == b"host":
+                if pair[1].lower() == default_host:
+                    continue
+            elif name == b"content-length":
+                framed = True
+            elif name == b"transfer-encoding":
+                framed = True
+                continue  # framing is the dispatcher's
+            elif name == b"upgrade":
+                protocol = pair[1].decode("latin-1")
+            headers.append(pair)
+        return Outgoing(str(url), headers, protocol, framed=framed)
+
+
+class Outgoing:
+    """A request as the dispatcher is given it: the absolute URL (every dispatcher takes
+    one, and a one-origin dispatcher refuses another origin's), the headers to send, the
+    protocol its ``upgrade`` header asks for, and whether httpx framed a body
+    (``content-length`` or ``transfer-encoding``).
+
+    httpx always sends a ``Host`` naming the URL's authority; that one is dropped so each
+    dispatcher sets its own (a ``BalancedPool``'s upstream may not be the URL's). A ``Host``
+    the program set to something else (a virtual host) is kept. ``transfer-encoding`` is
+    dropped: the dispatcher frames a streamed body itself."""
+
+    __slots__ = ("error", "framed", "headers", "protocol", "target")
+
+    def __init__(
+        self,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        protocol: str | None,
+        *,
+        framed: bool,
+        error: trio_pool.TrioPoolError | None = None,
+    ) -> None:
+        self.target = target
+        self.headers = headers
+        self.protocol = protocol
+        self.framed = framed
+        self.error = error
 
 
 def _raw_headers(headers: trio_pool.Headers) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-
-
-def _upgrade_protocol(request: RequestLike) -> str | None:
-    """The protocol a request asks to switch to (its ``upgrade`` header), or None."""
-    for name, value in request.headers.raw:
-        if name.lower() == b"upgrade":
-            return value.decode("latin-1")
-    return None
 
 
 def _authority_of(url: URLLike) -> str:
@@ -377,11 +421,10 @@ class HeadScope:
         self._body = body  # a request body is sent
         self._streamed = streamed  # ... from httpx's stream, through an upload probe
         self._phase = Phase.UNTOLD
-        # Until the dispatcher tells where the request is (it does at once, but one that
-        # does not tell may have been given): every part of the way, summed.
-        budget = _bound(
-            timeouts.read, timeouts.pool, timeouts.connect, timeouts.write if body else None
-        )
+        # Until the dispatcher tells where the request is (at once: a lease, or a wait), the
+        # deadline is that of a request leased at once; a dispatcher of another kind that
+        # never tells keeps it.
+        budget = _bound(timeouts.read, timeouts.write if body else None)
         self.scope = trio.CancelScope(deadline=trio.current_time() + budget)
 
     def _enter(self, phase: Phase, budget: float) -> None:
@@ -402,7 +445,10 @@ class HeadScope:
         body shows its writes (the probe); otherwise the writes hide in the wait for the
         head, and ``write`` (if there is a body) extends ``read``."""
         timeouts = self.timeouts
-        if self._streamed:
+        if self._phase is Phase.UNTOLD and not self._streamed:
+            # Leased at once: the deadline set a moment ago is this one's (no scope change).
+            self._phase = Phase.READING
+        elif self._streamed:
             self._enter(Phase.WRITING, _bound(timeouts.write))
         else:
             self._enter(
@@ -442,13 +488,15 @@ class HeadScope:
         telling the dispatcher about it; its result. A checkpoint. Raises the flavour's
         errors: a timeout for the phase that expired, or the translated trio_pool error."""
         with self.scope:
+            token = watch(self)
             try:
-                with watching(self):
-                    return await context.__aenter__()
+                return await context.__aenter__()
             except trio_pool.TrioPoolError as exc:
                 if self.scope.cancel_called:  # the request failed of our own deadline
                     raise self.expired(flavour) from exc
                 raise flavour.translate(exc, writing=self.writing_body) from exc
+            finally:
+                unwatch(token)
         raise self.expired(flavour)
 
 
@@ -469,15 +517,16 @@ class Exchange:
 
     # ------------------------------------------------------------------ head
 
-    async def start(self) -> trio_pool.StreamResponse:
-        """Send the request and wait for the response head (the ``HEAD`` phase). A
-        checkpoint. Raises the flavour's errors."""
+    async def start(self, outgoing: Outgoing) -> trio_pool.StreamResponse:
+        """Send the request (as ``outgoing`` says) and wait for the response head (the
+        ``HEAD`` phase). A checkpoint. Raises the flavour's errors."""
         core = self._core
         flavour = core._flavour
         request = self._request
         try:
-            target, headers = core._target(request)
-            body = _body_of(request, flavour)
+            if outgoing.error is not None:
+                raise outgoing.error
+            body = _body_of(request, flavour) if outgoing.framed else None
             head = HeadScope(
                 self.timeouts, body=body is not None, streamed=isinstance(body, _Upload)
             )
@@ -485,7 +534,9 @@ class Exchange:
                 body.progress = head
             # stream() validates its arguments at once (a URL of another origin, a bad
             # header): refused before anything is sent.
-            context = core._dispatcher.stream(request.method, target, headers=headers, body=body)
+            context = core._dispatcher.stream(
+                request.method, outgoing.target, headers=outgoing.headers, body=body
+            )
         except trio_pool.TrioPoolError as exc:
             raise flavour.translate(exc, writing=False) from exc
         response = await head.enter(context, flavour)
@@ -526,13 +577,9 @@ class Exchange:
                 await context.__aexit__(None, None, None)
 
 
-def _body_of(request: RequestLike, flavour: Flavour[object]) -> bytes | AsyncIterable[bytes] | None:
-    """The body to send: None (httpx announced none), bytes (httpx holds it whole), or an
-    upload probe over httpx's stream."""
-    if not any(
-        n.lower() in (b"content-length", b"transfer-encoding") for n, _ in request.headers.raw
-    ):
-        return None
+def _body_of(request: RequestLike, flavour: Flavour[object]) -> bytes | _Upload:
+    """The body of a request httpx framed: bytes (httpx holds it whole), or an upload probe
+    over httpx's stream."""
     try:
         return request.content
     except flavour.request_not_read:
