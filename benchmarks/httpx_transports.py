@@ -52,7 +52,12 @@ def _table(
     samples: dict[tuple[int, str], list[Sample]], concurrencies: list[int], clients: list[str]
 ) -> str:
     ratios = [r for r in RATIOS if r[0] in clients and r[1] in clients]
-    header = ["C", *(f"{c} req/s" for c in clients), *(f"{n} / {d}" for n, d, _ in ratios)]
+    header = [
+        "C",
+        *(f"{c} req/s" for c in clients),
+        *(f"{c} CPU us/req" for c in clients),
+        *(f"{n} / {d}" for n, d, _ in ratios),
+    ]
     rows = []
     for c in concurrencies:
         row = [str(c)]
@@ -62,6 +67,11 @@ def _table(
             errors = sum(s.errors for s in cell)
             flag += f" ({errors} errors)" if errors else ""
             row.append(f"{median([s.rps for s in cell]):,.0f}{flag}")
+        for client in clients:
+            # The client process's CPU per request: steadier than the rate on a loaded
+            # machine (the server's is not counted).
+            per = [s.client_cpu / s.rps * 1e6 for s in samples[c, client] if s.rps]
+            row.append(f"{median(per):,.0f}" if per else "-")
         for num, den, target in ratios:
             pairs = [
                 (n.rps, d.rps)

@@ -179,6 +179,29 @@ async def test_connect_timeout(flavour: Flavour, autojump_clock: trio.testing.Mo
             assert_idle(pool)
 
 
+async def test_exact_timeouts_through_an_agent(
+    flavour: Flavour, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The agent runs its pool's requests in the caller's task: the pool still tells the
+    # transport where a request is, so ``connect`` and ``pool`` stay exact.
+    async with serve_memory(script) as server:
+        slow = _slow_connector(server.connector, 3.0)
+        async with trio_pool.Agent(connections=1, connector=slow) as agent:
+            async with flavour.client(agent, base_url=server.origin) as client:
+                timeout = flavour.module.Timeout(10.0, connect=2.0)
+                took, error = await elapsed(partial(client.get, "/", timeout=timeout))
+                assert isinstance(error, flavour.module.ConnectTimeout), error
+                assert 2.0 <= took < 2.1
+                async with client.stream("GET", "/", timeout=10.0) as held:
+                    timeout = flavour.module.Timeout(10.0, pool=1.0)
+                    took, error = await elapsed(partial(client.get, "/", timeout=timeout))
+                    assert isinstance(error, flavour.module.PoolTimeout), error
+                    assert 1.0 <= took < 1.1
+                    await held.aread()
+                assert (await client.get("/")).status_code == 200
+            assert_idle(agent)
+
+
 async def test_write_timeout(flavour: Flavour, autojump_clock: trio.testing.MockClock) -> None:
     async def read_head_then_stop(stream: trio.abc.Stream) -> None:
         # Reads the request head, then nothing more: the body cannot be written.

@@ -504,7 +504,16 @@ class Exchange:
     """One httpx request over the dispatcher (see the module docstring for its phases).
     Changed only by its own methods."""
 
-    __slots__ = ("_body_it", "_closed", "_context", "_core", "_request", "_response", "timeouts")
+    __slots__ = (
+        "_body_it",
+        "_closed",
+        "_context",
+        "_core",
+        "_left",
+        "_request",
+        "_response",
+        "timeouts",
+    )
 
     def __init__(self, core: TransportCore[object], request: RequestLike) -> None:
         self._core = core
@@ -513,6 +522,7 @@ class Exchange:
         self._context: AbstractAsyncContextManager[trio_pool.StreamResponse] | None = None
         self._response: trio_pool.StreamResponse | None = None
         self._body_it: AsyncIterator[bytes] | None = None
+        self._left = -1  # body bytes announced (content-length) and not read yet; -1: unknown
         self._closed = False
 
     # ------------------------------------------------------------------ head
@@ -542,27 +552,38 @@ class Exchange:
         response = await head.enter(context, flavour)
         self._context = context
         self._response = response
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit():
+            self._left = int(length)
         return response
 
     # ------------------------------------------------------------------ body
 
     async def receive(self) -> bytes | None:
         """The next response body chunk, or None at its end. A checkpoint."""
-        assert self._response is not None
-        if self._body_it is None:
-            self._body_it = self._response.body
+        body = self._body_it
+        if body is None:
+            assert self._response is not None
+            body = self._body_it = self._response.body
         read = self.timeouts.read
-        flavour = self._core._flavour
+        left = self._left
         try:
-            if read is None:
-                return await self._body_it.__anext__()
-            with trio.move_on_after(read):
-                return await self._body_it.__anext__()
+            if read is None or left == 0:
+                # No deadline; or the announced length has all arrived, so the end comes
+                # without another read from the network (a cancel scope less per response).
+                chunk = await body.__anext__()
+            else:
+                with trio.move_on_after(read) as scope:
+                    chunk = await body.__anext__()
+                if scope.cancelled_caught:
+                    raise self._core._flavour.read_timeout("timed out reading the response body")
         except StopAsyncIteration:
             return None
         except trio_pool.TrioPoolError as exc:
-            raise flavour.translate(exc, writing=False) from exc
-        raise flavour.read_timeout("timed out reading the response body")
+            raise self._core._flavour.translate(exc, writing=False) from exc
+        if left > 0:
+            self._left = left - len(chunk)
+        return chunk
 
     async def close(self) -> None:
         """Leave the ``stream()`` block: the connection is kept if the body ended, else
