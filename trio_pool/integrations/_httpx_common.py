@@ -38,7 +38,8 @@ Two sources tell the phases:
   opened for it (``CONNECTING``: ``connect``, ``ConnectTimeout``), or holds its connection
   (then the writes and the wait for the head). So ``pool`` bounds only the wait for a
   connection and ``connect`` only the connect, as httpcore's do. A request re-sent after a
-  stale keep-alive connection goes through them again.
+  stale keep-alive connection goes through them again. (Over the ``retry`` interceptor, a
+  backoff is waited out in the phase the last attempt reached: ``read`` bounds it too.)
 * A streamed request body, the *upload probe* (:class:`_Upload`): while a chunk is being
   written (``WRITING``) the deadline is ``write`` (``WriteTimeout``; the request head, written
   first, counts as one); while httpx's body iterator makes the next chunk there is none (the
