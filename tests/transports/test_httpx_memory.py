@@ -4,6 +4,7 @@ error mapping, and what a response carries. Every test runs with both packages."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import pytest
 import trio
@@ -18,7 +19,8 @@ from .conftest import Flavour
 
 async def script(request: ServerRequest, conn: ServerConnection) -> None:
     """``/stall`` never answers, ``/trickle`` sends a head and one chunk then stalls,
-    ``/garbage`` is not HTTP, ``/cut`` ends the connection mid-body; anything else: 200."""
+    ``/slow`` answers after 0.8 s, ``/garbage`` is not HTTP, ``/cut`` ends the connection
+    mid-body; anything else: 200."""
     if request.target == "/stall":
         await trio.sleep_forever()
     elif request.target == "/trickle":
@@ -27,6 +29,9 @@ async def script(request: ServerRequest, conn: ServerConnection) -> None:
         await trio.sleep_forever()
     elif request.target == "/garbage":
         await conn.send_raw(b"this is not http\r\n\r\n")
+    elif request.target == "/slow":
+        await trio.sleep(0.8)
+        await conn.respond(200)
     elif request.target == "/cut":
         await conn.send_head(200, [("content-length", "100")])
         await conn.send_data(b"x" * 10)
@@ -101,30 +106,100 @@ async def test_read_timeout_on_the_body(
                 assert (await client.get("/")).status_code == 200
 
 
+def _slow_connector(
+    connector: Callable[[object], Awaitable[trio.abc.Stream]], seconds: float
+) -> Callable[[object], Awaitable[trio.abc.Stream]]:
+    """``connector``, each connect taking ``seconds`` (virtual) first."""
+
+    async def slow(origin: object) -> trio.abc.Stream:
+        await trio.sleep(seconds)
+        return await connector(origin)
+
+    return slow
+
+
 async def test_pool_timeout(flavour: Flavour, autojump_clock: trio.testing.MockClock) -> None:
     async with serve_memory(script) as server:
         async with trio_pool.Pool(server.origin, connections=1, connector=server.connector) as pool:
             async with flavour.client(pool, base_url=server.origin) as client:
                 async with client.stream("GET", "/") as held:  # the only connection
-                    # A streamed body tells when the request got its connection: ``pool``
-                    # (plus ``connect``) bounds the wait for one.
-                    timeout = flavour.module.Timeout(None, pool=1.0)
-                    took, error = await elapsed(
-                        lambda: client.post("/", content=_chunks(2), timeout=timeout)
-                    )
-                    assert isinstance(error, flavour.module.PoolTimeout), error
-                    assert 1.0 <= took < 1.1
-                    # Without one, the wait for the head is bounded by the sum of the parts.
-                    timeout = flavour.module.Timeout(1.0)
-                    took, error = await elapsed(lambda: client.get("/", timeout=timeout))
-                    assert isinstance(error, flavour.module.PoolTimeout), error
-                    assert 3.0 <= took < 3.1
-                    assert pool.statistics().queued == 0
+                    # ``pool`` alone bounds the wait for a connection, with or without a
+                    # request body, streamed or not (the other timeouts do not add to it).
+                    for content in (None, b"body", _chunks(2)):
+                        timeout = flavour.module.Timeout(5.0, pool=1.0)
+                        took, error = await elapsed(
+                            partial(client.post, "/", content=content, timeout=timeout)
+                        )
+                        assert isinstance(error, flavour.module.PoolTimeout), (content, error)
+                        assert 1.0 <= took < 1.1
+                        assert pool.statistics().queued == 0
                     await held.aread()
                 assert_idle(pool)
                 r = await client.post("/", content=_chunks(2), timeout=flavour.module.Timeout(1.0))
                 assert r.content == b"ok:chunk 0;chunk 1;"
+
+                # The wait for a connection does not eat into the rest: queued 0.8 s, then a
+                # 0.8 s answer, under 1 s timeouts.
+                async def get_slow() -> None:
+                    r = await client.get("/slow", timeout=flavour.module.Timeout(1.0))
+                    assert r.status_code == 200
+
+                start = trio.current_time()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(get_slow)
+                    await trio.lowlevel.checkpoint()  # the first one has the connection
+                    nursery.start_soon(get_slow)
+                assert 1.59 < trio.current_time() - start < 1.7
             assert_idle(pool)
+
+
+async def test_connect_timeout(flavour: Flavour, autojump_clock: trio.testing.MockClock) -> None:
+    async with serve_memory(script) as server:
+        slow = _slow_connector(server.connector, 3.0)
+        # ``connect`` alone bounds the connect opened for the request.
+        for content in (None, b"body", _chunks(2)):
+            async with trio_pool.Pool(server.origin, connections=1, connector=slow) as pool:
+                async with flavour.client(pool, base_url=server.origin) as client:
+                    timeout = flavour.module.Timeout(10.0, connect=2.0)
+                    took, error = await elapsed(
+                        partial(client.post, "/", content=content, timeout=timeout)
+                    )
+                    assert isinstance(error, flavour.module.ConnectTimeout), (content, error)
+                    assert 2.0 <= took < 2.1
+                    assert_idle(pool)
+                    assert (await client.get("/", timeout=10.0)).status_code == 200
+                assert_idle(pool)
+        # ... and not ``pool``: a 3 s connect under a 1 s pool timeout.
+        async with trio_pool.Pool(server.origin, connections=1, connector=slow) as pool:
+            async with flavour.client(pool, base_url=server.origin) as client:
+                timeout = flavour.module.Timeout(1.0, connect=4.0)
+                took, error = await elapsed(lambda: client.get("/", timeout=timeout))
+                assert error is None
+                assert 3.0 <= took < 3.1
+            assert_idle(pool)
+
+
+async def test_exact_timeouts_through_an_agent(
+    flavour: Flavour, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The agent runs its pool's requests in the caller's task: the pool still tells the
+    # transport where a request is, so ``connect`` and ``pool`` stay exact.
+    async with serve_memory(script) as server:
+        slow = _slow_connector(server.connector, 3.0)
+        async with trio_pool.Agent(connections=1, connector=slow) as agent:
+            async with flavour.client(agent, base_url=server.origin) as client:
+                timeout = flavour.module.Timeout(10.0, connect=2.0)
+                took, error = await elapsed(partial(client.get, "/", timeout=timeout))
+                assert isinstance(error, flavour.module.ConnectTimeout), error
+                assert 2.0 <= took < 2.1
+                async with client.stream("GET", "/", timeout=10.0) as held:
+                    timeout = flavour.module.Timeout(10.0, pool=1.0)
+                    took, error = await elapsed(partial(client.get, "/", timeout=timeout))
+                    assert isinstance(error, flavour.module.PoolTimeout), error
+                    assert 1.0 <= took < 1.1
+                    await held.aread()
+                assert (await client.get("/")).status_code == 200
+            assert_idle(agent)
 
 
 async def test_write_timeout(flavour: Flavour, autojump_clock: trio.testing.MockClock) -> None:

@@ -61,6 +61,7 @@ from ._prepare import Prepared, identified, prepare
 from ._request import Interrupted, Request, State
 from ._scheduler import Scheduler
 from ._trace import PhaseClock
+from ._watch import current_watcher
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -189,10 +190,15 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         scheduler = self._scheduler
         # A new request (not ended): no coroutine when a connection is free at once.
         conn = scheduler.assign(request, front=False)
+        watcher = current_watcher()  # the httpx transport's timeouts (_watch.py)
         if conn is None:
+            if watcher is not None:
+                watcher.waiting(connecting=request.state is State.ASSIGNED)
             conn = await scheduler.wait(request)
             if conn is None:
                 return finish(request, None)
+        if watcher is not None:
+            watcher.leased()
         if request.reads_whole:
             exchange = None
             try:
@@ -272,10 +278,15 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
                 return None
             scheduler = self._scheduler
             next_conn = scheduler.assign(request, front=True)
+            watcher = current_watcher()
             if next_conn is None:
+                if watcher is not None:
+                    watcher.waiting(connecting=request.state is State.ASSIGNED)
                 next_conn = await scheduler.wait(request, front=True)
                 if next_conn is None:
                     return None
+            if watcher is not None:
+                watcher.leased()
             conn = next_conn
 
     def _ended(self, request: Request, scope: trio.CancelScope) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import final
 from urllib.parse import urlsplit
 
@@ -49,6 +50,14 @@ def parse_origin(origin: object) -> Origin:
         return origin
     if not isinstance(origin, str):
         raise InvalidArgumentError(f"invalid origin {origin!r}: expected a str")
+    return _parse_text(origin)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_text(origin: str) -> Origin:
+    """:func:`parse_origin` of a string, cached: an absolute URL passed as a path (what the
+    httpx transport passes on every request) names its origin again and again, and an
+    :class:`Origin` is frozen, so one may be shared. Errors are raised, never cached."""
     try:
         parts = urlsplit(origin.strip())
         port = parts.port

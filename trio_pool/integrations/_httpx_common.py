@@ -28,26 +28,31 @@ Entering ``stream()`` in one call and leaving it in another is sound because a n
 a response from another task and after leaving the scope it was opened in.
 
 Timeouts (httpx's ``timeout`` extension: ``connect``, ``read``, ``write``, ``pool``, each
-seconds or None) are deadlines of cancel scopes. The dispatcher's public surface does not say
-when a request got its connection, so the transport tracks what it can see (``Phase``):
+seconds or None) are deadlines of one cancel scope per request up to its head
+(:class:`HeadScope`), moved as the request goes from one phase (:class:`Phase`) to the next.
+Two sources tell the phases:
 
-* A streamed request body is the probe: the dispatcher pulls its first chunk once the request
-  has a connection. Until then (``WAITING``) the head scope's deadline is ``pool`` (extended
-  by ``connect``: a connection may be opened for the request), and its expiry is
-  ``PoolTimeout``. While a chunk is being written (``WRITING``) the deadline
-  is ``write`` (``WriteTimeout``); while httpx's body iterator produces the next chunk there is
-  none (the producer is not the network). Once the body has been written (``READING``) the
-  deadline is ``read`` (``ReadTimeout``).
-* A request without a streamed body (no body, or one httpx already holds as bytes, which the
-  dispatcher may then re-send after a stale keep-alive connection) shows nothing between its
-  start and its response head: the head scope's deadline is ``read`` extended by ``pool``,
-  ``connect`` (and ``write`` for a body), and its expiry is ``PoolTimeout`` if every open
-  connection of the dispatcher was busy when the request started (it had to wait for one),
-  else ``ReadTimeout`` (that rule cannot tell a slow head on a connection opened for the
-  request from a long wait for one: both are ``TimeoutException``).
-* In both, a phase's own timeout bounds it (None: no bound) and the timeouts of the phases
-  it hides extend that bound (None adds nothing).
-* Each read of a response body chunk runs in a scope with the ``read`` deadline.
+* The dispatcher, through the hook of ``trio_pool.http._watch``: the head scope is set as
+  the watcher of the ``stream()`` call, and the runner says whether the request waits in the
+  queue (``QUEUED``: ``pool`` bounds the wait, ``PoolTimeout``), waits for a connection being
+  opened for it (``CONNECTING``: ``connect``, ``ConnectTimeout``), or holds its connection
+  (then the writes and the wait for the head). So ``pool`` bounds only the wait for a
+  connection and ``connect`` only the connect, as httpcore's do. A request re-sent after a
+  stale keep-alive connection goes through them again. (Over the ``retry`` interceptor, a
+  backoff is waited out in the phase the last attempt reached: ``read`` bounds it too.)
+* A streamed request body, the *upload probe* (:class:`_Upload`): while a chunk is being
+  written (``WRITING``) the deadline is ``write`` (``WriteTimeout``; the request head, written
+  first, counts as one); while httpx's body iterator makes the next chunk there is none (the
+  producer is not the network, ``PRODUCING``); once the body has been written (``READING``)
+  it is ``read`` (``ReadTimeout``).
+
+A request without a streamed body (none, or one httpx already holds as bytes, which the
+dispatcher may then re-send after a stale keep-alive connection) shows nothing between its
+lease and its head: ``read`` bounds that, extended by ``write`` when there is a body.
+``None`` is no bound. Until the dispatcher tells anything (``UNTOLD``) the deadline is that
+of a request leased at once, so a lease at once changes no deadline; a ``Dispatcher`` of
+another kind, which never tells, keeps it (its waits count as ``read``). Each read of a
+response body chunk runs in a scope with the ``read`` deadline.
 
 The dispatcher's own options (``connect_timeout``, ``headers_timeout``, ``body_timeout``)
 still apply; their errors map as below.
@@ -70,15 +75,15 @@ import attrs
 import trio
 
 import trio_pool
+from trio_pool.http._watch import unwatch, watch
 
 from ._httpx_upgrade import NetworkStream, Upgrade, UpgradedLike
 
 __all__ = ["Exchange", "Flavour", "RequestLike", "ResponseBody", "TransportBase", "TransportCore"]
 
 R = TypeVar("R", covariant=True)  # a response class: only ever produced
+T = TypeVar("T")
 
-# Framing is the dispatcher's: it sends chunked itself when a streamed body has no length.
-_DROPPED_HEADERS = frozenset({b"transfer-encoding"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Sent by the dispatcher's upgrade() itself (it refuses them from the caller).
 _UPGRADE_HEADERS = frozenset({b"upgrade", b"connection"})
@@ -201,33 +206,44 @@ class Flavour(Generic[R]):
 
 
 class Phase(enum.Enum):
-    """How far an exchange's request has visibly got (see the module docstring)."""
+    """Where an exchange's request is on its way to the response head (see the module
+    docstring); each phase has its own deadline and its own timeout error."""
 
-    WAITING = "waiting"  # nothing seen yet: queued, connecting, or (no probe) anything
-    PRODUCING = "producing"  # httpx's body iterator is making the next chunk
-    WRITING = "writing"  # the dispatcher is writing a chunk
-    READING = "reading"  # the body has been written; waiting for the response
+    UNTOLD = "untold"  # nothing told yet: as if leased at once
+    QUEUED = "queued"  # waiting in the queue for a connection: ``pool``
+    CONNECTING = "connecting"  # a connection is being opened for it: ``connect``
+    PRODUCING = "producing"  # httpx's body iterator is making the next chunk: no limit
+    WRITING = "writing"  # the dispatcher is writing the head or a chunk: ``write``
+    READING = "reading"  # the request has been written (or is, unseen): ``read``
 
 
-@attrs.frozen
 class Timeouts:
-    """httpx's ``timeout`` extension, as seconds or None (no limit)."""
+    """httpx's ``timeout`` extension, as seconds or None (no limit). Read once per request: a
+    plain slotted class, cheaper to make than an attrs one."""
 
-    connect: float | None = None
-    read: float | None = None
-    write: float | None = None
-    pool: float | None = None
+    __slots__ = ("connect", "pool", "read", "write")
+
+    def __init__(
+        self,
+        connect: float | None = None,
+        read: float | None = None,
+        write: float | None = None,
+        pool: float | None = None,
+    ) -> None:
+        for key, value in (("connect", connect), ("read", read), ("write", write), ("pool", pool)):
+            if value is not None and not isinstance(value, int | float):
+                raise trio_pool.InvalidArgumentError(f"invalid timeout {key!r}: {value!r}")
+        self.connect = connect
+        self.read = read
+        self.write = write
+        self.pool = pool
 
     @classmethod
     def of(cls, extensions: Mapping[str, object]) -> Timeouts:
         given = extensions.get("timeout")
         if not isinstance(given, Mapping):
             return cls()
-        values = {key: given.get(key) for key in ("connect", "read", "write", "pool")}
-        for key, value in values.items():
-            if value is not None and not isinstance(value, int | float):
-                raise trio_pool.InvalidArgumentError(f"invalid timeout {key!r}: {value!r}")
-        return cls(**values)
+        return cls(given.get("connect"), given.get("read"), given.get("write"), given.get("pool"))
 
 
 def _bound(own: float | None, *hidden: float | None) -> float:
@@ -262,11 +278,11 @@ class TransportCore(Generic[R]):
     ) -> R:
         """Send ``request``; return the flavour's response once its head arrived. A
         checkpoint. ``make_body`` wraps the exchange in the package's ``AsyncByteStream``."""
-        protocol = _upgrade_protocol(request)
-        if protocol is not None:
-            return await self._upgrade(request, protocol, make_body)
+        outgoing = self._outgoing(request)
+        if outgoing.protocol is not None:
+            return await self._upgrade(request, outgoing, make_body)
         exchange = Exchange(self, request)
-        response = await exchange.start()
+        response = await exchange.start(outgoing)
         extensions = {
             "http_version": b"HTTP/" + response.http_version.encode("ascii"),
             "reason_phrase": response.reason.encode("latin-1", "replace"),
@@ -279,73 +295,107 @@ class TransportCore(Generic[R]):
         )
 
     async def _upgrade(
-        self, request: RequestLike, protocol: str, make_body: Callable[[Receiver], ResponseBody]
+        self,
+        request: RequestLike,
+        outgoing: Outgoing,
+        make_body: Callable[[Receiver], ResponseBody],
     ) -> R:
         """A request with ``upgrade: protocol``: through ``upgrade()``; the response carries
         the connection as ``extensions["network_stream"]`` (see ``_httpx_upgrade``)."""
         flavour = self._flavour
-        timeouts = Timeouts.of(request.extensions)
-        budget = _bound(timeouts.read, timeouts.pool, timeouts.connect)
         context: AbstractAsyncContextManager[UpgradedLike]
         try:
-            target, headers = self._target(request)
-            headers = [(n, v) for n, v in headers if n.lower() not in _UPGRADE_HEADERS]
+            if outgoing.error is not None:
+                raise outgoing.error
+            headers = [(n, v) for n, v in outgoing.headers if n.lower() not in _UPGRADE_HEADERS]
             if request.method != "GET":
                 raise trio_pool.InvalidArgumentError(f"invalid upgrade method {request.method}")
-            context = self._dispatcher.upgrade(target, protocol=protocol, headers=headers)
-            with trio.move_on_after(budget):
-                upgraded = await context.__aenter__()
-                stream = NetworkStream(
-                    upgraded.stream,
-                    read_error=flavour.read_error,
-                    write_error=flavour.write_error,
-                    read_timeout=flavour.read_timeout,
-                    write_timeout=flavour.write_timeout,
-                )
-                return flavour.response(
-                    upgraded.status,
-                    headers=_raw_headers(upgraded.headers),
-                    stream=make_body(Upgrade(context)),
-                    extensions={
-                        "http_version": b"HTTP/1.1",
-                        "reason_phrase": b"Switching Protocols",
-                        "network_stream": stream,
-                    },
-                )
+            head = HeadScope(Timeouts.of(request.extensions), body=False, streamed=False)
+            assert outgoing.protocol is not None
+            context = self._dispatcher.upgrade(
+                outgoing.target, protocol=outgoing.protocol, headers=headers
+            )
         except trio_pool.TrioPoolError as exc:
             raise flavour.translate(exc, writing=False) from exc
-        raise flavour.read_timeout("timed out waiting for the upgrade")
+        upgraded = await head.enter(context, flavour)
+        stream = NetworkStream(
+            upgraded.stream,
+            read_error=flavour.read_error,
+            write_error=flavour.write_error,
+            read_timeout=flavour.read_timeout,
+            write_timeout=flavour.write_timeout,
+        )
+        return flavour.response(
+            upgraded.status,
+            headers=_raw_headers(upgraded.headers),
+            stream=make_body(Upgrade(context)),
+            extensions={
+                "http_version": b"HTTP/1.1",
+                "reason_phrase": b"Switching Protocols",
+                "network_stream": stream,
+            },
+        )
 
-    def _target(self, request: RequestLike) -> tuple[str, list[tuple[bytes, bytes]]]:
-        """What to pass the dispatcher (the absolute URL: every dispatcher takes one, and a
-        one-origin dispatcher refuses another origin's), and the headers to send.
-
-        httpx always sends a ``Host`` naming the URL's authority; that one is dropped so each
-        dispatcher sets its own (a ``BalancedPool``'s upstream may not be the URL's). A
-        ``Host`` the program set to something else (a virtual host) is kept."""
+    @staticmethod
+    def _outgoing(request: RequestLike) -> Outgoing:
+        """What to pass the dispatcher, in one pass over the request's headers (see
+        :class:`Outgoing`). Not a checkpoint; an invalid URL scheme is its ``error``."""
         url = request.url
-        if url.scheme not in _DEFAULT_PORTS:
-            raise trio_pool.InvalidArgumentError(f"invalid URL scheme {url.scheme!r}")
+        scheme = url.scheme
+        if scheme not in _DEFAULT_PORTS:
+            error = trio_pool.InvalidArgumentError(f"invalid URL scheme {scheme!r}")
+            return Outgoing("", [], None, framed=False, error=error)
         default_host = _authority_of(url).encode("ascii")
-        headers = [
-            (n, v)
-            for n, v in request.headers.raw
-            if n.lower() not in _DROPPED_HEADERS
-            and not (n.lower() == b"host" and v.lower() == default_host)
-        ]
-        return str(url), headers
+        headers = []
+        protocol = None
+        framed = False
+        for pair in request.headers.raw:
+            name = pair[0].lower()
+            if name == b"host":
+                if pair[1].lower() == default_host:
+                    continue
+            elif name == b"content-length":
+                framed = True
+            elif name == b"transfer-encoding":
+                framed = True
+                continue  # framing is the dispatcher's
+            elif name == b"upgrade":
+                protocol = pair[1].decode("latin-1")
+            headers.append(pair)
+        return Outgoing(str(url), headers, protocol, framed=framed)
+
+
+class Outgoing:
+    """A request as the dispatcher is given it: the absolute URL (every dispatcher takes
+    one, and a one-origin dispatcher refuses another origin's), the headers to send, the
+    protocol its ``upgrade`` header asks for, and whether httpx framed a body
+    (``content-length`` or ``transfer-encoding``).
+
+    httpx always sends a ``Host`` naming the URL's authority; that one is dropped so each
+    dispatcher sets its own (a ``BalancedPool``'s upstream may not be the URL's). A ``Host``
+    the program set to something else (a virtual host) is kept. ``transfer-encoding`` is
+    dropped: the dispatcher frames a streamed body itself."""
+
+    __slots__ = ("error", "framed", "headers", "protocol", "target")
+
+    def __init__(
+        self,
+        target: str,
+        headers: list[tuple[bytes, bytes]],
+        protocol: str | None,
+        *,
+        framed: bool,
+        error: trio_pool.TrioPoolError | None = None,
+    ) -> None:
+        self.target = target
+        self.headers = headers
+        self.protocol = protocol
+        self.framed = framed
+        self.error = error
 
 
 def _raw_headers(headers: trio_pool.Headers) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-
-
-def _upgrade_protocol(request: RequestLike) -> str | None:
-    """The protocol a request asks to switch to (its ``upgrade`` header), or None."""
-    for name, value in request.headers.raw:
-        if name.lower() == b"upgrade":
-            return value.decode("latin-1")
-    return None
 
 
 def _authority_of(url: URLLike) -> str:
@@ -359,21 +409,110 @@ def _authority_of(url: URLLike) -> str:
     return f"{host}:{port}"
 
 
+class HeadScope:
+    """The cancel scope a request runs in up to its response head, whose deadline follows
+    the request's phase (see the module docstring). It is the dispatcher's
+    :class:`~trio_pool.http._watch.Watcher` while the head is awaited, and the upload probe's
+    :class:`_Progress`. Changed only by its own methods."""
+
+    __slots__ = ("_body", "_phase", "_streamed", "scope", "timeouts")
+
+    def __init__(self, timeouts: Timeouts, *, body: bool, streamed: bool) -> None:
+        self.timeouts = timeouts
+        self._body = body  # a request body is sent
+        self._streamed = streamed  # ... from httpx's stream, through an upload probe
+        self._phase = Phase.UNTOLD
+        # Until the dispatcher tells where the request is (at once: a lease, or a wait), the
+        # deadline is that of a request leased at once; a dispatcher of another kind that
+        # never tells keeps it.
+        budget = _bound(timeouts.read, timeouts.write if body else None)
+        self.scope = trio.CancelScope(deadline=trio.current_time() + budget)
+
+    def _enter(self, phase: Phase, budget: float) -> None:
+        self._phase = phase
+        self.scope.deadline = trio.current_time() + budget
+
+    def waiting(self, *, connecting: bool) -> None:
+        """The dispatcher: the request waits for a connection (``pool``) or for the one
+        being opened for it (``connect``)."""
+        timeouts = self.timeouts
+        if connecting:
+            self._enter(Phase.CONNECTING, _bound(timeouts.connect))
+        else:
+            self._enter(Phase.QUEUED, _bound(timeouts.pool))
+
+    def leased(self) -> None:
+        """The dispatcher: the request has its connection and is written next. A streamed
+        body shows its writes (the probe); otherwise the writes hide in the wait for the
+        head, and ``write`` (if there is a body) extends ``read``."""
+        timeouts = self.timeouts
+        if self._phase is Phase.UNTOLD and not self._streamed:
+            # Leased at once: the deadline set a moment ago is this one's (no scope change).
+            self._phase = Phase.READING
+        elif self._streamed:
+            self._enter(Phase.WRITING, _bound(timeouts.write))
+        else:
+            self._enter(
+                Phase.READING, _bound(timeouts.read, timeouts.write if self._body else None)
+            )
+
+    def producing(self) -> None:
+        """The probe: httpx's iterator makes the next chunk (not the network: no limit)."""
+        self._enter(Phase.PRODUCING, math.inf)
+
+    def writing(self) -> None:
+        """The probe: a chunk goes to the dispatcher to be written."""
+        self._enter(Phase.WRITING, _bound(self.timeouts.write))
+
+    def written(self) -> None:
+        """The probe: the body has been written; the head is awaited."""
+        self._enter(Phase.READING, _bound(self.timeouts.read))
+
+    @property
+    def writing_body(self) -> bool:
+        """Whether a write was under way (a dropped connection is then a write error)."""
+        return self._phase is Phase.WRITING
+
+    def expired(self, flavour: Flavour[object]) -> Exception:
+        """The flavour's timeout error for the phase whose deadline expired."""
+        phase = self._phase
+        if phase is Phase.QUEUED:
+            return flavour.pool_timeout("timed out waiting for a connection")
+        if phase is Phase.CONNECTING:
+            return flavour.connect_timeout("timed out connecting")
+        if phase is Phase.WRITING:
+            return flavour.write_timeout("timed out writing the request")
+        return flavour.read_timeout("timed out waiting for the response head")
+
+    async def enter(self, context: AbstractAsyncContextManager[T], flavour: Flavour[object]) -> T:
+        """Enter ``context`` (the dispatcher's ``stream()`` or ``upgrade()``) in this scope,
+        telling the dispatcher about it; its result. A checkpoint. Raises the flavour's
+        errors: a timeout for the phase that expired, or the translated trio_pool error."""
+        with self.scope:
+            token = watch(self)
+            try:
+                return await context.__aenter__()
+            except trio_pool.TrioPoolError as exc:
+                if self.scope.cancel_called:  # the request failed of our own deadline
+                    raise self.expired(flavour) from exc
+                raise flavour.translate(exc, writing=self.writing_body) from exc
+            finally:
+                unwatch(token)
+        raise self.expired(flavour)
+
+
 class Exchange:
     """One httpx request over the dispatcher (see the module docstring for its phases).
-    Changed only by its own methods and by its :class:`_Upload` probe."""
+    Changed only by its own methods."""
 
     __slots__ = (
         "_body_it",
-        "_busy",
         "_closed",
         "_context",
         "_core",
-        "_phase",
-        "_probed",
+        "_left",
         "_request",
         "_response",
-        "_scope",
         "timeouts",
     )
 
@@ -381,124 +520,71 @@ class Exchange:
         self._core = core
         self._request = request
         self.timeouts = Timeouts.of(request.extensions)
-        self._phase = Phase.WAITING
-        self._probed = False
-        self._scope: trio.CancelScope | None = None
         self._context: AbstractAsyncContextManager[trio_pool.StreamResponse] | None = None
         self._response: trio_pool.StreamResponse | None = None
         self._body_it: AsyncIterator[bytes] | None = None
-        self._busy = False  # every open connection was busy when it started
+        self._left = -1  # body bytes announced (content-length) and not read yet; -1: unknown
         self._closed = False
 
     # ------------------------------------------------------------------ head
 
-    async def start(self) -> trio_pool.StreamResponse:
-        """Send the request and wait for the response head (the ``HEAD`` phase). A
-        checkpoint. Raises the flavour's errors."""
-        flavour = self._core._flavour
+    async def start(self, outgoing: Outgoing) -> trio_pool.StreamResponse:
+        """Send the request (as ``outgoing`` says) and wait for the response head (the
+        ``HEAD`` phase). A checkpoint. Raises the flavour's errors."""
+        core = self._core
+        flavour = core._flavour
+        request = self._request
         try:
-            target, headers = self._core._target(self._request)
-            body = self._body(headers)
+            if outgoing.error is not None:
+                raise outgoing.error
+            body = _body_of(request, flavour) if outgoing.framed else None
+            head = HeadScope(
+                self.timeouts, body=body is not None, streamed=isinstance(body, _Upload)
+            )
+            if isinstance(body, _Upload):
+                body.progress = head
             # stream() validates its arguments at once (a URL of another origin, a bad
             # header): refused before anything is sent.
-            context = self._core._dispatcher.stream(
-                self._request.method, target, headers=headers, body=body
+            context = core._dispatcher.stream(
+                request.method, outgoing.target, headers=outgoing.headers, body=body
             )
         except trio_pool.TrioPoolError as exc:
             raise flavour.translate(exc, writing=False) from exc
-        timeouts = self.timeouts
-        if self._probed:
-            budget = _bound(timeouts.pool, timeouts.connect)
-        else:
-            wrote = timeouts.write if body is not None else None
-            budget = _bound(timeouts.read, timeouts.pool, timeouts.connect, wrote)
-            if budget != math.inf:  # for the kind of timeout, should it expire
-                stats = self._core._dispatcher.statistics()
-                self._busy = stats.connected > 0 and stats.free == 0
-        response = None
-        with trio.CancelScope(deadline=trio.current_time() + budget) as scope:
-            self._scope = scope
-            try:
-                response = await context.__aenter__()
-            except trio_pool.TrioPoolError as exc:
-                if scope.cancel_called:  # the request failed of our own deadline
-                    raise self._head_timeout() from exc
-                raise flavour.translate(exc, writing=self._phase is Phase.WRITING) from exc
-            finally:
-                self._scope = None
-        if response is None:
-            raise self._head_timeout()
+        response = await head.enter(context, flavour)
         self._context = context
         self._response = response
-        self._phase = Phase.READING
+        length = response.headers.get("content-length")
+        if length is not None and length.isdigit():
+            self._left = int(length)
         return response
-
-    def _body(self, headers: list[tuple[bytes, bytes]]) -> bytes | AsyncIterable[bytes] | None:
-        """The body to send: None (httpx announced none), bytes (httpx holds it whole), or
-        an upload probe over httpx's stream."""
-        if not any(
-            n.lower() in (b"content-length", b"transfer-encoding")
-            for n, _ in self._request.headers.raw
-        ):
-            return None
-        try:
-            return self._request.content
-        except self._core._flavour.request_not_read:
-            self._probed = True
-            return _Upload(self, self._request.stream)
-
-    def _head_timeout(self) -> Exception:
-        flavour = self._core._flavour
-        phase = self._phase
-        if phase is Phase.WRITING:
-            return flavour.write_timeout("timed out writing the request body")
-        if phase is Phase.READING:
-            return flavour.read_timeout("timed out waiting for the response head")
-        if self._probed or self._busy:
-            return flavour.pool_timeout("timed out waiting for a connection")
-        return flavour.read_timeout("timed out waiting for the response head")
-
-    # ------------------------------------------------------------------ upload probe
-
-    def producing(self) -> None:
-        """The dispatcher asks for the next body chunk: httpx's iterator runs, no limit."""
-        self._phase = Phase.PRODUCING
-        if self._scope is not None:
-            self._scope.deadline = math.inf
-
-    def writing(self) -> None:
-        """A chunk goes to the dispatcher to be written: the ``write`` deadline runs."""
-        self._phase = Phase.WRITING
-        if self._scope is not None:
-            write = self.timeouts.write
-            self._scope.deadline = math.inf if write is None else trio.current_time() + write
-
-    def written(self) -> None:
-        """The body has been written: the ``read`` deadline runs until the head."""
-        self._phase = Phase.READING
-        if self._scope is not None:
-            read = self.timeouts.read
-            self._scope.deadline = math.inf if read is None else trio.current_time() + read
 
     # ------------------------------------------------------------------ body
 
     async def receive(self) -> bytes | None:
         """The next response body chunk, or None at its end. A checkpoint."""
-        assert self._response is not None
-        if self._body_it is None:
-            self._body_it = self._response.body
+        body = self._body_it
+        if body is None:
+            assert self._response is not None
+            body = self._body_it = self._response.body
         read = self.timeouts.read
-        flavour = self._core._flavour
+        left = self._left
         try:
-            if read is None:
-                return await self._body_it.__anext__()
-            with trio.move_on_after(read):
-                return await self._body_it.__anext__()
+            if read is None or left == 0:
+                # No deadline; or the announced length has all arrived, so the end comes
+                # without another read from the network (a cancel scope less per response).
+                chunk = await body.__anext__()
+            else:
+                with trio.move_on_after(read) as scope:
+                    chunk = await body.__anext__()
+                if scope.cancelled_caught:
+                    raise self._core._flavour.read_timeout("timed out reading the response body")
         except StopAsyncIteration:
             return None
         except trio_pool.TrioPoolError as exc:
-            raise flavour.translate(exc, writing=False) from exc
-        raise flavour.read_timeout("timed out reading the response body")
+            raise self._core._flavour.translate(exc, writing=False) from exc
+        if left > 0:
+            self._left = left - len(chunk)
+        return chunk
 
     async def close(self) -> None:
         """Leave the ``stream()`` block: the connection is kept if the body ended, else
@@ -513,8 +599,17 @@ class Exchange:
                 await context.__aexit__(None, None, None)
 
 
+def _body_of(request: RequestLike, flavour: Flavour[object]) -> bytes | _Upload:
+    """The body of a request httpx framed: bytes (httpx holds it whole), or an upload probe
+    over httpx's stream."""
+    try:
+        return request.content
+    except flavour.request_not_read:
+        return _Upload(request.stream)
+
+
 class _Progress(Protocol):
-    """What an :class:`_Upload` tells its exchange."""
+    """What an :class:`_Upload` tells (a :class:`HeadScope`)."""
 
     def producing(self) -> None: ...
     def writing(self) -> None: ...
@@ -522,32 +617,35 @@ class _Progress(Protocol):
 
 
 class _Upload:
-    """The request body handed to the dispatcher: httpx's stream, telling the exchange when
-    a chunk is being produced and when written (the probe of the module docstring)."""
+    """The request body handed to the dispatcher: httpx's stream, telling its ``progress``
+    when a chunk is being produced and when written (the probe of the module docstring)."""
 
-    __slots__ = ("_exchange", "_iterator", "_source")
+    __slots__ = ("_iterator", "_source", "progress")
 
-    def __init__(self, exchange: _Progress, source: object) -> None:
-        self._exchange = exchange
+    def __init__(self, source: object) -> None:
         self._source = source
         self._iterator: AsyncIterator[bytes] | None = None
+        self.progress: _Progress | None = None
 
     def __aiter__(self) -> _Upload:
         return self
 
     async def __anext__(self) -> bytes:
-        exchange = self._exchange
+        progress = self.progress
         if self._iterator is None:
             if not isinstance(self._source, AsyncIterable):
                 raise trio_pool.InvalidArgumentError("invalid request stream: not async")
             self._iterator = aiter(self._source)
-        exchange.producing()
+        if progress is not None:
+            progress.producing()
         try:
             chunk = await self._iterator.__anext__()
         except StopAsyncIteration:
-            exchange.written()
+            if progress is not None:
+                progress.written()
             raise
-        exchange.writing()
+        if progress is not None:
+            progress.writing()
         return chunk
 
 
