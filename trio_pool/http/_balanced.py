@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, final
@@ -70,7 +69,7 @@ from ._options import ClientOptions
 from ._origin import parse_origin
 from ._pool import Pool
 from ._prepare import origin_form
-from ._weights import Rotation, Upstream, Waiter, can_start, choose
+from ._weights import Router, Upstream, Waiter, can_start
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -158,8 +157,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         self._order: list[Upstream] = []  # current upstreams, insertion order
         self._held: set[Upstream] = set()  # upstreams whose holder task has not ended
         self._retired = dict.fromkeys(_TOTALS, 0)  # the cumulative counters of ended Pools
-        self._rotations: dict[str | None, Rotation] = {}
-        self._step = 0  # the GCD of the weights
+        self._router = Router()
         self._waiting: HandoffQueue[Waiter, Upstream] = HandoffQueue()
         for origin in upstreams:
             self.add_upstream(origin)
@@ -242,7 +240,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         self._pump()  # fails the waiters that only this upstream could serve
 
     def _update_step(self) -> None:
-        self._step = math.gcd(*(up.weight for up in self._order))
+        self._router.changed(self._order)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -331,7 +329,9 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         """A listener on every upstream Pool: adjust its weight, pass the event on."""
         error = extra[0] if extra else None
         if event == "connect":
-            upstream.weight = min(self._max_weight, upstream.weight + self._penalty)
+            if upstream.weight < self._max_weight:
+                upstream.weight = min(self._max_weight, upstream.weight + self._penalty)
+                self._router.rose()
         elif (event == "connection_error" and isinstance(error, ConnectError)) or (
             event == "disconnect" and isinstance(error, SocketError)
         ):
@@ -344,8 +344,8 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
     # ------------------------------------------------------------------ routing
 
     def _pick(self, capability: str | None, tried: list[str] | None = None) -> Upstream | None:
-        """:func:`~._weights.choose` on this pool's upstreams. Not a checkpoint."""
-        return choose(self._rotations, self._order, capability, self._step, tried)
+        """:meth:`~._weights.Router.choose` on this pool's upstreams. Not a checkpoint."""
+        return self._router.choose(self._order, capability, tried)
 
     def _pump(self) -> None:
         """Give eligible upstreams to waiters, in queue order. Not a checkpoint."""

@@ -4,13 +4,33 @@ Theory of operation
 -------------------
 :class:`Upstream` is what the BalancedPool knows of one upstream; only the BalancedPool
 changes it (weights from its Pools' events, counters as requests are routed and end).
-:class:`Rotation` is one capability's cursor of undici's interleaved weighted round-robin;
-only a pick moves it. :func:`capable` and :func:`choose` are the routing decisions, pure
-functions of the upstreams' state: asking never changes anything, choosing moves only the
-cursor of the capability asked for.
+
+:class:`Router` picks. Each capability (None: every upstream) has its *members* (the
+upstreams carrying it, in insertion order, and their highest weight), cached until the
+BalancedPool reports a change (:meth:`Router.changed`, :meth:`Router.rose`), and its own
+:class:`Rotation`: undici's interleaved weighted round-robin cursor over the members. A
+pick walks the cursor and probes only the upstreams it passes (each probe O(1)), so with
+comparable weights a pick costs O(1) whatever the number of upstreams:
+
+1. *Ready first*: the walk takes the first upstream in turn that can start the request
+   now (an idle or spare connection, or room for a new one, and nothing queued), looking
+   at most :data:`LOOKAHEAD` positions ahead — a request is not queued behind a busy
+   upstream while one of the next ones is free.
+2. Otherwise the walk (from the same place) takes the first *eligible* one (nothing queued
+   in its Pool, no waiter promised it), over at most one pass.
+3. A pass that finds nobody at or above the current weight (weights fell since it was
+   set) takes the heaviest eligible member, first in turn after the cursor (O(members),
+   rare).
+
+Only a pick that returns an upstream moves the cursor; one that finds none puts it back,
+so asking never changes the rotation (undici#4839). The GCD step is recomputed when a
+weight falls or the upstreams change, not when one rises (undici's sequences rely on it).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -18,7 +38,10 @@ import trio
 from .._errors import BalancedPoolMissingUpstreamError
 from ._pool import Pool
 
-__all__ = ["Rotation", "Upstream", "Waiter", "capable", "choose"]
+__all__ = ["LOOKAHEAD", "Router", "Upstream", "Waiter", "can_start"]
+
+LOOKAHEAD = 8
+"""Positions a pick looks ahead for an upstream that can start the request now."""
 
 
 @attrs.define(eq=False)
@@ -51,95 +74,157 @@ class Waiter:
         self.capability = capability
 
 
+def can_start(upstream: Upstream) -> bool:
+    """Whether ``upstream`` is *eligible*: open, entered, nothing queued in its Pool, no
+    waiter promised it. O(1), not a checkpoint."""
+    return (
+        upstream.entered
+        and not upstream.promised
+        and not upstream.pool.closed
+        and not upstream.pool._scheduler.queueing()
+    )
+
+
+def _ready(upstream: Upstream) -> bool:
+    """Eligible, and its Pool starts a request at once (a free connection or a free slot)."""
+    return (
+        upstream.entered
+        and not upstream.promised
+        and not upstream.pool.closed
+        and upstream.pool._scheduler.takes_now()
+    )
+
+
 @attrs.define
 class Rotation:
-    """The weighted round-robin cursor of one capability (None: every upstream)."""
+    """The weighted round-robin cursor of one capability, over its members."""
 
     index: int = -1  # position of the last pick
     current: int = 0  # the current weight
 
-    def pick(self, order: list[Upstream], eligible: list[bool], step: int) -> Upstream:
-        """Advance to the next eligible upstream (one must exist). Not a checkpoint."""
-        count = len(order)
-        top = max(up.weight for up, ok in zip(order, eligible, strict=True) if ok)
-        heaviest: Upstream | None = None
-        for _ in range(count):
+    def walk(
+        self,
+        members: list[Upstream],
+        top: int,
+        step: int,
+        accept: Callable[[Upstream], bool],
+        limit: int,
+    ) -> Upstream | None:
+        """Advance up to ``limit`` positions to the next member at or above the current
+        weight that ``accept`` takes; None if none (the cursor is then wherever the walk
+        stopped: the caller restores it). Not a checkpoint."""
+        count = len(members)
+        for _ in range(limit):
             self.index = (self.index + 1) % count
             if self.index == 0:
                 self.current -= step
                 if self.current <= 0:
                     self.current = top
-            upstream = order[self.index]
-            if not eligible[self.index]:
-                continue
-            if heaviest is None or upstream.weight > heaviest.weight:
-                heaviest = upstream
-            if upstream.weight >= self.current:
+            upstream = members[self.index]
+            # The weight first: it costs nothing, a probe of the Pool a little.
+            if upstream.weight >= self.current and accept(upstream):
                 return upstream
-        # The current weight is above every eligible weight (weights fell since it was set):
-        # restart from the heaviest, the first of them in turn after the cursor.
-        assert heaviest is not None
-        self.current = heaviest.weight
-        self.index = order.index(heaviest)
-        return heaviest
-
-
-def capable(order: list[Upstream], capability: str | None) -> list[bool]:
-    """Which of ``order`` are open and carry ``capability`` (every one for None). Not a
-    checkpoint.
-
-    Raises:
-        BalancedPoolMissingUpstreamError: none does (or there are no upstreams).
-    """
-    mask = [
-        not up.pool.closed and (capability is None or capability in up.capabilities) for up in order
-    ]
-    if not any(mask):
-        if capability is None:
-            raise BalancedPoolMissingUpstreamError("no upstream has been added to the BalancedPool")
-        raise BalancedPoolMissingUpstreamError(
-            f"no upstream with capability {capability!r} in the BalancedPool"
-        )
-    return mask
-
-
-def can_start(upstream: Upstream) -> bool:
-    """Whether ``upstream`` takes a request now: entered, nothing queued in its Pool and no
-    waiter promised it. Not a checkpoint."""
-    return upstream.entered and not upstream.promised and upstream.pool.statistics().queued == 0
-
-
-def choose(
-    rotations: dict[str | None, Rotation],
-    order: list[Upstream],
-    capability: str | None,
-    step: int,
-    tried: list[str] | None = None,
-) -> Upstream | None:
-    """Pick an upstream for a request carrying ``capability`` (moving that capability's
-    cursor), or None when none can take it now (nothing moves). Not a checkpoint.
-
-    ``tried`` (a failover): upstreams not to pick again; then one that can start the
-    request now is preferred, but any other entered one is taken rather than none (it
-    queues in that Pool), and None means no untried upstream is left.
-
-    Raises:
-        BalancedPoolMissingUpstreamError: no upstream carries ``capability``.
-    """
-    mask = capable(order, capability)
-    eligible = [ok and can_start(up) for up, ok in zip(order, mask, strict=True)]
-    if tried is not None:
-        eligible = [ok and up.origin not in tried for up, ok in zip(order, eligible, strict=True)]
-        if not any(eligible):
-            eligible = [
-                ok and up.entered and not up.removed and up.origin not in tried
-                for up, ok in zip(order, mask, strict=True)
-            ]
-    if not any(eligible):
         return None
-    rotation = rotations.get(capability)
-    if rotation is None:
-        rotation = rotations[capability] = Rotation()
-    upstream = rotation.pick(order, eligible, step)
-    upstream.active += 1
-    return upstream
+
+
+class Router:
+    """Picks upstreams (see the module docstring); only the BalancedPool calls it."""
+
+    __slots__ = ("_members", "_rotations", "step")
+
+    def __init__(self) -> None:
+        self._rotations: dict[str | None, Rotation] = {}
+        self._members: dict[str | None, tuple[list[Upstream], int]] = {}
+        self.step = 0  # the GCD of the weights
+
+    def changed(self, order: list[Upstream]) -> None:
+        """The upstreams changed or a weight fell: new step, members recomputed."""
+        self.step = math.gcd(*(up.weight for up in order))
+        self._members.clear()
+
+    def rose(self) -> None:
+        """A weight rose: the highest weights are recomputed (not the step)."""
+        self._members.clear()
+
+    def _of(self, order: list[Upstream], capability: str | None) -> tuple[list[Upstream], int]:
+        entry = self._members.get(capability)
+        if entry is None:
+            members = [up for up in order if capability is None or capability in up.capabilities]
+            top = max((up.weight for up in members), default=0)
+            entry = self._members[capability] = (members, top)
+        return entry
+
+    def choose(
+        self, order: list[Upstream], capability: str | None, tried: list[str] | None = None
+    ) -> Upstream | None:
+        """Pick an upstream for a request carrying ``capability`` (moving that capability's
+        cursor), or None when none is eligible now (nothing moves). Not a checkpoint.
+
+        ``tried`` (a failover): upstreams not to pick again; then any other entered one is
+        taken rather than none (it queues in that Pool), and None means none is left.
+
+        Raises:
+            BalancedPoolMissingUpstreamError: no open upstream carries ``capability``.
+        """
+        members, top = self._of(order, capability)
+        if not members:
+            _check_capable(members, capability)
+        rotation = self._rotations.get(capability)
+        if rotation is None:
+            rotation = self._rotations[capability] = Rotation()
+        index, current = rotation.index, rotation.current
+        count = len(members)
+        if tried is None:
+            upstream = rotation.walk(members, top, self.step, _ready, min(LOOKAHEAD, count))
+            if upstream is None:
+                rotation.index, rotation.current = index, current
+                upstream = rotation.walk(members, top, self.step, can_start, count)
+            if upstream is None:
+                upstream = self._heaviest(rotation, members, can_start)
+        else:
+
+            def untried(up: Upstream) -> bool:
+                return up.origin not in tried and can_start(up)
+
+            def entered(up: Upstream) -> bool:
+                return up.origin not in tried and up.entered and not up.pool.closed
+
+            upstream = self._heaviest(rotation, members, untried) or self._heaviest(
+                rotation, members, entered
+            )
+        if upstream is None:
+            rotation.index, rotation.current = index, current
+            _check_capable(members, capability)
+            return None
+        upstream.active += 1
+        return upstream
+
+    @staticmethod
+    def _heaviest(
+        rotation: Rotation, members: list[Upstream], accept: Callable[[Upstream], bool]
+    ) -> Upstream | None:
+        """The heaviest member ``accept`` takes, first in turn after the cursor; the cursor
+        moves to it. O(members)."""
+        count = len(members)
+        best: Upstream | None = None
+        best_index = -1
+        for step in range(1, count + 1):
+            index = (rotation.index + step) % count
+            upstream = members[index]
+            if (best is None or upstream.weight > best.weight) and accept(upstream):
+                best, best_index = upstream, index
+        if best is not None:
+            rotation.index, rotation.current = best_index, best.weight
+        return best
+
+
+def _check_capable(members: list[Upstream], capability: str | None) -> None:
+    """Raise ``BalancedPoolMissingUpstreamError`` if no open upstream carries
+    ``capability``. O(members)."""
+    if any(not up.pool.closed for up in members):
+        return
+    if capability is None:
+        raise BalancedPoolMissingUpstreamError("no upstream has been added to the BalancedPool")
+    raise BalancedPoolMissingUpstreamError(
+        f"no upstream with capability {capability!r} in the BalancedPool"
+    )
