@@ -14,17 +14,11 @@ caller's task; the Pool does all the I/O. Routing decides synchronously:
 * An upstream is *eligible* for a request when it carries the requested capability, its Pool
   is open and entered, nothing is queued in that Pool (it can take the request at once or
   after the work already on its connections) and no waiter has been promised it.
-* Among eligible upstreams, undici's interleaved weighted round-robin picks one
-  (:meth:`Rotation.pick`): a cursor walks the upstreams in order; each time it wraps, the
-  current weight steps down by the GCD of the weights; the first eligible upstream whose
-  weight reaches the current weight is chosen. Picking is the only thing that moves the
-  cursor — asking whether anything is eligible never does (one of the two faults behind
-  undici#4839). The current weight restarts from the highest *eligible* weight rather than
-  ``max_weight_per_server`` and a pass that finds nobody picks the heaviest upstream next in
-  turn (not the first in the list), so after an outage that left every weight at the floor,
-  upstreams are still tried in turn and traffic returns to the ones that recovered. Each
-  capability has its own cursor, so interleaving requests for different tags cannot make
-  one tag's rotation skip an upstream every time.
+* Among them, undici's interleaved weighted round-robin picks one, preferring an upstream
+  that can start the request at once (a free connection or slot) to one where it would
+  wait behind the work in flight: :class:`~._weights.Router` (its docstring has the
+  details: a pick probes O(1) upstreams, asking never moves a cursor (undici#4839), after
+  an outage traffic returns to the upstreams that recovered, one cursor per capability).
 * When no capable upstream is eligible, the request waits in this BalancedPool's FIFO queue
   (the one hand-off, :class:`~trio_pool._handoff.HandoffQueue`, keyed by a :class:`Waiter`
   naming its capability). :meth:`BalancedPool._pump` hands upstreams to waiters (in order)
@@ -38,6 +32,11 @@ Weights start at ``max_weight_per_server``; a Pool's ``"connect"`` event adds
 ``"disconnect"`` with a ``SocketError`` subtracts it (floor 1). As in undici, the GCD step is
 recomputed when a weight falls or the upstreams change, not when a weight rises; undici's
 published selection sequences depend on that.
+
+With ``failover`` (the default) the request methods run through :mod:`._failover`: a
+``ConnectError`` from the routed Pool sends the request to an untried upstream
+(:meth:`BalancedPool._attempt`); ``dispatch`` does not fail over (its handler has already
+been told the request started).
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ import attrs
 import trio
 
 from .._errors import (
-    BalancedPoolMissingUpstreamError,
     ConnectError,
     InvalidArgumentError,
     SocketError,
@@ -86,6 +84,19 @@ T = TypeVar("T")
 _POOL_ONLY_OPTIONS = ("connections", "client_ttl", "connector")
 _STATS_FIELDS = tuple(field.name for field in attrs.fields(PoolStats))
 _TOTALS = tuple(name for name in _STATS_FIELDS if name.endswith("_total"))
+
+
+def _sum_statistics(held: Iterable[Upstream], retired: dict[str, int], waiting: int) -> PoolStats:
+    """``BalancedPool.statistics()``: the Pools' sum, ``retired`` and ``waiting`` added."""
+    totals = dict.fromkeys(_STATS_FIELDS, 0)
+    totals.update(retired)
+    for upstream in held:
+        stats = upstream.pool.statistics()
+        for name in _STATS_FIELDS:
+            totals[name] += getattr(stats, name)
+    for name in ("pending", "queued", "size"):
+        totals[name] += waiting
+    return PoolStats(**totals)
 
 
 @final
@@ -312,16 +323,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         finishing their requests), plus the requests waiting in this pool's own queue,
         counted as ``queued``. The cumulative ``*_total`` counters include those of the
         Pools of upstreams removed since. O(number of upstreams), not a checkpoint."""
-        waiting = len(self._waiting)
-        totals = dict.fromkeys(_STATS_FIELDS, 0)
-        totals.update(self._retired)
-        for upstream in self._held:
-            stats = upstream.pool.statistics()
-            for name in _STATS_FIELDS:
-                totals[name] += getattr(stats, name)
-        for name in ("pending", "queued", "size"):
-            totals[name] += waiting
-        return PoolStats(**totals)
+        return _sum_statistics(self._held, self._retired, len(self._waiting))
 
     def _on_pool_event(
         self, upstream: Upstream, event: str, origin: str, targets: list[Emitter], *extra: object
@@ -349,39 +351,8 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
 
     def _pump(self) -> None:
         """Give eligible upstreams to waiters, in queue order. Not a checkpoint."""
-        queue = self._waiting
-        while queue:
-            # The head first, with no copy of the queue: usually it is served, or nothing
-            # is eligible at all.
-            waiter = queue.head()
-            if self._serve(waiter):
-                continue
-            if waiter.capability is not None:
-                # Waiters behind it may want other upstreams (a snapshot: serving changes
-                # the queue).
-                exhausted = {waiter.capability}  # capabilities with nothing eligible left
-                for later in queue:
-                    if later.capability in exhausted or self._serve(later):
-                        continue
-                    if later.capability is None:
-                        break  # nothing is eligible at all
-                    exhausted.add(later.capability)
-            break
+        self._router.hand_out(self._waiting, self._order)
         self._check_shutdown()
-
-    def _serve(self, waiter: Waiter) -> bool:
-        """Hand ``waiter`` an eligible upstream, or fail it if none can ever serve it: True
-        if it left the queue. Not a checkpoint."""
-        try:
-            upstream = self._pick(waiter.capability)
-        except BalancedPoolMissingUpstreamError as exc:  # its upstreams were removed
-            self._waiting.fail(exc, waiter)
-            return True
-        if upstream is None:
-            return False
-        upstream.promised += 1
-        self._waiting.hand(upstream, waiter)
-        return True
 
     def _check_invariants(self) -> None:
         """Assert the invariants of every upstream's Pool and of the routing counters
@@ -451,9 +422,8 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
     async def _attempt(
         self, capability: str | None, tried: list[str]
     ) -> AsyncIterator[tuple[str, Pool] | None]:
-        """One attempt of a failover (:mod:`._failover`'s ``route``): the first is routed
-        as usual (it may wait), a later one picks an untried upstream at once (None if none
-        is left)."""
+        """One attempt (:mod:`._failover`'s ``route``): the first routed as usual, a later
+        one to an untried upstream at once (None if none is left)."""
         upstream: Upstream | None
         if not tried:
             upstream = await self._route(capability)

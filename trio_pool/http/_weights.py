@@ -31,12 +31,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from .._errors import BalancedPoolMissingUpstreamError
 from ._pool import Pool
+
+if TYPE_CHECKING:
+    from .._handoff import HandoffQueue
 
 __all__ = ["LOOKAHEAD", "Router", "Upstream", "Waiter", "can_start"]
 
@@ -198,6 +202,43 @@ class Router:
             return None
         upstream.active += 1
         return upstream
+
+    def hand_out(self, queue: HandoffQueue[Waiter, Upstream], order: list[Upstream]) -> None:
+        """Give eligible upstreams to the waiters in ``queue``, in queue order; fail those
+        no upstream can ever serve. Not a checkpoint."""
+        while queue:
+            # The head first, with no copy of the queue: usually it is served, or nothing
+            # is eligible at all.
+            waiter = queue.head()
+            if self._serve(queue, order, waiter):
+                continue
+            if waiter.capability is not None:
+                # Waiters behind it may want other upstreams (a snapshot: serving changes
+                # the queue).
+                exhausted = {waiter.capability}  # capabilities with nothing eligible left
+                for later in queue:
+                    if later.capability in exhausted or self._serve(queue, order, later):
+                        continue
+                    if later.capability is None:
+                        break  # nothing is eligible at all
+                    exhausted.add(later.capability)
+            break
+
+    def _serve(
+        self, queue: HandoffQueue[Waiter, Upstream], order: list[Upstream], waiter: Waiter
+    ) -> bool:
+        """Hand ``waiter`` an eligible upstream, or fail it if none can ever serve it: True
+        if it left the queue."""
+        try:
+            upstream = self.choose(order, waiter.capability)
+        except BalancedPoolMissingUpstreamError as exc:  # its upstreams were removed
+            queue.fail(exc, waiter)
+            return True
+        if upstream is None:
+            return False
+        upstream.promised += 1
+        queue.hand(upstream, waiter)
+        return True
 
     @staticmethod
     def _heaviest(
