@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
@@ -351,7 +351,8 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
 
     def _pump(self) -> None:
         """Give eligible upstreams to waiters, in queue order. Not a checkpoint."""
-        self._router.hand_out(self._waiting, self._order)
+        if self._waiting:
+            self._router.hand_out(self._waiting, self._order)
         self._check_shutdown()
 
     def _check_invariants(self) -> None:
@@ -437,26 +438,32 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         finally:
             self._release(upstream)
 
-    async def _request_plain(
+    def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None
-    ) -> Response:
-        if self._failover:
-            return await fail_over(
-                functools.partial(self._attempt, capability),
-                lambda pool: pool._request_plain(method, path, reset, capability),
-            )
+    ) -> Awaitable[Response]:
         # The routed Pool's own hot path (no RequestOptions).
-        async with self._routed(capability) as pool:
-            return await pool._request_plain(method, path, reset, capability)
+        return self._whole(
+            capability, lambda pool: pool._request_plain(method, path, reset, capability)
+        )
 
-    async def _request_options(self, options: RequestOptions) -> Response:
-        if self._failover:
-            return await fail_over(
-                functools.partial(self._attempt, options.capability),
-                lambda pool: pool._request_options(options),
-            )
-        async with self._routed(options.capability) as pool:
-            return await pool._request_options(options)
+    def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+        return self._whole(options.capability, lambda pool: pool._request_options(options))
+
+    async def _whole(
+        self, capability: str | None, send: Callable[[Pool], Awaitable[Response]]
+    ) -> Response:
+        """``request()``: the first attempt here (no context manager: the hot path), the
+        next ones, if it could not connect, in :func:`~._failover.fail_over`."""
+        upstream = await self._route(capability)
+        try:
+            return await send(upstream.pool)
+        except ConnectError as exc:
+            if not self._failover:
+                raise
+            failed = [(upstream.origin, exc)]
+        finally:
+            self._release(upstream)
+        return await fail_over(functools.partial(self._attempt, capability), send, failed)
 
     def _stream(
         self, options: RequestOptions, *, duplex: bool

@@ -70,19 +70,22 @@ def _past_deadline() -> bool:
     return trio.current_effective_deadline() <= trio.current_time()
 
 
-async def fail_over(route: Route, send: Callable[[Pool], Awaitable[T]]) -> T:
-    """Run ``send`` on an upstream's Pool, failing over on ``ConnectError`` (see the module
-    docstring). A checkpoint (``send`` is).
+async def fail_over(
+    route: Route, send: Callable[[Pool], Awaitable[T]], errors: list[tuple[str, ConnectError]]
+) -> T:
+    """Run ``send`` on an untried upstream's Pool after the failed attempts in ``errors``
+    ((origin, error) pairs, at least one; the caller made the first attempt itself, on its
+    hot path), failing over again on ``ConnectError`` (see the module docstring). A
+    checkpoint when it sends.
 
     Raises:
         ConnectError: every capable upstream failed to connect (the last one's error).
-        BalancedPoolMissingUpstreamError: no upstream carries the request's capability.
         Whatever ``send`` raises otherwise.
     """
-    tried: list[str] = []
-    errors: list[tuple[str, ConnectError]] = []
     while True:
-        async with route(tried) as routed:
+        if _past_deadline():
+            raise _give_up(errors)
+        async with route([origin for origin, _ in errors]) as routed:
             if routed is None:
                 raise _give_up(errors)
             origin, pool = routed
@@ -90,9 +93,6 @@ async def fail_over(route: Route, send: Callable[[Pool], Awaitable[T]]) -> T:
                 return await send(pool)
             except ConnectError as exc:
                 errors.append((origin, exc))
-                tried.append(origin)
-        if _past_deadline():
-            raise _give_up(errors)
 
 
 @asynccontextmanager
