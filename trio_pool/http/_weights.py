@@ -171,6 +171,14 @@ class Router:
             BalancedPoolMissingUpstreamError: no open upstream carries ``capability``.
         """
         members, top = self._of(order, capability)
+        if len(members) == 1 and tried is None:
+            # One upstream: no rotation to walk (its cursor would only ever name it).
+            upstream = members[0]
+            if can_start(upstream):
+                upstream.active += 1
+                return upstream
+            _check_capable(members, capability)
+            return None
         if not members:
             _check_capable(members, capability)
         rotation = self._rotations.get(capability)
