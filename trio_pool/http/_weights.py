@@ -173,10 +173,10 @@ class Router:
         members, top = self._of(order, capability)
         if len(members) == 1 and tried is None:
             # One upstream: no rotation to walk (its cursor would only ever name it).
-            upstream = members[0]
-            if can_start(upstream):
-                upstream.active += 1
-                return upstream
+            only = members[0]
+            if can_start(only):
+                only.active += 1
+                return only
             _check_capable(members, capability)
             return None
         if not members:
