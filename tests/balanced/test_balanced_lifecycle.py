@@ -166,7 +166,10 @@ async def test_events_carry_the_three_element_chain() -> None:
     async with servers(gate, "A") as (a,):
         seen: list[tuple[str, list[object]]] = []
         pool = BalancedPool(
-            [a.origin, "http://127.0.0.1:9"], keep_alive_timeout_threshold=0, connections=1
+            [a.origin, "http://127.0.0.1:9"],
+            keep_alive_timeout_threshold=0,
+            connections=1,
+            failover=False,  # the refused request's error is the caller's
         )
         for event in ("connect", "disconnect", "connection_error", "drain"):
             pool.on(

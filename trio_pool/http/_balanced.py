@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Each upstream is an :class:`_Upstream`: its ``Pool``, its capability tags, its weight, and a
+Each upstream is an :class:`Upstream`: its ``Pool``, its capability tags, its weight, and a
 *holder* task in the BalancedPool's supervisor that keeps the Pool's ``async with`` block open
 (:meth:`BalancedPool._hold`). Every Pool's lifetime therefore nests inside the BalancedPool's
 block, an upstream added later gets its holder then, and a removed upstream's holder leaves
@@ -14,19 +14,13 @@ caller's task; the Pool does all the I/O. Routing decides synchronously:
 * An upstream is *eligible* for a request when it carries the requested capability, its Pool
   is open and entered, nothing is queued in that Pool (it can take the request at once or
   after the work already on its connections) and no waiter has been promised it.
-* Among eligible upstreams, undici's interleaved weighted round-robin picks one
-  (:meth:`_Rotation.pick`): a cursor walks the upstreams in order; each time it wraps, the
-  current weight steps down by the GCD of the weights; the first eligible upstream whose
-  weight reaches the current weight is chosen. Picking is the only thing that moves the
-  cursor — asking whether anything is eligible never does (one of the two faults behind
-  undici#4839). The current weight restarts from the highest *eligible* weight rather than
-  ``max_weight_per_server`` and a pass that finds nobody picks the heaviest upstream next in
-  turn (not the first in the list), so after an outage that left every weight at the floor,
-  upstreams are still tried in turn and traffic returns to the ones that recovered. Each
-  capability has its own cursor, so interleaving requests for different tags cannot make
-  one tag's rotation skip an upstream every time.
+* Among them, undici's interleaved weighted round-robin picks one, preferring an upstream
+  that can start the request at once (a free connection or slot) to one where it would
+  wait behind the work in flight: :class:`~._weights.Router` (its docstring has the
+  details: a pick probes O(1) upstreams, asking never moves a cursor (undici#4839), after
+  an outage traffic returns to the upstreams that recovered, one cursor per capability).
 * When no capable upstream is eligible, the request waits in this BalancedPool's FIFO queue
-  (the one hand-off, :class:`~trio_pool._handoff.HandoffQueue`, keyed by a :class:`_Waiter`
+  (the one hand-off, :class:`~trio_pool._handoff.HandoffQueue`, keyed by a :class:`Waiter`
   naming its capability). :meth:`BalancedPool._pump` hands upstreams to waiters (in order)
   whenever one may have become eligible: an event from a Pool, or the end of a request
   routed through here. It looks at the head first and copies the queue only when a waiter
@@ -38,22 +32,25 @@ Weights start at ``max_weight_per_server``; a Pool's ``"connect"`` event adds
 ``"disconnect"`` with a ``SocketError`` subtracts it (floor 1). As in undici, the GCD step is
 recomputed when a weight falls or the upstreams change, not when a weight rises; undici's
 published selection sequences depend on that.
+
+With ``failover`` (the default) the request methods run through :mod:`._failover`: a
+``ConnectError`` from the routed Pool sends the request to an untried upstream
+(:meth:`BalancedPool._attempt`); ``dispatch`` does not fail over (its handler has already
+been told the request started).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, final
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import attrs
 import trio
 
 from .._errors import (
-    BalancedPoolMissingUpstreamError,
     ConnectError,
     InvalidArgumentError,
     SocketError,
@@ -62,6 +59,7 @@ from .._handoff import HandoffQueue
 from .._validate import check_count, check_timeout
 from ._dispatch import check_dispatch_args, tell_unrouted
 from ._events import EVENTS, Emitter, nest, unnest
+from ._failover import fail_over, failing_over
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
@@ -69,6 +67,7 @@ from ._options import ClientOptions
 from ._origin import parse_origin
 from ._pool import Pool
 from ._prepare import origin_form
+from ._weights import Router, Upstream, Waiter, can_start
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -79,6 +78,7 @@ if TYPE_CHECKING:
 __all__ = ["BalancedPool"]
 
 _log = logging.getLogger("trio_pool.balanced")
+T = TypeVar("T")
 
 # Pool's own keyword options; every other one is a Client option.
 _POOL_ONLY_OPTIONS = ("connections", "client_ttl", "connector")
@@ -86,67 +86,17 @@ _STATS_FIELDS = tuple(field.name for field in attrs.fields(PoolStats))
 _TOTALS = tuple(name for name in _STATS_FIELDS if name.endswith("_total"))
 
 
-@attrs.define(eq=False)
-class _Upstream:
-    """One upstream origin: its Pool and what the scheduler knows about it."""
-
-    origin: str
-    pool: Pool
-    capabilities: frozenset[str]
-    weight: int
-    entered: bool = False  # the holder task is inside the Pool's async with block
-    started: trio.Event = attrs.Factory(trio.Event)  # entered, or entering failed
-    active: int = 0  # requests routed here that have not ended
-    promised: int = 0  # waiters handed this upstream that have not used it yet
-    removed: bool = False  # no new requests; the holder leaves once ``active`` is 0
-    leave: trio.Event = attrs.Factory(trio.Event)  # tells the holder to leave the block
-
-    def retire_when_idle(self) -> None:
-        self.removed = True
-        if self.active == 0:
-            self.leave.set()
-
-
-class _Waiter:
-    """The key of a request waiting in the BalancedPool's queue for an eligible upstream."""
-
-    __slots__ = ("capability",)
-
-    def __init__(self, capability: str | None) -> None:
-        self.capability = capability
-
-
-@attrs.define
-class _Rotation:
-    """The weighted round-robin cursor of one capability (None: every upstream)."""
-
-    index: int = -1  # position of the last pick
-    current: int = 0  # the current weight
-
-    def pick(self, order: list[_Upstream], eligible: list[bool], step: int) -> _Upstream:
-        """Advance to the next eligible upstream (one must exist). Not a checkpoint."""
-        count = len(order)
-        top = max(up.weight for up, ok in zip(order, eligible, strict=True) if ok)
-        heaviest: _Upstream | None = None
-        for _ in range(count):
-            self.index = (self.index + 1) % count
-            if self.index == 0:
-                self.current -= step
-                if self.current <= 0:
-                    self.current = top
-            upstream = order[self.index]
-            if not eligible[self.index]:
-                continue
-            if heaviest is None or upstream.weight > heaviest.weight:
-                heaviest = upstream
-            if upstream.weight >= self.current:
-                return upstream
-        # The current weight is above every eligible weight (weights fell since it was set):
-        # restart from the heaviest, the first of them in turn after the cursor.
-        assert heaviest is not None
-        self.current = heaviest.weight
-        self.index = order.index(heaviest)
-        return heaviest
+def _sum_statistics(held: Iterable[Upstream], retired: dict[str, int], waiting: int) -> PoolStats:
+    """``BalancedPool.statistics()``: the Pools' sum, ``retired`` and ``waiting`` added."""
+    totals = dict.fromkeys(_STATS_FIELDS, 0)
+    totals.update(retired)
+    for upstream in held:
+        stats = upstream.pool.statistics()
+        for name in _STATS_FIELDS:
+            totals[name] += getattr(stats, name)
+    for name in ("pending", "queued", "size"):
+        totals[name] += waiting
+    return PoolStats(**totals)
 
 
 @final
@@ -162,6 +112,10 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         error_penalty: weight added on a successful connect and subtracted on a connect
             error or a socket error.
         max_weight_per_server: the starting and highest weight of an upstream.
+        failover: a request whose connection to an upstream could not be opened
+            (``ConnectError``, ``ConnectTimeoutError``: nothing was sent) goes to the next
+            capable upstream, each at most once; when all fail, the last error is raised
+            with the others in its notes. Off: the first such error is the caller's.
         **options: ``Pool`` options (``connections``, ``client_ttl`` and the ``Client``
             options), passed to every Pool.
 
@@ -182,6 +136,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         factory: Callable[..., Pool] | None = None,
         error_penalty: int = 15,
         max_weight_per_server: int = 100,
+        failover: bool = True,
         **options: Any,
     ) -> None:
         Lifecycle.__init__(self)
@@ -197,6 +152,8 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         ClientOptions.from_kwargs(
             {name: value for name, value in options.items() if name not in _POOL_ONLY_OPTIONS}
         )
+        if type(failover) is not bool:
+            raise InvalidArgumentError(f"invalid failover: expected a bool, got {failover!r}")
         if isinstance(upstreams, str):
             upstreams = [upstreams]
         elif not isinstance(upstreams, Iterable):
@@ -204,15 +161,15 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
                 f"invalid upstreams: expected an origin or a list of origins, got {upstreams!r}"
             )
         self._factory: Callable[..., Pool] = factory or Pool
+        self._failover = failover
         self._options = options
         self._penalty = penalty
         self._max_weight = max_weight
-        self._order: list[_Upstream] = []  # current upstreams, insertion order
-        self._held: set[_Upstream] = set()  # upstreams whose holder task has not ended
+        self._order: list[Upstream] = []  # current upstreams, insertion order
+        self._held: set[Upstream] = set()  # upstreams whose holder task has not ended
         self._retired = dict.fromkeys(_TOTALS, 0)  # the cumulative counters of ended Pools
-        self._rotations: dict[str | None, _Rotation] = {}
-        self._step = 0  # the GCD of the weights
-        self._waiting: HandoffQueue[_Waiter, _Upstream] = HandoffQueue()
+        self._router = Router()
+        self._waiting: HandoffQueue[Waiter, Upstream] = HandoffQueue()
         for origin in upstreams:
             self.add_upstream(origin)
 
@@ -247,7 +204,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             raise InvalidArgumentError(f"invalid factory: it returned {pool!r}, not a Pool")
         if pool.closed or any(up.pool is pool for up in (*self._order, *self._held)):
             raise InvalidArgumentError("invalid factory: it returned a closed or used Pool")
-        upstream = _Upstream(text, pool, frozenset(tags), self._max_weight)
+        upstream = Upstream(text, pool, frozenset(tags), self._max_weight)
         for event in EVENTS:
             pool.on(event, functools.partial(self._on_pool_event, upstream, event))
         nest(pool, self)  # its "request_end" events are this pool's
@@ -284,17 +241,17 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         origins = [parse_origin(up.origin) for up in self._order if not up.pool.closed]
         return origin_form(path, origins)  # type: ignore[return-value]  # a bad path as is
 
-    def _find(self, text: str) -> _Upstream | None:
+    def _find(self, text: str) -> Upstream | None:
         return next((up for up in self._order if up.origin == text), None)
 
-    def _drop(self, upstream: _Upstream) -> None:
+    def _drop(self, upstream: Upstream) -> None:
         self._order.remove(upstream)
         self._update_step()
         upstream.retire_when_idle()
         self._pump()  # fails the waiters that only this upstream could serve
 
     def _update_step(self) -> None:
-        self._step = math.gcd(*(up.weight for up in self._order))
+        self._router.changed(self._order)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -312,11 +269,11 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             raise
         return self
 
-    def _start_holder(self, upstream: _Upstream) -> None:
+    def _start_holder(self, upstream: Upstream) -> None:
         self._held.add(upstream)
         self._supervisor.start_soon(self._hold, upstream, name=f"trio_pool: {upstream.origin}")
 
-    async def _hold(self, upstream: _Upstream) -> None:
+    async def _hold(self, upstream: Upstream) -> None:
         """Keep ``upstream``'s Pool entered until it is removed or this pool shuts down.
         A background task; never raises (but ``Cancelled``, which destroys the Pool)."""
         try:
@@ -366,24 +323,17 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         finishing their requests), plus the requests waiting in this pool's own queue,
         counted as ``queued``. The cumulative ``*_total`` counters include those of the
         Pools of upstreams removed since. O(number of upstreams), not a checkpoint."""
-        waiting = len(self._waiting)
-        totals = dict.fromkeys(_STATS_FIELDS, 0)
-        totals.update(self._retired)
-        for upstream in self._held:
-            stats = upstream.pool.statistics()
-            for name in _STATS_FIELDS:
-                totals[name] += getattr(stats, name)
-        for name in ("pending", "queued", "size"):
-            totals[name] += waiting
-        return PoolStats(**totals)
+        return _sum_statistics(self._held, self._retired, len(self._waiting))
 
     def _on_pool_event(
-        self, upstream: _Upstream, event: str, origin: str, targets: list[Emitter], *extra: object
+        self, upstream: Upstream, event: str, origin: str, targets: list[Emitter], *extra: object
     ) -> None:
         """A listener on every upstream Pool: adjust its weight, pass the event on."""
         error = extra[0] if extra else None
         if event == "connect":
-            upstream.weight = min(self._max_weight, upstream.weight + self._penalty)
+            if upstream.weight < self._max_weight:
+                upstream.weight = min(self._max_weight, upstream.weight + self._penalty)
+                self._router.rose()
         elif (event == "connection_error" and isinstance(error, ConnectError)) or (
             event == "disconnect" and isinstance(error, SocketError)
         ):
@@ -395,82 +345,15 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
 
     # ------------------------------------------------------------------ routing
 
-    def _capable(self, capability: str | None) -> list[bool]:
-        """Which of ``_order`` carry ``capability`` (all of them for None).
-
-        Raises:
-            BalancedPoolMissingUpstreamError: none does (or there are no upstreams).
-        """
-        capable = [
-            not up.pool.closed and (capability is None or capability in up.capabilities)
-            for up in self._order
-        ]
-        if not any(capable):
-            if capability is None:
-                raise BalancedPoolMissingUpstreamError(
-                    "no upstream has been added to the BalancedPool"
-                )
-            raise BalancedPoolMissingUpstreamError(
-                f"no upstream with capability {capability!r} in the BalancedPool"
-            )
-        return capable
-
-    def _pick(self, capability: str | None) -> _Upstream | None:
-        """Choose an eligible upstream for a request (moving the cursor), or None when none
-        is eligible now (nothing moves). Not a checkpoint.
-
-        Raises:
-            BalancedPoolMissingUpstreamError: no upstream carries ``capability``.
-        """
-        capable = self._capable(capability)
-        eligible = [
-            ok and up.entered and not up.promised and up.pool.statistics().queued == 0
-            for up, ok in zip(self._order, capable, strict=True)
-        ]
-        if not any(eligible):
-            return None
-        rotation = self._rotations.get(capability)
-        if rotation is None:
-            rotation = self._rotations[capability] = _Rotation()
-        upstream = rotation.pick(self._order, eligible, self._step)
-        upstream.active += 1
-        return upstream
+    def _pick(self, capability: str | None, tried: list[str] | None = None) -> Upstream | None:
+        """:meth:`~._weights.Router.choose` on this pool's upstreams. Not a checkpoint."""
+        return self._router.choose(self._order, capability, tried)
 
     def _pump(self) -> None:
         """Give eligible upstreams to waiters, in queue order. Not a checkpoint."""
-        queue = self._waiting
-        while queue:
-            # The head first, with no copy of the queue: usually it is served, or nothing
-            # is eligible at all.
-            waiter = queue.head()
-            if self._serve(waiter):
-                continue
-            if waiter.capability is not None:
-                # Waiters behind it may want other upstreams (a snapshot: serving changes
-                # the queue).
-                exhausted = {waiter.capability}  # capabilities with nothing eligible left
-                for later in queue:
-                    if later.capability in exhausted or self._serve(later):
-                        continue
-                    if later.capability is None:
-                        break  # nothing is eligible at all
-                    exhausted.add(later.capability)
-            break
+        if self._waiting:
+            self._router.hand_out(self._waiting, self._order)
         self._check_shutdown()
-
-    def _serve(self, waiter: _Waiter) -> bool:
-        """Hand ``waiter`` an eligible upstream, or fail it if none can ever serve it: True
-        if it left the queue. Not a checkpoint."""
-        try:
-            upstream = self._pick(waiter.capability)
-        except BalancedPoolMissingUpstreamError as exc:  # its upstreams were removed
-            self._waiting.fail(exc, waiter)
-            return True
-        if upstream is None:
-            return False
-        upstream.promised += 1
-        self._waiting.hand(upstream, waiter)
-        return True
 
     def _check_invariants(self) -> None:
         """Assert the invariants of every upstream's Pool and of the routing counters
@@ -480,22 +363,18 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             if upstream.entered:
                 upstream.pool._check_invariants()
         if self._waiting and self._waiting.head().capability is None:
-            assert not any(
-                up.entered
-                and not up.pool.closed
-                and not up.promised
-                and up.pool.statistics().queued == 0
-                for up in self._order
-            ), "an eligible upstream while a request waits"
+            assert not any(not up.pool.closed and can_start(up) for up in self._order), (
+                "an eligible upstream while a request waits"
+            )
 
-    def _release(self, upstream: _Upstream) -> None:
+    def _release(self, upstream: Upstream) -> None:
         """A request routed to ``upstream`` ended (or was never sent)."""
         upstream.active -= 1
         if upstream.removed and upstream.active == 0:
             upstream.leave.set()
         self._pump()
 
-    async def _route(self, capability: str | None) -> _Upstream:
+    async def _route(self, capability: str | None) -> Upstream:
         """The upstream for one request; waits in the queue while no capable upstream is
         eligible. A checkpoint only when it waits; a cancelled waiter leaves the queue and
         passes on an upstream it was given.
@@ -516,7 +395,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         try:
             # A cancelled waiter leaves the queue before anything can be handed to it; one
             # that was handed an upstream returns it (no checkpoint until _routed's try).
-            upstream = await self._waiting.wait(_Waiter(capability))
+            upstream = await self._waiting.wait(Waiter(capability))
         except BaseException:
             self._check_shutdown()
             raise
@@ -540,26 +419,68 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
 
     # ------------------------------------------------------------------ requests
 
-    async def _request_plain(
-        self, method: str, path: str, reset: bool, capability: str | None
-    ) -> Response:
-        # The routed Pool's own hot path (no RequestOptions).
-        async with self._routed(capability) as pool:
-            return await pool._request_plain(method, path, reset, capability)
+    @asynccontextmanager
+    async def _attempt(
+        self, capability: str | None, tried: list[str]
+    ) -> AsyncIterator[tuple[str, Pool] | None]:
+        """One attempt (:mod:`._failover`'s ``route``): the first routed as usual, a later
+        one to an untried upstream at once (None if none is left)."""
+        upstream: Upstream | None
+        if not tried:
+            upstream = await self._route(capability)
+        else:
+            upstream = None if self._destroyed else self._pick(capability, tried)
+            if upstream is None:
+                yield None
+                return
+        try:
+            yield upstream.origin, upstream.pool
+        finally:
+            self._release(upstream)
 
-    async def _request_options(self, options: RequestOptions) -> Response:
-        async with self._routed(options.capability) as pool:
-            return await pool._request_options(options)
+    def _request_plain(
+        self, method: str, path: str, reset: bool, capability: str | None
+    ) -> Awaitable[Response]:
+        # The routed Pool's own hot path (no RequestOptions).
+        return self._whole(
+            capability, lambda pool: pool._request_plain(method, path, reset, capability)
+        )
+
+    def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+        return self._whole(options.capability, lambda pool: pool._request_options(options))
+
+    async def _whole(
+        self, capability: str | None, send: Callable[[Pool], Awaitable[Response]]
+    ) -> Response:
+        """``request()``: the first attempt here (no context manager: the hot path), the
+        next ones, if it could not connect, in :func:`~._failover.fail_over`."""
+        upstream = await self._route(capability)
+        try:
+            return await send(upstream.pool)
+        except ConnectError as exc:
+            if not self._failover:
+                raise
+            failed = [(upstream.origin, exc)]
+        finally:
+            self._release(upstream)
+        return await fail_over(functools.partial(self._attempt, capability), send, failed)
+
+    def _stream(
+        self, options: RequestOptions, *, duplex: bool
+    ) -> AbstractAsyncContextManager[StreamResponse]:
+        return self._entering(options.capability, lambda pool: pool._stream(options, duplex=duplex))
 
     @asynccontextmanager
-    async def _stream(
-        self, options: RequestOptions, *, duplex: bool
-    ) -> AsyncIterator[StreamResponse]:
-        async with (
-            self._routed(options.capability) as pool,
-            pool._stream(options, duplex=duplex) as response,
-        ):
-            yield response
+    async def _entering(
+        self, capability: str | None, enter: Callable[[Pool], AbstractAsyncContextManager[T]]
+    ) -> AsyncIterator[T]:
+        """``async with enter(pool)`` on a routed upstream (failing over while entering)."""
+        if self._failover:
+            async with failing_over(functools.partial(self._attempt, capability), enter) as value:
+                yield value
+            return
+        async with self._routed(capability) as pool, enter(pool) as value:
+            yield value
 
     async def dispatch(self, options: RequestOptions, handler: Handler) -> None:
         """Like ``Pool.dispatch``, on an upstream carrying ``options.capability``.
@@ -575,21 +496,16 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         async with self._routed(options.capability, handler) as pool:
             await pool.dispatch(options, handler)
 
-    @asynccontextmanager
-    async def upgrade(
+    def upgrade(
         self, path: str, *, protocol: str = "websocket", headers: HeadersType | None = None
-    ) -> AsyncIterator[Upgraded]:
+    ) -> AbstractAsyncContextManager[Upgraded]:
         """Like ``Pool.upgrade``, on the next upstream. Entering is a checkpoint."""
-        async with (
-            self._routed(None) as pool,
-            pool.upgrade(path, protocol=protocol, headers=headers) as upgraded,
-        ):
-            yield upgraded
+        return self._entering(
+            None, lambda pool: pool.upgrade(path, protocol=protocol, headers=headers)
+        )
 
-    @asynccontextmanager
-    async def connect(
+    def connect(
         self, authority: str, *, headers: HeadersType | None = None
-    ) -> AsyncIterator[Upgraded]:
+    ) -> AbstractAsyncContextManager[Upgraded]:
         """Like ``Pool.connect``, on the next upstream. Entering is a checkpoint."""
-        async with self._routed(None) as pool, pool.connect(authority, headers=headers) as tunnel:
-            yield tunnel
+        return self._entering(None, lambda pool: pool.connect(authority, headers=headers))

@@ -109,6 +109,21 @@ class Scheduler:
 
     # ------------------------------------------------------------------ reading
 
+    def queueing(self) -> bool:
+        """Whether requests wait in the queue. O(1), not a checkpoint (a BalancedPool's
+        routing probe: no snapshot is made)."""
+        return bool(self._queue)
+
+    def takes_now(self) -> bool:
+        """Whether a new request would start without waiting: nothing queued, and an idle
+        or spare connection or room below ``limit`` for a new one (an outside gate aside).
+        O(1), not a checkpoint."""
+        if self._queue:
+            return False
+        return (
+            bool(self._idle or self._spare) or self._limit is None or len(self._conns) < self._limit
+        )
+
     def statistics(self) -> PoolStats:
         """A snapshot of the counters (see :class:`PoolStats`). O(1), not a checkpoint."""
         counts = self._counts

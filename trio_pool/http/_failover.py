@@ -1,0 +1,126 @@
+"""Failover of a ``BalancedPool`` request: an upstream that could not be connected to is
+replaced by the next one (API.md 6, ``failover=True``).
+
+Theory of operation
+-------------------
+A request is sent through :func:`fail_over`, which asks the BalancedPool for an upstream
+(``route(tried)``), runs ``send`` on its Pool and, when that raises a ``ConnectError``
+(``ConnectTimeoutError`` and ``ProxyError`` included), asks again with that upstream added
+to ``tried``: every upstream is tried at most once per request. It stops when
+
+* an attempt succeeds or fails with any other error (that error is the caller's);
+* no untried capable upstream is left (``route`` returns None), or the caller's effective
+  Trio deadline has passed: the last ``ConnectError`` is raised, each earlier one named in
+  a note on it (``__notes__``; their objects are in :attr:`FailoverNotes.errors`);
+* the caller is cancelled: ``Cancelled`` goes through untouched. Each attempt releases its
+  upstream in its own ``async with`` (``route``'s), so nothing is left counted.
+
+Why a ``ConnectError`` is safe to re-send anywhere, body included: it means no byte of this
+request was written on the connection that failed. A ``Pool`` only writes a request again
+(after a stale keep-alive connection failed, API.md 1.6) when its body can be replayed, so
+a one-shot body (a generator, a file) reaching a ``ConnectError`` was never consumed, and a
+body that was consumed is replayable. Any other error (``SocketError``, a timeout after the
+head went out) may follow a partly sent request and is never failed over.
+
+Only the calling task's own state lives here; nothing is shared between requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+import trio
+
+from .._errors import ConnectError
+
+if TYPE_CHECKING:
+    from ._pool import Pool
+
+__all__ = ["Route", "fail_over", "failing_over"]
+
+T = TypeVar("T")
+
+Route = Callable[[list[str]], AbstractAsyncContextManager["tuple[str, Pool] | None"]]
+"""``route(tried)``: ``async with`` an (origin, Pool) not in ``tried``, or None if none is
+left; leaving releases it."""
+
+
+def _note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, also on Python 3.10 (``__notes__`` by hand there)."""
+    notes = getattr(error, "__notes__", None)
+    if not isinstance(notes, list):
+        notes = []
+        error.__notes__ = notes  # type: ignore[attr-defined]
+    notes.append(note)
+
+
+def _give_up(errors: list[tuple[str, ConnectError]]) -> ConnectError:
+    """The error of the last attempt, with the earlier ones noted on it."""
+    origin, last = errors[-1]
+    for earlier_origin, earlier in errors[:-1]:
+        _note(last, f"failover: {earlier_origin} failed first: {earlier!r}")
+    if len(errors) > 1:
+        _note(last, f"failover: {len(errors)} upstreams tried, the last {origin}")
+    return last
+
+
+def _past_deadline() -> bool:
+    return trio.current_effective_deadline() <= trio.current_time()
+
+
+async def fail_over(
+    route: Route, send: Callable[[Pool], Awaitable[T]], errors: list[tuple[str, ConnectError]]
+) -> T:
+    """Run ``send`` on an untried upstream's Pool after the failed attempts in ``errors``
+    ((origin, error) pairs, at least one; the caller made the first attempt itself, on its
+    hot path), failing over again on ``ConnectError`` (see the module docstring). A
+    checkpoint when it sends.
+
+    Raises:
+        ConnectError: every capable upstream failed to connect (the last one's error).
+        Whatever ``send`` raises otherwise.
+    """
+    while True:
+        if _past_deadline():
+            raise _give_up(errors)
+        async with route([origin for origin, _ in errors]) as routed:
+            if routed is None:
+                raise _give_up(errors)
+            origin, pool = routed
+            try:
+                return await send(pool)
+            except ConnectError as exc:
+                errors.append((origin, exc))
+
+
+@asynccontextmanager
+async def failing_over(
+    route: Route, enter: Callable[[Pool], AbstractAsyncContextManager[T]]
+) -> AsyncIterator[T]:
+    """``async with`` ``enter(pool)`` on an upstream, failing over while *entering* raises
+    ``ConnectError`` (a stream's response head, an upgrade's); once entered, the block's
+    errors are the caller's. Entering is a checkpoint.
+
+    Raises:
+        Like :func:`fail_over`.
+    """
+    tried: list[str] = []
+    errors: list[tuple[str, ConnectError]] = []
+    while True:
+        async with route(tried) as routed:
+            if routed is None:
+                raise _give_up(errors)
+            origin, pool = routed
+            async with AsyncExitStack() as stack:
+                try:
+                    value = await stack.enter_async_context(enter(pool))
+                except ConnectError as exc:
+                    errors.append((origin, exc))
+                    tried.append(origin)
+                else:
+                    yield value  # the block's own errors are not caught here
+                    return
+        if _past_deadline():
+            raise _give_up(errors)
