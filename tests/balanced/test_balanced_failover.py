@@ -10,7 +10,14 @@ import trio
 import trio.testing
 from _upstreams import Upstream, upstreams
 
-from trio_pool import BalancedPool, ConnectError, InvalidArgumentError
+from trio_pool import (
+    BalancedPool,
+    ConnectError,
+    InvalidArgumentError,
+    RequestOptions,
+    compose,
+    interceptors,
+)
 from trio_pool.testing import ServerConnection, ServerRequest
 
 
@@ -146,3 +153,98 @@ async def test_cancelled_during_the_failover_attempt_leaves_nothing_behind() -> 
 async def test_failover_must_be_a_bool() -> None:
     with pytest.raises(InvalidArgumentError, match="failover"):
         BalancedPool("http://127.0.0.1:1", failover=1)  # type: ignore[arg-type]
+
+
+class _Recorder:
+    """A dispatch() handler that records what it is told, controller included."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.body = b""
+        self.error: BaseException | None = None
+        self.controllers: set[int] = set()
+
+    def on_request_start(self, controller: object) -> None:
+        self.controllers.add(id(controller))
+        self.events.append("start")
+
+    def on_response_start(
+        self, controller: object, status: int, headers: object, reason: str
+    ) -> None:
+        self.controllers.add(id(controller))
+        self.events.append(f"response {status}")
+
+    def on_response_data(self, controller: object, chunk: bytes) -> None:
+        self.body += chunk
+
+    def on_response_end(self, controller: object, trailers: object) -> None:
+        self.events.append("end")
+
+    def on_response_error(self, controller: object, error: BaseException) -> None:
+        self.controllers.add(id(controller))
+        self.error = error
+        self.events.append("error")
+
+
+async def test_dispatch_fails_over_and_its_handler_sees_one_request() -> None:
+    async with upstreams(2) as (dead, live):
+        await dead.stop()
+        async with BalancedPool([dead.origin, live.origin]) as pool:
+            for _ in range(4):  # both rotation positions, twice
+                handler = _Recorder()
+                await pool.dispatch(RequestOptions("GET", "/"), handler)
+                assert handler.events == ["start", "response 200", "end"]
+                assert handler.body == b"B"
+                assert len(handler.controllers) == 1  # one controller across the attempts
+            assert live.served == 4
+            idle(pool)
+
+
+async def test_dispatch_with_every_upstream_down_reports_the_last_error_once() -> None:
+    async with upstreams(2) as ups:
+        for up in ups:
+            await up.stop()
+        async with BalancedPool([up.origin for up in ups]) as pool:
+            handler = _Recorder()
+            await pool.dispatch(RequestOptions("GET", "/"), handler)
+            assert handler.events == ["start", "error"]
+            assert isinstance(handler.error, ConnectError)
+            assert any("2 upstreams tried" in n for n in getattr(handler.error, "__notes__", []))
+            idle(pool)
+
+
+async def test_a_composed_balanced_pool_fails_over_under_its_interceptors() -> None:
+    async with upstreams(2) as (dead, live):
+        await dead.stop()
+        async with BalancedPool([dead.origin, live.origin]) as balanced:
+            pool = compose(balanced, interceptors.redirect(), interceptors.decompress())
+            for _ in range(6):
+                assert (await pool.request("GET", "/")).body == b"B"
+            async with pool.stream("GET", "/") as response:
+                assert await response.read() == b"B"
+            idle(balanced)
+
+
+async def test_dispatch_cancelled_during_the_failover_attempt_tells_its_handler_once() -> None:
+    async with upstreams(2) as (dead, live):
+        await dead.stop()
+        async with BalancedPool([dead.origin, live.origin], connections=1) as pool:
+            handler = _Recorder()
+            with trio.CancelScope() as scope:
+
+                async def cancel_when_waiting() -> None:
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert pool.statistics().running == 1  # the second attempt, on B
+                    scope.cancel()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(cancel_when_waiting)
+                    await pool.dispatch(RequestOptions("GET", "/slow"), handler)
+            assert scope.cancelled_caught
+            assert handler.events == ["start", "error"]
+            assert not isinstance(handler.error, ConnectError)
+            await trio.testing.wait_all_tasks_blocked()
+            idle(pool)
+            live.gate.set()
+            assert (await pool.request("GET", "/")).body == b"B"
+            idle(pool)

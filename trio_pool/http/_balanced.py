@@ -59,7 +59,7 @@ from .._handoff import HandoffQueue
 from .._validate import check_count, check_timeout
 from ._dispatch import check_dispatch_args, tell_unrouted
 from ._events import EVENTS, Emitter, nest, unnest
-from ._failover import fail_over, failing_over
+from ._failover import dispatch_failing_over, fail_over, failing_over
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
@@ -493,6 +493,9 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         check_dispatch_args(options, handler)
         if type(options.path) is not str or options.path[:1] != "/":
             options = attrs.evolve(options, path=self._origin_form(options.path))
+        if self._failover:
+            route = functools.partial(self._attempt, options.capability)
+            return await dispatch_failing_over(route, options, handler)
         async with self._routed(options.capability, handler) as pool:
             await pool.dispatch(options, handler)
 

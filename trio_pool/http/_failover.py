@@ -22,6 +22,14 @@ a one-shot body (a generator, a file) reaching a ``ConnectError`` was never cons
 body that was consumed is replayable. Any other error (``SocketError``, a timeout after the
 head went out) may follow a partly sent request and is never failed over.
 
+``dispatch()`` (and so a ``compose()``-d BalancedPool, whose interceptors all dispatch) fails
+over in :func:`dispatch_failing_over` through a :class:`_Relay`: the caller's handler sees
+one request, whatever the attempts. The relay passes on ``on_request_start`` once (with a
+:class:`_RelayController` that always acts on the current attempt), swallows an attempt's
+``ConnectError`` (that attempt wrote nothing and sent no response event), and passes
+everything else on; when no upstream is left, the handler gets the last ``ConnectError``
+(earlier ones noted) as its one ``on_response_error``.
+
 Only the calling task's own state lives here; nothing is shared between requests.
 """
 
@@ -34,11 +42,14 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from .._errors import ConnectError
+from ._dispatch import Controller, Handler, call, tell_unrouted
+from ._models import RequestOptions
 
 if TYPE_CHECKING:
+    from ._headers import Headers
     from ._pool import Pool
 
-__all__ = ["Route", "fail_over", "failing_over"]
+__all__ = ["Route", "dispatch_failing_over", "fail_over", "failing_over"]
 
 T = TypeVar("T")
 
@@ -124,3 +135,94 @@ async def failing_over(
                     return
         if _past_deadline():
             raise _give_up(errors)
+
+
+class _RelayController(Controller):
+    """The controller the caller's handler holds across attempts: it acts on the current
+    attempt's controller (an abort reaches the attempt under way)."""
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:  # no request of its own: see ``current``
+        self.current: Controller | None = None
+
+    @property
+    def aborted(self) -> bool:
+        return self.current is not None and self.current.aborted
+
+    def abort(self, reason: object = None) -> None:
+        if self.current is not None:
+            self.current.abort(reason)
+
+
+class _Relay:
+    """A handler in front of the caller's, for every attempt (see the module docstring)."""
+
+    __slots__ = ("_inner", "_responded", "_started", "controller", "failed")
+
+    def __init__(self, inner: Handler) -> None:
+        self._inner = inner
+        self.controller = _RelayController()
+        self._started = self._responded = False
+        self.failed: ConnectError | None = None  # the current attempt's, if it could not connect
+
+    def next_attempt(self) -> None:
+        """Forget the last attempt's ``ConnectError`` (it is in the caller's list)."""
+        self.failed = None
+
+    def on_request_start(self, controller: Controller) -> object:
+        self.controller.current = controller
+        if self._started:
+            return None  # a later attempt of the request the handler already knows
+        self._started = True
+        return self._inner.on_request_start(self.controller)
+
+    def on_response_start(
+        self, controller: Controller, status: int, headers: Headers, reason: str
+    ) -> object:
+        self._responded = True
+        return self._inner.on_response_start(self.controller, status, headers, reason)
+
+    def on_response_data(self, controller: Controller, chunk: bytes) -> object:
+        return self._inner.on_response_data(self.controller, chunk)
+
+    def on_response_end(self, controller: Controller, trailers: Headers) -> object:
+        return self._inner.on_response_end(self.controller, trailers)
+
+    def on_response_error(self, controller: Controller, error: BaseException) -> object:
+        if isinstance(error, ConnectError) and not self._responded:
+            self.failed = error  # nothing was written: the next upstream may take it
+            return None
+        return self._inner.on_response_error(self.controller, error)
+
+
+async def dispatch_failing_over(route: Route, options: RequestOptions, handler: Handler) -> None:
+    """``dispatch(options, handler)`` on an upstream, failing over while an attempt cannot
+    connect (see the module docstring). A checkpoint. Like ``Pool.dispatch``, it reports
+    failures to ``handler`` and returns."""
+    relay = _Relay(handler)
+    tried: list[str] = []
+    errors: list[tuple[str, ConnectError]] = []
+    while True:
+        try:
+            attempt = route(tried)
+            routed = await attempt.__aenter__()
+        except trio.Cancelled:
+            if not tried:  # cancelled while queued for the first upstream: nothing started
+                await tell_unrouted(handler)
+            raise
+        try:
+            if routed is None:
+                break
+            origin, pool = routed
+            relay.next_attempt()
+            await pool.dispatch(options, relay)
+            if relay.failed is None:
+                return
+            errors.append((origin, relay.failed))
+            tried.append(origin)
+        finally:
+            await attempt.__aexit__(None, None, None)
+        if _past_deadline():
+            break
+    await call(handler.on_response_error, relay.controller, _give_up(errors))
