@@ -495,7 +495,8 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             options = attrs.evolve(options, path=self._origin_form(options.path))
         if self._failover:
             route = functools.partial(self._attempt, options.capability)
-            return await dispatch_failing_over(route, options, handler)
+            await dispatch_failing_over(route, options, handler)
+            return
         async with self._routed(options.capability, handler) as pool:
             await pool.dispatch(options, handler)
 
