@@ -165,12 +165,13 @@ class Checkout:
             self._timed(slot, started)
         return slot
 
-    async def adopt(self, slot: Slot) -> Slot:
+    async def adopt(self, slot: Slot, deadline: float) -> Slot:
         """Finish the checkout of a slot a :class:`Cluster` waiter was handed (already lent):
-        what :meth:`take` does after its wait. A checkpoint only with a ``ping``."""
+        what :meth:`take` does after its wait, its ping bounded by the waiter's ``deadline``.
+        A checkpoint only with a ``ping``."""
         self._check_not_torn_down(slot)
         if self._options.ping is not None:
-            slot = await self._pinged(slot, _INF)
+            slot = await self._pinged(slot, deadline)
         return self._lent(slot)
 
     async def _wait(self, deadline: float, *, front: bool = False) -> Slot:
@@ -190,9 +191,10 @@ class Checkout:
             raise
         # Only reached when the deadline's scope caught its cancellation.
         lending.check_drained()
-        raise self._timed_out()
+        raise self.timed_out()
 
-    def _timed_out(self) -> RequestTimeoutError:
+    def timed_out(self) -> RequestTimeoutError:
+        """Count a request timeout; return the error the acquirer raises."""
         self._counters.request_timeouts += 1
         error = RequestTimeoutError(
             f"no resource within request_timeout={self._options.request_timeout}s"
@@ -227,7 +229,7 @@ class Checkout:
                 slot = replacement
             elif failure is _CUT_SHORT or not self._owner._serving():
                 self._give_up(slot)
-                raise self._timed_out() if failure is _CUT_SHORT else self._refuse()
+                raise self.timed_out() if failure is _CUT_SHORT else self._refuse()
             else:
                 # One synchronous step: give the failed slot back, park at the head (_wait
                 # counts this acquirer's demand for the replacement).
