@@ -104,8 +104,8 @@ class Checkout:
 
     @staticmethod
     def _note_site(slot: Slot, caller: FrameType) -> None:
-        slot.lent_at = trio.current_time()
-        slot.leak_site = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+        # No clock read and no formatting here: the sweep times the lease and formats it.
+        slot.leak_site = (caller.f_code, caller.f_lineno)
 
     def refusal(self, _: object = None) -> BaseException:
         """Why the pool refuses an acquirer now (it must refuse; a waiter is ignored)."""
@@ -127,7 +127,7 @@ class Checkout:
         lending = self._lending
         while lending.idle:
             slot = lending.idle.pop()
-            why = self._housekeeper.expired(slot)
+            why = self._housekeeper.expired(slot, now=trio.current_time())
             if why is None:
                 return self._lent(
                     lending.lend(slot), trio.current_time() if self._listeners.timing else None
@@ -159,8 +159,9 @@ class Checkout:
         if options.ping is not None:
             slot = await self._pinged(slot, deadline)
         self._counters.acquires += 1  # what _lent() does, without a call on the hot path
-        if options.leak_timeout is not None:
-            self._note_site(slot, sys._getframe(2))
+        if options.leak_timeout is not None:  # _note_site(), inlined
+            caller = sys._getframe(2)  # past this method and the public one the user called
+            slot.leak_site = (caller.f_code, caller.f_lineno)
         if started is not None:
             self._timed(slot, started)
         return slot

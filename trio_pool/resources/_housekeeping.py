@@ -12,9 +12,18 @@ The :class:`Housekeeper` owns the pool's sizing and expiry policy:
 * the periodic sweep, a task in the pool's nursery when ``idle_timeout``, ``max_lifetime`` or
   ``leak_timeout`` is set. Every ``sync_interval`` (a sleep, so virtual clocks take no real
   time) while the pool is open it evicts the idle resources older than ``idle_timeout``
-  (oldest first, never below ``min``), retires the expired idle ones, logs one WARNING per
-  checkout held longer than ``leak_timeout`` (naming where it was checked out) and counts it;
-  then it asks the pool to refill.
+  (oldest first, never below ``min``), retires the expired idle ones, marks the lent (or
+  resetting) ones past their lifetime (their generation becomes :data:`LIFETIME_OVER`, so they
+  are retired when given back), logs one WARNING per checkout held longer than
+  ``leak_timeout`` (naming where it was checked out) and counts it; then it asks the pool to
+  refill.
+
+The clock is read by the sweep, never on the acquire/release path: a lifetime is noticed at
+the first sweep past it (so a resource may serve up to ``sync_interval`` longer), and a checkout
+is timed for ``leak_timeout`` from the first sweep that sees it (``Slot.leak_lease``), which
+is after it began: it has been held at least ``leak_timeout`` when reported, and is reported
+at most about ``sync_interval`` later than a clock read at checkout would allow. So
+``max_lifetime`` and ``leak_timeout`` cost the hot path nothing but the checkout's ``file:line``.
 
 A retirement made on the pool's own initiative is logged (``retiring %r (why)``): like after
 ``remove()``, the slot is free at once and a replacement may open before the dispose begins.
@@ -33,7 +42,7 @@ import trio
 from ._allocator import Allocator
 from ._lending import Lending
 from ._options import PoolOptions, check_sizes
-from ._slot import Slot
+from ._slot import LIFETIME_OVER, Slot
 from ._stats import Counters
 
 __all__ = ["Housekeeper", "HousekeeperOwner"]
@@ -70,6 +79,7 @@ class Housekeeper:
         "max",
         "may_expire",
         "min",
+        "shrunk",
     )
 
     def __init__(
@@ -87,20 +97,20 @@ class Housekeeper:
         self._counters = counters
         self._scope: trio.CancelScope | None = None
         self.min, self.max = options.min, options.max
-        self.may_expire = options.max_lifetime is not None
+        self.may_expire = False  # until expire_all(), a resize, or a sweep marks a lifetime
+        self.shrunk = False  # resize() lowered max: "over max" becomes possible
 
     # ------------------------------------------------------------------ expiry
 
-    def expired(self, slot: Slot, *, counted: bool = False) -> str | None:
-        """Why a free slot must be retired instead of reused, or None (``counted``: it is
-        idle, so part of ``allocated``). Check ``may_expire`` first on a hot path."""
-        if not self.may_expire:
-            return None
+    def expired(self, slot: Slot, *, now: float | None = None, counted: bool = False) -> str | None:
+        """Why a free slot must be retired instead of reused, or None. ``now``: also compare
+        its lifetime with the clock (else only the sweep's mark counts); ``counted``: it is
+        idle, so part of ``allocated``. Check ``may_expire`` first on a hot path."""
         if slot.generation != self._allocator.generation:
-            return "expire_all()"
-        if slot.expires_at <= trio.current_time():
+            return "max_lifetime" if slot.generation == LIFETIME_OVER else "expire_all()"
+        if now is not None and slot.expires_at <= now:
             return "max_lifetime"
-        if self._owner._allocated() - counted >= self.max:
+        if self.shrunk and self._owner._allocated() - counted >= self.max:
             return "over max"
         return None
 
@@ -123,7 +133,7 @@ class Housekeeper:
             InvalidArgumentError: a size is out of its domain (nothing is changed).
         """
         self.min, self.max = check_sizes(minimum, maximum)
-        self.may_expire = True
+        self.may_expire = self.shrunk = True
         for slot in self._lending.stale(math.inf, self._owner._allocated() - self.max):
             self.expire(slot, "over max")
 
@@ -156,22 +166,39 @@ class Housekeeper:
             for slot in lending.stale(now - options.idle_timeout, spare):
                 logger.debug("%r: evicting idle %r", owner, slot.resource)
                 owner._retire(slot, graceful=True)
-        if self.may_expire:
+        if self.may_expire or options.max_lifetime is not None:
             for slot in list(lending.idle):
-                why = self.expired(slot, counted=True)
+                why = self.expired(slot, now=now, counted=True)
                 if why is not None:
                     lending.drop_idle(slot)
                     self.expire(slot, why)
+        if options.max_lifetime is not None:
+            self._mark_lifetimes(now)
         if options.leak_timeout is not None:
-            self._report_leaks(now - options.leak_timeout)
+            self._report_leaks(now, options.leak_timeout)
 
-    def _report_leaks(self, cutoff: float) -> None:
-        """One WARNING (and one count) per checkout held since before ``cutoff``."""
+    def _mark_lifetimes(self, now: float) -> None:
+        """Mark the lent and resetting slots past their lifetime: retired when given back."""
+        for held in (self._lending.busy, self._lending.resetting):
+            for slot in held.values():
+                if slot.expires_at <= now and slot.generation == self._allocator.generation:
+                    slot.generation = LIFETIME_OVER
+                    self.may_expire = True
+
+    def _report_leaks(self, now: float, leak_timeout: float) -> None:
+        """One WARNING (and one count) per checkout held ``leak_timeout`` since this sweep
+        first saw it."""
         for slot in self._lending.busy.values():
-            if slot.leak_site is not None and slot.lent_at <= cutoff:
+            site = slot.leak_site
+            if site is None:
+                continue  # reported already (or taken before leak_timeout applied)
+            if slot.leak_lease != slot.lease:  # a checkout this sweep sees first
+                slot.leak_lease, slot.lent_at = slot.lease, now
+            elif slot.lent_at <= now - leak_timeout:
+                code, line = site
                 logger.warning(
-                    "%r: %r checked out at %s held over leak_timeout=%ss (a leak?)",
-                    self._owner, slot.resource, slot.leak_site, self._options.leak_timeout,
+                    "%r: %r checked out at %s:%s held over leak_timeout=%ss (a leak?)",
+                    self._owner, slot.resource, code.co_filename, line, leak_timeout,
                 )  # fmt: skip
                 slot.leak_site = None
                 self._counters.leaks += 1

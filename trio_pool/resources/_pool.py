@@ -112,9 +112,11 @@ class ResourcePool(Observed, Generic[T]):
             :class:`PoolBailedError`. ``0`` (default): the first such failure. ``None``:
             retry forever.
         max_lifetime: a resource older than this (each its own limit in [0.9, 1.0] x it) is
-            retired when given back or while idle; ``None`` (default): no limit.
+            retired when given back or while idle, as the sweep (every ``sync_interval``)
+            finds it; ``None`` (default): no limit.
         leak_timeout: a checkout held longer logs one WARNING naming its ``file:line`` and
-            counts in ``leaks_total``; ``None`` (default): no check.
+            counts in ``leaks_total`` (checked by the sweep, timed from the first sweep that
+            sees the checkout); ``None`` (default): no check.
         name: in the repr, the log lines and metrics; default ``"ResourcePool-N"``.
 
     Raises:
