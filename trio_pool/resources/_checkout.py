@@ -144,8 +144,10 @@ class Checkout:
         started = trio.current_time() if self._listeners.timing else None
         timeout = options.request_timeout
         deadline = _INF if timeout is None else trio.current_time() + timeout
-        if lending.idle:  # try now...
-            slot = lending.lend_idle()
+        if lending.idle:  # try now... (lending.lend_idle(), inlined)
+            slot = lending.idle.pop()
+            slot.lend()
+            lending.busy[id(slot.resource)] = slot
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:  # ...then park
             limit = options.max_requests
@@ -289,7 +291,10 @@ class AcquireContext(Generic[T]):
     ) -> None:
         slot, self._slot = self._slot, None
         assert slot is not None
-        give_back(self._checkout, slot, self._lease)
+        # give_back(), inlined: every acquire block runs this.
+        checkout = self._checkout
+        if slot.lease == self._lease and checkout._lending.busy.get(id(slot.resource)) is slot:
+            checkout.release(slot.resource)
 
 
 def give_back(checkout: Checkout, slot: Slot, lease: int) -> None:

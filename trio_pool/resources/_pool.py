@@ -186,6 +186,7 @@ class ResourcePool(Observed, Generic[T]):
         if self._state is _State.DESTROYED:
             raise PoolDestroyedError("Pool is destroyed: a pool's async with block runs once")
         await self._supervisor.enter()
+        self._lending.clock = trio.lowlevel.current_clock()
         self._set_state(_State.OPEN)
         self._allocator.start()
         if self._housekeeper.needed:
@@ -335,7 +336,13 @@ class ResourcePool(Observed, Generic[T]):
             InvalidArgumentError: the resource is not checked out from this pool (foreign,
                 or already released, removed or destroyed).
         """
-        slot = self._lending.take_back(resource, "release")
+        # Lending.take_back(), inlined for a resource that is lent (it explains the others).
+        busy = self._lending.busy
+        slot = busy.get(id(resource))
+        if slot is not None and slot.resource is resource:
+            del busy[id(resource)]
+        else:
+            slot = self._lending.take_back(resource, "release")  # raises
         if slot.held_since is not None:
             self._listeners.given_back(slot)
         if self._state is _State.DESTROYED:
