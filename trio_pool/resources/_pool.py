@@ -417,9 +417,12 @@ class ResourcePool(Observed, Generic[T]):
             return
         lending = self._lending
         creating = len(self._allocator.creating)
-        allocated = lending.placed() + creating
-        wanted = lending.demand() + arriving - creating
+        # lending.placed(), inlined: every acquirer that parks runs this.
+        allocated = len(lending.idle) + len(lending.busy) + len(lending.resetting) + creating
         keeper = self._housekeeper
+        if allocated >= keeper.max:
+            return  # full, the common case under contention: nothing may start
+        wanted = lending.demand() + arriving - creating
         if state is _State.OPEN:
             wanted = max(wanted, keeper.min - allocated)
         self._allocator.allocate(wanted, allocated, keeper.max)
