@@ -173,10 +173,15 @@ async def test_reset_clears_what_a_holder_left_on_the_connection(redis_server: A
 
 
 async def test_max_lifetime_renews_connections(redis_server: Any) -> None:
-    async with redis_pool(redis_server, max=1, min=1, max_lifetime=0.3) as pool:
+    options: dict[str, Any] = {"max": 1, "min": 1, "max_lifetime": 0.3, "sync_interval": 0.05}
+    async with redis_pool(redis_server, **options) as pool:
         with trio.fail_after(10):
             async with pool.acquire() as client:
                 first = await connection_id(client)
-                await trio.sleep(0.4)  # past its lifetime while held: retired on release
+                await trio.sleep(0.4)  # past its lifetime while held (swept): retired on release
             async with pool.acquire() as client:
-                assert await connection_id(client) != first
+                second = await connection_id(client)
+            assert second != first
+            await trio.sleep(0.4)  # past its lifetime while idle: the sweep renews it (min=1)
+            async with pool.acquire() as client:
+                assert await connection_id(client) not in (first, second)
