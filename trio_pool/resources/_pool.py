@@ -28,7 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 import trio
 
@@ -456,19 +456,7 @@ class ResourcePool(Observed, Generic[T]):
 
     def _check_invariants(self) -> None:
         """Assert that the bookkeeping is consistent (for tests; O(allocated + queued))."""
-        lending = self._lending
-        stats = self.statistics()
-        assert stats.allocated == lending.placed() + len(self._allocator.creating), stats
-        assert (stats.available, stats.queued) == (len(lending.idle), len(lending.waiters))
-        if self._state is _State.DESTROYED:
-            assert not lending.idle and not lending.waiters, "destroyed, yet in use"  # noqa: PT018
-            return
-        # Over max only after a resize down, and then nothing idles until it is back under.
-        assert stats.allocated <= stats.max or not lending.idle, f"over max: {stats}"
-        assert (self._state is _State.BAILED) == (self._bail_error is not None)
-        assert all(slot in self._allocator.alive for slot in lending.idle), "idle, no task"
-        lending.check_invariants()
-        self._allocator.check_invariants()
+        _check_invariants(self, self._lending)
 
     # ------------------------------------------------------------------ shutting down
 
@@ -533,3 +521,19 @@ class ResourcePool(Observed, Generic[T]):
         self._ended.set()
         # The supervisor now cancels every resource task: open= context managers exit
         # under cancellation, nothing is disposed.
+
+
+def _check_invariants(pool: ResourcePool[Any], lending: Lending) -> None:
+    """:meth:`ResourcePool._check_invariants`, outside the class to keep it short."""
+    stats = pool.statistics()
+    assert stats.allocated == lending.placed() + len(pool._allocator.creating), stats
+    assert (stats.available, stats.queued) == (len(lending.idle), len(lending.waiters))
+    if pool._state is _State.DESTROYED:
+        assert not lending.idle and not lending.waiters, "destroyed, yet in use"  # noqa: PT018
+        return
+    # Over max only after a resize down, and then nothing idles until it is back under.
+    assert stats.allocated <= stats.max or not lending.idle, f"over max: {stats}"
+    assert (pool._state is _State.BAILED) == (pool._bail_error is not None)
+    assert all(slot in pool._allocator.alive for slot in lending.idle), "idle, no task"
+    lending.check_invariants()
+    pool._allocator.check_invariants()
