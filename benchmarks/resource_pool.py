@@ -14,6 +14,7 @@ drift that a busy machine adds). The variants:
 * ``checkout/release``: ``r = await pool.checkout(); pool.release(r)``
 * ``acquire, knobs``: ``pool.acquire()`` on a second pool with the production knobs set
   (``max_lifetime``, ``leak_timeout``; ``reset=None``), which must not tax the hot path
+  (a lifetime costs one clock read per release; a leak check only notes the ``file:line``)
 * ``CapacityLimiter``: ``async with limiter: pass``
 
 on the same 10 slots (``ResourcePool(min=10, max=10)`` prefilled, with an ``acquire``

@@ -124,20 +124,18 @@ async def test_lifetimes_are_jittered_so_resources_do_not_expire_together(
     assert len({round(t, 1) for t in times}) > 5, times  # spread over [90, 100] s
 
 
-async def test_lifetimes_are_checked_by_the_sweep_not_on_release(
+async def test_a_lifetime_is_checked_on_release_not_only_by_the_sweep(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Lifetimes cost the release path nothing: a resource given back after its lifetime but
-    # before the sweep saw it idles, and the next sweep (every sync_interval) retires it.
+    # Given back past its lifetime but before any sweep could see it, it is retired at once.
     monkeypatch.setattr("random.uniform", lambda low, high: 0.95)  # the jitter: 95 s
     backend = FakeBackend()
     async with make_pool(backend, max_lifetime=100.0, sync_interval=10.0) as pool:
         async with pool.acquire() as resource:  # t = 0; sweeps at 10, 20, ..., 90, 100
-            await trio.sleep(97.0)  # past its 95 s, not yet swept since
-        await quiet()
-        assert backend.gracefully_closed == []
-        assert snapshot(pool) == idle_values(1)
-        await trio.sleep(3.0)  # the sweep at 100
+            await trio.sleep(94.0)
+        async with pool.acquire() as again:  # t = 94: still within its 95 s
+            assert again is resource
+            await trio.sleep(3.0)  # t = 97: past it, 3 s before the next sweep
         await quiet()
         assert backend.gracefully_closed == [resource]
         assert snapshot(pool) == idle_values(0)
@@ -149,7 +147,7 @@ async def test_a_resource_held_past_its_lifetime_is_retired_once_given_back(
     backend = FakeBackend()
     async with make_pool(backend, max=1, max_lifetime=10.0, sync_interval=1.0) as pool:
         held = await pool.checkout()
-        await trio.sleep(30.0)  # every sweep after t = 10 sees it past its lifetime, lent
+        await trio.sleep(30.0)  # past its lifetime while lent: nothing happens to it yet
         assert backend.gracefully_closed == []
         pool.release(held)
         await quiet()

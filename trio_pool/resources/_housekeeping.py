@@ -7,23 +7,20 @@ The :class:`Housekeeper` owns the pool's sizing and expiry policy:
 * ``min`` and ``max`` (the constructor's, then :meth:`Housekeeper.resize`'s);
 * when a free resource must be retired instead of reused (:meth:`Housekeeper.expired`): it is
   from before the last ``expire_all()`` (the allocator's generation), past its own
-  ``max_lifetime``, or the pool is over ``max`` after a resize down. ``may_expire`` stays False
-  until one of these can happen, so the release path pays nothing for them until then;
+  ``max_lifetime`` (the clock is read for it on release, only when ``max_lifetime`` is set), or
+  the pool is over ``max`` after a resize down. ``may_expire`` stays False until one of these
+  can happen, so the release path pays nothing for them until then;
 * the periodic sweep, a task in the pool's nursery when ``idle_timeout``, ``max_lifetime`` or
   ``leak_timeout`` is set. Every ``sync_interval`` (a sleep, so virtual clocks take no real
   time) while the pool is open it evicts the idle resources older than ``idle_timeout``
-  (oldest first, never below ``min``), retires the expired idle ones, marks the lent (or
-  resetting) ones past their lifetime (their generation becomes :data:`LIFETIME_OVER`, so they
-  are retired when given back), logs one WARNING per checkout held longer than
-  ``leak_timeout`` (naming where it was checked out) and counts it; then it asks the pool to
-  refill.
+  (oldest first, never below ``min``), retires the expired idle ones, logs one WARNING per
+  checkout held longer than ``leak_timeout`` (naming where it was checked out) and counts it;
+  then it asks the pool to refill.
 
-The clock is read by the sweep, never on the acquire/release path: a lifetime is noticed at
-the first sweep past it (so a resource may serve up to ``sync_interval`` longer), and a checkout
-is timed for ``leak_timeout`` from the first sweep that sees it (``Slot.leak_lease``), which
-is after it began: it has been held at least ``leak_timeout`` when reported, and is reported
-at most about ``sync_interval`` later than a clock read at checkout would allow. So
-``max_lifetime`` and ``leak_timeout`` cost the hot path nothing but the checkout's ``file:line``.
+A checkout is timed for ``leak_timeout`` from the first sweep that sees it (``Slot.leak_lease``),
+which is after it began: it has been held at least ``leak_timeout`` when reported, and is
+reported at most about ``sync_interval`` later than a clock read at checkout would allow. So
+the checkout path reads no clock for it, and only notes its ``file:line``.
 
 A retirement made on the pool's own initiative is logged (``retiring %r (why)``): like after
 ``remove()``, the slot is free at once and a replacement may open before the dispose begins.
@@ -42,7 +39,7 @@ import trio
 from ._allocator import Allocator
 from ._lending import Lending
 from ._options import PoolOptions, check_sizes
-from ._slot import LIFETIME_OVER, Slot
+from ._slot import Slot
 from ._stats import Counters
 
 __all__ = ["Housekeeper", "HousekeeperOwner"]
@@ -97,19 +94,24 @@ class Housekeeper:
         self._counters = counters
         self._scope: trio.CancelScope | None = None
         self.min, self.max = options.min, options.max
-        self.may_expire = False  # until expire_all(), a resize, or a sweep marks a lifetime
+        self.may_expire = options.max_lifetime is not None  # else until expire_all()/resize()
         self.shrunk = False  # resize() lowered max: "over max" becomes possible
 
     # ------------------------------------------------------------------ expiry
 
     def expired(self, slot: Slot, *, now: float | None = None, counted: bool = False) -> str | None:
-        """Why a free slot must be retired instead of reused, or None. ``now``: also compare
-        its lifetime with the clock (else only the sweep's mark counts); ``counted``: it is
-        idle, so part of ``allocated``. Check ``may_expire`` first on a hot path."""
+        """Why a free slot must be retired instead of reused, or None. ``now``: the clock, if
+        the caller read it (else it is read only for a slot with a lifetime); ``counted``: it
+        is idle, so part of ``allocated``. Check ``may_expire`` first on a hot path."""
         if slot.generation != self._allocator.generation:
-            return "max_lifetime" if slot.generation == LIFETIME_OVER else "expire_all()"
-        if now is not None and slot.expires_at <= now:
-            return "max_lifetime"
+            return "expire_all()"
+        expires = slot.expires_at
+        if expires != math.inf:
+            if now is None:
+                clock = self._lending.clock
+                now = trio.current_time() if clock is None else clock.current_time()
+            if expires <= now:
+                return "max_lifetime"
         if self.shrunk and self._owner._allocated() - counted >= self.max:
             return "over max"
         return None
@@ -172,18 +174,8 @@ class Housekeeper:
                 if why is not None:
                     lending.drop_idle(slot)
                     self.expire(slot, why)
-        if options.max_lifetime is not None:
-            self._mark_lifetimes(now)
         if options.leak_timeout is not None:
             self._report_leaks(now, options.leak_timeout)
-
-    def _mark_lifetimes(self, now: float) -> None:
-        """Mark the lent and resetting slots past their lifetime: retired when given back."""
-        for held in (self._lending.busy, self._lending.resetting):
-            for slot in held.values():
-                if slot.expires_at <= now and slot.generation == self._allocator.generation:
-                    slot.generation = LIFETIME_OVER
-                    self.may_expire = True
 
     def _report_leaks(self, now: float, leak_timeout: float) -> None:
         """One WARNING (and one count) per checkout held ``leak_timeout`` since this sweep

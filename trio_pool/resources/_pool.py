@@ -112,8 +112,8 @@ class ResourcePool(Observed, Generic[T]):
             :class:`PoolBailedError`. ``0`` (default): the first such failure. ``None``:
             retry forever.
         max_lifetime: a resource older than this (each its own limit in [0.9, 1.0] x it) is
-            retired when given back or while idle, as the sweep (every ``sync_interval``)
-            finds it; ``None`` (default): no limit.
+            retired when given back, or while idle (by the sweep, every ``sync_interval``);
+            ``None`` (default): no limit.
         leak_timeout: a checkout held longer logs one WARNING naming its ``file:line`` and
             counts in ``leaks_total`` (checked by the sweep, timed from the first sweep that
             sees the checkout); ``None`` (default): no check.

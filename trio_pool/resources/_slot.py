@@ -44,22 +44,11 @@ import trio
 
 from ._options import PoolOptions
 
-__all__ = [
-    "LIFETIME_OVER",
-    "Slot",
-    "SlotOwner",
-    "SlotState",
-    "deadline_after",
-    "run_resource_task",
-]
+__all__ = ["Slot", "SlotOwner", "SlotState", "deadline_after", "run_resource_task"]
 
 logger = logging.getLogger("trio_pool.resource")
 
 _INF = math.inf
-
-LIFETIME_OVER = -1
-"""The generation the sweep gives a lent slot past its ``max_lifetime`` (allocators count
-generations from 0): retired when given back, like one from before an ``expire_all()``."""
 
 
 class SlotState(enum.Enum):
