@@ -96,8 +96,9 @@ class Lending:
         self.busy[id(slot.resource)] = slot
         return slot
 
-    def give(self, slot: Slot, *, may_idle: bool) -> bool:
-        """A resource is free: hand it to the head waiter, else (if ``may_idle``) stack it.
+    def give(self, slot: Slot, *, may_idle: bool, now: float | None = None) -> bool:
+        """A resource is free: hand it to the head waiter, else (if ``may_idle``) stack it,
+        stamped ``now`` (the clock, if the caller read it already; else read here).
 
         Returns False when nobody took it: the caller retires it.
         """
@@ -112,8 +113,10 @@ class Lending:
                     self.lend(slot)
                     hand(slot)
                     return True
-            assert self.clock is not None  # nothing is given before the pool is entered
-            slot.park_idle(self.clock.current_time())
+            if now is None:  # the caller did not read the clock already
+                assert self.clock is not None  # nothing is given before the pool is entered
+                now = self.clock.current_time()
+            slot.park_idle(now)
             self.idle.append(slot)
         else:
             return False

@@ -384,11 +384,21 @@ class ResourcePool(Observed, Generic[T]):
     def _offer(self, slot: Slot) -> None:
         """A resource is free: the head waiter gets it, else it goes idle (or, unless open,
         is disposed). One past its lifetime, expired or over ``max`` is retired instead."""
-        keeper = self._housekeeper
-        why = keeper.expired(slot) if keeper.may_expire else None
+        keeper, lending = self._housekeeper, self._lending
+        now = None
+        why = None
+        if keeper.may_expire:
+            assert lending.clock is not None  # nothing is offered before the pool is entered
+            now = lending.clock.current_time()  # read once: give() stamps an idle slot with it
+            if (
+                slot.expires_at <= now
+                or slot.generation != self._allocator.generation
+                or keeper.shrunk
+            ):  # the rare case: expired() says why, if at all
+                why = keeper.expired(slot, now=now)
         if why is not None:
             keeper.expire(slot, why)
-        elif not self._lending.give(slot, may_idle=self._state is _State.OPEN):
+        elif not lending.give(slot, may_idle=self._state is _State.OPEN, now=now):
             self._retire(slot, graceful=True)
         if self._lending.drained is not None:  # only while ending
             self._lending.check_drained()
@@ -503,24 +513,28 @@ class ResourcePool(Observed, Generic[T]):
 
     def _abort(self) -> None:
         """Tear everything down at once (the block raised): destroy, never dispose."""
-        logger.debug("%r: destroying everything", self)
-        self._set_state(_State.DESTROYED)
-        lending = self._lending
-        lending.waiters.fail_all(lambda _: PoolDestroyedError("Pool is destroyed"))
-        lending.check_drained()
-        for slot in (*lending.take_all_idle(), *lending.busy.values(), *lending.resetting.values()):
-            slot.destroy(self._options.destroy, self)
-        self._allocator.abandon_creating(forget=True)
-        for slot in self._allocator.alive:
-            # The supervisor's cancellation reaches every task but a late open= resource
-            # disposing under a shield; cancelling each scope reaches that one too.
-            if slot.scope is not None:
-                slot.scope.cancel()
-        if self._ended is None:
-            self._ended = trio.Event()
-        self._ended.set()
-        # The supervisor now cancels every resource task: open= context managers exit
-        # under cancellation, nothing is disposed.
+        _tear_down(self, self._lending)
+
+
+def _tear_down(pool: ResourcePool[Any], lending: Lending) -> None:
+    """:meth:`ResourcePool._abort`, outside the class to keep it short."""
+    logger.debug("%r: destroying everything", pool)
+    pool._set_state(_State.DESTROYED)
+    lending.waiters.fail_all(lambda _: PoolDestroyedError("Pool is destroyed"))
+    lending.check_drained()
+    for slot in (*lending.take_all_idle(), *lending.busy.values(), *lending.resetting.values()):
+        slot.destroy(pool._options.destroy, pool)
+    pool._allocator.abandon_creating(forget=True)
+    for slot in pool._allocator.alive:
+        # The supervisor's cancellation reaches every task but a late open= resource
+        # disposing under a shield; cancelling each scope reaches that one too.
+        if slot.scope is not None:
+            slot.scope.cancel()
+    if pool._ended is None:
+        pool._ended = trio.Event()
+    pool._ended.set()
+    # The supervisor now cancels every resource task: open= context managers exit
+    # under cancellation, nothing is disposed.
 
 
 def _check_invariants(pool: ResourcePool[Any], lending: Lending) -> None:
