@@ -156,15 +156,14 @@ class HandoffQueue(Generic[K, V]):
             self._wake(key, outcome.Error(make_error(key)))
 
     def _wake(self, key: K | None, result: outcome.Outcome[V]) -> K:
-        """Remove the head waiter (or ``key``'s) and reschedule it with ``result``."""
-        key, task = self._take(key)
-        trio.lowlevel.reschedule(task, result)
-        return key
-
-    def _take(self, key: K | None) -> tuple[K, trio.lowlevel.Task]:
+        """Remove the head waiter (or ``key``'s) and reschedule it with ``result``. Every
+        hand-off runs this: it takes the waiter out of the queue itself, with no call."""
         parked = self._parked
         if key is None:
             if not parked:
                 raise IndexError("nobody waits")
-            return parked.popitem(last=False)
-        return key, parked.pop(key)
+            key, task = parked.popitem(last=False)
+        else:
+            task = parked.pop(key)
+        trio.lowlevel.reschedule(task, result)
+        return key

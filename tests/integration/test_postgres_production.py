@@ -1,11 +1,12 @@
-"""The production knobs of API.md §9 on a real PostgreSQL server: ``max_lifetime``, ``reset``
-on return (``DISCARD ALL``), and ``expire_all()`` across a server restart.
+"""ResourcePool's production knobs on a real PostgreSQL server (API.md section 9, issue 17):
+``max_lifetime`` replaces connections (new backend PIDs), ``reset`` with ``DISCARD ALL`` keeps
+one holder's session state from the next, ``expire_all()`` after a server restart gives working
+connections without a failed acquire, and a connection killed under its holder is detected (its
+reset fails) and replaced.
 
-Theory of operation: as in ``test_postgres_pool.py``, every pool opens pg-purepy connections
-as the test's own role through a ``ConnectionTracker``, and the server's backend PID tells one
-connection from another. Lifetimes age in real time here, as the server's connections do (a
-virtual clock would also fire the pool's timeouts while it waits on real sockets), so they are
-a fraction of a second; every wait is bounded by ``trio.fail_after``.
+Same setup as ``test_postgres_pool.py``: ``open=`` over pg-purepy, one login role per test
+(``pool_role``) so ``pg_stat_activity`` sees only the test's own connections. Real time, every
+wait bounded by ``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -18,135 +19,152 @@ from pg_purepy import AsyncPostgresConnection
 
 from trio_pool import Backoff, ResourcePool
 
-from .pg import ConnectionTracker, poll_until
-from .test_postgres_pool import IMMEDIATE_SHUTDOWN_WARNING, backend_pid, make_pool
+from .pg import ConnectionTracker, ping, poll_until, superuser_fetch, wait_for_backend_count
 
-postgres = pytest.mark.postgres
+pytestmark = pytest.mark.postgres
+
+# On `pg_ctl stop -m immediate` backends send a WARNING that pg-purepy turns into a warning.
+IMMEDIATE_SHUTDOWN_WARNING = pytest.mark.filterwarnings(
+    r"ignore:WARNING. \[code 57P01\]:UserWarning"
+)
 
 
 async def discard_all(conn: AsyncPostgresConnection) -> None:
-    """The reset of the how-to: the session back to a fresh connection's state."""
+    """The pool's ``reset``: forget every session state the last holder left."""
     await conn.execute("DISCARD ALL")
 
 
-async def session_state(conn: AsyncPostgresConnection) -> tuple[int, str, object]:
-    """The backend PID, a session setting and whether a temporary table exists."""
-    row = await conn.fetch_one(
-        "SELECT pg_backend_pid(), current_setting('application_name'), to_regclass('pg_temp.t')"
-    )
-    pid, name, table = row.data
+async def backend_pid(conn: AsyncPostgresConnection) -> int:
+    pid = (await conn.fetch_one("SELECT pg_backend_pid()")).data[0]
     assert isinstance(pid, int)
-    assert isinstance(name, str)
-    return pid, name, table
+    return pid
 
 
-async def dirty_the_session(pool: ResourcePool[AsyncPostgresConnection]) -> int:
-    """A holder that leaves state behind, as careless code does; returns its backend PID."""
-    async with pool.acquire() as conn:
-        await conn.execute("SET application_name = 'left_behind'")
-        await conn.execute("CREATE TEMPORARY TABLE t (x int)")
-        return await backend_pid(conn)
+async def session_state(conn: AsyncPostgresConnection) -> tuple[str, bool]:
+    """What a holder may leave behind: its ``statement_timeout`` and a temporary table."""
+    timeout = (await conn.fetch_one("SHOW statement_timeout")).data[0]
+    table = (await conn.fetch_one("SELECT to_regclass('leaky') IS NOT NULL")).data[0]
+    assert isinstance(timeout, str)
+    assert isinstance(table, bool)
+    return timeout, table
 
 
-@postgres
-async def test_reset_on_return_gives_the_next_holder_a_clean_session(
-    postgres: Any, tracker: ConnectionTracker
+async def dirty(conn: AsyncPostgresConnection) -> None:
+    """Leave session state behind, as a careless holder does."""
+    await conn.execute("SET statement_timeout = '4321ms'")
+    await conn.execute("CREATE TEMPORARY TABLE leaky (x int)")
+
+
+async def test_max_lifetime_replaces_connections_held_and_idle(
+    tracker: ConnectionTracker,
 ) -> None:
-    with trio.fail_after(20):
-        # Without a reset the next holder of the same backend inherits the state ...
-        async with make_pool(tracker, min=1, max=1) as pool:
-            pid = await dirty_the_session(pool)
-            async with pool.acquire() as conn:
-                assert await session_state(conn) == (pid, "left_behind", "t")
-        # ... with DISCARD ALL on every release it gets the same backend, clean.
-        async with make_pool(tracker, min=1, max=1, reset=discard_all) as pool:
-            pid = await dirty_the_session(pool)
-            async with pool.acquire() as conn:
-                again, name, table = await session_state(conn)
-            assert (again, table) == (pid, None)
-            assert name != "left_behind"
-            assert pool.statistics().allocated == 1  # a reset that succeeds keeps it
-    assert tracker.open_now == 0
-
-
-@postgres
-async def test_a_failing_reset_removes_the_connection(
-    postgres: Any, tracker: ConnectionTracker
-) -> None:
-    async def broken_reset(conn: AsyncPostgresConnection) -> None:
-        await conn.execute("SELECT * FROM no_such_table")
-
-    with trio.fail_after(20):
-        async with make_pool(tracker, min=0, max=1, reset=broken_reset) as pool:
-            async with pool.acquire() as conn:
-                first = await backend_pid(conn)
-            await poll_until(lambda: tracker.closed == 1, "the failed reset's connection closed")
-            async with pool.acquire() as conn:
-                assert await backend_pid(conn) != first
-    assert tracker.opened == 2
-    assert tracker.open_now == 0
-
-
-@postgres
-async def test_max_lifetime_retires_idle_and_held_connections(
-    postgres: Any, tracker: ConnectionTracker
-) -> None:
-    with trio.fail_after(20):
-        async with make_pool(tracker, min=1, max=1, max_lifetime=0.3, sync_interval=0.05) as pool:
-            async with pool.acquire() as conn:
-                idle_one = await backend_pid(conn)
-            # Idle past its lifetime: retired by housekeeping, and min brings a new backend.
-            await poll_until(lambda: tracker.closed >= 1, "the idle connection retired")
-            async with pool.acquire() as conn:
-                held_one = await backend_pid(conn)
-                assert held_one != idle_one
-                # Held past its lifetime: a holder is never interrupted; it is retired on
-                # release, and the next holder gets a new backend.
-                await trio.sleep(0.4)
-                assert await backend_pid(conn) == held_one
-            async with pool.acquire() as conn:
-                assert await backend_pid(conn) not in (idle_one, held_one)
-            assert pool.statistics().allocated <= 1
-    assert tracker.open_now == 0
-
-
-@postgres
-@IMMEDIATE_SHUTDOWN_WARNING
-async def test_expire_all_after_a_server_restart_serves_no_stale_connection(
-    postgres: Any, tracker: ConnectionTracker
-) -> None:
-    # No ping: nothing else would notice the stale connections before a query fails on one,
-    # so every query below succeeding is expire_all()'s doing.
-    async with make_pool(
-        tracker, min=3, max=3, ping=None, backoff=Backoff(min=0.05, max=0.3), bail_after=None
+    async with ResourcePool(
+        open=tracker, min=1, max=1, max_lifetime=0.5, sync_interval=0.1, ping=ping
     ) as pool:
         with trio.fail_after(20):
+            async with pool.acquire() as conn:
+                first = await backend_pid(conn)
+                await trio.sleep(0.6)  # past its lifetime while held: retired on release
+            async with pool.acquire() as conn:
+                second = await backend_pid(conn)
+            assert second != first
+            # Idle past its lifetime: the sweep retires it and refills min with a new one.
+            await poll_until(lambda: tracker.opened >= 3, "the idle connection to be renewed")
+            await poll_until(lambda: pool.statistics().available == 1, "min to be refilled")
+            async with pool.acquire() as conn:
+                third = await backend_pid(conn)
+        assert third not in (first, second)
+        assert pool.statistics().allocated <= 1
+    assert tracker.open_now == 0
 
-            async def one_query() -> int:
-                async with pool.acquire() as conn:
-                    return await backend_pid(conn)
 
-            async def concurrent_pids() -> set[int]:
-                pids: set[int] = set()
+async def test_reset_runs_discard_all_so_session_state_does_not_leak(
+    tracker: ConnectionTracker,
+) -> None:
+    async with ResourcePool(open=tracker, max=1, reset=discard_all) as pool:
+        with trio.fail_after(20):
+            async with pool.acquire() as conn:
+                pid = await backend_pid(conn)
+                default = await session_state(conn)
+                await dirty(conn)
+                assert await session_state(conn) == ("4321ms", True)
+            async with pool.acquire() as conn:
+                assert await backend_pid(conn) == pid  # the same connection...
+                assert await session_state(conn) == default  # ...with nothing left over
+                assert default == ("0", False)
+        assert pool.statistics().reset_failures_total == 0
+        assert tracker.opened == 1
 
-                async def task() -> None:
-                    async with pool.acquire() as conn:
-                        pids.add(await backend_pid(conn))
-                        await trio.sleep(0.05)  # all three held at once
 
-                async with trio.open_nursery() as nursery:
-                    for _ in range(3):
-                        nursery.start_soon(task)
-                return pids
+async def test_without_reset_session_state_reaches_the_next_holder(
+    tracker: ConnectionTracker,
+) -> None:
+    # The control for the test above: the state it clears is real.
+    async with ResourcePool(open=tracker, max=1) as pool:
+        with trio.fail_after(20):
+            async with pool.acquire() as conn:
+                await dirty(conn)
+            async with pool.acquire() as conn:
+                assert await session_state(conn) == ("4321ms", True)
 
-            before = await concurrent_pids()
-            assert len(before) == 3
+
+async def test_a_connection_killed_under_its_holder_fails_its_reset_and_is_replaced(
+    postgres: Any, tracker: ConnectionTracker
+) -> None:
+    async with ResourcePool(open=tracker, max=1, reset=discard_all, ping_timeout=5.0) as pool:
+        with trio.fail_after(20):
+            async with pool.acquire() as conn:
+                victim = await backend_pid(conn)
+                await superuser_fetch(postgres, "SELECT pg_terminate_backend(:pid)", pid=victim)
+                await poll_until(lambda: _gone(postgres, victim), "the backend to exit")
+            # The reset on release found it dead: removed, never handed out again.
+            await poll_until(
+                lambda: pool.statistics().reset_failures_total == 1, "the reset to fail"
+            )
+            async with pool.acquire() as conn:
+                assert await backend_pid(conn) != victim
+                assert (await conn.fetch_one("SELECT 1")).data == [1]
+        assert tracker.opened == 2
+
+
+async def _gone(postgres: Any, pid: int) -> bool:
+    rows = await superuser_fetch(
+        postgres, "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=pid
+    )
+    return bool(rows[0][0] == 0)
+
+
+@IMMEDIATE_SHUTDOWN_WARNING
+async def test_expire_all_after_a_server_restart_gives_working_connections_at_once(
+    postgres: Any, pool_role: str, tracker: ConnectionTracker
+) -> None:
+    # No ping: without expire_all() the next acquire would get a dead connection.
+    async with ResourcePool(
+        open=tracker,
+        min=2,
+        max=5,
+        reset=discard_all,
+        backoff=Backoff(min=0.05, max=0.5),
+        bail_after=None,
+    ) as pool:
+        with trio.fail_after(30):
+            await poll_until(lambda: pool.statistics().available == 2, "min=2 to be open")
+            async with pool.acquire() as conn:
+                before = await backend_pid(conn)
             await trio.to_thread.run_sync(postgres.stop, "immediate")
             await trio.to_thread.run_sync(postgres.start)
-            pool.expire_all()  # the failover script's call: every connection is from before
-            after = await concurrent_pids()
-            assert len(after) == 3
-            assert after.isdisjoint(before)
-            assert pool.statistics().allocated == 3
-            await one_query()
-    assert tracker.open_now == 0
+            pool.expire_all()  # the failover signal: nothing opened before is reused
+
+            pids: set[int] = set()
+
+            async def query() -> None:
+                async with pool.acquire() as conn:  # never fails: every connection is new
+                    pids.add(await backend_pid(conn))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(query)
+        assert before not in pids
+        assert 1 <= len(pids) <= 5
+        assert pool.statistics().allocated <= 5
+        await wait_for_backend_count(postgres, pool_role, lambda: tracker.open_now)

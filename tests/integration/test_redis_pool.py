@@ -1,6 +1,8 @@
 """ResourcePool over Redis (coredis, on Trio through anyio) against a real ``redis-server``:
 hundreds of concurrent tasks through ``max=5``, the server killed and restarted mid-run with the
-pool recovering on its backoff, and ``expire_all()`` after a restart.
+pool recovering on its backoff, ``expire_all()`` after a restart, ``reset`` on release and
+``max_lifetime``. (A failing reset is shown against PostgreSQL: coredis reconnects a killed
+connection by itself, so a Redis reset does not see it fail.)
 
 Real time (a real server): every wait is bounded by ``trio.fail_after``.
 """
@@ -60,17 +62,16 @@ async def ping(client: Any) -> None:
 
 
 def redis_pool(server: Any, **options: Any) -> ResourcePool[Any]:
-    return ResourcePool(
-        open=lambda: connect(server),
-        ping=ping,
-        ping_timeout=1.0,
-        acquire_timeout=2.0,
-        max=5,
-        bail_after=None,
-        backoff=Backoff(min=0.05, max=0.2),
-        name="redis",
-        **options,
-    )
+    settings: dict[str, Any] = {
+        "ping": ping,
+        "ping_timeout": 1.0,
+        "acquire_timeout": 2.0,
+        "max": 5,
+        "bail_after": None,
+        "backoff": Backoff(min=0.05, max=0.2),
+        "name": "redis",
+    }
+    return ResourcePool(open=lambda: connect(server), **{**settings, **options})
 
 
 async def test_hundreds_of_tasks_share_five_connections(redis_server: Any) -> None:
@@ -139,3 +140,48 @@ async def test_a_restart_mid_run_recovers_on_the_backoff_and_expire_all_renews(
         assert OPENED
         assert all(at >= restarted_at for at in OPENED.values()), (OPENED, restarted_at)
         assert pool.statistics().allocated <= 5
+
+
+async def connection_id(client: Any) -> int:
+    """The server's id of the client's one connection: tells connections apart."""
+    ident = await client.client_id()
+    assert isinstance(ident, int)
+    return ident
+
+
+# coredis warns that CLIENT SETNAME names one connection only: that per-connection session state
+# is exactly what a holder may leave behind and what ``reset`` must clear.
+SETNAME_WARNING = pytest.mark.filterwarnings(
+    r"ignore:Use the .paramref..Redis.client_name.:UserWarning"
+)
+
+
+@SETNAME_WARNING
+async def test_reset_clears_what_a_holder_left_on_the_connection(redis_server: Any) -> None:
+    async def reset(client: Any) -> None:
+        await client.client_setname("pooled")  # the pool's own baseline, not the holder's
+
+    async with redis_pool(redis_server, max=1, reset=reset) as pool:
+        with trio.fail_after(10):
+            async with pool.acquire() as client:
+                ident = await connection_id(client)
+                await client.client_setname("careless-holder")
+            async with pool.acquire() as client:
+                assert await connection_id(client) == ident  # the same connection...
+                assert await client.client_getname() == b"pooled"  # ...its name reset
+        assert pool.statistics().reset_failures_total == 0
+
+
+async def test_max_lifetime_renews_connections(redis_server: Any) -> None:
+    options: dict[str, Any] = {"max": 1, "min": 1, "max_lifetime": 0.3, "sync_interval": 0.05}
+    async with redis_pool(redis_server, **options) as pool:
+        with trio.fail_after(10):
+            async with pool.acquire() as client:
+                first = await connection_id(client)
+                await trio.sleep(0.4)  # past its lifetime while held (swept): retired on release
+            async with pool.acquire() as client:
+                second = await connection_id(client)
+            assert second != first
+            await trio.sleep(0.4)  # past its lifetime while idle: the sweep renews it (min=1)
+            async with pool.acquire() as client:
+                assert await connection_id(client) not in (first, second)

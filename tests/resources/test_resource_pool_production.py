@@ -124,6 +124,38 @@ async def test_lifetimes_are_jittered_so_resources_do_not_expire_together(
     assert len({round(t, 1) for t in times}) > 5, times  # spread over [90, 100] s
 
 
+async def test_a_lifetime_is_checked_on_release_not_only_by_the_sweep(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given back past its lifetime but before any sweep could see it, it is retired at once.
+    monkeypatch.setattr("random.uniform", lambda low, high: 0.95)  # the jitter: 95 s
+    backend = FakeBackend()
+    async with make_pool(backend, max_lifetime=100.0, sync_interval=10.0) as pool:
+        async with pool.acquire() as resource:  # t = 0; sweeps at 10, 20, ..., 90, 100
+            await trio.sleep(94.0)
+        async with pool.acquire() as again:  # t = 94: still within its 95 s
+            assert again is resource
+            await trio.sleep(3.0)  # t = 97: past it, 3 s before the next sweep
+        await quiet()
+        assert backend.gracefully_closed == [resource]
+        assert snapshot(pool) == idle_values(0)
+
+
+async def test_a_resource_held_past_its_lifetime_is_retired_once_given_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend()
+    async with make_pool(backend, max=1, max_lifetime=10.0, sync_interval=1.0) as pool:
+        held = await pool.checkout()
+        await trio.sleep(30.0)  # past its lifetime while lent: nothing happens to it yet
+        assert backend.gracefully_closed == []
+        pool.release(held)
+        await quiet()
+        assert backend.gracefully_closed == [held]
+        async with pool.acquire() as fresh:
+            assert fresh is not held
+
+
 # --------------------------------------------------------------------------- expire_all
 
 
@@ -298,6 +330,25 @@ async def test_a_leak_logs_one_warning_naming_where_it_was_checked_out(
     assert f"{__file__}:{line2}" in message
     assert f":{line}" not in message
     assert "'leaky'" in message
+    assert counters(pool)["leaks"] == 1
+
+
+async def test_a_leak_is_reported_only_after_leak_timeout_and_within_two_sweeps_more(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend()
+    async with make_pool(backend, leak_timeout=5.0, sync_interval=1.0) as pool:
+        with caplog.at_level(logging.WARNING, logger="trio_pool.resource"):
+            await trio.sleep(0.5)  # sweeps at 1, 2, ...: this checkout is first seen at 1
+            resource = await pool.checkout()
+            reported_at: list[float] = []
+            while not caplog.records:
+                await trio.sleep(0.25)
+                reported_at.append(trio.current_time())
+            pool.release(resource)
+    held = reported_at[-1] - 0.5
+    assert 5.0 <= held <= 5.0 + 2 * 1.0, held
+    assert len(caplog.records) == 1
     assert counters(pool)["leaks"] == 1
 
 

@@ -1,7 +1,7 @@
 """A Hypothesis state machine driving a ResourcePool through random sequences of acquire,
 release, remove, destroy (of held and of idle resources), cancel (including the
 cancel-at-hand-off race), failing allocations, dead resources, expire_all(), resize(),
-max_lifetime, resets on release (some failing) and the passage of time, checking
+max_lifetime, leak_timeout, resets on release (some failing) and the passage of time, checking
 the pool's invariants (its own ``_check_invariants()`` and the backend's view) after every step.
 
 Harness: Trio runs in a background thread on a ``MockClock`` that only moves when a rule
@@ -140,6 +140,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         ping_time=st.sampled_from([0.0, 0.0, 0.5]),
         max_lifetime=st.sampled_from([None, None, 3.0, 15.0]),
         reset_time=st.sampled_from([None, None, 0.0, 0.5]),
+        leak_timeout=st.sampled_from([None, 1.0]),
     )
     def open_pool(
         self,
@@ -151,6 +152,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         ping_time: float,
         max_lifetime: float | None,
         reset_time: float | None,
+        leak_timeout: float | None,
     ) -> None:
         self.form = form
         self.backend.acquire_delay = allocation_time
@@ -169,6 +171,7 @@ class ResourcePoolMachine(RuleBasedStateMachine):
             sync_interval=2.0,
             max_lifetime=max_lifetime,
             reset=None if reset_time is None else self._reset,
+            leak_timeout=leak_timeout,  # its reports only log: they must not disturb the rest
         )
         pool = self.pool
 

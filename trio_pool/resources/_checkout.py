@@ -104,9 +104,8 @@ class Checkout:
 
     @staticmethod
     def _note_site(slot: Slot, caller: FrameType) -> None:
-        # Formatted only if it is reported, and dated by the sweep (see _housekeeping): a
-        # checkout must pay for neither a string nor a clock read.
-        slot.leak_site = (caller.f_code.co_filename, caller.f_lineno)
+        # No clock read and no formatting here: the sweep times the lease and formats it.
+        slot.leak_site = (caller.f_code, caller.f_lineno)
 
     def refusal(self, _: object = None) -> BaseException:
         """Why the pool refuses an acquirer now (it must refuse; a waiter is ignored)."""
@@ -128,7 +127,7 @@ class Checkout:
         lending = self._lending
         while lending.idle:
             slot = lending.idle.pop()
-            why = self._housekeeper.expired(slot)
+            why = self._housekeeper.expired(slot, now=trio.current_time())
             if why is None:
                 return self._lent(
                     lending.lend(slot), trio.current_time() if self._listeners.timing else None
@@ -145,8 +144,10 @@ class Checkout:
         started = trio.current_time() if self._listeners.timing else None
         timeout = options.request_timeout
         deadline = _INF if timeout is None else trio.current_time() + timeout
-        if lending.idle:  # try now...
-            slot = lending.lend_idle()
+        if lending.idle:  # try now... (lending.lend_idle(), inlined)
+            slot = lending.idle.pop()
+            slot.lend()
+            lending.busy[id(slot.resource)] = slot
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:  # ...then park
             limit = options.max_requests
@@ -160,18 +161,20 @@ class Checkout:
         if options.ping is not None:
             slot = await self._pinged(slot, deadline)
         self._counters.acquires += 1  # what _lent() does, without a call on the hot path
-        if options.leak_timeout is not None:
-            self._note_site(slot, sys._getframe(2))
+        if options.leak_timeout is not None:  # _note_site(), inlined
+            caller = sys._getframe(2)  # past this method and the public one the user called
+            slot.leak_site = (caller.f_code, caller.f_lineno)
         if started is not None:
             self._timed(slot, started)
         return slot
 
-    async def adopt(self, slot: Slot) -> Slot:
+    async def adopt(self, slot: Slot, deadline: float) -> Slot:
         """Finish the checkout of a slot a :class:`Cluster` waiter was handed (already lent):
-        what :meth:`take` does after its wait. A checkpoint only with a ``ping``."""
+        what :meth:`take` does after its wait, its ping bounded by the waiter's ``deadline``.
+        A checkpoint only with a ``ping``."""
         self._check_not_torn_down(slot)
         if self._options.ping is not None:
-            slot = await self._pinged(slot, _INF)
+            slot = await self._pinged(slot, deadline)
         return self._lent(slot)
 
     async def _wait(self, deadline: float, *, front: bool = False) -> Slot:
@@ -191,9 +194,10 @@ class Checkout:
             raise
         # Only reached when the deadline's scope caught its cancellation.
         lending.check_drained()
-        raise self._timed_out()
+        raise self.timed_out()
 
-    def _timed_out(self) -> RequestTimeoutError:
+    def timed_out(self) -> RequestTimeoutError:
+        """Count a request timeout; return the error the acquirer raises."""
         self._counters.request_timeouts += 1
         error = RequestTimeoutError(
             f"no resource within request_timeout={self._options.request_timeout}s"
@@ -228,7 +232,7 @@ class Checkout:
                 slot = replacement
             elif failure is _CUT_SHORT or not self._owner._serving():
                 self._give_up(slot)
-                raise self._timed_out() if failure is _CUT_SHORT else self._refuse()
+                raise self.timed_out() if failure is _CUT_SHORT else self._refuse()
             else:
                 # One synchronous step: give the failed slot back, park at the head (_wait
                 # counts this acquirer's demand for the replacement).
@@ -287,7 +291,10 @@ class AcquireContext(Generic[T]):
     ) -> None:
         slot, self._slot = self._slot, None
         assert slot is not None
-        give_back(self._checkout, slot, self._lease)
+        # give_back(), inlined: every acquire block runs this.
+        checkout = self._checkout
+        if slot.lease == self._lease and checkout._lending.busy.get(id(slot.resource)) is slot:
+            checkout.release(slot.resource)
 
 
 def give_back(checkout: Checkout, slot: Slot, lease: int) -> None:

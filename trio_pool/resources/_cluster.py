@@ -18,6 +18,13 @@ allocate for, the waiters the cluster assigned to it: each waiter is assigned, w
 to the capable open pool with the most spare capacity (none if all are full: it waits for a
 release). Only the cluster parks and hands on ``_waiters``; a waiter cancelled while parked
 leaves it with nothing handed (the hand-off's rule), so the pools stay as they were.
+
+A parked waiter is bounded as strictly as the strictest capable pool would bound it: it waits
+(and is pinged) at most the smallest ``request_timeout`` among the capable open pools when it
+parks (:class:`RequestTimeoutError`, counted by that pool, ``__cause__`` its allocation outage
+if any), and it is refused with :class:`PoolFullError` when the cluster waiters it competes
+with (those some of its capable pools could serve) already reach the smallest
+``max_requests`` among them.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ from typing import Any, Generic, TypeVar, final
 import attrs
 import trio
 
-from .._errors import InvalidArgumentError, NoCapablePoolError, PoolDestroyedError
+from .._errors import (
+    InvalidArgumentError,
+    NoCapablePoolError,
+    PoolDestroyedError,
+    PoolFullError,
+)
 from .._handoff import HandoffQueue
 from ._checkout import give_back
 from ._pool import ResourcePool
@@ -39,6 +51,8 @@ from ._slot import Slot
 __all__ = ["Cluster"]
 
 T = TypeVar("T")
+
+_INF = float("inf")
 
 
 @final
@@ -114,11 +128,16 @@ class Cluster(Generic[T]):
         raises what that pool's :meth:`ResourcePool.acquire` raises. Otherwise the acquirer
         waits, first come first served, for the first capable pool that frees or creates a
         resource (a pool's own waiters are served before the cluster's); ``ping`` then runs
-        as in that pool.
+        as in that pool. That wait is bounded by the strictest ``request_timeout`` and
+        ``max_requests`` of the capable pools.
 
         Raises:
             NoCapablePoolError: no pool has ``capability`` (or the cluster is empty).
             PoolDestroyedError: :meth:`end` was called.
+            PoolFullError: as many cluster waiters as the smallest ``max_requests`` of the
+                capable pools already wait for them.
+            RequestTimeoutError: nothing came within the smallest ``request_timeout`` of the
+                capable pools.
         """
         if self._ended:
             raise PoolDestroyedError("Cluster is ended")
@@ -134,17 +153,38 @@ class Cluster(Generic[T]):
         pool = self._select(capability)
         if pool.statistics().available or not pool._accepting():  # it changed meanwhile
             return pool, await pool._checkout.take()
-        pool, slot = await self._park(capability)
-        return pool, await pool._checkout.adopt(slot)
+        return await self._park(capability)
 
     async def _park(self, capability: str | None) -> tuple[ResourcePool[Any], Slot]:
-        """Park on the cluster's queue until a capable pool hands over a lent slot."""
+        """Park on the cluster's queue until a capable pool hands over a lent slot, then
+        check it out of that pool. A checkpoint."""
         capable = [p for p in self._pools if p._accepting() and _can(p, capability)]
+        limits = [p._options.max_requests for p in capable if p._options.max_requests is not None]
+        if limits and self._competing(capable) >= min(limits):
+            raise PoolFullError("Pool is full")
+        strictest = min(capable, key=_request_timeout, default=None)
+        timeout = _request_timeout(strictest) if strictest is not None else _INF
+        deadline = trio.current_time() + timeout
         spare = [p for p in capable if _spare(p) > 0]
         waiter = _Waiter(capability, max(spare, key=_spare) if spare else None)
         if waiter.assigned is not None:
             waiter.assigned._maybe_allocate(arriving=1)
-        return await self._waiters.wait(waiter)
+        handed: tuple[ResourcePool[Any], Slot] | None = None
+        with trio.CancelScope(deadline=deadline):
+            # Once handed, the slot is this waiter's even if the deadline passes meanwhile.
+            handed = await self._waiters.wait(waiter)
+        if handed is None:  # the deadline's scope caught its cancellation while parked
+            assert strictest is not None
+            raise strictest._checkout.timed_out()
+        pool, slot = handed
+        # The ping is bounded by the same deadline inside adopt(), as a pool's own acquirer's.
+        return pool, await pool._checkout.adopt(slot, deadline)
+
+    def _competing(self, capable: list[ResourcePool[T]]) -> int:
+        """How many parked cluster waiters one of ``capable`` could serve."""
+        return sum(
+            any(_can(pool, waiter.capability) for pool in capable) for waiter in self._waiters
+        )
 
     def _select(self, capability: str | None) -> ResourcePool[T]:
         capable = [p for p in self._pools if _can(p, capability)]
@@ -179,6 +219,11 @@ def _preference(pool: ResourcePool[Any]) -> tuple[int, int, int]:
 
 def _can(pool: ResourcePool[Any], capability: str | None) -> bool:
     return capability is None or capability in pool.capabilities
+
+
+def _request_timeout(pool: ResourcePool[Any]) -> float:
+    timeout = pool._options.request_timeout
+    return _INF if timeout is None else timeout
 
 
 def _spare(pool: ResourcePool[Any]) -> int:

@@ -7,16 +7,20 @@ The :class:`Housekeeper` owns the pool's sizing and expiry policy:
 * ``min`` and ``max`` (the constructor's, then :meth:`Housekeeper.resize`'s);
 * when a free resource must be retired instead of reused (:meth:`Housekeeper.expired`): it is
   from before the last ``expire_all()`` (the allocator's generation), past its own
-  ``max_lifetime``, or the pool is over ``max`` after a resize down. ``may_expire`` stays False
-  until one of these can happen, so the release path pays nothing for them until then;
+  ``max_lifetime`` (the clock is read for it on release, only when ``max_lifetime`` is set), or
+  the pool is over ``max`` after a resize down. ``may_expire`` stays False until one of these
+  can happen, so the release path pays nothing for them until then;
 * the periodic sweep, a task in the pool's nursery when ``idle_timeout``, ``max_lifetime`` or
   ``leak_timeout`` is set. Every ``sync_interval`` (a sleep, so virtual clocks take no real
   time) while the pool is open it evicts the idle resources older than ``idle_timeout``
   (oldest first, never below ``min``), retires the expired idle ones, logs one WARNING per
   checkout held longer than ``leak_timeout`` (naming where it was checked out) and counts it;
-  then it asks the pool to refill. A checkout notes only *where* it was made (no clock read
-  on the hot path); the sweep dates a lease when it first sees it, so a leak is reported
-  late by up to one ``sync_interval``, never early.
+  then it asks the pool to refill.
+
+A checkout is timed for ``leak_timeout`` from the first sweep that sees it (``Slot.leak_lease``),
+which is after it began: it has been held at least ``leak_timeout`` when reported, and is
+reported at most about ``sync_interval`` later than a clock read at checkout would allow. So
+the checkout path reads no clock for it, and only notes its ``file:line``.
 
 A retirement made on the pool's own initiative is logged (``retiring %r (why)``): like after
 ``remove()``, the slot is free at once and a replacement may open before the dispose begins.
@@ -68,11 +72,11 @@ class Housekeeper:
         "_lending",
         "_options",
         "_owner",
-        "_resized",
         "_scope",
         "max",
         "may_expire",
         "min",
+        "shrunk",
     )
 
     def __init__(
@@ -90,21 +94,25 @@ class Housekeeper:
         self._counters = counters
         self._scope: trio.CancelScope | None = None
         self.min, self.max = options.min, options.max
-        self.may_expire = options.max_lifetime is not None
-        self._resized = False  # "over max" is possible only after a resize()
+        self.may_expire = options.max_lifetime is not None  # else until expire_all()/resize()
+        self.shrunk = False  # resize() lowered max: "over max" becomes possible
 
     # ------------------------------------------------------------------ expiry
 
-    def expired(self, slot: Slot, *, counted: bool = False) -> str | None:
-        """Why a free slot must be retired instead of reused, or None (``counted``: it is
-        idle, so part of ``allocated``). Check ``may_expire`` first on a hot path."""
-        if not self.may_expire:
-            return None
+    def expired(self, slot: Slot, *, now: float | None = None, counted: bool = False) -> str | None:
+        """Why a free slot must be retired instead of reused, or None. ``now``: the clock, if
+        the caller read it (else it is read only for a slot with a lifetime); ``counted``: it
+        is idle, so part of ``allocated``. Check ``may_expire`` first on a hot path."""
         if slot.generation != self._allocator.generation:
             return "expire_all()"
-        if slot.expires_at <= trio.current_time():
-            return "max_lifetime"
-        if self._resized and self._owner._allocated() - counted >= self.max:
+        expires = slot.expires_at
+        if expires != math.inf:
+            if now is None:
+                clock = self._lending.clock
+                now = trio.current_time() if clock is None else clock.current_time()
+            if expires <= now:
+                return "max_lifetime"
+        if self.shrunk and self._owner._allocated() - counted >= self.max:
             return "over max"
         return None
 
@@ -127,7 +135,7 @@ class Housekeeper:
             InvalidArgumentError: a size is out of its domain (nothing is changed).
         """
         self.min, self.max = check_sizes(minimum, maximum)
-        self.may_expire = self._resized = True
+        self.may_expire = self.shrunk = True
         for slot in self._lending.stale(math.inf, self._owner._allocated() - self.max):
             self.expire(slot, "over max")
 
@@ -160,30 +168,29 @@ class Housekeeper:
             for slot in lending.stale(now - options.idle_timeout, spare):
                 logger.debug("%r: evicting idle %r", owner, slot.resource)
                 owner._retire(slot, graceful=True)
-        if self.may_expire:
+        if self.may_expire or options.max_lifetime is not None:
             for slot in list(lending.idle):
-                why = self.expired(slot, counted=True)
+                why = self.expired(slot, now=now, counted=True)
                 if why is not None:
                     lending.drop_idle(slot)
                     self.expire(slot, why)
         if options.leak_timeout is not None:
-            self._report_leaks(now)
+            self._report_leaks(now, options.leak_timeout)
 
-    def _report_leaks(self, now: float) -> None:
-        """Date the leases seen for the first time; one WARNING (and one count) per checkout
-        seen ``leak_timeout`` ago or earlier."""
-        leak_timeout = self._options.leak_timeout
-        assert leak_timeout is not None
-        cutoff = now - leak_timeout
+    def _report_leaks(self, now: float, leak_timeout: float) -> None:
+        """One WARNING (and one count) per checkout held ``leak_timeout`` since this sweep
+        first saw it."""
         for slot in self._lending.busy.values():
-            if slot.leak_site is None:
-                continue  # reported already
-            if slot.dated_lease != slot.lease:
-                slot.dated_lease, slot.lent_at = slot.lease, now
-            elif slot.lent_at <= cutoff:
+            site = slot.leak_site
+            if site is None:
+                continue  # reported already (or taken before leak_timeout applied)
+            if slot.leak_lease != slot.lease:  # a checkout this sweep sees first
+                slot.leak_lease, slot.lent_at = slot.lease, now
+            elif slot.lent_at <= now - leak_timeout:
+                code, line = site
                 logger.warning(
                     "%r: %r checked out at %s:%s held over leak_timeout=%ss (a leak?)",
-                    self._owner, slot.resource, *slot.leak_site, self._options.leak_timeout,
+                    self._owner, slot.resource, code.co_filename, line, leak_timeout,
                 )  # fmt: skip
                 slot.leak_site = None
                 self._counters.leaks += 1

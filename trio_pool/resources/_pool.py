@@ -28,7 +28,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 import trio
 
@@ -112,10 +112,11 @@ class ResourcePool(Observed, Generic[T]):
             :class:`PoolBailedError`. ``0`` (default): the first such failure. ``None``:
             retry forever.
         max_lifetime: a resource older than this (each its own limit in [0.9, 1.0] x it) is
-            retired when given back or while idle; ``None`` (default): no limit.
+            retired when given back, or while idle (by the sweep, every ``sync_interval``);
+            ``None`` (default): no limit.
         leak_timeout: a checkout held longer logs one WARNING naming its ``file:line`` and
-            counts in ``leaks_total`` (within two ``sync_interval`` after it, never before);
-            ``None`` (default): no check.
+            counts in ``leaks_total`` (checked by the sweep, timed from the first sweep that
+            sees the checkout); ``None`` (default): no check.
         name: in the repr, the log lines and metrics; default ``"ResourcePool-N"``.
 
     Raises:
@@ -164,7 +165,7 @@ class ResourcePool(Observed, Generic[T]):
         self._counters = Counters()
         self._supervisor = Supervisor()
         self._allocator = Allocator(options, self, self._supervisor, self._counters)
-        self._lending = Lending(stamps_idle=self._options.idle_timeout is not None)
+        self._lending = Lending()
         self._housekeeper = keeper = Housekeeper(
             self, options, self._lending, self._allocator, self._counters
         )
@@ -185,6 +186,7 @@ class ResourcePool(Observed, Generic[T]):
         if self._state is _State.DESTROYED:
             raise PoolDestroyedError("Pool is destroyed: a pool's async with block runs once")
         await self._supervisor.enter()
+        self._lending.clock = trio.lowlevel.current_clock()
         self._set_state(_State.OPEN)
         self._allocator.start()
         if self._housekeeper.needed:
@@ -334,7 +336,13 @@ class ResourcePool(Observed, Generic[T]):
             InvalidArgumentError: the resource is not checked out from this pool (foreign,
                 or already released, removed or destroyed).
         """
-        slot = self._lending.take_back(resource, "release")
+        # Lending.take_back(), inlined for a resource that is lent (it explains the others).
+        busy = self._lending.busy
+        slot = busy.get(id(resource))
+        if slot is not None and slot.resource is resource:
+            del busy[id(resource)]
+        else:
+            slot = self._lending.take_back(resource, "release")  # raises
         if slot.held_since is not None:
             self._listeners.given_back(slot)
         if self._state is _State.DESTROYED:
@@ -376,11 +384,21 @@ class ResourcePool(Observed, Generic[T]):
     def _offer(self, slot: Slot) -> None:
         """A resource is free: the head waiter gets it, else it goes idle (or, unless open,
         is disposed). One past its lifetime, expired or over ``max`` is retired instead."""
-        keeper = self._housekeeper
-        why = keeper.expired(slot) if keeper.may_expire else None
+        keeper, lending = self._housekeeper, self._lending
+        now = None
+        why = None
+        if keeper.may_expire:
+            assert lending.clock is not None  # nothing is offered before the pool is entered
+            now = lending.clock.current_time()  # read once: give() stamps an idle slot with it
+            if (
+                slot.expires_at <= now
+                or slot.generation != self._allocator.generation
+                or keeper.shrunk
+            ):  # the rare case: expired() says why, if at all
+                why = keeper.expired(slot, now=now)
         if why is not None:
             keeper.expire(slot, why)
-        elif not self._lending.give(slot, may_idle=self._state is _State.OPEN):
+        elif not lending.give(slot, may_idle=self._state is _State.OPEN, now=now):
             self._retire(slot, graceful=True)
         if self._lending.drained is not None:  # only while ending
             self._lending.check_drained()
@@ -409,10 +427,11 @@ class ResourcePool(Observed, Generic[T]):
             return
         lending = self._lending
         creating = len(self._allocator.creating)
-        allocated = lending.placed() + creating
+        # lending.placed(), inlined: every acquirer that parks runs this.
+        allocated = len(lending.idle) + len(lending.busy) + len(lending.resetting) + creating
         keeper = self._housekeeper
         if allocated >= keeper.max:
-            return  # no room: the common case of a busy pool, where every acquirer parks
+            return  # full, the common case under contention: nothing may start
         wanted = lending.demand() + arriving - creating
         if state is _State.OPEN:
             wanted = max(wanted, keeper.min - allocated)
@@ -447,19 +466,7 @@ class ResourcePool(Observed, Generic[T]):
 
     def _check_invariants(self) -> None:
         """Assert that the bookkeeping is consistent (for tests; O(allocated + queued))."""
-        lending = self._lending
-        stats = self.statistics()
-        assert stats.allocated == lending.placed() + len(self._allocator.creating), stats
-        assert (stats.available, stats.queued) == (len(lending.idle), len(lending.waiters))
-        if self._state is _State.DESTROYED:
-            assert not lending.idle and not lending.waiters, "destroyed, yet in use"  # noqa: PT018
-            return
-        # Over max only after a resize down, and then nothing idles until it is back under.
-        assert stats.allocated <= stats.max or not lending.idle, f"over max: {stats}"
-        assert (self._state is _State.BAILED) == (self._bail_error is not None)
-        assert all(slot in self._allocator.alive for slot in lending.idle), "idle, no task"
-        lending.check_invariants()
-        self._allocator.check_invariants()
+        _check_invariants(self, self._lending)
 
     # ------------------------------------------------------------------ shutting down
 
@@ -506,21 +513,41 @@ class ResourcePool(Observed, Generic[T]):
 
     def _abort(self) -> None:
         """Tear everything down at once (the block raised): destroy, never dispose."""
-        logger.debug("%r: destroying everything", self)
-        self._set_state(_State.DESTROYED)
-        lending = self._lending
-        lending.waiters.fail_all(lambda _: PoolDestroyedError("Pool is destroyed"))
-        lending.check_drained()
-        for slot in (*lending.take_all_idle(), *lending.busy.values(), *lending.resetting.values()):
-            slot.destroy(self._options.destroy, self)
-        self._allocator.abandon_creating(forget=True)
-        for slot in self._allocator.alive:
-            # The supervisor's cancellation reaches every task but a late open= resource
-            # disposing under a shield; cancelling each scope reaches that one too.
-            if slot.scope is not None:
-                slot.scope.cancel()
-        if self._ended is None:
-            self._ended = trio.Event()
-        self._ended.set()
-        # The supervisor now cancels every resource task: open= context managers exit
-        # under cancellation, nothing is disposed.
+        _tear_down(self, self._lending)
+
+
+def _tear_down(pool: ResourcePool[Any], lending: Lending) -> None:
+    """:meth:`ResourcePool._abort`, outside the class to keep it short."""
+    logger.debug("%r: destroying everything", pool)
+    pool._set_state(_State.DESTROYED)
+    lending.waiters.fail_all(lambda _: PoolDestroyedError("Pool is destroyed"))
+    lending.check_drained()
+    for slot in (*lending.take_all_idle(), *lending.busy.values(), *lending.resetting.values()):
+        slot.destroy(pool._options.destroy, pool)
+    pool._allocator.abandon_creating(forget=True)
+    for slot in pool._allocator.alive:
+        # The supervisor's cancellation reaches every task but a late open= resource
+        # disposing under a shield; cancelling each scope reaches that one too.
+        if slot.scope is not None:
+            slot.scope.cancel()
+    if pool._ended is None:
+        pool._ended = trio.Event()
+    pool._ended.set()
+    # The supervisor now cancels every resource task: open= context managers exit
+    # under cancellation, nothing is disposed.
+
+
+def _check_invariants(pool: ResourcePool[Any], lending: Lending) -> None:
+    """:meth:`ResourcePool._check_invariants`, outside the class to keep it short."""
+    stats = pool.statistics()
+    assert stats.allocated == lending.placed() + len(pool._allocator.creating), stats
+    assert (stats.available, stats.queued) == (len(lending.idle), len(lending.waiters))
+    if pool._state is _State.DESTROYED:
+        assert not lending.idle and not lending.waiters, "destroyed, yet in use"  # noqa: PT018
+        return
+    # Over max only after a resize down, and then nothing idles until it is back under.
+    assert stats.allocated <= stats.max or not lending.idle, f"over max: {stats}"
+    assert (pool._state is _State.BAILED) == (pool._bail_error is not None)
+    assert all(slot in pool._allocator.alive for slot in lending.idle), "idle, no task"
+    lending.check_invariants()
+    pool._allocator.check_invariants()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from types import CodeType
 from typing import Any, Protocol
 
 import attrs
@@ -88,9 +89,10 @@ class Slot:
     lease: int = 0  # bumped at every hand-out; tells an acquire block its own checkout apart
     generation: int = 0  # the pool's expire_all() generation when its creation began
     expires_at: float = _INF  # max_lifetime (with its jitter) after its creation
-    lent_at: float = 0.0  # when the sweep first saw the lease ``dated_lease`` (leak_timeout)
-    dated_lease: int = -1
-    leak_site: tuple[str, int] | None = None  # (file, line) of the current lease, until reported
+    lent_at: float = 0.0  # when the sweep first saw the current lease (with leak_timeout)
+    leak_lease: int = 0  # the lease the sweep last saw (with leak_timeout)
+    # Where the current lease was asked for (code, line), until reported as a leak.
+    leak_site: tuple[CodeType, int] | None = None
     held_since: float | None = None  # when the current lease began (only while a listener hears)
 
     def __repr__(self) -> str:
