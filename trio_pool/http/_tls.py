@@ -86,8 +86,25 @@ class TLSSession:
         Raises:
             trio.BrokenResourceError: a TLS error (caused by the ``ssl.SSLError``).
         """
+        obj = self._obj
         try:
-            return self._obj.read(size)
+            data = obj.read(size)
+            if not self._in.pending or len(data) >= size:
+                return data
+            # More records are here already: decrypt them too. Fewer, larger chunks cost
+            # the HTTP parser (and its caller) less than one call per 16 KiB record.
+            parts = [data]
+            size -= len(data)
+            while size > 0 and self._in.pending:
+                try:
+                    more = obj.read(size)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    break  # the rest of a record, or the end: for the next call
+                if not more:
+                    break
+                parts.append(more)
+                size -= len(more)
+            return b"".join(parts)
         except ssl.SSLWantReadError:
             return None
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
