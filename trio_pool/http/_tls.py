@@ -87,15 +87,18 @@ class TLSSession:
             trio.BrokenResourceError: a TLS error (caused by the ``ssl.SSLError``).
         """
         obj = self._obj
+        incoming = self._in
+        if not incoming.pending and not incoming.eof and not obj.pending():
+            return None  # surely (a read would say so by raising SSLWantReadError: dearer)
         try:
             data = obj.read(size)
-            if not self._in.pending or len(data) >= size:
+            if not incoming.pending or len(data) >= size:
                 return data
             # More records are here already: decrypt them too. Fewer, larger chunks cost
             # the HTTP parser (and its caller) less than one call per 16 KiB record.
             parts = [data]
             size -= len(data)
-            while size > 0 and self._in.pending:
+            while size > 0 and incoming.pending:
                 try:
                     more = obj.read(size)
                 except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
