@@ -136,11 +136,13 @@ class Transport:
             return
         await trio.lowlevel.checkpoint_if_cancelled()
         tls = self._tls
-        if tls is not None:
-            answering = self._sending
-            if isinstance(answering, trio.Event):  # pragma: no cover - see _answer
-                await answering.wait()
-            data = tls.write(data)
+        if tls is None:  # plain TCP: no reader ever sends
+            await self._send_raw(raw, data)
+            return
+        answering = self._sending
+        if isinstance(answering, trio.Event):  # pragma: no cover - see _answer
+            await answering.wait()
+        data = tls.write(data)
         self._sending = True
         try:
             await self._send_raw(raw, data)
