@@ -4,6 +4,7 @@ against aiohttp, over nginx with TLS.
 Usage::
 
     python benchmarks/tls_cpu.py [--baseline /work/main] [--reps 5] [--window 2]
+        [--concurrency 10 100] [--sizes 12 65536] [--scheme https|http]
 
 One nginx (``_servers``) for the run; every measurement runs in a child process
 (``_clients.py SPEC``) with the checkout under test first on ``PYTHONPATH`` — this tree, the
@@ -74,13 +75,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--scheme", choices=["https", "http"], default="https")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[12, 65536])
     args = parser.parse_args()
     _servers.raise_fd_limit()
     clients = [("new", ROOT, POOL), ("main", args.baseline, POOL), ("aiohttp", ROOT, AIOHTTP)]
     with _servers.start("nginx") as server:
         for path, size in ((_servers.SMALL_PATH, 12), (_servers.LARGE_PATH, 65536)):
+            if size not in args.sizes:
+                continue
             for concurrency in args.concurrency:
-                target = Target(server.origins("https"), path, size, server.cafile, server.pids)
+                origins = server.origins(args.scheme)
+                target = Target(origins, path, size, server.cafile, server.pids)
                 cpu: dict[str, list[float]] = {name: [] for name, _, _ in clients}
                 for rep in range(args.reps):
                     order = clients[rep % 3 :] + clients[: rep % 3]
@@ -96,7 +102,7 @@ def main() -> None:
                 medians = {name: statistics.median(values) for name, values in cpu.items()}
                 verdict = "ok" if vs_aio >= TARGETS[path] else "MISSED"
                 print(
-                    f"https {size:>6} B C={concurrency:<4} CPU us/req "
+                    f"{args.scheme} {size:>6} B C={concurrency:<4} CPU us/req "
                     + " ".join(f"{name}={value:7.1f}" for name, value in medians.items())
                     + f" | main/new={vs_main:.2f}x aiohttp/new={vs_aio:.2f}x"
                     + f" (target {TARGETS[path]}x: {verdict})",
