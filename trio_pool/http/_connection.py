@@ -209,8 +209,8 @@ class Connection:
         return None
 
     def receive_nowait(self) -> bool:
-        """Feed h11 with whatever a plain TCP socket already holds (no I/O wait, not a
-        checkpoint); False if nothing could be read that way (empty, TLS, not a socket)."""
+        """Feed h11 with whatever the socket already holds (no I/O wait, not a
+        checkpoint); False if nothing could be read that way (empty, not a socket)."""
         try:
             data = self._transport.receive_ready()
         except trio.BrokenResourceError:
@@ -341,7 +341,7 @@ class Connection:
             TrioPoolError: the read's timeout (:meth:`timeout_error`).
         """
         transport = self._transport
-        if not transport.raw:  # TLS, or a custom stream
+        if not transport.raw:  # a custom stream (TLS on a socket is raw too)
             with trio.CancelScope() as scope:
                 self._waiting(request, scope)
                 try:

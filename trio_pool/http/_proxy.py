@@ -43,6 +43,7 @@ from ._noproxy import NoProxy
 from ._options import ClientOptions
 from ._origin import Origin, parse_origin
 from ._prepare import _header_pairs
+from ._tls import start_tls
 from ._transport import default_ssl_context, open_stream
 
 if TYPE_CHECKING:
@@ -131,13 +132,8 @@ class Proxy:
         stream = await self._open()
         try:
             await _connect_through(stream, self, target)
-            tls = trio.SSLStream(
-                stream,
-                self.target_context or default_ssl_context(),
-                server_hostname=target.host,
-                https_compatible=True,
-            )
-            await tls.do_handshake()
+            context = self.target_context or default_ssl_context()
+            tls = await start_tls(stream, context, target.host)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise

@@ -6,31 +6,38 @@ A :class:`Transport` is the one place in the HTTP core that makes system calls o
 Trio's wait primitives directly. Above it, ``_connection.py`` speaks HTTP/1.1 (h11) and
 knows nothing of sockets.
 
-* **Opening** (:meth:`Transport.open`): TCP, then TLS for ``https``, or the caller's
-  ``connector`` (its stream used as is), within ``connect_timeout``.
-* **Raw I/O.** On a plain TCP connection the bytes go through a non-blocking duplicate of
-  the socket (``_raw``) rather than ``SocketStream``: one system call per write or read plus
-  Trio's wait primitives, with the same cancellation points as ``send_all``/``receive_some``
-  but a fraction of their per-call Python overhead, which dominates a small request's cost.
-  TLS and custom streams use the stream.
-* **Liveness** (:meth:`Transport.alive`): a non-blocking ``MSG_PEEK`` on the TCP socket
-  (TLS included: the probe is a duplicate of the socket under the TLS stream).
+* **Opening** (:meth:`Transport.open`): TCP, then TLS for ``https`` (``_tls.py``), or the
+  caller's ``connector``, within ``connect_timeout``.
+* **Raw I/O.** A TCP connection — with TLS on it or not, opened here or a connector's
+  ``SocketStream`` (TLS over one included: a proxy tunnel) — is *adopted*: the transport
+  takes the socket out of its ``SocketStream`` (``detach``: one file descriptor per
+  connection, no duplicate) and does one system call per write or read plus Trio's wait
+  primitives, with the same cancellation points as ``send_all``/``receive_some`` but a
+  fraction of their per-call Python overhead, which dominates a small request's cost. TLS
+  runs on that socket through a :class:`~._tls.TLSSession` (bytes in, bytes out). Other
+  streams (in-memory, TLS inside TLS) are used as streams.
+* **Liveness** (:meth:`Transport.alive`): a non-blocking ``MSG_PEEK`` on the socket; with
+  TLS a non-blocking read instead, so a post-handshake message (a TLS 1.3 session ticket
+  that arrived while the connection was idle) is consumed rather than taken for a sign of
+  death.
 * **The interruptible receive** (:meth:`Transport.arm_interrupt`,
   :meth:`Transport.wait_receive`): the fast read mode of a request (``request()``, see
-  ``_dispatcher.py``) holds no cancel scope; a read of it that has to wait on plain TCP is
+  ``_dispatcher.py``) holds no cancel scope; a read of it that has to wait on the socket is
   interrupted through the socket (``notify_closing`` wakes the waiting task with
   ``ClosedResourceError``). The connection is closed afterwards anyway, as after a cancel.
+  The transport is its own interrupt (no object per connection for it).
 
 Who may change what: only the connection that owns the transport calls its methods, from
 one task at a time, except that one task may send (a duplex body) while another receives,
-as Trio streams allow. The interrupt is armed by the reader and fired by whoever times out
-or aborts that read (the connection's task, ``destroy()``, a ``Controller.abort()``).
+as Trio streams allow (``_sending`` keeps a reader's TLS answer from interleaving with a
+write). The interrupt is armed by the reader and fired by whoever times out or aborts that
+read (the connection's task, ``destroy()``, a ``Controller.abort()``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -39,6 +46,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._errors import ConnectTimeoutError, TrioPoolError, connect_error
+from ._tls import RECEIVE_SIZE, TLSSession, TLSStream, start_tls
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
@@ -49,23 +57,34 @@ __all__ = ["Connector", "PrefixedStream", "Transport", "default_ssl_context", "o
 Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
 """A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
 
-RECEIVE_SIZE = 65536
-
 
 class Transport:
     """The byte stream of one connection (see the module docstring)."""
 
-    __slots__ = ("_interrupt", "_probe", "_raw", "raw", "stream")
+    __slots__ = ("_sending", "_sock", "_tls", "fired", "raw", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self._probe = _probe_socket(stream)
-        # Plain TCP: do the I/O on the probe (see the module docstring).
-        self._raw = self._probe if isinstance(stream, trio.SocketStream) else None
-        # True on plain TCP: reads and writes are system calls on the socket, and a waiting
-        # receive can be interrupted through it (wait_receive). Read-only.
-        self.raw = self._raw is not None
-        self._interrupt = None if self._raw is None else _SocketInterrupt(self._raw)
+        self._tls: TLSSession | None = None
+        inner = stream
+        if isinstance(stream, TLSStream):
+            inner = stream.transport_stream
+        if isinstance(inner, trio.SocketStream):
+            # Adopt the socket (see the module docstring): the streams are dropped.
+            self._sock: socket.socket | None = _adopt(inner)
+            self.stream: trio.abc.Stream | None = None
+            if inner is not stream:
+                assert isinstance(stream, TLSStream)
+                self._tls = stream.session
+        else:
+            self._sock = None
+            self.stream = stream
+        # True if reads and writes are system calls on the socket, and a waiting receive
+        # can be interrupted through it (wait_receive). Read-only.
+        self.raw = self._sock is not None
+        self.fired = False  # the interrupt of the current wait_receive fired
+        # True while a write is in progress, the Event of a reader's TLS answer being
+        # sent (_answer), False otherwise: the two never interleave on the socket.
+        self._sending: bool | trio.Event = False
 
     @classmethod
     async def open(
@@ -76,23 +95,33 @@ class Transport:
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for. Not a
-        checkpoint: a non-blocking ``MSG_PEEK`` on the TCP socket, one system call.
+        checkpoint: one non-blocking system call on the socket (a ``MSG_PEEK``; with TLS a
+        read, whose post-handshake messages are consumed, see the module docstring).
 
-        Streams that are not (TLS over) a trio socket — e.g. in-memory test streams — cannot
-        be probed and count as alive; their failure then shows on the next request (and an
-        idempotent one is retried).
+        Streams that are not adopted — e.g. in-memory test streams — cannot be probed and
+        count as alive; their failure then shows on the next request (and an idempotent one
+        is retried).
         """
-        if self._probe is None:
+        sock = self._sock
+        if sock is None:
             return True
+        tls = self._tls
         try:
-            self._probe.recv(1, socket.MSG_PEEK)
+            if tls is None:
+                sock.recv(1, socket.MSG_PEEK)
+                return False  # b"" is a FIN; anything else is unsolicited
+            data = sock.recv(RECEIVE_SIZE)
         except BlockingIOError:
             return True
         except OSError:
             return False
-        # b"" is a FIN; anything else is unsolicited (for TLS: possibly a close_notify or a
-        # late session ticket; either way this connection is not worth the risk).
-        return False
+        if not data:
+            return False
+        tls.feed(data)
+        try:
+            return tls.read() is None  # None: only TLS messages, no data, no EOF
+        except trio.BrokenResourceError:
+            return False
 
     # ------------------------------------------------------------------ writing
 
@@ -100,11 +129,27 @@ class Transport:
         """Write ``data`` whole. Checks for cancellation first; waits (a checkpoint) only
         while the socket's buffer is full. A broken socket raises ``BrokenResourceError``,
         as ``SocketStream`` does."""
-        raw = self._raw
+        raw = self._sock
         if raw is None:
+            assert self.stream is not None
             await self.stream.send_all(data)
             return
         await trio.lowlevel.checkpoint_if_cancelled()
+        tls = self._tls
+        if tls is None:  # plain TCP: no reader ever sends
+            await self._send_raw(raw, data)
+            return
+        answering = self._sending
+        if isinstance(answering, trio.Event):  # pragma: no cover - see _answer
+            await answering.wait()
+        data = tls.write(data)
+        self._sending = True
+        try:
+            await self._send_raw(raw, data)
+        finally:
+            self._sending = False
+
+    async def _send_raw(self, raw: socket.socket, data: bytes) -> None:
         total = len(data)
         sent = 0
         try:
@@ -120,14 +165,30 @@ class Transport:
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
+    async def _answer(self, raw: socket.socket, tls: TLSSession) -> None:
+        """Send what a post-handshake message asks to (a rare checkpoint), unless a write
+        is in progress: that one sends it with its own bytes (see ``_tls.py``)."""
+        if self._sending is not False:  # pragma: no cover - a duplex write sends it
+            return
+        out = tls.output()
+        if out:  # pragma: no cover - a TLS 1.2 renegotiation, a TLS 1.3 key update
+            # A write starting meanwhile waits for this one (rare: an Event only here).
+            done = self._sending = trio.Event()
+            try:
+                await self._send_raw(raw, out)
+            finally:
+                self._sending = False
+                done.set()
+
     # ------------------------------------------------------------------ reading
 
     async def receive(self) -> bytes:
         """The next bytes from the peer (b"" at EOF). A checkpoint, like ``receive_some``:
         a read that has to wait waits for the socket, one that does not is still a schedule
         point. Cancelled by the caller's cancel scope."""
-        raw = self._raw
+        raw = self._sock
         if raw is None:
+            assert self.stream is not None
             data = await self.stream.receive_some(RECEIVE_SIZE)
             return bytes(data) if type(data) is not bytes else data
         # The schedule point first: the request was usually just written, and while the
@@ -135,64 +196,98 @@ class Transport:
         # instead of failing (a system call and an exception) and waiting for the socket
         # (an epoll registration and a wake-up), as a hand-written send/receive loop does.
         await trio.lowlevel.checkpoint()
+        tls = self._tls
         try:
             while True:
+                if tls is not None:
+                    plain = tls.read()
+                    if plain is not None:
+                        return plain
+                    await self._answer(raw, tls)
                 try:
-                    return raw.recv(RECEIVE_SIZE)
+                    data = raw.recv(RECEIVE_SIZE)
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(raw)
+                    continue
+                if tls is None:
+                    return data
+                tls.feed(data)
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
     def receive_ready(self) -> bytes | None:
-        """What a plain TCP socket holds already (b"" at EOF), or None if nothing is there
-        (or this is not plain TCP). Not a checkpoint, no wait.
+        """What the socket holds already (b"" at EOF; with TLS, what decrypts from it), or
+        None if nothing is there (or the transport has no socket). Not a checkpoint, no
+        wait.
 
         Raises:
-            trio.BrokenResourceError: the socket failed.
+            trio.BrokenResourceError: the socket (or TLS) failed.
         """
-        raw = self._raw
+        raw = self._sock
         if raw is None:
             return None
+        tls = self._tls
+        if tls is not None:
+            plain = tls.read()
+            if plain is not None:
+                return plain
         try:
-            return raw.recv(RECEIVE_SIZE)
+            data = raw.recv(RECEIVE_SIZE)
         except BlockingIOError:
             return None
         except OSError as exc:
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        if tls is None:
+            return data
+        tls.feed(data)
+        return tls.read()
 
-    def arm_interrupt(self) -> _SocketInterrupt:
-        """The interrupt of the next :meth:`wait_receive` (plain TCP only), reset."""
-        interrupt = self._interrupt
-        assert interrupt is not None
-        interrupt.fired = False
-        return interrupt
+    def arm_interrupt(self) -> Transport:
+        """The interrupt of the next :meth:`wait_receive` (the transport itself), reset."""
+        assert self._sock is not None
+        self.fired = False
+        return self
+
+    def cancel(self) -> None:
+        """Fire the interrupt armed by :meth:`arm_interrupt`: the waiting read wakes with
+        ``ClosedResourceError`` (the transport must be closed afterwards). Not a
+        checkpoint."""
+        if not self.fired and self._sock is not None:
+            self.fired = True
+            trio.lowlevel.notify_closing(self._sock)
 
     async def wait_receive(self) -> bytes | None:
-        """Wait for bytes on a plain TCP socket, without a cancel scope: None if the interrupt
+        """Wait for bytes on the socket, without a cancel scope: None if the interrupt
         armed by :meth:`arm_interrupt` fired (then the transport must be closed). A
         checkpoint (it waits).
 
         Raises:
-            trio.BrokenResourceError: the socket failed.
+            trio.BrokenResourceError: the socket (or TLS) failed.
             trio.ClosedResourceError: the transport was closed under the wait.
         """
-        raw = self._raw
-        interrupt = self._interrupt
+        raw = self._sock
         assert raw is not None
-        assert interrupt is not None
+        tls = self._tls
         try:
             while True:
+                if tls is not None:
+                    await self._answer(raw, tls)
                 await trio.lowlevel.wait_readable(raw)
                 try:
                     data = raw.recv(RECEIVE_SIZE)
                 except BlockingIOError:
                     continue
-                if not interrupt.fired:  # else it fired as the bytes came: too late
+                if tls is not None:
+                    tls.feed(data)
+                    plain = tls.read()
+                    if plain is None:
+                        continue
+                    data = plain
+                if not self.fired:  # else it fired as the bytes came: too late
                     return data
                 return None
         except trio.ClosedResourceError:
-            if not interrupt.fired:
+            if not self.fired:
                 raise
             return None
         except OSError as exc:
@@ -201,36 +296,33 @@ class Transport:
     # ------------------------------------------------------------------ ending
 
     async def aclose(self) -> None:
-        """Close at once (no graceful TLS goodbye). A checkpoint."""
-        self._close_probe()
-        await trio.aclose_forcefully(self.stream)
+        """Close at once: no waiting for a graceful TLS goodbye, though a close_notify is
+        sent if the socket takes it at once. A checkpoint."""
+        sock = self._sock
+        if sock is None:
+            assert self.stream is not None
+            await trio.aclose_forcefully(self.stream)
+            return
+        self._sock = None
+        if self._tls is not None:
+            with contextlib.suppress(OSError):  # best-effort
+                sock.send(self._tls.close_notify())
+        trio.lowlevel.notify_closing(sock)  # a task waiting on it gets an error
+        sock.close()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def detach(self, prefix: bytes) -> trio.abc.Stream:
-        """Stop owning the stream and return it, ``prefix`` (bytes already read past the
-        last response) first (``upgrade()``/``connect()`` hand it over)."""
-        self._close_probe()
-        return PrefixedStream(self.stream, prefix) if prefix else self.stream
-
-    def _close_probe(self) -> None:
-        if self._probe is not None:
-            trio.lowlevel.notify_closing(self._probe)  # a task waiting on it gets an error
-            self._probe.close()
-
-
-class _SocketInterrupt:
-    """Interrupts a read waiting on a plain TCP socket without a cancel scope: it wakes
-    with ``ClosedResourceError`` (the connection is closed afterwards, as after a cancel)."""
-
-    __slots__ = ("fired", "socket")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.socket = sock
-        self.fired = False
-
-    def cancel(self) -> None:
-        if not self.fired:
-            self.fired = True
-            trio.lowlevel.notify_closing(self.socket)
+        """Stop owning the connection and return it as a stream, ``prefix`` (bytes already
+        read past the last response) first (``upgrade()``/``connect()`` hand it over)."""
+        sock = self._sock
+        stream = self.stream
+        if sock is not None:
+            self._sock = None
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            if self._tls is not None:
+                stream = TLSStream(stream, self._tls)
+        assert stream is not None
+        return PrefixedStream(stream, prefix) if prefix else stream
 
 
 class PrefixedStream(trio.abc.Stream):
@@ -288,10 +380,7 @@ async def open_stream(
                     )
                 if origin.is_https:
                     context = options.ssl_context or _default_ssl_context()
-                    stream = trio.SSLStream(
-                        stream, context, server_hostname=origin.host, https_compatible=True
-                    )
-                    await stream.do_handshake()
+                    stream = await start_tls(stream, context, origin.host)
         except TrioPoolError:
             if stream is not None:  # pragma: no cover - a connector's own error, nothing open
                 await trio.aclose_forcefully(stream)
@@ -330,12 +419,10 @@ def _default_ssl_context() -> ssl.SSLContext:
     return _default_context
 
 
-def _probe_socket(stream: trio.abc.Stream) -> socket.socket | None:
-    """A non-blocking duplicate of the TCP socket under ``stream``, for :meth:`alive`."""
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    if not isinstance(stream, trio.SocketStream):
-        return None
-    probe = socket.socket(fileno=os.dup(stream.socket.fileno()))
-    probe.setblocking(False)
-    return probe
+def _adopt(stream: trio.SocketStream) -> socket.socket:
+    """The socket of ``stream``, taken out of it (the stream is unusable afterwards):
+    the same file descriptor, non-blocking."""
+    inner = stream.socket
+    sock = socket.socket(inner.family, inner.type, inner.proto, fileno=inner.detach())
+    sock.setblocking(False)
+    return sock
