@@ -8,6 +8,9 @@ bytes, the trailers, the end, whether the server keeps the connection, the bytes
 or fail where h11 fails. It never accepts what h11 rejects. The fast reader alone, on the same
 input, either defers or produces the same head and body (so the figures at the end say how
 often the fast path, not h11, did the work).
+
+Requests: the bytes ``_wire.request_bytes`` writes without h11 are exactly h11's, and it
+writes none that h11 would refuse.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from test_response_fuzz import METHODS, deliveries, mutated, valid_responses
 
 from trio_pool.http._fastparse import DEFER, NEED_DATA, FastHead, FastReader
 from trio_pool.http._parser import End, Parser
+from trio_pool.http._wire import request_bytes
 
 MAX_HEAD = 4096
 FIGURES: Counter[str] = Counter()
@@ -273,3 +277,75 @@ def inputs(draw: st.DrawFn) -> tuple[str, bytes, tuple[int, ...], bool]:
 @example(("GET", CORPUS[2], (40, 41), True))
 def test_seam_reports_exactly_what_h11_does(case: tuple[str, bytes, tuple[int, ...], bool]) -> None:
     check(*case)
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+def _h11_request_bytes(request: _WireRequest) -> bytes | None:
+    """What h11's client writer sends for ``request``, or None if it refuses it."""
+    writer = h11.Connection(h11.CLIENT)
+    try:
+        data = writer.send(
+            h11.Request(method=request.method, target=request.target, headers=request.headers)
+        )
+        assert data is not None
+        if request.body:
+            data += writer.send(h11.Data(data=request.body)) or b""
+        data += writer.send(h11.EndOfMessage()) or b""
+    except h11.LocalProtocolError:
+        return None
+    return data
+
+
+class _WireRequest:
+    def __init__(
+        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+
+
+VALID_NAMES = st.sampled_from([b"x-a", b"X-B", b"connection", b"Accept"])
+NAMES = st.one_of(
+    VALID_NAMES,
+    VALID_NAMES,
+    st.sampled_from(
+        [b"host", b"Content-Length", b"transfer-encoding", b"bad name", b"x:y", b"X-\xff"]
+    ),
+)
+VALID_VALUES = st.sampled_from([b"", b"a", b"a b", b"a\tb", b"5", b"keep-alive, close"])
+FIELD_VALUES = st.one_of(
+    VALID_VALUES,
+    VALID_VALUES,
+    VALID_VALUES,
+    st.sampled_from([b" a", b"a ", b"a\r\nb", b"\xe9", b"chunked", b"a\x00"]),
+    st.binary(max_size=6),
+)
+
+
+@st.composite
+def wire_requests(draw: st.DrawFn) -> _WireRequest:
+    method = draw(st.sampled_from([b"GET", b"GET", b"POST", b"G T", b"", b"PATCH"]))
+    target = draw(st.sampled_from([b"/", b"/", b"/a?b=c", b"/a b", b"*", b"/\x7f", b""]))
+    headers = draw(st.lists(st.tuples(NAMES, FIELD_VALUES), max_size=4))
+    if draw(st.integers(0, 4)):
+        headers.insert(draw(st.integers(0, len(headers))), (b"host", b"example.com"))
+    body = draw(st.one_of(st.none(), st.binary(max_size=8)))
+    if body is not None and draw(st.booleans()):
+        length = len(body) + draw(st.sampled_from([0, 0, 0, 1]))
+        headers.append((b"content-length", str(length).encode()))
+    return _WireRequest(method, target, headers, body)
+
+
+@FUZZ
+@given(wire_requests())
+@example(_WireRequest(b"GET", b"/", [(b"x-a", b"1"), (b"Host", b"h")], None))
+@example(_WireRequest(b"PUT", b"/", [(b"host", b"h"), (b"content-length", b"2")], b"ok"))
+def test_request_bytes_are_h11s_or_left_to_h11(request: _WireRequest) -> None:
+    ours = request_bytes(request)  # type: ignore[arg-type]
+    FIGURES["request written without h11" if ours is not None else "request left to h11"] += 1
+    if ours is not None:
+        assert ours == _h11_request_bytes(request)

@@ -12,8 +12,10 @@ the peer closed a content-length body early). It owns no task and makes no polic
 the exchange (``_exchange.py``) and the pooled connection (``_pooled.py``) decide when to
 write, read, reuse or close.
 
-Requests are written as bytes: a prepared request's cached wire form, or else what a
-throwaway h11 connection serialises (its validation, its body framing). Responses are read by
+Requests are written as bytes: a prepared request's cached wire form, else
+:func:`~._wire.request_bytes` (h11's bytes for a strictly valid request with a whole body),
+else what a throwaway h11 connection serialises (its validation, its errors, chunked
+bodies). Responses are read by
 the :class:`~._parser.Parser` seam (the strict fast reader, h11 for anything else), told by
 :meth:`Connection.expect` which request the next response answers (its method, its upgrade).
 Persistence is decided here: a request is *complete* once its end is written
@@ -49,6 +51,7 @@ from .._errors import (
 from ._parser import H11_ONLY, NEED_DATA, Event, FastHead, Parser
 from ._request import Cancellable, Interrupted
 from ._transport import Connector, Transport, open_stream
+from ._wire import request_bytes
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
@@ -268,7 +271,7 @@ class Connection:
             self._close_at = self._requests_started - 1
         writer = None
         try:
-            data = None if H11_ONLY else request.wire
+            data = None if H11_ONLY else request.wire or request_bytes(request)
             if data is None:
                 # Validated and framed by h11 (its state is thrown away: the response is
                 # the parser's).
