@@ -1,20 +1,26 @@
-"""One HTTP/1.1 connection: a :class:`Transport` plus an h11 state machine, and nothing else.
+"""One HTTP/1.1 connection: a :class:`Transport` plus a response :class:`Parser`, and nothing
+else.
 
 Theory of operation
 -------------------
 :class:`Connection` speaks HTTP/1.1 over exactly one transport (``_transport.py``, which does
 every system call) and maps every failure to the library's errors, with the original as
 ``__cause__``: connect problems become ``ConnectError``/``ConnectTimeoutError``, a broken
-stream ``SocketError``, an h11 ``RemoteProtocolError`` ``HTTPParserError`` (or
+stream ``SocketError``, a parser's (h11's) ``RemoteProtocolError`` ``HTTPParserError`` (or
 ``HeadersOverflowError`` for h11's 431 hint, or ``ResponseContentLengthMismatchError`` when
 the peer closed a content-length body early). It owns no task and makes no policy decision:
 the exchange (``_exchange.py``) and the pooled connection (``_pooled.py``) decide when to
 write, read, reuse or close.
 
-h11 cannot have a second request outstanding, so a request written while an earlier response
-is still open (pipelining) is serialised by a throwaway h11 connection and later *replayed*
-into the main one (its bytes discarded) when its response is due, so the main state machine
-knows the method (HEAD) and connection semantics of the response it parses.
+Requests are written as bytes: a prepared request's cached wire form, else
+:func:`~._wire.request_bytes` (h11's bytes for a strictly valid request with a whole body),
+else what a throwaway h11 connection serialises (its validation, its errors, chunked
+bodies). Responses are read by
+the :class:`~._parser.Parser` seam (the strict fast reader, h11 for anything else), told by
+:meth:`Connection.expect` which request the next response answers (its method, its upgrade).
+Persistence is decided here: a request is *complete* once its end is written
+(``_written``), the first request with ``connection: close`` (``_close_at``) is the last,
+and the parser says whether the server keeps the connection.
 
 State and who changes it: every field is private and changed only by this class's methods.
 The counters (``requests_started``, ``responses``, ``received_bytes``) only grow; the read
@@ -42,8 +48,10 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
+from ._parser import H11_ONLY, NEED_DATA, Event, FastHead, Parser
 from ._request import Cancellable, Interrupted
 from ._transport import Connector, Transport, open_stream
+from ._wire import request_bytes
 
 if TYPE_CHECKING:
     from ._options import ClientOptions
@@ -61,14 +69,15 @@ class Connection:
     except :meth:`send_body` alongside the reads (see there)."""
 
     __slots__ = (
+        "_close_at",
         "_connected_at",
         "_flushing",
-        "_h11",
         "_idle_deadline",
         "_leftover",
         "_on_read",
         "_options",
         "_outbox",
+        "_parser",
         "_read_deadline",
         "_reader",
         "_received_bytes",
@@ -79,6 +88,7 @@ class Connection:
         "_transport",
         "_waiting_for",
         "_waiting_timeout",
+        "_written",
     )
 
     def __init__(
@@ -89,13 +99,15 @@ class Connection:
     ) -> None:
         self._transport = transport
         self._options = options
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=options.max_header_size)
+        self._parser = Parser(options.max_header_size)
+        self._written = 0  # requests whose end was written (or queued in the outbox)
+        self._close_at: int | None = None  # index of the first request with connection: close
         self._connected_at = trio.current_time()
         self._requests_started = 0
         self._responses = 0  # complete responses: a connection with any is "reused"
         self._received_bytes = 0  # total, so "no response byte yet" is a cheap comparison
-        # The raw headers of the response being read (whether a content-length frames it).
-        self._response_head: list[tuple[bytes, bytes]] = []
+        # The head of the response being read (whether a content-length frames it).
+        self._response_head: FastHead | None = None
         self._idle_deadline = math.inf
         self._leftover = False  # bytes arrived with the last response (an EOF ends reuse)
         self._waiting_for: type[TrioPoolError] = SocketError  # the error of an expired read
@@ -160,12 +172,12 @@ class Connection:
         return self._read_deadline
 
     def must_close(self) -> bool:
-        """h11 will close the connection after the current request (``connection: close``)."""
-        return self._h11.our_state is h11.MUST_CLOSE
+        """A request written asked to close the connection (``connection: close``)."""
+        return self._close_at is not None
 
     def switched(self) -> bool:
         """The server switched protocols (101 to an upgrade, 2xx to a CONNECT)."""
-        return self._h11.their_state is h11.SWITCHED_PROTOCOL
+        return self._parser.switched()
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for while it
@@ -181,24 +193,24 @@ class Connection:
             self._read_deadline = math.inf
             reader.cancel()
 
-    def next_cycle(self, keep_alive: bytes | None) -> BaseException | None:
-        """After a complete response: start h11's next cycle and set the idle lifetime
-        (honouring a ``Keep-Alive: timeout=N`` hint, ``keep_alive`` being the response's
-        keep-alive header). Returns why the connection must close instead, or None."""
-        h = self._h11
-        if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+    def next_cycle(self, head: FastHead) -> BaseException | None:
+        """After a complete response (with ``head``): get ready for the next one and set
+        the idle lifetime (honouring the head's ``Keep-Alive: timeout=N`` hint). Returns why
+        the connection must close instead, or None."""
+        index = self._responses  # the request this response answers
+        persistent, leftover, closed = self._parser.finish(head)
+        close_at = self._close_at
+        if not persistent or self._written <= index or (close_at is not None and close_at <= index):
             return InformationalError("the connection is not persistent")
-        leftover, closed = h.trailing_data
         if closed:
             # The server closed the connection: with this response (its EOF-delimited body
             # ended there), or right behind it. Requests pipelined behind it are re-sent.
             return InformationalError("the server closed the connection")
-        h.start_next_cycle()
         self._responses += 1
-        self._leftover = bool(leftover)
+        self._leftover = leftover
         options = self._options
         lifetime = options.keep_alive_timeout
-        hint = None if keep_alive is None else keep_alive_hint(keep_alive)
+        hint = None if head.hint is None else keep_alive_hint(head.hint)
         if hint is not None:
             lifetime = hint - options.keep_alive_timeout_threshold
             if lifetime <= 0:
@@ -225,7 +237,7 @@ class Connection:
             self._received_bytes += len(data)
         else:
             self._received_eof = True
-        self._h11.receive_data(data)
+        self._parser.receive_data(data)
 
     async def aclose(self) -> None:
         """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
@@ -233,8 +245,7 @@ class Connection:
 
     def detach(self) -> trio.abc.Stream:
         """Stop owning the transport (``upgrade()``/``connect()`` hand it over)."""
-        leftover, _ = self._h11.trailing_data
-        return self._transport.detach(leftover)
+        return self._transport.detach(self._parser.leftover())
 
     # ------------------------------------------------------------------ writing
 
@@ -256,32 +267,32 @@ class Connection:
         outbox, a request written joins it too (one sender at a time).
         """
         self._requests_started += 1
-        request.replay = pipelined
+        if self._close_at is None and _asks_to_close(request):
+            self._close_at = self._requests_started - 1
         writer = None
         try:
-            if pipelined and request.wire is not None:
-                # Its bytes are known: no side serialiser needed (the replay updates h11).
-                if defer or self._flushing:
-                    self._outbox.append(request.wire)
+            data = None if H11_ONLY else request.wire or request_bytes(request)
+            if data is None:
+                # Validated and framed by h11 (its state is thrown away: the response is
+                # the parser's).
+                writer = h11.Connection(h11.CLIENT)
+                head = writer.send(request.h11_event())
+                assert head is not None
+                body = request.body
+                if body is not None and not isinstance(body, bytes):
+                    await self._send_all(head)
+                    if duplex:
+                        return writer
+                    await self._send_body(writer, body)
                     return None
-                await self._send_all(request.wire)
-                return None
-            writer = h11.Connection(h11.CLIENT) if pipelined else self._h11
-            head = writer.send(request.h11_event())
-            assert head is not None
-            body = request.body
-            if body is None or isinstance(body, bytes):
                 data = head + _send(writer, h11.Data(data=body)) if body else head
                 data += _send(writer, _END)
-                if defer or self._flushing:
-                    self._outbox.append(data)
-                    return None
-                await self._send_all(data)
+            if defer or self._flushing:
+                self._outbox.append(data)
+                self._written += 1
                 return None
-            await self._send_all(head)
-            if duplex:
-                return writer
-            await self._send_body(writer, body)
+            await self._send_all(data)
+            self._written += 1
         except BaseException as exc:
             _write_failed(writer, exc)
             raise
@@ -315,6 +326,7 @@ class Connection:
             for chunk in body:
                 await self._send_chunk(writer, chunk)
         await self._send_all(_send(writer, _END))
+        self._written += 1
 
     async def _send_chunk(self, writer: h11.Connection, chunk: bytes) -> None:
         if chunk:
@@ -382,14 +394,9 @@ class Connection:
         """The error of the read whose deadline expired."""
         return self._waiting_for(f"no response data within {self._waiting_timeout} s")
 
-    def replay(self, request: Request) -> None:
-        """Tell the main h11 machine about a request written through a side serialiser."""
-        self._h11.send(request.h11_event())
-        body = request.body
-        if body:
-            assert isinstance(body, bytes)
-            self._h11.send(h11.Data(data=body))
-        self._h11.send(_END)
+    def expect(self, request: Request) -> None:
+        """The next response answers ``request`` (tell the parser its method)."""
+        self._parser.expect(request)
 
     # ------------------------------------------------------------------ reading
 
@@ -402,22 +409,22 @@ class Connection:
     def response_started(self) -> tuple[bool, int, bool]:
         """A response head is about to be read: forget the previous one's framing. Returns
         :meth:`progress`."""
-        self._response_head = []
+        self._response_head = None
         return self._responses > 0, self._received_bytes, self._leftover
 
-    def response_framing(self, raw: list[tuple[bytes, bytes]]) -> None:
+    def response_framing(self, head: FastHead) -> None:
         """The head of the response being read (whether a content-length frames it, for
         the error of an early EOF)."""
-        self._response_head = raw
+        self._response_head = head
 
-    def buffered_event(self) -> h11.Event | type[h11.NEED_DATA]:
-        """The next h11 event from what has arrived, or ``h11.NEED_DATA``. Not a checkpoint.
+    def buffered_event(self) -> Event:
+        """The next parser event from what has arrived, or ``NEED_DATA``. Not a checkpoint.
 
         Raises:
             HTTPParserError and the like (see :meth:`next_event`).
         """
         try:
-            return self._h11.next_event()  # type: ignore[return-value]
+            return self._parser.next_event()
         except h11.RemoteProtocolError as exc:
             raise self._protocol_error(exc) from exc
 
@@ -430,9 +437,9 @@ class Connection:
         deadline: float | None = None,
         read_first: bool = False,
         request: Request | None = None,
-    ) -> h11.Event:
-        """The next h11 event of the response. A checkpoint only when it has to read;
-        ``read_first``: the caller just got ``NEED_DATA`` from :meth:`buffered_event`.
+    ) -> Event:
+        """The next parser event of the response (``_parser.py``). A checkpoint only when it
+        has to read; ``read_first``: the caller just got ``NEED_DATA`` from :meth:`buffered_event`.
 
         Each read times out at ``deadline`` (a total, for headers) or else ``timeout`` from
         now (an idle gap, for the body): the pooled connection then cancels ``scope``, the
@@ -452,8 +459,8 @@ class Connection:
                 read_first = False
             else:
                 event = self.buffered_event()
-                if event is not h11.NEED_DATA:
-                    return event  # type: ignore[return-value]
+                if event is not NEED_DATA:
+                    return event
             if timeout is None:
                 self._read_deadline = math.inf
             else:
@@ -492,7 +499,7 @@ class Connection:
                 self._received_bytes += len(data)
             else:
                 self._received_eof = True
-            self._h11.receive_data(data)
+            self._parser.receive_data(data)
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> TrioPoolError:
         if exc.error_status_hint == 431:
@@ -500,7 +507,8 @@ class Connection:
                 f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
             )
         if self._received_eof:
-            if any(name.lower() == b"content-length" for name, _ in self._response_head):
+            head = self._response_head
+            if head is not None and head.length is not None:
                 return ResponseContentLengthMismatchError(
                     f"the server closed the connection before the whole body: {exc}"
                 )
@@ -522,6 +530,18 @@ def keep_alive_hint(raw: bytes | None) -> int | None:
             digits = len(value) - len(value.lstrip("0123456789"))
             return int(value[:digits]) if digits else None
     return None
+
+
+def _asks_to_close(request: Request) -> bool:
+    """The request carries ``connection: close`` (h11's reading: a comma list, any case)."""
+    for name, value in request.headers:
+        if (
+            len(name) == 10
+            and name.lower() == b"connection"
+            and b"close" in [token.strip() for token in value.lower().split(b",")]
+        ):
+            return True
+    return False
 
 
 def _write_failed(writer: h11.Connection | None, exc: BaseException) -> None:

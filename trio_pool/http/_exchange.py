@@ -34,7 +34,6 @@ re-sent: the body it consumed cannot be produced again.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import h11
@@ -52,6 +51,7 @@ from .._errors import (
 )
 from ._body import replayable
 from ._headers import Headers
+from ._parser import NEED_DATA, End, FastHead
 from ._request import State
 
 if TYPE_CHECKING:
@@ -131,9 +131,9 @@ class Exchange:
         "_duplex",
         "_fresh",
         "_held",
-        "_keep_alive",
         "_mark",
         "_options",
+        "_parsed",
         "_reason",
         "_reused",
         "_total",
@@ -166,7 +166,7 @@ class Exchange:
         self.taken_over: trio.abc.Stream | None = None  # the switched connection, detached
         self.head: Head | None = None
         self.http_version = "1.1"
-        self._keep_alive: bytes | None = None  # the response's keep-alive header
+        self._parsed: FastHead | None = None  # the response head, as the parser gave it
         self._total = 0
         self._reused = self._fresh = False
         self._mark = 0
@@ -246,8 +246,7 @@ class Exchange:
         lease = self.lease
         if not lease.may_read(request):  # pipelined: wait for it
             await lease.wait_to_read(request)
-        if request.replay:
-            conn.replay(request)
+        conn.expect(request)
         # For the 1.6 retry: nothing of this response yet, nothing left over before it. A
         # pipelined request was written before any response, but if a response before it
         # completed, its own is due on a reused connection: unanswered, it is retried like
@@ -260,16 +259,16 @@ class Exchange:
         event = await conn.next_event(
             scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
         )
-        if type(event) is not h11.Response:  # the usual case needs none of these checks
-            while isinstance(event, h11.InformationalResponse):
+        if type(event) is not FastHead or event.informational:  # the usual case needs no checks
+            while type(event) is FastHead and event.informational:
                 if conn.switched():  # 101 to an upgrade
                     break
                 event = await conn.next_event(
                     scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
                 )
-            if not isinstance(event, h11.InformationalResponse | h11.Response):
+            if type(event) is not FastHead:
                 raise SocketError(f"unexpected {event!r} instead of a response")
-        raw = event.headers.raw_items()
+        raw = event.raw
         # h11 bounds only an *incomplete* head; one that arrived whole is measured here,
         # unless all the bytes that came since we began to wait for it are few enough.
         limit = options.max_header_size
@@ -281,32 +280,32 @@ class Exchange:
                 )
         headers = Headers._from_raw(raw)
         if request.upgrade and conn.switched():
-            if event.status_code == 101 and headers._raw_get(b"upgrade") is None:
+            if event.status == 101 and headers._raw_get(b"upgrade") is None:
                 # RFC 9110 15.2.2: a 101 names the protocol switched to (undici refuses one
                 # that does not, and so does a server-side h11).
                 raise HTTPParserError("a 101 (Switching Protocols) response without upgrade")
             self.switched = self.complete = True
         else:
-            both, self._keep_alive = _scan(raw)
-            if both:
+            if event.conflicting:
                 # h11 lets transfer-encoding win; RFC 9112 6.3 says to treat it as an error
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
-            self._check_announced_size(event.status_code, headers, options.max_response_size)
-            conn.response_framing(raw)
+            self._parsed = event
+            self._check_announced_size(event, options.max_response_size)
+            conn.response_framing(event)
         self.http_version = event.http_version.decode("ascii")
-        self.head = (event.status_code, headers, event.reason.decode("latin-1"))
+        self.head = (event.status, headers, event.reason.decode("latin-1"))
         return self.head
 
-    def _check_announced_size(self, status: int, headers: Headers, limit: int | None) -> None:
+    def _check_announced_size(self, head: FastHead, limit: int | None) -> None:
         """A body announced larger than ``max_response_size`` fails at its head, before a
         byte of it is read (HEAD, 204 and 304 announce a size but carry no body)."""
-        if limit is None or self.request.method == b"HEAD" or status in (204, 304):
+        if limit is None or self.request.method == b"HEAD" or head.status in (204, 304):
             return
-        length = headers._raw_get(b"content-length")
-        if length is not None and int(length) > limit:  # h11 checked it is all digits
+        length = head.length  # the parser's framing: no header is scanned again
+        if length is not None and length > limit:
             raise ResponseExceededMaxSizeError(
-                f"the response announces {int(length)} bytes, over max_response_size ({limit})"
+                f"the response announces {length} bytes, over max_response_size ({limit})"
             )
 
     async def receive_data(self, scope: trio.CancelScope) -> bytes | None:
@@ -320,7 +319,7 @@ class Exchange:
             return None
         conn = self.conn
         event = conn.buffered_event()
-        if event is h11.NEED_DATA:
+        if event is NEED_DATA:
             event = await conn.next_event(
                 scope, BodyTimeoutError, self._options.body_timeout, read_first=True
             )
@@ -328,16 +327,16 @@ class Exchange:
 
     def _body_event(self, event: object) -> bytes | None:
         """A body event: a chunk, or None at the end (trailers kept, lease made reusable)."""
-        if type(event) is h11.Data:
-            self._total += len(event.data)
+        if type(event) is bytes:
+            self._total += len(event)
             limit = self._options.max_response_size
             if limit is not None and self._total > limit:
                 raise ResponseExceededMaxSizeError(
                     f"response body exceeds max_response_size ({limit} bytes)"
                 )
-            return bytes(event.data)
-        if type(event) is h11.EndOfMessage:
-            trailers = event.headers.raw_items()
+            return event
+        if type(event) is End:
+            trailers = event.trailers
             if trailers:
                 self.trailers = Headers._from_raw(trailers)
             self.complete = True
@@ -354,7 +353,7 @@ class Exchange:
         while not self.complete:
             # What has arrived is parsed here; only a read awaits (receive_data's work).
             event = conn.buffered_event()
-            if event is h11.NEED_DATA:
+            if event is NEED_DATA:
                 event = await conn.next_event(
                     scope,
                     BodyTimeoutError,
@@ -369,7 +368,8 @@ class Exchange:
 
     def _next_cycle(self) -> bool:
         """After a complete response: may the connection serve another request?"""
-        reason = self.conn.next_cycle(self._keep_alive)
+        assert self._parsed is not None
+        reason = self.conn.next_cycle(self._parsed)
         if reason is None:
             return True
         self.lease.will_close(reason)
@@ -404,14 +404,14 @@ class Exchange:
         try:
             while self._total <= budget:
                 event = conn.buffered_event()
-                if event is h11.NEED_DATA:
+                if event is NEED_DATA:
                     if not conn.receive_nowait():
                         return
-                elif type(event) is h11.Data:
-                    self._total += len(event.data)
+                elif type(event) is bytes:
+                    self._total += len(event)
                     if limit is not None and self._total > limit:
                         return
-                elif type(event) is h11.EndOfMessage:
+                elif type(event) is End:
                     self.complete = True
                     self.keep = self._next_cycle()
                     return
@@ -446,19 +446,3 @@ class Exchange:
     def timeout_error(self) -> TrioPoolError:
         """The error of the read whose deadline expired."""
         return self.conn.timeout_error()
-
-
-def _scan(raw: Sequence[tuple[bytes, bytes]]) -> tuple[bool, bytes | None]:
-    """One pass over a response head's fields: are both content-length and
-    transfer-encoding there, and the first keep-alive value (None if absent)."""
-    length = chunked = False
-    keep_alive = None
-    for name, value in raw:
-        size = len(name)  # compare lengths first: most fields are none of these
-        if size == 14:
-            length = length or name.lower() == b"content-length"
-        elif size == 17:
-            chunked = chunked or name.lower() == b"transfer-encoding"
-        elif size == 10 and keep_alive is None and name.lower() == b"keep-alive":
-            keep_alive = value
-    return length and chunked, keep_alive
