@@ -292,8 +292,8 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     def _ended(self, request: Request, scope: trio.CancelScope) -> None:
         """After an exchange's scope: a deadline that expired is the request's error."""
         if scope.cancelled_caught and not request.ended:
-            assert request.exchange is not None
-            request.finish(request.exchange.timeout_error())
+            assert request.attempt is not None
+            request.finish(request.attempt.timeout_error())
 
     # ------------------------------------------------------------------ the public methods
 

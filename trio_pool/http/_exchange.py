@@ -157,7 +157,7 @@ class Exchange:
         self._options = lease.options
         self.request = request
         self._held = True  # the lease is not given back yet
-        request.exchange = self
+        request.attempt = self.conn  # not self: no request <-> exchange cycle
         self.complete = False  # the whole response was read
         self.keep = False  # ...and the connection may serve another request
         self.switched = False  # 101 to an upgrade or 2xx to a CONNECT: hand the stream over
@@ -442,7 +442,3 @@ class Exchange:
         self._closing = True
         if self._reason is None:
             self._reason = reason
-
-    def timeout_error(self) -> TrioPoolError:
-        """The error of the read whose deadline expired."""
-        return self.conn.timeout_error()

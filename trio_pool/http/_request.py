@@ -80,8 +80,10 @@ class Seat(Protocol):
 
 
 class Attempt(Protocol):
-    """A request's latest exchange, as its runner sees it after a deadline cancelled it
-    (implemented in ``_exchange.py``)."""
+    """The connection of a request's latest exchange, as its runner sees it after a
+    deadline cancelled it (implemented by ``_connection.Connection``). The connection, not
+    the exchange: the exchange refers to its request, and a request referring back to it
+    would leave a reference cycle (garbage for the cyclic collector) per request."""
 
     def timeout_error(self) -> TrioPoolError:
         """The error of the read whose deadline expired."""
@@ -127,9 +129,9 @@ class Request:
     """One accepted request: its wire form, its state and how its caller is woken."""
 
     __slots__ = (
+        "attempt",
         "body",
         "error",
-        "exchange",
         "head",
         "headers",
         "idempotent",
@@ -180,7 +182,7 @@ class Request:
         # for the socket); aborting cancels it.
         self.scope: Cancellable | None = None
         self.error: BaseException | None = None
-        self.exchange: Attempt | None = None  # its latest (whose read may have timed out)
+        self.attempt: Attempt | None = None  # its latest (whose read may have timed out)
         # Its caller's task while parked (for a connection or a pipelining turn).
         self.waiter: trio.lowlevel.Task | None = None
         self.retried = False
