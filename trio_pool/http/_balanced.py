@@ -35,8 +35,8 @@ published selection sequences depend on that.
 
 With ``failover`` (the default) the request methods run through :mod:`._failover`: a
 ``ConnectError`` from the routed Pool sends the request to an untried upstream
-(:meth:`BalancedPool._attempt`); ``dispatch`` does not fail over (its handler has already
-been told the request started).
+(:meth:`BalancedPool._attempt`); ``dispatch`` fails over through a relay handler that shows
+its handler one request (:func:`~._failover.dispatch_failing_over`).
 """
 
 from __future__ import annotations
