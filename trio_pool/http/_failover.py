@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from .._errors import ConnectError
-from ._dispatch import Controller, Handler, call, tell_unrouted
+from .._errors import ConnectError, TrioPoolError
+from ._dispatch import Controller, Handler, call, tell_cancelled, tell_unrouted
 from ._models import RequestOptions
 
 if TYPE_CHECKING:
@@ -158,12 +158,12 @@ class _RelayController(Controller):
 class _Relay:
     """A handler in front of the caller's, for every attempt (see the module docstring)."""
 
-    __slots__ = ("_inner", "_responded", "_started", "controller", "failed")
+    __slots__ = ("_inner", "_responded", "controller", "failed", "started")
 
     def __init__(self, inner: Handler) -> None:
         self._inner = inner
         self.controller = _RelayController()
-        self._started = self._responded = False
+        self.started = self._responded = False  # started: the handler heard on_request_start
         self.failed: ConnectError | None = None  # the current attempt's, if it could not connect
 
     def next_attempt(self) -> None:
@@ -172,9 +172,9 @@ class _Relay:
 
     def on_request_start(self, controller: Controller) -> object:
         self.controller.current = controller
-        if self._started:
+        if self.started:
             return None  # a later attempt of the request the handler already knows
-        self._started = True
+        self.started = True
         return self._inner.on_request_start(self.controller)
 
     def on_response_start(
@@ -203,6 +203,7 @@ async def dispatch_failing_over(route: Route, options: RequestOptions, handler: 
     relay = _Relay(handler)
     tried: list[str] = []
     errors: list[tuple[str, ConnectError]] = []
+    refused: TrioPoolError | None = None  # a later upstream's Pool that no longer takes requests
     while True:
         try:
             attempt = route(tried)
@@ -216,13 +217,32 @@ async def dispatch_failing_over(route: Route, options: RequestOptions, handler: 
                 break
             origin, pool = routed
             relay.next_attempt()
-            await pool.dispatch(options, relay)
-            if relay.failed is None:
-                return
-            errors.append((origin, relay.failed))
+            try:
+                await pool.dispatch(options, relay)
+            except TrioPoolError as exc:
+                # Refused before it started (that Pool is closing: removed, or the
+                # BalancedPool ends). The first attempt's refusal is the caller's, as without
+                # failover; a later one's handler has heard on_request_start already.
+                if not relay.started:
+                    raise
+                refused = exc
+            except BaseException:
+                # Cancelled (or worse) after the relay swallowed this attempt's ConnectError
+                # (a Pool tells a cancelled request's error as its outcome): the handler
+                # must still hear of its end.
+                if relay.failed is not None:
+                    await tell_cancelled(handler, relay.controller, relay.failed)
+                raise
+            else:
+                if relay.failed is None:
+                    return
+                errors.append((origin, relay.failed))
             tried.append(origin)
         finally:
             await attempt.__aexit__(None, None, None)
         if _past_deadline():
             break
-    await call(handler.on_response_error, relay.controller, _give_up(errors))
+    # Not empty-handed: the first route waits for an upstream (or raises), so one was tried.
+    assert errors or refused is not None
+    error = _give_up(errors) if errors else refused
+    await call(handler.on_response_error, relay.controller, error)
