@@ -30,10 +30,10 @@ another kind, which never tells, keeps it (its waits count as ``read``). The rea
 response body are bounded by the exchange (``_httpx_common``), each in a scope with the
 ``read`` deadline.
 
-A head scope's phase and deadline are changed only by its own methods, called by the
-dispatcher's runner (through the watch hook) and by the request's upload probe, all in the
-request's task. When its deadline expires, :meth:`HeadScope.enter` raises the flavour's timeout
-error of the phase it expired in.
+A head scope's phase and deadline are changed only by its own methods, called synchronously
+(never a checkpoint) by the dispatcher's runner through the watch hook, in the request's task,
+and by the request's upload probe as the dispatcher pulls the body. When its deadline expires,
+:meth:`HeadScope.enter` raises the flavour's timeout error of the phase it expired in.
 """
 
 from __future__ import annotations
