@@ -30,6 +30,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import trio_pool
+from trio_pool.http._failover import Relay
 
 from ._args import BenchConfig
 
@@ -63,8 +64,10 @@ class _UpstreamPool(trio_pool.Pool):  # type: ignore[misc]
     async def dispatch(self, options: trio_pool.RequestOptions, handler: Any) -> None:
         """``Pool.dispatch``, after stamping this upstream's index on ``handler``. A
         checkpoint."""
-        if isinstance(handler, _Exchange):
-            handler.upstream = self._index
+        # With failover the balanced pool hands each attempt a relay of the caller's handler.
+        caller = handler.inner if isinstance(handler, Relay) else handler
+        if isinstance(caller, _Exchange):
+            caller.upstream = self._index
         await super().dispatch(options, handler)
 
 

@@ -23,7 +23,7 @@ body that was consumed is replayable. Any other error (``SocketError``, a timeou
 head went out) may follow a partly sent request and is never failed over.
 
 ``dispatch()`` (and so a ``compose()``-d BalancedPool, whose interceptors all dispatch) fails
-over in :func:`dispatch_failing_over` through a :class:`_Relay`: the caller's handler sees
+over in :func:`dispatch_failing_over` through a :class:`Relay`: the caller's handler sees
 one request, whatever the attempts. The relay passes on ``on_request_start`` once (with a
 :class:`_RelayController` that always acts on the current attempt), swallows an attempt's
 ``ConnectError`` (that attempt wrote nothing and sent no response event), and passes
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._headers import Headers
     from ._pool import Pool
 
-__all__ = ["Route", "dispatch_failing_over", "fail_over", "failing_over"]
+__all__ = ["Relay", "Route", "dispatch_failing_over", "fail_over", "failing_over"]
 
 T = TypeVar("T")
 
@@ -155,7 +155,7 @@ class _RelayController(Controller):
             self.current.abort(reason)
 
 
-class _Relay:
+class Relay:
     """A handler in front of the caller's, for every attempt (see the module docstring)."""
 
     __slots__ = ("_inner", "_responded", "controller", "failed", "started")
@@ -165,6 +165,11 @@ class _Relay:
         self.controller = _RelayController()
         self.started = self._responded = False  # started: the handler heard on_request_start
         self.failed: ConnectError | None = None  # the current attempt's, if it could not connect
+
+    @property
+    def inner(self) -> Handler:
+        """The caller's handler."""
+        return self._inner
 
     def next_attempt(self) -> None:
         """Forget the last attempt's ``ConnectError`` (it is in the caller's list)."""
@@ -200,7 +205,7 @@ async def dispatch_failing_over(route: Route, options: RequestOptions, handler: 
     """``dispatch(options, handler)`` on an upstream, failing over while an attempt cannot
     connect (see the module docstring). A checkpoint. Like ``Pool.dispatch``, it reports
     failures to ``handler`` and returns."""
-    relay = _Relay(handler)
+    relay = Relay(handler)
     tried: list[str] = []
     errors: list[tuple[str, ConnectError]] = []
     refused: TrioPoolError | None = None  # a later upstream's Pool that no longer takes requests
