@@ -30,6 +30,21 @@ async def test_values_go_to_waiters_in_fifo_order() -> None:
     # Trio wakes rescheduled tasks in any order; the values show who was handed what.
     assert got == {"a": 0, "b": 1, "c": 2}
     assert not queue
+    assert not queue.parked
+
+
+async def test_parked_is_a_live_view_of_the_waiting_keys() -> None:
+    queue: HandoffQueue[str, int] = HandoffQueue()
+    view = queue.parked
+    assert not view
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(queue.wait, "a")
+        await trio.testing.wait_all_tasks_blocked()
+        assert list(view) == ["a"]
+        assert view  # the truth test hot paths use instead of bool(queue)
+        nursery.cancel_scope.cancel()
+    assert not view
+    assert queue.parked is view
 
 
 async def test_front_insertion_and_hand_to_a_named_key() -> None:

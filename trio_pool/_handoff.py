@@ -33,7 +33,7 @@ callers try their non-blocking path first, after a ``checkpoint_if_cancelled`` o
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from itertools import islice, takewhile
 from typing import Generic, TypeVar
 
@@ -50,7 +50,7 @@ class HandoffQueue(Generic[K, V]):
     """A FIFO of tasks parked under keys, each woken with a value (:meth:`hand`) or an error
     (:meth:`fail`). See the module docstring for the rules."""
 
-    __slots__ = ("_parked",)
+    __slots__ = ("_parked", "parked")
 
     def __init__(self) -> None:
         # key -> parked task, head first. An OrderedDict, not a dict: taking the head of a
@@ -58,6 +58,9 @@ class HandoffQueue(Generic[K, V]):
         # compactions, which a deep queue pays on every hand-off), while an OrderedDict's
         # linked list gives the head, and a move to the front, in O(1).
         self._parked: OrderedDict[K, trio.lowlevel.Task] = OrderedDict()
+        # The same mapping, typed read-only, for hot paths: ``if queue.parked:`` is a truth
+        # test with no Python call (``if queue:`` calls ``__bool__``).
+        self.parked: Mapping[K, trio.lowlevel.Task] = self._parked
 
     def __len__(self) -> int:
         return len(self._parked)

@@ -7,6 +7,7 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -514,3 +515,34 @@ async def test_failing_acquire_callback_does_not_crash_a_live_pool(
             waiter.release()
         pool.release(held)
         assert len(backend.errors) == 3
+
+
+@pytest.mark.parametrize("knob", ["idle_timeout", "max_lifetime"])
+async def test_ages_are_read_on_trios_own_clock_as_on_trio_current_time(knob: str) -> None:
+    # Real time on purpose: under trio's own SystemClock the pool reads perf_counter() plus
+    # the clock's offset itself (a fast path); a wrong offset would evict or renew a
+    # resource at once or never. The margins are wide against a loaded machine.
+    backend = FakeBackend()
+    options: dict[str, Any] = {knob: 1.0}
+    async with make_pool(backend, sync_interval=0.05, **options) as pool:
+        created_after = trio.current_time()
+        async with pool.acquire() as first:
+            pass
+        given_back = trio.current_time()
+        await trio.sleep(0.2)
+        if trio.current_time() - created_after < 0.8:  # not early (unless the machine stalled)
+            async with pool.acquire() as again:
+                assert again is first
+            given_back = trio.current_time()
+        for _ in range(200):  # and not never (10 s)
+            if first in backend.closed:
+                break
+            await trio.sleep(0.05)
+        else:
+            pytest.fail(f"{knob} never retired the resource")
+        # idle_timeout counts from the last give-back; max_lifetime (x [0.9, 1.0]) from
+        # the creation.
+        since = given_back if knob == "idle_timeout" else created_after
+        assert trio.current_time() - since >= 0.9
+        async with pool.acquire() as renewed:
+            assert renewed is not first

@@ -352,6 +352,28 @@ async def test_a_leak_is_reported_only_after_leak_timeout_and_within_two_sweeps_
     assert counters(pool)["leaks"] == 1
 
 
+@pytest.mark.parametrize("how", ["acquire", "checkout_nowait"])
+async def test_a_leak_names_the_line_of_each_way_of_checking_out(
+    how: str, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeBackend()
+    async with make_pool(backend, min=1, leak_timeout=5.0, sync_interval=1.0) as pool:
+        await quiet()  # min=1 is open: checkout_nowait() has one
+        with caplog.at_level(logging.WARNING, logger="trio_pool.resource"):
+            if how == "acquire":
+                line = sys._getframe().f_lineno + 1
+                async with pool.acquire():
+                    await trio.sleep(30.0)
+            else:
+                line = sys._getframe().f_lineno + 1
+                resource = pool.checkout_nowait()
+                await trio.sleep(30.0)
+                pool.release(resource)
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{__file__}:{line} held over leak_timeout=5.0s" in warning.getMessage()
+    assert counters(pool)["leaks"] == 1
+
+
 async def test_cumulative_counters_count_each_kind_of_event(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -285,6 +285,38 @@ class ResourcePoolMachine(RuleBasedStateMachine):
         self.holders.append(holder)
         self.driver.call_sync(lambda: self.driver.nursery.start_soon(holder.run))
 
+    @precondition(
+        lambda self: (
+            self.pool is not None
+            and sum(h.state in ("waiting", "holding") for h in self.holders) < MAX_ACTIVE_HOLDERS
+        )
+    )
+    @rule()
+    def checkout_nowait(self) -> None:
+        """An idle resource now (no ping), or WouldBlock; refused once the pool ends."""
+        pool = self.pool
+        assert pool is not None
+        holder = Holder(pool, f"n{len(self.holders)}")
+        outcome: list[str] = []
+
+        def take() -> None:
+            try:
+                holder.resource = pool.checkout_nowait()
+            except trio.WouldBlock:
+                outcome.append("blocked")
+            except (PoolEndingError, PoolDestroyedError):
+                outcome.append("refused")
+            else:
+                holder.state = "holding"
+
+        self.driver.call_sync(take)
+        # It blocks only when nothing is idle (an expired idle one is retired, not lent),
+        # and refuses only once end() began.
+        assert outcome != ["blocked"] or pool.statistics().available == 0
+        assert outcome != ["refused"] or self.ending
+        if holder.state == "holding":
+            self.holders.append(holder)
+
     @precondition(lambda self: any(h.state == "holding" for h in self.holders))
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:

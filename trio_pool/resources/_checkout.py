@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import FrameType, TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 import attrs
 import trio
@@ -135,8 +135,17 @@ class Checkout:
             self._housekeeper.expire(slot, why)
         raise trio.WouldBlock
 
-    async def take(self) -> Slot:
-        """Check out a slot. A checkpoint. Raises what ``acquire()`` documents."""
+    @overload
+    async def take(self) -> Slot: ...
+
+    @overload
+    async def take(self, context: AcquireContext[T]) -> T: ...
+
+    async def take(self, context: AcquireContext[Any] | None = None) -> Any:
+        """Check out a slot and return it; for an ``acquire()`` block, record it in the
+        block's ``context`` and return its resource instead (the block's ``__aenter__`` is
+        then this coroutine itself: one frame less on every suspension and resumption).
+        A checkpoint. Raises what ``acquire()`` documents."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self.open:
             raise self._refuse()
@@ -162,10 +171,15 @@ class Checkout:
             slot = await self._pinged(slot, deadline)
         self._counters.acquires += 1  # what _lent() does, without a call on the hot path
         if options.leak_timeout is not None:  # _note_site(), inlined
-            caller = sys._getframe(2)  # past this method and the public one the user called
+            # The caller: the acquire() block's frame (it awaits this coroutine itself), or
+            # the one past ResourcePool.checkout().
+            caller = sys._getframe(1 if context is not None else 2)
             slot.leak_site = (caller.f_code, caller.f_lineno)
         if started is not None:
             self._timed(slot, started)
+        if context is not None:
+            context._slot, context._lease = slot, slot.lease
+            return slot.resource
         return slot
 
     async def adopt(self, slot: Slot, deadline: float) -> Slot:
@@ -278,10 +292,9 @@ class AcquireContext(Generic[T]):
     _slot: Slot | None = None
     _lease: int = 0
 
-    async def __aenter__(self) -> T:
-        slot = await self._checkout.take()
-        self._slot, self._lease = slot, slot.lease
-        return slot.resource  # type: ignore[no-any-return]
+    def __aenter__(self) -> Coroutine[Any, Any, T]:
+        # Not ``async def``: take() is the awaitable, and it records the slot here.
+        return self._checkout.take(self)
 
     async def __aexit__(
         self,

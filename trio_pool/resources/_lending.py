@@ -102,7 +102,7 @@ class Lending:
 
         Returns False when nobody took it: the caller retires it.
         """
-        if self.waiters:
+        if self.waiters.parked:  # no __bool__ call: every release runs this
             slot.lend()  # lend(), inlined: every hand-off runs this
             self.busy[id(slot.resource)] = slot
             self.waiters.hand(slot)
