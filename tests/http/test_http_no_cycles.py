@@ -118,15 +118,8 @@ async def test_stream_read_fully(pool: Pool) -> None:
     assert_idle(pool)
 
 
-# A request cut short closes its connection, and a closed connection's Client (inside the
-# Pool) still leaves its own cycles (bound methods stored on its parts, its supervisor);
-# an error's traceback holds the frames that hold it. Known, not fixed yet (issue #16).
-_CONNECTION_TEARDOWN = pytest.mark.xfail(
-    strict=True, reason="a closed connection's Client is still garbage with cycles"
-)
-
-
-@_CONNECTION_TEARDOWN
+# A request cut short closes its connection: its Client (inside the Pool), its Connection
+# and the request it was reading must all go by reference counting.
 async def test_stream_closed_early(pool: Pool) -> None:
     async def call() -> None:
         async with pool.stream("GET", "/big") as response:
@@ -189,7 +182,7 @@ async def test_pipeline(pool: Pool) -> None:
     assert_idle(pool)
 
 
-@_CONNECTION_TEARDOWN
+@pytest.mark.xfail(strict=True, reason="an error's traceback holds the frames that hold it")
 async def test_errors_and_timeouts() -> None:
     # headers_timeout is a pool option: a second pool with a short one.
     async with serve_h11(script) as server:

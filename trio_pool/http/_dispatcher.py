@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
@@ -85,6 +86,21 @@ Consumer = Callable[[Exchange, "trio.CancelScope | None"], Awaitable[None]]
 T = TypeVar("T")
 
 
+def _spec_maker(dispatcher: OriginDispatcher) -> Callable[[], ConnectionSpec]:
+    """``dispatcher._connection_spec`` for its own scheduler, through a weak reference: the
+    dispatcher owns the scheduler, so a strong one back would make every dispatcher (a
+    ``Pool``'s per-connection ``Client`` included) a reference cycle (issue #16). A
+    connection is opened only for a request whose caller holds the dispatcher."""
+    ref = weakref.ref(dispatcher)
+
+    def make_spec() -> ConnectionSpec:
+        owner = ref()
+        assert owner is not None, "a connection opened for a dispatcher that is gone"
+        return owner._connection_spec()
+
+    return make_spec
+
+
 class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     """The shared base of ``Client`` and ``Pool`` (one origin); see the module docstring."""
 
@@ -108,7 +124,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             self._origin,
             limit=max_connections,
             ttl=client_ttl,
-            make_spec=self._connection_spec,
+            make_spec=_spec_maker(self),
             start_soon=self._supervisor.start_soon,
             on_shut=self._shut.set,
             gate=gate,

@@ -65,6 +65,11 @@ class Parser:
         if self._h11_only or request.method in _H11_METHODS or request.upgrade:
             self._to_h11(self._fast.take_buffer(), skip=False)
 
+    def forget(self) -> None:
+        """Drop the request being answered (the connection closes; the request refers to
+        the connection, so keeping it would be a reference cycle). Not a checkpoint."""
+        self._request = None
+
     def receive_data(self, data: bytes) -> None:
         """Bytes received (``b""``: the peer's EOF)."""
         h = self._h11
