@@ -182,7 +182,6 @@ async def test_pipeline(pool: Pool) -> None:
     assert_idle(pool)
 
 
-@pytest.mark.xfail(strict=True, reason="an error's traceback holds the frames that hold it")
 async def test_errors_and_timeouts() -> None:
     # headers_timeout is a pool option: a second pool with a short one.
     async with serve_h11(script) as server:

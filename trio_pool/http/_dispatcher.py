@@ -45,7 +45,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import trio
 
@@ -343,7 +343,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     def _response(self, request: Request, exchange: Exchange | None) -> Response:
         """``request()``'s result: the whole response, or the request's error raised."""
         if request.error is not None:
-            raise request.error
+            _raise_error(request)
         assert exchange is not None
         assert exchange.head is not None
         status, response_headers, reason = exchange.head
@@ -494,10 +494,26 @@ def _head(request: Request, exchange: Exchange | None) -> tuple[Exchange, Head]:
     """The result of a request handed out at its head: the exchange and the head, or the
     request's error raised."""
     if request.error is not None:
-        raise request.error
+        _raise_error(request)
     assert exchange is not None
     assert exchange.head is not None
     return exchange, exchange.head
+
+
+def _raise_error(request: Request) -> NoReturn:
+    """Raise the error of ``request``, which has ended and is not read again.
+
+    The request lets go of it first: the traceback it leaves with holds the runner's frames,
+    which hold the request, so keeping it would make a reference cycle per failed request
+    (issue #16). (The same reason ``error`` is deleted: this frame is in the traceback too.)
+    """
+    error = request.error
+    assert error is not None
+    request.error = None
+    try:
+        raise error
+    finally:
+        del error
 
 
 def _nothing(request: Request, exchange: Exchange | None) -> None:
