@@ -95,7 +95,8 @@ class Parser:
     def _to_h11(self, data: bytes, *, skip: bool) -> None:
         """Hand the response to a fresh h11 primed with its request, fed ``data``."""
         request = self._request
-        assert request is not None
+        if request is None:  # forgotten: the connection was closed under its reader
+            raise h11.RemoteProtocolError("the connection was closed")
         h = self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head)
         fields = [(b"host", b"_")]
         fields += [(n, v) for n, v in request.headers if n.lower() == b"upgrade"]
