@@ -39,10 +39,11 @@ class Client(OriginDispatcher):
     def __init__(self, origin: str, *, connector: Connector | None = None, **options: Any) -> None:
         super().__init__(origin, ClientOptions.from_kwargs(options), max_connections=1)
         self._connector = connector
-        self._spec = ConnectionSpec(self._origin, self._options, connector, (self,))
 
     def _connection_spec(self) -> ConnectionSpec:
-        return self._spec
+        # Made per connection, not kept: a spec naming this Client as its target, stored on
+        # it, would be a reference cycle (issue #16).
+        return ConnectionSpec(self._origin, self._options, self._connector, (self,))
 
     def _spec_under(self, owner: Emitter) -> ConnectionSpec:
         """The spec of a connection of ``owner`` (a ``Pool``) that this Client describes:

@@ -241,6 +241,11 @@ class Connection:
 
     async def aclose(self) -> None:
         """Close the transport at once (no graceful TLS goodbye). A checkpoint."""
+        # A closed connection is dropped by its owner: let go first of what refers back to
+        # it (its owner's wake_by, the request it was reading) so nothing is left in a
+        # reference cycle (issue #16).
+        self._on_read = None
+        self._parser.forget()
         await self._transport.aclose()
 
     def detach(self) -> trio.abc.Stream:

@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import trio
 
@@ -85,6 +86,21 @@ Consumer = Callable[[Exchange, "trio.CancelScope | None"], Awaitable[None]]
 T = TypeVar("T")
 
 
+def _spec_maker(dispatcher: OriginDispatcher) -> Callable[[], ConnectionSpec]:
+    """``dispatcher._connection_spec`` for its own scheduler, through a weak reference: the
+    dispatcher owns the scheduler, so a strong one back would make every dispatcher (a
+    ``Pool``'s per-connection ``Client`` included) a reference cycle (issue #16). A
+    connection is opened only for a request whose caller holds the dispatcher."""
+    ref = weakref.ref(dispatcher)
+
+    def make_spec() -> ConnectionSpec:
+        owner = ref()
+        assert owner is not None, "a connection opened for a dispatcher that is gone"
+        return owner._connection_spec()
+
+    return make_spec
+
+
 class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     """The shared base of ``Client`` and ``Pool`` (one origin); see the module docstring."""
 
@@ -108,7 +124,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             self._origin,
             limit=max_connections,
             ttl=client_ttl,
-            make_spec=self._connection_spec,
+            make_spec=_spec_maker(self),
             start_soon=self._supervisor.start_soon,
             on_shut=self._shut.set,
             gate=gate,
@@ -327,7 +343,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     def _response(self, request: Request, exchange: Exchange | None) -> Response:
         """``request()``'s result: the whole response, or the request's error raised."""
         if request.error is not None:
-            raise request.error
+            _raise_error(request)
         assert exchange is not None
         assert exchange.head is not None
         status, response_headers, reason = exchange.head
@@ -478,10 +494,26 @@ def _head(request: Request, exchange: Exchange | None) -> tuple[Exchange, Head]:
     """The result of a request handed out at its head: the exchange and the head, or the
     request's error raised."""
     if request.error is not None:
-        raise request.error
+        _raise_error(request)
     assert exchange is not None
     assert exchange.head is not None
     return exchange, exchange.head
+
+
+def _raise_error(request: Request) -> NoReturn:
+    """Raise the error of ``request``, which has ended and is not read again.
+
+    The request lets go of it first: the traceback it leaves with holds the runner's frames,
+    which hold the request, so keeping it would make a reference cycle per failed request
+    (issue #16). (The same reason ``error`` is deleted: this frame is in the traceback too.)
+    """
+    error = request.error
+    assert error is not None
+    request.error = None
+    try:
+        raise error
+    finally:
+        del error
 
 
 def _nothing(request: Request, exchange: Exchange | None) -> None:

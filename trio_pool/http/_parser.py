@@ -65,6 +65,11 @@ class Parser:
         if self._h11_only or request.method in _H11_METHODS or request.upgrade:
             self._to_h11(self._fast.take_buffer(), skip=False)
 
+    def forget(self) -> None:
+        """Drop the request being answered (the connection closes; the request refers to
+        the connection, so keeping it would be a reference cycle). Not a checkpoint."""
+        self._request = None
+
     def receive_data(self, data: bytes) -> None:
         """Bytes received (``b""``: the peer's EOF)."""
         h = self._h11
@@ -90,7 +95,8 @@ class Parser:
     def _to_h11(self, data: bytes, *, skip: bool) -> None:
         """Hand the response to a fresh h11 primed with its request, fed ``data``."""
         request = self._request
-        assert request is not None
+        if request is None:  # forgotten: the connection was closed under its reader
+            raise h11.RemoteProtocolError("the connection was closed")
         h = self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self._max_head)
         fields = [(b"host", b"_")]
         fields += [(n, v) for n, v in request.headers if n.lower() == b"upgrade"]

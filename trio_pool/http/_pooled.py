@@ -381,6 +381,9 @@ class PooledConnection:
             handed_over = self.state is ConnState.HANDED_OVER
             self.state = ConnState.CLOSED
             self._owner.on_closed(self, reason)
+            # The reason may be an error whose traceback holds frames that hold this
+            # connection: once told, it is let go (no reference cycle, issue #16).
+            self._reason = None
             if self._conn is not None and not handed_over:
                 await self._conn.aclose()
 
