@@ -431,7 +431,9 @@ class Connection:
         try:
             return self._parser.next_event()
         except h11.RemoteProtocolError as exc:
-            raise self._protocol_error(exc) from exc
+            raise _protocol_error(
+                exc, self._options.max_header_size, self._received_eof, self._response_head
+            ) from exc
 
     async def next_event(
         self,
@@ -506,19 +508,23 @@ class Connection:
                 self._received_eof = True
             self._parser.receive_data(data)
 
-    def _protocol_error(self, exc: h11.RemoteProtocolError) -> TrioPoolError:
-        if exc.error_status_hint == 431:
-            return HeadersOverflowError(
-                f"response headers exceed max_header_size ({self._options.max_header_size} bytes)"
+
+def _protocol_error(
+    exc: h11.RemoteProtocolError, max_header_size: int, eof: bool, head: FastHead | None
+) -> TrioPoolError:
+    """The error a response that h11 refused is reported as (``eof``: the server closed
+    the connection; ``head``: the response's, if it got that far)."""
+    if exc.error_status_hint == 431:
+        return HeadersOverflowError(
+            f"response headers exceed max_header_size ({max_header_size} bytes)"
+        )
+    if eof:
+        if head is not None and head.length is not None:
+            return ResponseContentLengthMismatchError(
+                f"the server closed the connection before the whole body: {exc}"
             )
-        if self._received_eof:
-            head = self._response_head
-            if head is not None and head.length is not None:
-                return ResponseContentLengthMismatchError(
-                    f"the server closed the connection before the whole body: {exc}"
-                )
-            return SocketError("other side closed")
-        return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
+        return SocketError("other side closed")
+    return HTTPParserError(f"the server violated HTTP/1.1: {exc}")
 
 
 def keep_alive_hint(raw: bytes | None) -> int | None:
