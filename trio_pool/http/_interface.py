@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._errors import InvalidArgumentError
-from ._chain import collect, stream
+from ._chain import collect, fast_eligible, finish, request_levels, stream
 from ._dispatch import check_dispatch_args
 from ._models import RequestOptions
 from ._origin import parse_origin
@@ -329,7 +329,7 @@ class Composed(Dispatcher):
     origin cannot follow a hop to another; an ``Agent`` takes any).
     """
 
-    __slots__ = ("_base", "_chain", "_origin", "_prefix")
+    __slots__ = ("_base", "_chain", "_fast", "_origin", "_prefix")
 
     def __init__(self, base: Dispatcher, interceptors: tuple[Interceptor, ...]) -> None:
         self._base = base
@@ -349,6 +349,15 @@ class Composed(Dispatcher):
                     " function"
                 )
         self._chain = chain
+        # The request-level fast path of request() (see trio_pool/http/_chain.py), when
+        # every interceptor offers one.
+        levels = request_levels(interceptors)
+        self._fast: Callable[[RequestOptions], Awaitable[Response]] | None = None
+        if levels is not None:
+            send: Callable[[RequestOptions], Awaitable[Response]] = self._innermost_request
+            for level in reversed(levels):
+                send = level(send)
+            self._fast = send
 
     def __repr__(self) -> str:
         return f"<composed {self._base!r}>"
@@ -366,15 +375,22 @@ class Composed(Dispatcher):
             return options
         return _evolve_path(options, origin + path)
 
-    def _innermost(self, options: RequestOptions, handler: Handler) -> Awaitable[None]:
+    def _base_options(self, options: RequestOptions) -> RequestOptions:
+        """``options`` as the base dispatcher takes them (its own path again; see the class
+        docstring). Not a checkpoint."""
         prefix = self._prefix
         path = options.path
         if prefix is not None and type(path) is str and not path.startswith("/"):
             if path.startswith(prefix):
-                options = _evolve_path(options, path[len(prefix) - 1 :])
-            else:
-                options = _evolve_path(options, self._own_path(path))
-        return self._base.dispatch(options, handler)
+                return _evolve_path(options, path[len(prefix) - 1 :])
+            return _evolve_path(options, self._own_path(path))
+        return options
+
+    def _innermost(self, options: RequestOptions, handler: Handler) -> Awaitable[None]:
+        return self._base.dispatch(self._base_options(options), handler)
+
+    def _innermost_request(self, options: RequestOptions) -> Awaitable[Response]:
+        return self._base._request_options(self._base_options(options))
 
     def _own_path(self, url: str) -> str:
         """The path of ``url``, an absolute URL of this dispatcher's origin not written as
@@ -393,7 +409,15 @@ class Composed(Dispatcher):
         return f"{path}?{parts.query}" if parts.query else path
 
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+        if self._fast is not None and fast_eligible(options):
+            return self._request_fast(self._fast, self._absolute(options))
         return collect(self._chain, self._absolute(options))
+
+    @staticmethod
+    async def _request_fast(
+        fast: Callable[[RequestOptions], Awaitable[Response]], options: RequestOptions
+    ) -> Response:
+        return finish(await fast(options), options)
 
     def _stream(
         self, options: RequestOptions, *, duplex: bool
