@@ -37,9 +37,12 @@ status or error, ``decompress()`` decodes a body with a ``content-encoding``), w
 rules as its handler (they share the deciding functions). :func:`request_levels` returns
 them when *every* interceptor of a ``compose()`` has one, and :func:`fast_eligible` says
 whether a request can take them: no body (nothing to rewind, nothing one-shot). Then
-``Composed.request()`` sends through the levels down to the base dispatcher's own
-``request()`` path; anything else (a user-written interceptor anywhere in the chain, a body,
-``stream()``, ``dispatch()``) runs the dispatch chain. What differs is only *how much* of a
+``Composed.request()`` (over a dispatcher of one origin) sends through the levels down to
+the base dispatcher's own ``request()`` path, the request's path as the caller gave it (a
+level that needs it absolute, ``redirect()`` following a 3xx, makes it so from the
+response's URL: :func:`absolute`); anything else (a user-written interceptor anywhere in
+the chain, a body, ``stream()``, ``dispatch()``, an ``Agent`` or ``BalancedPool`` below)
+runs the dispatch chain. What differs is only *how much* of a
 response that is not the answer is read: the fast path has read it whole (bounded by the
 dispatcher's ``max_response_size``) where a handler drains it (redirect: up to 64 KiB,
 else it is the answer; retry: discarded). :func:`finish` makes the ``Response`` say what
@@ -51,6 +54,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -66,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RequestLevel",
+    "absolute",
     "Send",
     "collect",
     "fast_eligible",
@@ -104,6 +109,16 @@ def request_levels(interceptors: Sequence[object]) -> tuple[RequestLevel, ...] |
 def fast_eligible(options: RequestOptions) -> bool:
     """Whether ``options`` may take the request levels: no body. Not a checkpoint."""
     return options.body is None and getattr(options, "json", None) is None
+
+
+def absolute(options: RequestOptions, response: Response) -> RequestOptions:
+    """``options`` with its path absolute, as a dispatch chain sees it, its origin taken from
+    ``response`` (its answer, from a dispatcher of one origin). Not a checkpoint."""
+    path = options.path
+    if not path.startswith("/"):
+        return options
+    parts = urlsplit(response.url)
+    return attrs.evolve(options, path=f"{parts.scheme}://{parts.netloc}{path}")
 
 
 def finish(response: Response, options: RequestOptions) -> Response:

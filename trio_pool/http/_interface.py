@@ -351,7 +351,8 @@ class Composed(Dispatcher):
         self._chain = chain
         # The request-level fast path of request() (see trio_pool/http/_chain.py), when
         # every interceptor offers one.
-        levels = request_levels(interceptors)
+        # (Only over a dispatcher of one origin: there the levels can tell a path's origin.)
+        levels = request_levels(interceptors) if self._origin is not None else None
         self._fast: Callable[[RequestOptions], Awaitable[Response]] | None = None
         if levels is not None:
             send: Callable[[RequestOptions], Awaitable[Response]] = self._innermost_request
@@ -410,7 +411,8 @@ class Composed(Dispatcher):
 
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
         if self._fast is not None and fast_eligible(options):
-            return self._request_fast(self._fast, self._absolute(options))
+            # As the caller gave it: the levels make a path absolute only when they need it.
+            return self._request_fast(self._fast, options)
         return collect(self._chain, self._absolute(options))
 
     @staticmethod

@@ -36,7 +36,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import attrs
 
 from .._errors import InvalidArgumentError, TooManyRedirectsError, TrioPoolError
-from ..http._chain import offer_request_level
+from ..http._chain import absolute, offer_request_level
 from ..http._dispatch import call, start_call
 from ..http._models import RequestOptions
 from ._relay import DRAIN_LIMIT, Relay, between
@@ -114,6 +114,7 @@ async def _follow_level(send: Send, options: RequestOptions, limit: int) -> Resp
     response = await send(options)
     hops = 0
     while response.status in REDIRECT_STATUSES:
+        options = absolute(options, response)
         planned = next_hop(options, response.status, response.headers, replayable=True)
         if planned is None:
             return response
