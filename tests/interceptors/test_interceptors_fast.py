@@ -6,7 +6,7 @@ which path a request took."""
 from __future__ import annotations
 
 import gzip
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import brotli
 import pytest
@@ -82,24 +82,28 @@ def passing(dispatch: DispatchFunction) -> DispatchFunction:
 
 
 class Spy:
-    """Counts the base dispatcher's ``dispatch()`` calls (the dispatch chain) and
+    """Counts the base dispatcher's ``dispatch()`` calls (the dispatch chain) and its
     ``request()`` hops (the fast path) by patching the pool instance."""
 
     def __init__(self, pool: Pool, monkeypatch: pytest.MonkeyPatch) -> None:
         self.dispatched = 0
         self.requested = 0
-        dispatch, request_options = pool.dispatch, pool._request_options
+        dispatch = pool.dispatch
 
         async def counted_dispatch(options: RequestOptions, handler: Handler) -> None:
             self.dispatched += 1
             await dispatch(options, handler)
 
-        def counted_request(options: RequestOptions) -> object:
-            self.requested += 1
-            return request_options(options)
-
         monkeypatch.setattr(pool, "dispatch", counted_dispatch)
-        monkeypatch.setattr(pool, "_request_options", counted_request)
+        for name in ("_request_options", "_request_headed"):
+            monkeypatch.setattr(pool, name, self._counted(getattr(pool, name)))
+
+    def _counted(self, method: Callable[..., object]) -> Callable[..., object]:
+        def counted(*args: object) -> object:
+            self.requested += 1
+            return method(*args)
+
+        return counted
 
 
 def clients(pool: Pool) -> dict[str, trio_pool.Dispatcher]:

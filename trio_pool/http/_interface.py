@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._errors import InvalidArgumentError
-from ._chain import collect, fast_eligible, finish, request_levels, stream
+from ._chain import ConstantHeaders, collect, fast_eligible, finish, request_levels, stream
 from ._dispatch import check_dispatch_args
 from ._models import RequestOptions
 from ._origin import parse_origin
@@ -236,6 +236,21 @@ class Dispatcher(ABC):
             RequestOptions(method, path, reset=reset, capability=capability)
         )
 
+    def _request_headed(
+        self,
+        method: str,
+        path: str,
+        reset: bool,
+        headers: tuple[tuple[str, str], ...],
+        attempt: int,
+    ) -> Awaitable[Response]:
+        """:meth:`request` with only constant ``headers`` (the same for many requests, so a
+        dispatcher may prepare them once) and ``attempt``: the bottom of a composed
+        dispatcher's request-level fast path (trio_pool/http/_chain.py)."""
+        return self._request_options(
+            RequestOptions(method, path, headers=headers, reset=reset, attempt=attempt)
+        )
+
     @abstractmethod
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
         """:meth:`request` (its arguments unchecked)."""
@@ -391,7 +406,18 @@ class Composed(Dispatcher):
         return self._base.dispatch(self._base_options(options), handler)
 
     def _innermost_request(self, options: RequestOptions) -> Awaitable[Response]:
-        return self._base._request_options(self._base_options(options))
+        options = self._base_options(options)
+        headers = options.headers
+        if (
+            type(headers) is ConstantHeaders
+            and options.query is None
+            and options.idempotent is None
+            and options.capability is None
+        ):  # (no body: the fast path takes none)
+            return self._base._request_headed(
+                options.method, options.path, options.reset, headers, options.attempt
+            )
+        return self._base._request_options(options)
 
     def _own_path(self, url: str) -> str:
         """The path of ``url``, an absolute URL of this dispatcher's origin not written as

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from .._errors import InvalidArgumentError, ResponseDecodeError, ResponseExceededMaxSizeError
-from ..http._chain import _Collect, offer_request_level
+from ..http._chain import ConstantHeaders, _Collect, offer_request_level, with_headers
 from ..http._dispatch import call, start_call
 from ..http._headers import Headers
 from ._relay import Relay
@@ -209,6 +209,7 @@ def _find_codings() -> dict[str, Callable[[], _Decoder]]:
 _CODINGS = _find_codings()
 ACCEPT_ENCODING = ", ".join(name for name in _CODINGS if name != "x-gzip")
 """What ``decompress()`` asks for: ``gzip, deflate`` and what the installed packages add."""
+_ACCEPTING = ConstantHeaders([("accept-encoding", ACCEPT_ENCODING)])
 
 
 def decompress(*, max_response_size: int | None = None) -> Interceptor:
@@ -283,7 +284,7 @@ def _accepting(options: RequestOptions) -> RequestOptions:
     """``options`` with ``accept-encoding`` unless it has one. Not a checkpoint."""
     headers = options.headers
     if headers is None:
-        return attrs.evolve(options, headers=[("accept-encoding", ACCEPT_ENCODING)])
+        return with_headers(options, _ACCEPTING)
     pairs: list[tuple[Any, Any]] = list(
         headers.items() if isinstance(headers, Mapping) else headers
     )
