@@ -151,7 +151,7 @@ def request_levels(interceptors: Sequence[object]) -> tuple[RequestLevel, ...] |
 
 def fast_eligible(options: RequestOptions) -> bool:
     """Whether ``options`` may take the request levels: no body. Not a checkpoint."""
-    return options.body is None and getattr(options, "json", None) is None
+    return options.body is None and options.json is None
 
 
 def absolute(options: RequestOptions, response: Response) -> RequestOptions:

@@ -248,7 +248,10 @@ def decompress(*, max_response_size: int | None = None) -> Interceptor:
 
     def level(send: Send) -> Send:
         async def decompressing(options: RequestOptions) -> Response:
-            return await _decoded(await send(_accepting(options)), max_response_size)
+            response = await send(_accepting(options))
+            if "content-encoding" not in response.headers:  # nothing to decode: no stage
+                return response
+            return await _decoded(response, max_response_size)
 
         return decompressing
 
@@ -263,8 +266,6 @@ async def _decoded(response: Response, limit: int | None) -> Response:
     Raises:
         ResponseDecodeError, ResponseExceededMaxSizeError: as the stage does.
     """
-    if "content-encoding" not in response.headers:  # nothing to decode: no stage
-        return response
     collected = _Collect()
     stage = _Decoding(collected, limit)
     controller = Relay()

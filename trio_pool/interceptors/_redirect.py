@@ -98,8 +98,8 @@ def redirect(max_redirections: int = 5) -> Interceptor:
         if max_redirections == 0:
             return send
 
-        async def redirecting(options: RequestOptions) -> Response:
-            return await _follow_level(send, options, max_redirections)
+        def redirecting(options: RequestOptions) -> Awaitable[Response]:
+            return _follow_level(send, options, max_redirections)
 
         return redirecting
 
