@@ -249,7 +249,8 @@ def decompress(*, max_response_size: int | None = None) -> Interceptor:
     def level(send: Send) -> Send:
         async def decompressing(options: RequestOptions) -> Response:
             response = await send(_accepting(options))
-            if "content-encoding" not in response.headers:  # nothing to decode: no stage
+            # Nothing to decode: no stage (and the headers looked at undecoded).
+            if response.headers._raw_get(b"content-encoding") is None:
                 return response
             return await _decoded(response, max_response_size)
 
