@@ -47,6 +47,14 @@ response that is not the answer is read: the fast path has read it whole (bounde
 dispatcher's ``max_response_size``) where a handler drains it (redirect: up to 64 KiB,
 else it is the answer; retry: discarded). :func:`finish` makes the ``Response`` say what
 :func:`collect` would (the request's method, HTTP/1.1).
+
+What keeps it cheap: a level that has nothing to do costs one call and one comparison
+(``decompress()`` looks for ``content-encoding`` in the undecoded headers); the headers a
+level adds to every request are a :class:`ConstantHeaders` (one object), which the bottom
+of the path hands to the base's ``_request_headed`` so a ``Pool`` prepares that request once
+(``Prepared``), as it does a request with no headers; options are copied with
+:func:`with_headers` (``attrs.evolve`` costs three times as much). Measured by
+``benchmarks/interceptors_overhead.py`` (target: 1.10x a bare ``request()``).
 """
 
 from __future__ import annotations
