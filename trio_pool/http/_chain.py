@@ -45,7 +45,10 @@ the chain, a body, ``stream()``, ``dispatch()``, an ``Agent`` or ``BalancedPool`
 runs the dispatch chain. What differs is only *how much* of a
 response that is not the answer is read: the fast path has read it whole (bounded by the
 dispatcher's ``max_response_size``) where a handler drains it (redirect: up to 64 KiB,
-else it is the answer; retry: discarded). :func:`finish` makes the ``Response`` say what
+else it is the answer; retry: discarded, its connection closed past 64 KiB). Hence also:
+a retryable status whose body then fails to arrive is, on the fast path, that error
+(retried if it is one of ``retry()``'s ``errors``), where a handler had already decided
+to retry at the head. :func:`finish` makes the ``Response`` say what
 :func:`collect` would (the request's method, HTTP/1.1).
 
 What keeps it cheap: a level that has nothing to do costs one call and one comparison
