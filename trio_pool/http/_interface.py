@@ -435,6 +435,15 @@ class Composed(Dispatcher):
         path = parts.path or "/"
         return f"{path}?{parts.query}" if parts.query else path
 
+    def _request_plain(
+        self, method: str, path: str, reset: bool, capability: str | None
+    ) -> Awaitable[Response]:
+        fast = self._fast
+        options = RequestOptions(method, path, reset=reset, capability=capability)
+        if fast is not None:  # no body: the fast path takes it (see _request_options)
+            return self._request_fast(fast, options)
+        return collect(self._chain, self._absolute(options))
+
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
         if self._fast is not None and fast_eligible(options):
             # As the caller gave it: the levels make a path absolute only when they need it.
