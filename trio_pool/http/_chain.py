@@ -24,26 +24,163 @@ after the events that publish them (the head event, the channel's end).
 The final URL of a request (``Response.url``) is the one an interceptor that moved the
 request (``redirect()``) reports on the controller it gives the handler (a ``url``
 attribute), else the URL the request was sent to: :func:`final_url`.
+
+The request-level fast path (the one seam)
+------------------------------------------
+Driving a chain of handlers costs, per request, a handler object per interceptor, a
+``_Collect``, and a call per event through each of them. ``request()`` does not need that
+when every interceptor can do its work on a *finished* response: each built-in interceptor
+offers a request level (:func:`offer_request_level`), a ``(send) -> send`` function over
+``async (RequestOptions) -> Response`` that sends with the ``send`` below it and looks at the
+whole response (``redirect()`` follows a 3xx, ``retry()`` sends again after a retryable
+status or error, ``decompress()`` decodes a body with a ``content-encoding``), with the same
+rules as its handler (they share the deciding functions). :func:`request_levels` returns
+them when *every* interceptor of a ``compose()`` has one, and :func:`fast_eligible` says
+whether a request can take them: no body (nothing to rewind, nothing one-shot). Then
+``Composed.request()`` (over a dispatcher of one origin) sends through the levels down to
+the base dispatcher's own ``request()`` path, the request's path as the caller gave it (a
+level that needs it absolute, ``redirect()`` following a 3xx, makes it so from the
+response's URL: :func:`absolute`); anything else (a user-written interceptor anywhere in
+the chain, a body, ``stream()``, ``dispatch()``, an ``Agent`` or ``BalancedPool`` below)
+runs the dispatch chain. What differs is only *how much* of a
+response that is not the answer is read: the fast path has read it whole (bounded by the
+dispatcher's ``max_response_size``) where a handler drains it (redirect: up to 64 KiB,
+else it is the answer; retry: discarded, its connection closed past 64 KiB). Hence also:
+a retryable status whose body then fails to arrive is, on the fast path, that error
+(retried if it is one of ``retry()``'s ``errors``), where a handler had already decided
+to retry at the head. :func:`finish` makes the ``Response`` say what
+:func:`collect` would (the request's method, HTTP/1.1).
+
+What keeps it cheap: a level that has nothing to do costs one call and one comparison
+(``decompress()`` looks for ``content-encoding`` in the undecoded headers); the headers a
+level adds to every request are a :class:`ConstantHeaders` (one object), which the bottom
+of the path hands to the base's ``_request_headed`` so a ``Pool`` prepares that request once
+(``Prepared``), as it does a request with no headers; options are copied with
+:func:`with_headers` (``attrs.evolve`` costs three times as much). Measured by
+``benchmarks/interceptors_overhead.py`` (target: 1.10x a bare ``request()``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
+import attrs
 import trio
 
 from .._errors import RequestAbortedError, TrioPoolError
 from .._supervisor import open_helpers
 from ._headers import Headers
-from ._models import RequestOptions, Response, StreamResponse
+from ._models import HeadersType, RequestOptions, Response, StreamResponse
 from ._prepare import encode_query
 
 if TYPE_CHECKING:
-    from ._dispatch import Controller, DispatchFunction
+    from ._dispatch import Controller, DispatchFunction, Interceptor
 
-__all__ = ["collect", "final_url", "stream"]
+__all__ = [
+    "ConstantHeaders",
+    "RequestLevel",
+    "absolute",
+    "Send",
+    "collect",
+    "fast_eligible",
+    "final_url",
+    "finish",
+    "offer_request_level",
+    "request_levels",
+    "stream",
+    "with_headers",
+]
+
+Send = Callable[[RequestOptions], Awaitable[Response]]
+"""A request level's view of what is below it: send ``options``, return the whole response."""
+RequestLevel = Callable[[Send], Send]
+"""What an interceptor does at the request level (see the module docstring)."""
+_LEVEL = "_trio_pool_request_level"  # the attribute an interceptor offers its level by
+
+
+class ConstantHeaders(tuple[tuple[str, str], ...]):
+    """Request headers a request level adds, the same object for every request (valid
+    ``str`` pairs): at the bottom of the fast path a dispatcher of one origin prepares a
+    request with them once, as it does a request with no headers (``Prepared``)."""
+
+    __slots__ = ()
+
+
+def with_headers(options: RequestOptions, headers: HeadersType) -> RequestOptions:
+    """``options`` with ``headers`` (``attrs.evolve``, at a third of its cost: this is per
+    request). Not a checkpoint."""
+    return RequestOptions(
+        options.method,
+        options.path,
+        headers=headers,
+        body=options.body,
+        query=options.query,
+        idempotent=options.idempotent,
+        reset=options.reset,
+        capability=options.capability,
+        json=options.json,
+        attempt=options.attempt,
+    )
+
+
+# with_headers() copies every field by name: a field added to RequestOptions must be added
+# there too (this fails at import until it is).
+assert tuple(attrs.fields_dict(RequestOptions)) == (
+    "method",
+    "path",
+    "headers",
+    "body",
+    "query",
+    "idempotent",
+    "reset",
+    "capability",
+    "json",
+    "attempt",
+)
+
+
+def offer_request_level(interceptor: Interceptor, level: RequestLevel) -> Interceptor:
+    """``interceptor``, offering ``level`` as its request level. Not a checkpoint."""
+    setattr(interceptor, _LEVEL, level)
+    return interceptor
+
+
+def request_levels(interceptors: Sequence[object]) -> tuple[RequestLevel, ...] | None:
+    """The request levels of ``interceptors`` (outermost first) if each one has one, else
+    None. Not a checkpoint."""
+    levels = []
+    for interceptor in interceptors:
+        level = getattr(interceptor, _LEVEL, None)
+        if level is None:
+            return None
+        levels.append(level)
+    return tuple(levels)
+
+
+def fast_eligible(options: RequestOptions) -> bool:
+    """Whether ``options`` may take the request levels: no body. Not a checkpoint."""
+    return options.body is None and options.json is None
+
+
+def absolute(options: RequestOptions, response: Response) -> RequestOptions:
+    """``options`` with its path absolute, as a dispatch chain sees it, its origin taken from
+    ``response`` (its answer, from a dispatcher of one origin). Not a checkpoint."""
+    path = options.path
+    if not path.startswith("/"):
+        return options
+    parts = urlsplit(response.url)
+    return attrs.evolve(options, path=f"{parts.scheme}://{parts.netloc}{path}")
+
+
+def finish(response: Response, options: RequestOptions) -> Response:
+    """``response`` (from the request levels, for ``options``) as :func:`collect` makes it:
+    the request's own method, HTTP/1.1. Not a checkpoint."""
+    if response._method == options.method and response.http_version == "1.1":
+        return response
+    return attrs.evolve(response, http_version="1.1", method=options.method)
 
 
 def request_url(options: RequestOptions) -> str:

@@ -330,6 +330,26 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             RequestOptions(method, path, reset=reset, capability=capability)
         )
 
+    def _request_headed(
+        self,
+        method: str,
+        path: str,
+        reset: bool,
+        headers: tuple[tuple[str, str], ...],
+        attempt: int,
+    ) -> Awaitable[Response]:
+        # As _request_plain, the constant headers of a composed dispatcher's request level
+        # prepared once with the rest (trio_pool/http/_chain.py).
+        if type(method) is str and type(path) is str and type(reset) is bool:
+            if self._closed or not self._supervisor.running:
+                self._check_open()  # raises
+            request = self._prepared.request(method, path, reset, headers)
+            request.owner = self._scheduler
+            if self._traced:
+                request.trace = PhaseClock(self._origin.text, attempt, self._emit_trace)
+            return self._whole(request)
+        return super()._request_headed(method, path, reset, headers, attempt)
+
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
         return self._whole(self._accept(options))
 

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._errors import InvalidArgumentError
-from ._chain import collect, stream
+from ._chain import ConstantHeaders, collect, fast_eligible, finish, request_levels, stream
 from ._dispatch import check_dispatch_args
 from ._models import RequestOptions
 from ._origin import parse_origin
@@ -236,6 +236,21 @@ class Dispatcher(ABC):
             RequestOptions(method, path, reset=reset, capability=capability)
         )
 
+    def _request_headed(
+        self,
+        method: str,
+        path: str,
+        reset: bool,
+        headers: tuple[tuple[str, str], ...],
+        attempt: int,
+    ) -> Awaitable[Response]:
+        """:meth:`request` with only constant ``headers`` (the same for many requests, so a
+        dispatcher may prepare them once) and ``attempt``: the bottom of a composed
+        dispatcher's request-level fast path (trio_pool/http/_chain.py)."""
+        return self._request_options(
+            RequestOptions(method, path, headers=headers, reset=reset, attempt=attempt)
+        )
+
     @abstractmethod
     def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
         """:meth:`request` (its arguments unchecked)."""
@@ -329,7 +344,7 @@ class Composed(Dispatcher):
     origin cannot follow a hop to another; an ``Agent`` takes any).
     """
 
-    __slots__ = ("_base", "_chain", "_origin", "_prefix")
+    __slots__ = ("_base", "_chain", "_fast", "_origin", "_prefix")
 
     def __init__(self, base: Dispatcher, interceptors: tuple[Interceptor, ...]) -> None:
         self._base = base
@@ -349,6 +364,16 @@ class Composed(Dispatcher):
                     " function"
                 )
         self._chain = chain
+        # The request-level fast path of request() (see trio_pool/http/_chain.py), when
+        # every interceptor offers one.
+        # (Only over a dispatcher of one origin: there the levels can tell a path's origin.)
+        levels = request_levels(interceptors) if self._origin is not None else None
+        self._fast: Callable[[RequestOptions], Awaitable[Response]] | None = None
+        if levels is not None:
+            send: Callable[[RequestOptions], Awaitable[Response]] = self._innermost_request
+            for level in reversed(levels):
+                send = level(send)
+            self._fast = send
 
     def __repr__(self) -> str:
         return f"<composed {self._base!r}>"
@@ -366,15 +391,33 @@ class Composed(Dispatcher):
             return options
         return _evolve_path(options, origin + path)
 
-    def _innermost(self, options: RequestOptions, handler: Handler) -> Awaitable[None]:
+    def _base_options(self, options: RequestOptions) -> RequestOptions:
+        """``options`` as the base dispatcher takes them (its own path again; see the class
+        docstring). Not a checkpoint."""
         prefix = self._prefix
         path = options.path
         if prefix is not None and type(path) is str and not path.startswith("/"):
             if path.startswith(prefix):
-                options = _evolve_path(options, path[len(prefix) - 1 :])
-            else:
-                options = _evolve_path(options, self._own_path(path))
-        return self._base.dispatch(options, handler)
+                return _evolve_path(options, path[len(prefix) - 1 :])
+            return _evolve_path(options, self._own_path(path))
+        return options
+
+    def _innermost(self, options: RequestOptions, handler: Handler) -> Awaitable[None]:
+        return self._base.dispatch(self._base_options(options), handler)
+
+    def _innermost_request(self, options: RequestOptions) -> Awaitable[Response]:
+        options = self._base_options(options)
+        headers = options.headers
+        if (
+            type(headers) is ConstantHeaders
+            and options.query is None
+            and options.idempotent is None
+            and options.capability is None
+        ):  # (no body: the fast path takes none)
+            return self._base._request_headed(
+                options.method, options.path, options.reset, headers, options.attempt
+            )
+        return self._base._request_options(options)
 
     def _own_path(self, url: str) -> str:
         """The path of ``url``, an absolute URL of this dispatcher's origin not written as
@@ -392,8 +435,26 @@ class Composed(Dispatcher):
         path = parts.path or "/"
         return f"{path}?{parts.query}" if parts.query else path
 
-    def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+    def _request_plain(
+        self, method: str, path: str, reset: bool, capability: str | None
+    ) -> Awaitable[Response]:
+        fast = self._fast
+        options = RequestOptions(method, path, reset=reset, capability=capability)
+        if fast is not None:  # no body: the fast path takes it (see _request_options)
+            return self._request_fast(fast, options)
         return collect(self._chain, self._absolute(options))
+
+    def _request_options(self, options: RequestOptions) -> Awaitable[Response]:
+        if self._fast is not None and fast_eligible(options):
+            # As the caller gave it: the levels make a path absolute only when they need it.
+            return self._request_fast(self._fast, options)
+        return collect(self._chain, self._absolute(options))
+
+    @staticmethod
+    async def _request_fast(
+        fast: Callable[[RequestOptions], Awaitable[Response]], options: RequestOptions
+    ) -> Response:
+        return finish(await fast(options), options)
 
     def _stream(
         self, options: RequestOptions, *, duplex: bool

@@ -353,15 +353,20 @@ class Prepared:
     def __init__(self, origin: Origin, client_options: ClientOptions) -> None:
         self._origin = origin
         self._client_options = client_options
-        self._cache: dict[tuple[str, str, bool], Request] = {}
+        self._cache: dict[tuple[str, str, bool, tuple[tuple[str, str], ...]], Request] = {}
 
-    def request(self, method: str, path: str, reset: bool) -> Request:
-        """A new request; raises like :func:`prepare`."""
-        key = (method, path, reset)
+    def request(
+        self, method: str, path: str, reset: bool, headers: tuple[tuple[str, str], ...] = ()
+    ) -> Request:
+        """A new request (with ``headers``: the constant ones of a request level, see
+        ``_chain.ConstantHeaders``); raises like :func:`prepare`."""
+        key = (method, path, reset, headers)
         template = self._cache.get(key)
         if template is None:
             template = prepare(
-                RequestOptions(method, path, reset=reset), self._origin, self._client_options
+                RequestOptions(method, path, reset=reset, headers=headers or None),
+                self._origin,
+                self._client_options,
             )
             # A host, a length, a close: nothing h11 could refuse. Its bytes let a pipelined
             # copy skip the side serialiser (the first request of a connection writes through

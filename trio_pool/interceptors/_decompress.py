@@ -33,12 +33,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from .._errors import InvalidArgumentError, ResponseDecodeError, ResponseExceededMaxSizeError
+from ..http._chain import ConstantHeaders, _Collect, offer_request_level, with_headers
 from ..http._dispatch import call, start_call
 from ..http._headers import Headers
+from ._relay import Relay
 
 if TYPE_CHECKING:
+    from ..http._chain import Send
     from ..http._dispatch import Controller, DispatchFunction, Handler, Interceptor
-    from ..http._models import RequestOptions
+    from ..http._models import RequestOptions, Response
 
 __all__ = ["ACCEPT_ENCODING", "BLOCK", "decompress"]
 
@@ -206,6 +209,7 @@ def _find_codings() -> dict[str, Callable[[], _Decoder]]:
 _CODINGS = _find_codings()
 ACCEPT_ENCODING = ", ".join(name for name in _CODINGS if name != "x-gzip")
 """What ``decompress()`` asks for: ``gzip, deflate`` and what the installed packages add."""
+_ACCEPTING = ConstantHeaders([("accept-encoding", ACCEPT_ENCODING)])
 
 
 def decompress(*, max_response_size: int | None = None) -> Interceptor:
@@ -242,14 +246,47 @@ def decompress(*, max_response_size: int | None = None) -> Interceptor:
 
         return decompressing
 
-    return interceptor
+    def level(send: Send) -> Send:
+        async def decompressing(options: RequestOptions) -> Response:
+            response = await send(_accepting(options))
+            # Nothing to decode: no stage (and the headers looked at undecoded).
+            if response.headers._raw_get(b"content-encoding") is None:
+                return response
+            return await _decoded(response, max_response_size)
+
+        return decompressing
+
+    return offer_request_level(interceptor, level)
+
+
+async def _decoded(response: Response, limit: int | None) -> Response:
+    """The request level of :func:`decompress` (see trio_pool/http/_chain.py): ``response``
+    with its body decoded, by the very :class:`_Decoding` stage a dispatch uses, fed the
+    finished response. Not a checkpoint (the stage's outer handler is plain).
+
+    Raises:
+        ResponseDecodeError, ResponseExceededMaxSizeError: as the stage does.
+    """
+    collected = _Collect()
+    stage = _Decoding(collected, limit)
+    controller = Relay()
+    stage.on_response_start(controller, response.status, response.headers, response.reason)
+    if stage._decoders is None:  # no coding, or one not known here: passed on untouched
+        return response
+    if response.body:
+        await stage._decode(controller, response.body)
+    stage.on_response_end(controller, response.trailers)
+    assert collected.head is not None
+    chunks = collected.chunks
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return attrs.evolve(response, headers=collected.head[1], body=body)
 
 
 def _accepting(options: RequestOptions) -> RequestOptions:
     """``options`` with ``accept-encoding`` unless it has one. Not a checkpoint."""
     headers = options.headers
     if headers is None:
-        return attrs.evolve(options, headers=[("accept-encoding", ACCEPT_ENCODING)])
+        return with_headers(options, _ACCEPTING)
     pairs: list[tuple[Any, Any]] = list(
         headers.items() if isinstance(headers, Mapping) else headers
     )

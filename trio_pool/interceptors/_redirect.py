@@ -36,14 +36,17 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import attrs
 
 from .._errors import InvalidArgumentError, TooManyRedirectsError, TrioPoolError
+from ..http._chain import absolute, offer_request_level
 from ..http._dispatch import call, start_call
 from ..http._models import RequestOptions
 from ._relay import DRAIN_LIMIT, Relay, between
 from ._replay import Replay, readable_again, replay_of
 
 if TYPE_CHECKING:
+    from ..http._chain import Send
     from ..http._dispatch import Controller, DispatchFunction, Handler, Interceptor
     from ..http._headers import Headers
+    from ..http._models import Response
 
 __all__ = ["REDIRECT_STATUSES", "next_hop", "redirect"]
 
@@ -91,7 +94,43 @@ def redirect(max_redirections: int = 5) -> Interceptor:
 
         return redirecting
 
-    return interceptor
+    def level(send: Send) -> Send:
+        if max_redirections == 0:
+            return send
+
+        def redirecting(options: RequestOptions) -> Awaitable[Response]:
+            return _follow_level(send, options, max_redirections)
+
+        return redirecting
+
+    return offer_request_level(interceptor, level)
+
+
+async def _follow_level(send: Send, options: RequestOptions, limit: int) -> Response:
+    """The request level of :func:`redirect` (see trio_pool/http/_chain.py): ``options``
+    (no body) and every hop of its redirects, by the rules of :class:`_Follow`. A
+    checkpoint."""
+    options = readable_again(options)  # the next hop sends its headers again
+    response = await send(options)
+    hops = 0
+    while response.status in REDIRECT_STATUSES:
+        options = absolute(options, response)
+        planned = next_hop(options, response.status, response.headers, replayable=True)
+        if planned is None:
+            return response
+        if hops >= limit:
+            raise TooManyRedirectsError(
+                f"more than {limit} redirects (the last to {response.headers.get('location')!r})"
+            )
+        if len(response.body) > DRAIN_LIMIT:
+            return response  # too long to hold: a handler passes it on as it is
+        try:
+            following = await send(planned)
+        except InvalidArgumentError:
+            return response  # a URL the dispatcher cannot reach: the redirect is the answer
+        hops += 1
+        options, response = planned, following
+    return response
 
 
 async def _follow(

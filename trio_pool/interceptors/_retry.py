@@ -49,14 +49,16 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
+from ..http._chain import offer_request_level
 from ..http._dispatch import call, start_call
 from ._relay import Discard, Relay, between
 from ._replay import readable_again, replay_of
 
 if TYPE_CHECKING:
+    from ..http._chain import Send
     from ..http._dispatch import Controller, DispatchFunction, Handler, Interceptor
     from ..http._headers import Headers
-    from ..http._models import RequestOptions
+    from ..http._models import RequestOptions, Response
 
 __all__ = ["add_note", "retry", "retry_after_seconds"]
 
@@ -118,7 +120,18 @@ def retry(
 
         return retrying
 
-    return interceptor
+    def level(send: Send) -> Send:
+        def retrying(options: RequestOptions) -> Awaitable[Response]:
+            allowed = options.idempotent
+            if allowed is None:
+                allowed = options.method in policy.methods
+            if not allowed:
+                return send(options)
+            return _attempts_level(send, options, policy)
+
+        return retrying
+
+    return offer_request_level(interceptor, level)
 
 
 @attrs.frozen
@@ -187,6 +200,41 @@ class _Policy:
                 if seconds is not None:
                     return min(seconds, self.max_timeout)
         return self.backoff(retry)
+
+    def status_wait(
+        self, status: int, headers: Headers, attempts: int, replayable: bool
+    ) -> float | None:
+        """The wait before retrying after attempt ``attempts`` answered ``status``, or None
+        if it is the answer. Not a checkpoint."""
+        if status in self.status_codes and replayable and attempts <= self.max_retries:
+            wait = self.wait(attempts, headers)
+            if _fits(wait):
+                return wait
+        return None
+
+    def error_wait(self, error: BaseException, attempts: int, replayable: bool) -> float | None:
+        """The wait before retrying after attempt ``attempts`` failed with ``error``, or
+        None if ``error`` is the answer (then, if it is one of ``errors``, a note on it says
+        why it was not retried). Not a checkpoint."""
+        if not isinstance(error, self.errors):
+            return None
+        if not (replayable or isinstance(error, ConnectError)):
+            why = "its body cannot be sent again"
+        elif attempts > self.max_retries:
+            why = f"no retries left (max_retries={self.max_retries})"
+        else:
+            wait = self.wait(attempts, None)
+            if _fits(wait):
+                return wait
+            why = f"the next wait ({wait:.3g} s) would end after the deadline"
+        plural = "s" if attempts > 1 else ""
+        add_note(error, f"trio_pool retry: gave up after {attempts} attempt{plural}: {why}")
+        return None
+
+
+def _fits(wait: float) -> bool:
+    """Whether a retry after ``wait`` can start before the caller's deadline."""
+    return trio.current_time() + wait < trio.current_effective_deadline()
 
 
 def _seconds(name: str, value: object) -> float:
@@ -271,6 +319,32 @@ async def _attempts(
             return
 
 
+async def _attempts_level(send: Send, options: RequestOptions, policy: _Policy) -> Response:
+    """The request level of :func:`retry` (see trio_pool/http/_chain.py): send ``options``
+    (no body) until an attempt is not to be retried, by the rules of :class:`_Attempts`.
+    A checkpoint; cancelled in a wait, nothing is left behind."""
+    options = readable_again(options)  # another attempt sends its headers again
+    attempts = 0
+    attempt = options.attempt
+    current = options
+    while True:
+        attempts += 1
+        try:
+            response = await send(current)
+        except Exception as exc:
+            wait = policy.error_wait(exc, attempts, True)
+            if wait is None:
+                raise
+        else:
+            wait = policy.status_wait(response.status, response.headers, attempts, True)
+            if wait is None:
+                return response
+        if wait > 0:
+            await trio.sleep(wait)
+        attempt += 1  # RequestTrace.attempt of the next one
+        current = attrs.evolve(options, attempt=attempt)
+
+
 class _Attempts:
     """The handler every attempt of one request reports to (see the module docstring)."""
 
@@ -285,10 +359,6 @@ class _Attempts:
         self.wait: float | None = None  # set: the current attempt is discarded, retry after
         self.discard: Discard | None = None
 
-    def _fits(self, wait: float) -> bool:
-        """Whether a retry after ``wait`` can start before the caller's deadline."""
-        return trio.current_time() + wait < trio.current_effective_deadline()
-
     def on_request_start(self, controller: Controller) -> Awaitable[object] | None:
         self.relay.inner = controller
         self.attempts += 1
@@ -301,15 +371,9 @@ class _Attempts:
         self, controller: Controller, status: int, headers: Headers, reason: str
     ) -> Awaitable[object] | None:
         self.relay.inner = controller
-        policy = self.policy
-        if (
-            status in policy.status_codes
-            and self.replayable
-            and self.attempts <= policy.max_retries
-            and not self.relay._aborted
-        ):
-            wait = policy.wait(self.attempts, headers)
-            if self._fits(wait):
+        if not self.relay._aborted:
+            wait = self.policy.status_wait(status, headers, self.attempts, self.replayable)
+            if wait is not None:
                 self.wait = wait
                 self.discard = Discard()
                 return None
@@ -334,22 +398,9 @@ class _Attempts:
     ) -> Awaitable[object] | None:
         if self.discard is not None:
             return None  # the discarded body failed (or was cut): the retry stands
-        policy = self.policy
-        why = None
-        if isinstance(error, policy.errors) and not self.relay._aborted:
-            if not (self.replayable or isinstance(error, ConnectError)):
-                why = "its body cannot be sent again"
-            elif self.attempts > policy.max_retries:
-                why = f"no retries left (max_retries={policy.max_retries})"
-            else:
-                wait = policy.wait(self.attempts, None)
-                if self._fits(wait):
-                    self.wait = wait
-                    return None
-                why = f"the next wait ({wait:.3g} s) would end after the deadline"
-        if why is not None:
-            plural = "s" if self.attempts > 1 else ""
-            add_note(
-                error, f"trio_pool retry: gave up after {self.attempts} attempt{plural}: {why}"
-            )
+        if not self.relay._aborted:
+            wait = self.policy.error_wait(error, self.attempts, self.replayable)
+            if wait is not None:
+                self.wait = wait
+                return None
         return start_call(self.outer.on_response_error, self.relay, error)
