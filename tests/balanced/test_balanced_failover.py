@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import trio
@@ -24,6 +24,24 @@ from trio_pool.testing import ServerConnection, ServerRequest
 def idle(pool: BalancedPool) -> None:
     stats = pool.statistics()
     assert (stats.pending, stats.queued, stats.running, stats.size) == (0, 0, 0, 0)
+
+
+async def cancel_on_the_second_attempt(
+    pool: BalancedPool, send: Callable[[], Awaitable[object]]
+) -> None:
+    """Run ``send()`` and cancel it once its second attempt (on the live upstream, after the
+    dead one refused) is the one request running."""
+    with trio.CancelScope() as scope:
+
+        async def cancel_when_running() -> None:
+            await trio.testing.wait_all_tasks_blocked()
+            assert pool.statistics().running == 1
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_when_running)
+            await send()
+    assert scope.cancelled_caught
 
 
 async def test_one_dead_upstream_of_two_fails_no_request() -> None:
@@ -131,17 +149,8 @@ async def test_cancelled_during_the_failover_attempt_leaves_nothing_behind() -> 
     async with upstreams(2) as (dead, live):
         await dead.stop()
         async with BalancedPool([dead.origin, live.origin], connections=1) as pool:
-            with trio.CancelScope() as scope:
-
-                async def cancel_when_waiting() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
-                    assert pool.statistics().running == 1  # the second attempt, on B
-                    scope.cancel()
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(cancel_when_waiting)
-                    await pool.request("GET", "/slow")  # B answers /slow once its gate opens
-            assert scope.cancelled_caught
+            # B answers /slow once its gate opens.
+            await cancel_on_the_second_attempt(pool, lambda: pool.request("GET", "/slow"))
             await trio.testing.wait_all_tasks_blocked()
             idle(pool)
             pool._check_invariants()
@@ -230,17 +239,8 @@ async def test_dispatch_cancelled_during_the_failover_attempt_tells_its_handler_
         await dead.stop()
         async with BalancedPool([dead.origin, live.origin], connections=1) as pool:
             handler = _Recorder()
-            with trio.CancelScope() as scope:
-
-                async def cancel_when_waiting() -> None:
-                    await trio.testing.wait_all_tasks_blocked()
-                    assert pool.statistics().running == 1  # the second attempt, on B
-                    scope.cancel()
-
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(cancel_when_waiting)
-                    await pool.dispatch(RequestOptions("GET", "/slow"), handler)
-            assert scope.cancelled_caught
+            options = RequestOptions("GET", "/slow")
+            await cancel_on_the_second_attempt(pool, lambda: pool.dispatch(options, handler))
             assert handler.events == ["start", "error"]
             assert not isinstance(handler.error, ConnectError)
             await trio.testing.wait_all_tasks_blocked()
