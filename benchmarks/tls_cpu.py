@@ -3,13 +3,13 @@ against aiohttp, over nginx with TLS.
 
 Usage::
 
-    python benchmarks/tls_cpu.py [--baseline /work/main] [--reps 5] [--window 2]
+    python benchmarks/tls_cpu.py [--baseline OTHER_CHECKOUT] [--reps 5] [--window 2]
         [--concurrency 10 100] [--sizes 12 65536] [--scheme https|http]
 
 One nginx (``_servers``) for the run; every measurement runs in a child process
 (``_clients.py SPEC``) with the checkout under test first on ``PYTHONPATH`` — this tree, the
-baseline checkout, or either for aiohttp — so two versions of ``trio_pool`` never share a
-process. For each (body, concurrency) cell, a repetition measures the three clients back to
+``--baseline`` checkout if one is given (say a worktree of the commit before a change), or
+either for aiohttp — so two versions of ``trio_pool`` never share a process. For each (body, concurrency) cell, a repetition measures the three clients back to
 back in a rotating order (paired, alternating: a busy spell on the shared machine hits all
 of them), and each ratio is the median of the per-repetition ratios of client CPU seconds per
 request. Bounded: each measurement is at most ``window`` seconds (plus setup) and 20,000
@@ -71,7 +71,7 @@ def cpu_per_request(sample: Sample) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, default=Path("/work/main"))
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout (A/B)")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[10, 100])
@@ -79,7 +79,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[12, 65536])
     args = parser.parse_args()
     _servers.raise_fd_limit()
-    clients = [("new", ROOT, POOL), ("main", args.baseline, POOL), ("aiohttp", ROOT, AIOHTTP)]
+    clients = [("new", ROOT, POOL), ("aiohttp", ROOT, AIOHTTP)]
+    if args.baseline is not None:
+        clients.insert(1, ("main", args.baseline, POOL))
     with _servers.start("nginx") as server:
         for path, size in ((_servers.SMALL_PATH, 12), (_servers.LARGE_PATH, 65536)):
             if size not in args.sizes:
@@ -89,12 +91,15 @@ def main() -> None:
                 target = Target(origins, path, size, server.cafile, server.pids)
                 cpu: dict[str, list[float]] = {name: [] for name, _, _ in clients}
                 for rep in range(args.reps):
-                    order = clients[rep % 3 :] + clients[: rep % 3]
+                    turn = rep % len(clients)
+                    order = clients[turn:] + clients[:turn]
                     for name, checkout, client in order:
                         sample = measure(checkout, client, target, concurrency, args.window)
                         cpu[name].append(cpu_per_request(sample))
-                vs_main = statistics.median(
-                    m / n for n, m in zip(cpu["new"], cpu["main"], strict=True)
+                vs_main = (
+                    statistics.median(m / n for n, m in zip(cpu["new"], cpu["main"], strict=True))
+                    if "main" in cpu
+                    else math.nan
                 )
                 vs_aio = statistics.median(
                     a / n for n, a in zip(cpu["new"], cpu["aiohttp"], strict=True)
