@@ -9,11 +9,12 @@ Usage::
 One nginx (``_servers``) for the run; every measurement runs in a child process
 (``_clients.py SPEC``) with the checkout under test first on ``PYTHONPATH`` — this tree, the
 ``--baseline`` checkout if one is given (say a worktree of the commit before a change), or
-either for aiohttp — so two versions of ``trio_pool`` never share a process. For each (body, concurrency) cell, a repetition measures the three clients back to
-back in a rotating order (paired, alternating: a busy spell on the shared machine hits all
-of them), and each ratio is the median of the per-repetition ratios of client CPU seconds per
-request. Bounded: each measurement is at most ``window`` seconds (plus setup) and 20,000
-requests; the whole run ~ cells x reps x 3 x (window + setup).
+either for aiohttp — so two versions of ``trio_pool`` never share a process. For each
+(body, concurrency) cell, a repetition measures the clients back to back in a rotating order
+(paired, alternating: a busy spell on the shared machine hits all of them), and each ratio
+is the median of the per-repetition ratios of client CPU seconds per request. Bounded: each
+measurement is at most ``window`` seconds (plus setup) and 20,000 requests; the whole run ~
+cells x reps x clients x (window + setup).
 
 Targets (issue #16): aiohttp/Pool CPU per request >= 1.5 for 12 B at C=10 and C=100, >= 1.0
 for 64 KiB.
