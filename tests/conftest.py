@@ -10,13 +10,18 @@ The HTTP suites run under both read modes of the request runner (``_dispatcher.p
 Every test under ``tests/http``, ``tests/balanced``, ``tests/chaos`` (the HTTP soak) and
 ``tests/fuzz`` is parametrised with ``read_mode`` (``fast``/``general``); the fixture clears
 ``FAST_READS`` for the general mode before any dispatcher of the test is made.
+
+The https tests share ``ca`` (a throwaway trustme CA per module) and ``server_context`` (a
+server certificate for 127.0.0.1 issued by it); a module may define its own instead.
 """
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
+import trustme
 
 from trio_pool.http import _dispatcher
 
@@ -39,3 +44,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         and "resource" not in path.name
     ):
         metafunc.parametrize("read_mode", ["fast", "general"], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context

@@ -16,18 +16,6 @@ async def hello(request: ServerRequest, conn: ServerConnection) -> None:
     await conn.respond(200, body=b"secure")
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
 async def test_https_with_a_trusted_ca(ca: trustme.CA, server_context: ssl.SSLContext) -> None:
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
