@@ -265,9 +265,9 @@ async def test_an_error_not_retried_is_the_same(pool: Pool, script: Script) -> N
             await client.request("GET", "no-slash")
         errors.append(str(caught.value))
     assert errors[0] == errors[1]
+    script.cuts = 9
+    client = trio_pool.compose(pool, redirect(), retry(max_retries=0))
     with pytest.raises(trio_pool.SocketError):  # its last error (no retries left)
-        script.cuts = 9
-        client = trio_pool.compose(pool, redirect(), retry(max_retries=0))
         await client.request("GET", "/cut", reset=True)
     assert script.seen == ["GET /cut"]
     assert_idle(pool)
