@@ -19,7 +19,9 @@ the factory :func:`_choose` installs):
 For each (body, concurrency) cell a repetition measures the parsers back to back in a rotating
 order (paired, alternating: a busy spell on the shared machine hits all of them); a ratio is
 the median of the per-repetition ratios of req/s, and CPU microseconds per request (this
-process, ``getrusage``) are shown too. Bounded: each measurement is at most ``--window``
+process, ``getrusage``) are shown too. A first line gives each parser's CPU per response
+with no I/O at all (a kept parser reading a recorded nginx response), the most a parser
+change could save per request. Bounded: each measurement is at most ``--window``
 seconds and ``--requests`` requests (plus setup), so the run takes about cells x reps x
 parsers x (window + setup): about 1.5 minutes with the defaults.
 """
@@ -30,6 +32,7 @@ import argparse
 import importlib.util
 import math
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -80,6 +83,57 @@ def _measure(name: str, target: Target, concurrency: int, requests: int, window:
         return _clients._measure_here(POOL, target, concurrency, requests, WARM, window)
 
 
+# What nginx sends for the 12-byte file (a fixed date): the shape every parser reads here.
+NGINX_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Fri, 04 Dec 2026 14:00:00 GMT\r\n"
+    b"Content-Type: application/octet-stream\r\nContent-Length: 12\r\n"
+    b"Last-Modified: Fri, 04 Dec 2026 13:00:00 GMT\r\nConnection: keep-alive\r\n"
+    b'ETag: "6751a0b0-c"\r\nAccept-Ranges: bytes\r\n\r\nhello world\n'
+)
+
+
+class _Request:
+    """What the parser seam reads of a request."""
+
+    method = b"GET"
+    target = b"/"
+    headers = ((b"host", b"127.0.0.1"),)
+    upgrade = False
+
+
+def _parse_once(name: str) -> Callable[[], None]:
+    """One response of :data:`NGINX_RESPONSE` through a kept ``Parser``, head to end."""
+    parser = _factory(name)(16384)
+    request = _Request()
+
+    def once() -> None:
+        parser.expect(request)  # type: ignore[arg-type]
+        parser.receive_data(NGINX_RESPONSE)
+        head = parser.next_event()
+        parser.next_event()
+        parser.next_event()
+        parser.finish(head)  # type: ignore[arg-type]
+
+    return once
+
+
+def _parse_only(parsers: list[str], reps: int) -> None:
+    """CPU microseconds per response of each parser alone (no I/O), alternating."""
+    runs = {name: _parse_once(name) for name in parsers}
+    cpu: dict[str, list[float]] = {name: [] for name in parsers}
+    count = 5000
+    for rep in range(reps):
+        for name in rotated(parsers, rep):
+            once = runs[name]
+            start = time.process_time()
+            for _ in range(count):
+                once()
+            cpu[name].append((time.process_time() - start) / count * 1e6)
+    cells = " ".join(f"{name}={statistics.median(cpu[name]):5.1f}" for name in parsers)
+    ratios = " ".join(f"{name}/fast={_paired(cpu[name], cpu['fast']):.2f}x" for name in parsers)
+    print(f"parse only, CPU us/response: {cells} | {ratios}", flush=True)
+
+
 def _paired(numerators: list[float], denominators: list[float]) -> float:
     pairs = [n / d for n, d in zip(numerators, denominators, strict=True) if n > 0 and d > 0]
     return statistics.median(pairs) if pairs else math.nan
@@ -97,6 +151,7 @@ def main() -> None:
     if importlib.util.find_spec("httptools") is None:
         parsers.remove("httptools")
         print("httptools: skipped (not importable; pip install httptools)")
+    _parse_only(parsers, max(options.reps, 5))
     _servers.raise_fd_limit()
     with _servers.start("auto") as server:
         print(f"server: {server.kind}; Pool GET req/s (CPU us/req), medians of {options.reps}")
