@@ -226,9 +226,9 @@ class Scheduler:
         try:
             if front:
                 seq = request.seq
-                conn = await queue.wait(request, front=True, before=lambda r: r.seq > seq)
+                conn = await queue.park(request, front=True, before=lambda r: r.seq > seq)
             else:
-                conn = await queue.wait(request)
+                conn = await queue.park(request)  # no frame of its own: a deep queue is lean
             # Handed a lease, but cancelled in the same instant: give it to the next waiter
             # rather than start (and spoil) an exchange. Not a checkpoint otherwise.
             await trio.lowlevel.checkpoint_if_cancelled()
