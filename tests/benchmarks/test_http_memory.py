@@ -3,7 +3,8 @@ the pool adds per request waiting behind a stalled connection stay within issue 
 and cancelling the whole queue leaves the pool idle.
 
 Unlike a throughput figure this one is deterministic (tracemalloc counts Python allocations,
-whatever the machine's load), so the target itself is asserted. The sizes are CPython's."""
+whatever the machine's load), so the target itself is asserted. The sizes are CPython
+3.11's (frames inside their coroutines)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ import http_memory  # noqa: E402
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.skipif(
-        sys.implementation.name != "cpython", reason="frame and object sizes are CPython's"
+        sys.implementation.name != "cpython" or sys.version_info < (3, 11),
+        # 3.10 keeps a separate frame object beside each coroutine: other sizes altogether.
+        reason="the target is set on CPython 3.11+'s frame and object sizes",
     ),
 ]
 
