@@ -33,12 +33,12 @@ pytestmark = [
 def test_a_queued_request_costs_at_most_1_kib_and_a_cancelled_queue_leaves_the_pool_idle(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(http_memory, "QUEUED", 2_000)
+    monkeypatch.setattr(http_memory, "QUEUED", 1_000)
     tracemalloc.start()
     try:
         result = trio.run(http_memory._measure)
     finally:
         tracemalloc.stop()
-    assert result["stats_queued"] == 2_000
+    assert result["stats_queued"] == 1_000
     assert result["idle_after_cancel"]
     assert 0 < result["per_queued"] <= http_memory.TARGET_BYTES, result["top_sites"]
