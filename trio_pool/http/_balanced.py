@@ -395,7 +395,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         try:
             # A cancelled waiter leaves the queue before anything can be handed to it; one
             # that was handed an upstream returns it (no checkpoint until _routed's try).
-            upstream = await self._waiting.wait(Waiter(capability))
+            upstream = await self._waiting.park(Waiter(capability))
         except BaseException:
             self._check_shutdown()
             raise

@@ -197,12 +197,13 @@ class Checkout:
         self._owner._maybe_allocate(arriving=1)
         lending = self._lending
         key = object()
-        # Straight on the hand-off queue (no wrapper coroutine: every hand-off resumes it).
+        # Straight on the hand-off queue's sleep (park(): no wrapper coroutine, not even
+        # wait()'s: every hand-off resumes it).
         try:
             if deadline == _INF:  # the common case; a cancel scope costs a little on a hot path
-                return await lending.waiters.wait(key, front=front)
+                return await lending.waiters.park(key, front=front)
             with trio.CancelScope(deadline=deadline):
-                return await lending.waiters.wait(key, front=front)
+                return await lending.waiters.park(key, front=front)
         except BaseException:
             lending.check_drained()  # it left the queue (cancelled, or failed by the pool)
             raise
