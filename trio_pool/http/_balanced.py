@@ -325,6 +325,11 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         Pools of upstreams removed since. O(number of upstreams), not a checkpoint."""
         return _sum_statistics(self._held, self._retired, len(self._waiting))
 
+    def _origin_statistics(self) -> list[tuple[str, PoolStats]]:
+        """Each upstream's origin and its Pool's statistics, removed upstreams still
+        finishing their requests included. Not a checkpoint."""
+        return [(upstream.origin, upstream.pool.statistics()) for upstream in self._held]
+
     def _on_pool_event(
         self, upstream: Upstream, event: str, origin: str, targets: list[Emitter], *extra: object
     ) -> None:

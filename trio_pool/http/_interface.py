@@ -24,6 +24,13 @@ builds it: a ``Dispatcher`` whose hooks run a request through a chain of interce
 (``request()`` collects the response the chain delivers, ``stream()`` relays it from a helper
 task: ``_chain.py``), and whose every other member is its base's. It holds no state of its
 own but the chain, so it needs no ``async with``: the base's block is its lifetime.
+
+Two documented-internal hooks are the one seam through which the library's add-ons
+(``trio_pool.opentelemetry``) learn what the public API does not say, instead of reading
+each class's private state: :meth:`Dispatcher._root` (whose events and statistics these
+are: a composed dispatcher's base) and :meth:`Dispatcher._origin_statistics` (the
+statistics of each origin it holds connections to). Each class that knows better
+overrides them; they read state, never change it.
 """
 
 from __future__ import annotations
@@ -342,6 +349,20 @@ class Dispatcher(ABC):
         per request; an ``Agent`` takes absolute URLs)."""
         return None
 
+    # ------------------------------------------------------------------ introspection
+
+    def _root(self) -> Dispatcher:
+        """The dispatcher whose events and statistics these are: this one (a composed
+        dispatcher's base, see the module docstring). Not a checkpoint."""
+        return self
+
+    def _origin_statistics(self) -> list[tuple[str, PoolStats]]:
+        """``(origin, statistics)`` for each origin this dispatcher holds connections to: a
+        one-origin dispatcher's own, none where there is no single one (classes with
+        several override it). Not a checkpoint."""
+        origin = self._path_origin()
+        return [] if origin is None else [(origin, self.statistics())]
+
 
 class Composed(Dispatcher):
     """A dispatcher with interceptors around another's ``dispatch`` (:meth:`Dispatcher.compose`).
@@ -392,6 +413,12 @@ class Composed(Dispatcher):
 
     def _path_origin(self) -> str | None:
         return self._origin
+
+    def _root(self) -> Dispatcher:
+        return self._base._root()
+
+    def _origin_statistics(self) -> list[tuple[str, PoolStats]]:
+        return self._base._origin_statistics()
 
     # ------------------------------------------------------------------ the chain
 
