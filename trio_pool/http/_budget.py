@@ -124,7 +124,7 @@ class Budget:
             # Room for this waiter too, unless closings under way cover it already.
             if self._evicting <= len(self._waiters) and self._make_room(owner):
                 self._evicting += 1
-            await self._waiters.wait(ticket)  # handed: the slot is ours (counted by _serve)
+            await self._waiters.park(ticket)  # handed: the slot is ours (counted by _serve)
         finally:
             left = self._waiting[owner] - 1
             if left:
