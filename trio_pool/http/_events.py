@@ -60,6 +60,10 @@ class Emitter:
             if event == REQUEST_END:
                 _retrace(self)
 
+    def _listens(self, event: str) -> bool:
+        """Whether a listener is registered here for ``event``. Not a checkpoint."""
+        return bool(self._listeners.get(event))
+
     def _emit(self, event: str, *args: Any) -> None:
         for callback in tuple(self._listeners.get(event, ())):
             try:

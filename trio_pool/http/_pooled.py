@@ -57,10 +57,12 @@ import trio
 
 from .._errors import ConnectError, InformationalError
 from ._connection import Connection
+from ._events import emit_along
 from ._exchange import Broken
 from ._request import Interrupted, State
 
 if TYPE_CHECKING:
+    from ._events import Emitter
     from ._options import ClientOptions
     from ._request import Request
     from ._spec import ConnectionSpec
@@ -113,6 +115,7 @@ class PooledConnection:
         "_owner",
         "_reason",
         "_scope",
+        "_targets",
         "_to_read",
         "_to_write",
         "_ttl",
@@ -155,6 +158,8 @@ class PooledConnection:
         self._scope: trio.CancelScope | None = None
         self._wake: trio.CancelScope | None = None
         self.opened_at = 0.0  # Trio time its task began to connect (read-only)
+        # The events' targets once the spec's identity was made (see emit).
+        self._targets: tuple[Emitter, ...] | None = None
 
     # ------------------------------------------------------------------ predicates
 
@@ -206,6 +211,25 @@ class PooledConnection:
 
     # ------------------------------------------------------------------ scheduler side
     # Synchronous: the scheduler calls these without an await in between.
+
+    def emit(self, event: str, origin: str, *extra: object) -> None:
+        """Emit the connection event ``event`` along the spec's ``targets`` (see
+        :func:`~._events.emit_along`). Not a checkpoint.
+
+        A spec with an ``identity`` maker gets its innermost target (a ``Pool``'s ``Client``)
+        made the first time one of its targets listens to an event, and kept: every later
+        event of this connection names the same one. Until then nobody could know it, so
+        an event nobody hears is skipped without making it."""
+        targets = self._targets
+        if targets is None:
+            spec = self.spec
+            if spec.identity is None:
+                targets = spec.targets
+            elif any(target._listens(event) for target in spec.targets):
+                targets = self._targets = (*spec.targets, spec.identity())
+            else:
+                return
+        emit_along(targets, event, origin, *extra)
 
     def take_first(self) -> Request | None:
         """The request the connection was opened for, if it still waits; it no longer does."""
