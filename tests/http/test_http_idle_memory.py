@@ -189,3 +189,27 @@ async def test_destroy_interrupts_a_connect(autojump_clock: trio.testing.MockClo
         assert_idle(pool)
         assert pool.statistics().connected == 0
     assert [type(exc) for exc in outcomes] == [trio_pool.ClientDestroyedError]
+
+
+async def test_an_agent_makes_no_client_unless_its_own_listener_hears() -> None:
+    # The agent listens to its pools (its connection budget, its own events) through relays,
+    # which need no Client; its max_connections budget is still given back on disconnect.
+    heard: list[list[object]] = []
+    async with serve_h11(script) as server:
+        made = clients()
+        agent = trio_pool.Agent(max_connections=2)
+        async with agent:
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(agent.request, "GET", f"{server.origin}/")
+                assert agent.statistics().connected == 2
+                assert clients() == made
+                agent.on("disconnect", lambda origin, targets, error: heard.append(targets))
+                await agent.close()
+    assert len(heard) == 2
+    for targets in heard:
+        assert targets[0] is agent
+        assert isinstance(targets[1], Pool)
+        assert isinstance(targets[2], Client)
+        assert len(targets) == 3

@@ -229,18 +229,16 @@ class PooledConnection:
         :func:`~._events.emit_along`). Not a checkpoint.
 
         A spec with an ``identity`` maker gets its innermost target (a ``Pool``'s ``Client``)
-        made the first time one of its targets listens to an event, and kept: every later
-        event of this connection names the same one. Until then nobody could know it, so
-        an event nobody hears is skipped without making it."""
+        made the first time one of its targets hears an event (:meth:`~._events.Emitter._listens`),
+        and kept: every later event of this connection names the same one. Until then nobody
+        could know it: the event goes to the listeners that pass it on unheard (relays: an
+        ``Agent``'s budget, a ``BalancedPool``'s weights) without it."""
         targets = self._targets
         if targets is None:
             spec = self.spec
-            if spec.identity is None:
-                targets = spec.targets
-            elif any(target._listens(event) for target in spec.targets):
-                targets = self._targets = (*spec.targets, spec.identity())
-            else:
-                return
+            targets = spec.targets
+            if spec.identity is not None and any(target._listens(event) for target in targets):
+                targets = self._targets = (*targets, spec.identity())
         emit_along(targets, event, origin, *extra)
 
     def take_first(self) -> Request | None:
