@@ -54,7 +54,7 @@ from .._errors import InvalidArgumentError, MaxOriginsReachedError
 from .._validate import check_count, check_timeout
 from ._budget import Budget, Unneeded, budgeted_connector
 from ._dispatch import tell_unrouted
-from ._events import EVENTS, Emitter, nest, unnest
+from ._events import EVENTS, Emitter, nest, relay, unnest
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions
@@ -255,7 +255,7 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
             raise InvalidArgumentError(f"invalid factory: it returned {pool!r}, not a new Pool")
         entry = _Origin(origin.text, pool)
         for event in EVENTS:
-            pool.on(event, functools.partial(self._on_pool_event, event))
+            relay(pool, self, event, functools.partial(self._on_pool_event, event))
         nest(pool, self)  # its "request_end" events are the agent's
         self._pools[origin.text] = entry
         self._held.add(entry)

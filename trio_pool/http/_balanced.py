@@ -58,7 +58,7 @@ from .._errors import (
 from .._handoff import HandoffQueue
 from .._validate import check_count, check_timeout
 from ._dispatch import check_dispatch_args, tell_unrouted
-from ._events import EVENTS, Emitter, nest, unnest
+from ._events import EVENTS, Emitter, nest, relay, unnest
 from ._failover import dispatch_failing_over, fail_over, failing_over
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
@@ -206,7 +206,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
             raise InvalidArgumentError("invalid factory: it returned a closed or used Pool")
         upstream = Upstream(text, pool, frozenset(tags), self._max_weight)
         for event in EVENTS:
-            pool.on(event, functools.partial(self._on_pool_event, upstream, event))
+            relay(pool, self, event, functools.partial(self._on_pool_event, upstream, event))
         nest(pool, self)  # its "request_end" events are this pool's
         self._order.append(upstream)
         self._update_step()

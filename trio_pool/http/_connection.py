@@ -200,6 +200,11 @@ class Connection:
         the connection must close instead, or None."""
         index = self._responses  # the request this response answers
         persistent, leftover, closed = self._parser.finish(head)
+        # The response's head and request mattered only while it was read: an idle
+        # connection keeping them (a header list, a request and its body) cost ~1.2 KiB and
+        # more (issue #16). The next response's reader calls expect() first.
+        self._response_head = None
+        self._parser.forget()
         close_at = self._close_at
         if not persistent or self._written <= index or (close_at is not None and close_at <= index):
             return InformationalError("the connection is not persistent")

@@ -4,7 +4,10 @@ Connection events: ``"connect"(origin, targets)``, ``"disconnect"(origin, target
 ``"connection_error"(origin, targets, error)``, ``"drain"(origin, targets)``. ``targets`` is
 the ownership chain, outermost first (``[pool, client]``); each object in the chain emits to
 its own listeners with the part of the chain that starts at itself, as undici does. An
-``Agent`` or ``BalancedPool`` hears its pools' connection events by listening to them.
+``Agent`` or ``BalancedPool`` hears its pools' connection events by listening to them, with a
+*relay* (:func:`relay`): a listener that passes the event on, so a connection's ``Client``
+(made only when an event of it is heard, ``ConnectionSpec.identity``) is needed for it only
+if the outer dispatcher hears that event itself (:meth:`Emitter._listens`).
 
 Request event: ``"request_end"(trace)``, emitted by the dispatcher of one origin that ran the
 request, then by each dispatcher it is nested in (:func:`nest`: a ``Pool`` in an ``Agent`` or
@@ -24,7 +27,16 @@ from typing import Any
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["EVENTS", "REQUEST_END", "Emitter", "emit_along", "emit_request_end", "nest", "unnest"]
+__all__ = [
+    "EVENTS",
+    "REQUEST_END",
+    "Emitter",
+    "emit_along",
+    "emit_request_end",
+    "nest",
+    "relay",
+    "unnest",
+]
 
 EVENTS = frozenset({"connect", "disconnect", "connection_error", "drain"})
 """The connection events (an outer dispatcher listens to each of its pools')."""
@@ -60,6 +72,14 @@ class Emitter:
             if event == REQUEST_END:
                 _retrace(self)
 
+    def _listens(self, event: str) -> bool:
+        """Whether ``event`` is heard here: a listener is registered for it, other than a
+        relay whose outer emitter does not hear it. Not a checkpoint."""
+        return any(
+            type(listener) is not _Relay or listener.outer._listens(event)
+            for listener in self._listeners.get(event, ())
+        )
+
     def _emit(self, event: str, *args: Any) -> None:
         for callback in tuple(self._listeners.get(event, ())):
             try:
@@ -74,6 +94,28 @@ def emit_along(targets: Sequence[Emitter], event: str, origin: str, *extra: obje
     chain = list(targets)
     for index in range(len(chain) - 1, -1, -1):
         chain[index]._emit(event, origin, chain[index:], *extra)
+
+
+class _Relay:
+    """A listener of ``outer``'s on an inner emitter (see :func:`relay`)."""
+
+    __slots__ = ("callback", "outer")
+
+    def __init__(self, callback: Callable[..., object], outer: Emitter) -> None:
+        self.callback = callback
+        self.outer = outer
+
+    def __call__(self, *args: Any) -> object:
+        return self.callback(*args)
+
+
+def relay(inner: Emitter, outer: Emitter, event: str, callback: Callable[..., object]) -> None:
+    """Call ``callback`` on ``inner``'s connection event ``event``, as a listener that passes
+    it on to ``outer`` (an ``Agent`` or ``BalancedPool`` on its pools). It is called as any
+    listener is, but counts as hearing ``event`` only while ``outer`` does: until then the
+    ``targets`` it gets need not name the connection's ``Client`` (nobody would see it)."""
+    assert event in EVENTS
+    inner._listeners.setdefault(event, []).append(_Relay(callback, outer))
 
 
 def nest(inner: Emitter, outer: Emitter) -> None:

@@ -11,10 +11,10 @@ from .._validate import check_count, check_timeout
 from ._client import Client
 from ._dispatcher import OriginDispatcher
 from ._options import ClientOptions
+from ._spec import ConnectionSpec
 
 if TYPE_CHECKING:
     from ._scheduler import ConnectionGate
-    from ._spec import ConnectionSpec
     from ._transport import Connector
 
 __all__ = ["Pool"]
@@ -67,17 +67,25 @@ class Pool(OriginDispatcher):
             gate=_gate,
         )
         self._factory = factory
+        self._connector = connector
         self._client_kwargs = options
         if connector is not None:
             self._client_kwargs = {**options, "connector": connector}
 
     def _connection_spec(self) -> ConnectionSpec:
-        # A Client per connection even without a factory: it is the connection's identity in
-        # the events' ``targets`` ([pool, client]), and its listeners hear them.
         if self._factory is None:
-            client = Client(self._origin.text, **self._client_kwargs)
-        else:
-            client = self._factory(self._origin.text, **self._client_kwargs)
-            if not isinstance(client, Client):
-                raise InvalidArgumentError(f"invalid factory: it returned {client!r}, not a Client")
+            # The connection's Client (its identity in the events' ``targets``, [pool,
+            # client]) is made only if an event of it is heard: nobody else can reach it,
+            # and an idle connection carrying a whole dispatcher cost ~3 KiB (issue #16).
+            # The options are this pool's own, validated from the same keywords.
+            return ConnectionSpec(
+                self._origin, self._options, self._connector, (self,), self._make_client
+            )
+        client = self._factory(self._origin.text, **self._client_kwargs)
+        if not isinstance(client, Client):
+            raise InvalidArgumentError(f"invalid factory: it returned {client!r}, not a Client")
         return client._spec_under(self)
+
+    def _make_client(self) -> Client:
+        """A connection's ``Client`` as the default factory makes it (see above)."""
+        return Client(self._origin.text, **self._client_kwargs)

@@ -18,6 +18,11 @@ until the current one. The same task enforces the timeout of a read that waits f
 bytes (``headers_timeout``, ``body_timeout``, :meth:`Connection.expire_read`), so no request
 scope carries a deadline (a deadline update per read was a tenth of a small request's cost).
 
+That sleep's is the one cancel scope of a connected task (each active scope costs ~600 bytes
+of Trio state per idle connection, issue #16): connecting runs in a scope of its own, left
+once connected; after that :meth:`PooledConnection.cancel` sets ``_destroyed`` and wakes the
+sleep, and the task ends where a cancelled scope around it would have raised.
+
 With ``pipelining > 1`` several requests hold leases at once. They write in lease order
 (``_to_write``) and read in the same order (``_to_read``); a request waits for its turn on its
 own park/wake (``Request.park``), set by its predecessor. If the connection breaks, every
@@ -57,10 +62,12 @@ import trio
 
 from .._errors import ConnectError, InformationalError
 from ._connection import Connection
+from ._events import emit_along
 from ._exchange import Broken
 from ._request import Interrupted, State
 
 if TYPE_CHECKING:
+    from ._events import Emitter
     from ._options import ClientOptions
     from ._request import Request
     from ._spec import ConnectionSpec
@@ -86,6 +93,11 @@ _ASSIGNED = State.ASSIGNED
 _NOT_PIPELINED = (False, False)
 
 
+def _abort_sleep(_: object) -> trio.lowlevel.Abort:
+    """The idle sleep's abort function: a cancellation (its wake-up) always succeeds."""
+    return trio.lowlevel.Abort.SUCCEEDED
+
+
 class ConnectionOwner(Protocol):
     """How a pooled connection reports to its scheduler. Each call is synchronous, made with
     no ``await`` between the change and the report."""
@@ -108,11 +120,13 @@ class PooledConnection:
 
     __slots__ = (
         "_conn",
+        "_destroyed",
         "_expiry",
         "_first",
         "_owner",
         "_reason",
         "_scope",
+        "_targets",
         "_to_read",
         "_to_write",
         "_ttl",
@@ -152,9 +166,12 @@ class PooledConnection:
         self._unpipelineable = 0  # leases that nothing may be pipelined with
         self._reason: BaseException | None = None
         self._expiry = math.inf
-        self._scope: trio.CancelScope | None = None
-        self._wake: trio.CancelScope | None = None
+        self._scope: trio.CancelScope | None = None  # while connecting
+        self._wake: trio.CancelScope | None = None  # while connected and asleep
+        self._destroyed = False  # cancel() was called
         self.opened_at = 0.0  # Trio time its task began to connect (read-only)
+        # The events' targets once the spec's identity was made (see emit).
+        self._targets: tuple[Emitter, ...] | None = None
 
     # ------------------------------------------------------------------ predicates
 
@@ -207,6 +224,23 @@ class PooledConnection:
     # ------------------------------------------------------------------ scheduler side
     # Synchronous: the scheduler calls these without an await in between.
 
+    def emit(self, event: str, origin: str, *extra: object) -> None:
+        """Emit the connection event ``event`` along the spec's ``targets`` (see
+        :func:`~._events.emit_along`). Not a checkpoint.
+
+        A spec with an ``identity`` maker gets its innermost target (a ``Pool``'s ``Client``)
+        made the first time one of its targets hears an event (:meth:`~._events.Emitter._listens`),
+        and kept: every later event of this connection names the same one. Until then nobody
+        could know it: the event goes to the listeners that pass it on unheard (relays: an
+        ``Agent``'s budget, a ``BalancedPool``'s weights) without it."""
+        targets = self._targets
+        if targets is None:
+            spec = self.spec
+            targets = spec.targets
+            if spec.identity is not None and any(target._listens(event) for target in targets):
+                targets = self._targets = (*targets, spec.identity())
+        emit_along(targets, event, origin, *extra)
+
     def take_first(self) -> Request | None:
         """The request the connection was opened for, if it still waits; it no longer does."""
         first, self._first = self._first, None
@@ -242,8 +276,11 @@ class PooledConnection:
     def cancel(self) -> None:
         """Stop the task and close the connection now (``destroy()``)."""
         self.retire()
+        self._destroyed = True
         if self._scope is not None:
             self._scope.cancel()
+        if self._wake is not None:
+            self._wake.cancel()
 
     def armed_idle(self) -> None:
         """The scheduler filed the connection as idle: arm its expiry."""
@@ -373,10 +410,13 @@ class PooledConnection:
                 except ConnectError as exc:
                     reason = exc
                     return
-                if self.state is ConnState.CONNECTING:
-                    self.state = ConnState.OPEN
-                self._owner.on_connected(self)
-                reason = await self._live()
+            self._scope = None
+            if not self.connected:
+                return  # cancel() interrupted the connect
+            if self.state is ConnState.CONNECTING:
+                self.state = ConnState.OPEN
+            self._owner.on_connected(self)
+            reason = await self._live()
         finally:
             handed_over = self.state is ConnState.HANDED_OVER
             self.state = ConnState.CLOSED
@@ -388,8 +428,8 @@ class PooledConnection:
             if self._conn is not None and not handed_over:
                 await self._conn.aclose()
 
-    async def _live(self) -> BaseException:
-        """Sleep until the connection is retired or its idle time is up."""
+    async def _live(self) -> BaseException | None:
+        """Sleep until the connection is retired or its idle time is up; None: ``cancel()``."""
         conn = self.connection
         while True:
             # retire() can wake this task only while it sleeps, so look before sleeping: a
@@ -397,12 +437,16 @@ class PooledConnection:
             # otherwise sleep until an expiry that was never set, and close() wait forever.
             if self.state is not ConnState.OPEN and self.is_idle():
                 return self._reason or InformationalError("connection retired")
-            deadline = self._expiry if self.is_idle() else math.inf
-            if conn.reading:
-                deadline = min(deadline, conn.read_deadline)
-            with trio.CancelScope(deadline=deadline) as self._wake:
-                await trio.sleep_forever()
-            self._wake = None
+            if not self._destroyed:
+                deadline = self._expiry if self.is_idle() else math.inf
+                if conn.reading:
+                    deadline = min(deadline, conn.read_deadline)
+                with trio.CancelScope(deadline=deadline) as self._wake:
+                    # trio.sleep_forever() without its own coroutine frame and lambda.
+                    await trio.lowlevel.wait_task_rescheduled(_abort_sleep)
+                self._wake = None
+            if self._destroyed:
+                return None  # where a cancelled scope around the task would have raised
             conn.expire_read()  # a read's timeout: its caller maps the interruption
             if not self.is_idle():
                 continue  # leased as the deadline fired

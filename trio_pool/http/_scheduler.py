@@ -40,7 +40,6 @@ import trio
 from .._errors import ConnectError, InformationalError, RequestAbortedError, SocketError
 from .._handoff import HandoffQueue
 from ._budget import Unneeded
-from ._events import emit_along
 from ._models import PoolStats
 from ._pooled import ConnState, PooledConnection
 from ._request import State
@@ -350,7 +349,7 @@ class Scheduler:
         self._connects += 1
         self._for_queue.discard(conn)
         _log.debug("connected to %s", self._origin.text)
-        emit_along(conn.spec.targets, "connect", self._origin.text)
+        conn.emit("connect", self._origin.text)
         first = conn.take_first()
         if first is not None and first in self._opening:
             conn.lease(first)
@@ -368,7 +367,7 @@ class Scheduler:
             self._feed(conn)
             if self._need_drain and not self._queue:
                 self._need_drain = False
-                emit_along(conn.spec.targets, "drain", self._origin.text)
+                conn.emit("drain", self._origin.text)
         self._check_shutdown()
 
     def on_unavailable(self, conn: PooledConnection) -> None:
@@ -383,7 +382,6 @@ class Scheduler:
         self._for_queue.discard(conn)
         if self._gate is not None:
             self._gate.release()
-        targets = conn.spec.targets
         if reason is None:
             reason = self._destroy_error or InformationalError("destroyed")
         if not conn.connected:
@@ -400,11 +398,11 @@ class Scheduler:
                     if first.trace is not None:
                         first.trace.connecting(conn.opened_at)
                     self.abort(first, reason)
-            emit_along(targets, "connection_error", self._origin.text, reason)
+            conn.emit("connection_error", self._origin.text, reason)
         else:
             self._connected -= 1
             _log.debug("disconnected from %s: %r", self._origin.text, reason)
-            emit_along(targets, "disconnect", self._origin.text, reason)
+            conn.emit("disconnect", self._origin.text, reason)
         self._pump()
         self._check_shutdown()
 
