@@ -256,9 +256,18 @@ class Exchange:
         options = self._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
-        event = await conn.next_event(
-            scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
-        )
+        # A pipelined head has often arrived with the response before it: parsed here, it
+        # needs no read (and no coroutine); only a read awaits, as in read_rest.
+        event = conn.buffered_event()
+        if event is NEED_DATA:
+            event = await conn.next_event(
+                scope,
+                HeadersTimeoutError,
+                timeout,
+                deadline=deadline,
+                read_first=True,
+                request=request,
+            )
         if type(event) is not FastHead or event.informational:  # the usual case needs no checks
             while type(event) is FastHead and event.informational:
                 if conn.switched():  # 101 to an upgrade
