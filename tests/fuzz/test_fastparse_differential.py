@@ -243,6 +243,14 @@ CORPUS = [
     b"HTTP/1.1 200 OK\r\n: empty\r\ncontent-length: 0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n00000000000000001\r\na\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r",
+    # Field lines must tile the block: no byte before a name, between lines, or a line that
+    # is not a field (a valid field behind any of them must not be taken alone).
+    b"HTTP/1.1 200 OK\r\n\x01x-a: 1\r\ncontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nx-a: 1\x01content-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nx-a: 1\rcontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nno-colon\r\ncontent-length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-a: 1\r\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nx-a: 1\r\n\ncontent-length: 0\r\n\r\n",
 ]
 
 

@@ -213,3 +213,27 @@ async def test_destroy_at_every_step_of_a_request(steps: int) -> None:
     assert outcomes[0] == b"hello" or isinstance(outcomes[0], ClientDestroyedError)
     assert_idle(pool)
     assert pool.statistics().connected == 0
+
+
+async def test_a_64_kib_body_that_arrived_whole_is_read_whole() -> None:
+    # The server's bytes are all in the client's socket before it reads: one read takes the
+    # head and the whole 64 KiB body (one piece, not a 64 KiB read's two).
+    body = bytes(range(256)) * 256
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body)
+    sent = trio.Event()
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        assert isinstance(conn.stream, trio.SocketStream)
+        conn.stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        await conn.send_raw(head + body)
+        sent.set()
+        await trio.sleep_forever()
+
+    async with serve_h11(script) as server, Pool(server.origin) as pool:
+        with trio.fail_after(10):
+            async with pool.stream("GET", "/") as response:
+                await sent.wait()
+                chunks = [chunk async for chunk in response.body]
+        assert [len(chunk) for chunk in chunks] == [len(body)]
+        assert chunks[0] == body
+        assert_idle(pool)

@@ -417,11 +417,12 @@ class Connection:
         for the retry rule (API.md 1.6), read in one call."""
         return self._responses > 0, self._received_bytes, self._leftover
 
-    def response_started(self) -> tuple[bool, int, bool]:
+    def response_started(self) -> tuple[bool, int, int]:
         """A response head is about to be read: forget the previous one's framing. Returns
-        :meth:`progress`."""
+        :meth:`progress`, with the bytes already buffered (those that arrived behind the
+        last response) counted rather than told."""
         self._response_head = None
-        return self._responses > 0, self._received_bytes, self._leftover
+        return self._responses > 0, self._received_bytes, len(self._parser.leftover())
 
     def response_framing(self, head: FastHead) -> None:
         """The head of the response being read (whether a content-length frames it, for

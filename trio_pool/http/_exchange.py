@@ -251,14 +251,23 @@ class Exchange:
         # pipelined request was written before any response, but if a response before it
         # completed, its own is due on a reused connection: unanswered, it is retried like
         # one written on an idle kept-alive connection (RFC 9112 9.3.2).
-        self._reused, self._mark, leftover = conn.response_started()
-        self._fresh = not leftover
+        self._reused, self._mark, buffered = conn.response_started()
+        self._fresh = not buffered
         options = self._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
-        event = await conn.next_event(
-            scope, HeadersTimeoutError, timeout, deadline=deadline, request=request
-        )
+        # A pipelined head has often arrived with the response before it: parsed here, it
+        # needs no read (and no coroutine); only a read awaits, as in read_rest.
+        event = conn.buffered_event()
+        if event is NEED_DATA:
+            event = await conn.next_event(
+                scope,
+                HeadersTimeoutError,
+                timeout,
+                deadline=deadline,
+                read_first=True,
+                request=request,
+            )
         if type(event) is not FastHead or event.informational:  # the usual case needs no checks
             while type(event) is FastHead and event.informational:
                 if conn.switched():  # 101 to an upgrade
@@ -270,9 +279,10 @@ class Exchange:
                 raise SocketError(f"unexpected {event!r} instead of a response")
         raw = event.raw
         # h11 bounds only an *incomplete* head; one that arrived whole is measured here,
-        # unless all the bytes that came since we began to wait for it are few enough.
+        # unless all the bytes it can be made of are few enough: those buffered when we
+        # began to wait for it (a pipelined response's, usually) and those that came since.
         limit = options.max_header_size
-        if not self._fresh or conn.received_bytes - self._mark > limit:
+        if buffered + conn.received_bytes - self._mark > limit:
             size = sum(len(name) + len(value) + 4 for name, value in raw)
             if size > limit:
                 raise HeadersOverflowError(

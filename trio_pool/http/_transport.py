@@ -54,6 +54,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Connector", "PrefixedStream", "Transport", "default_ssl_context", "open_stream"]
 
+SOCKET_RECEIVE_SIZE = 126976
+"""Bytes asked for per read of the socket (124 KiB). Big enough that a 64 KiB body arrives
+with its head in one read: one system call and one ``bytes`` object, where a 64 KiB read
+splits it in two pieces that are joined afterwards (a second copy of the body). Below
+glibc's default 128 KiB mmap threshold, so the buffer comes from the heap (the unused tail
+is given back at once) instead of an ``mmap``/``munmap`` per read."""
+
 Connector = Callable[["Origin"], Awaitable[trio.abc.Stream]]
 """A custom way to open the transport (the ``connector=`` option): e.g. in-memory streams."""
 
@@ -110,7 +117,7 @@ class Transport:
             if tls is None:
                 sock.recv(1, socket.MSG_PEEK)
                 return False  # b"" is a FIN; anything else is unsolicited
-            data = sock.recv(RECEIVE_SIZE)
+            data = sock.recv(SOCKET_RECEIVE_SIZE)
         except BlockingIOError:
             return True
         except OSError:
@@ -205,7 +212,7 @@ class Transport:
                         return plain
                     await self._answer(raw, tls)
                 try:
-                    data = raw.recv(RECEIVE_SIZE)
+                    data = raw.recv(SOCKET_RECEIVE_SIZE)
                 except BlockingIOError:
                     await trio.lowlevel.wait_readable(raw)
                     continue
@@ -232,7 +239,7 @@ class Transport:
             if plain is not None:
                 return plain
         try:
-            data = raw.recv(RECEIVE_SIZE)
+            data = raw.recv(SOCKET_RECEIVE_SIZE)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -274,7 +281,7 @@ class Transport:
                     await self._answer(raw, tls)
                 await trio.lowlevel.wait_readable(raw)
                 try:
-                    data = raw.recv(RECEIVE_SIZE)
+                    data = raw.recv(SOCKET_RECEIVE_SIZE)
                 except BlockingIOError:
                     continue
                 if tls is not None:
