@@ -54,6 +54,7 @@ from .._supervisor import open_helpers
 from ._dispatch import Controller, Handler, call, check_dispatch_args, start_call, tell_cancelled
 from ._events import Emitter, emit_request_end
 from ._exchange import Broken, Exchange, Head
+from ._fastparse import NEED_DATA
 from ._interface import Dispatcher
 from ._lifecycle import Lifecycle
 from ._models import PoolStats, RequestOptions, Response, StreamResponse, Upgraded
@@ -590,13 +591,42 @@ async def _drive(
 
 
 class _BodySource:
-    """The body of a ``StreamResponse``, read in the reader's task."""
+    """The body of a ``StreamResponse``, read in the reader's task.
 
-    __slots__ = ("_dispatcher", "_exchange")
+    What has already arrived is handed out without a cancel scope (nothing waits, so
+    nothing can time out or need interrupting; entering a scope costs more than the rest
+    of the step): only a step that reads the socket runs in one. :meth:`ready` peeks one
+    step ahead (kept in ``_next``) so the httpx transport can skip its read deadline too."""
+
+    __slots__ = ("_dispatcher", "_exchange", "_next")
 
     def __init__(self, dispatcher: OriginDispatcher, exchange: Exchange) -> None:
         self._dispatcher = dispatcher
         self._exchange = exchange
+        self._next: object = NEED_DATA  # a step taken by ready(), not handed out yet
+
+    def ready(self) -> bool:
+        """Whether the next :meth:`receive` reads no socket (a chunk, the end or an error
+        has already arrived). Not a checkpoint."""
+        if self._next is NEED_DATA:
+            self._next = self._buffered()
+        return self._next is not NEED_DATA
+
+    def _buffered(self) -> object:
+        """The next step from what has arrived: a chunk, None at the end, the request's
+        error (the request ended with it), or ``NEED_DATA``. Not a checkpoint."""
+        exchange = self._exchange
+        request = exchange.request
+        if request.state is State.DONE or exchange.complete:
+            return None
+        try:
+            event = exchange.conn.buffered_event()
+            if event is NEED_DATA:
+                return NEED_DATA
+            return exchange._body_event(event)
+        except TrioPoolError as exc:
+            request.finish(exc)
+            return None
 
     async def receive(self) -> bytes | None:
         exchange = self._exchange
@@ -605,22 +635,36 @@ class _BodySource:
             if request.error is not None:
                 raise request.error
             return None
-        chunk = None
-        with _RequestScope(self._dispatcher, request) as scope:
-            try:
-                chunk = await exchange.receive_data(scope)
-            except TrioPoolError as exc:
-                request.finish(exc)
-            finally:
-                if chunk is None:
-                    if request.error is None and exchange.complete:
-                        request.finish(None)
-                    exchange.close(request.error)
-        self._dispatcher._ended(request, scope)
+        got, self._next = self._next, NEED_DATA
+        if got is NEED_DATA:
+            got = self._buffered()
+        chunk: bytes | None = None
+        if got is NEED_DATA:
+            with _RequestScope(self._dispatcher, request) as scope:
+                try:
+                    chunk = await exchange.receive_data(scope)
+                except TrioPoolError as exc:
+                    request.finish(exc)
+                finally:
+                    if chunk is None:
+                        self._end()
+            self._dispatcher._ended(request, scope)
+        elif isinstance(got, bytes):
+            chunk = got
+        else:
+            self._end()
         if request.error is not None:
             exchange.close(request.error)
             raise request.error
         return chunk
+
+    def _end(self) -> None:
+        """No more chunks: the request ends (with its error, if any)."""
+        exchange = self._exchange
+        request = exchange.request
+        if request.error is None and exchange.complete:
+            request.finish(None)
+        exchange.close(request.error)
 
     def trailers(self) -> Headers:
         return self._exchange.trailers

@@ -318,16 +318,18 @@ class Exchange:
 
     async def receive(self) -> bytes | None:
         """The next response body chunk, or None at its end. A checkpoint."""
+        response = self._response
+        assert response is not None
         body = self._body_it
         if body is None:
-            assert self._response is not None
-            body = self._body_it = self._response.body
+            body = self._body_it = response.body
         read = self.timeouts.read
         left = self._left
         try:
-            if read is None or left == 0:
-                # No deadline; or the announced length has all arrived, so the end comes
-                # without another read from the network (a cancel scope less per response).
+            if read is None or left == 0 or response._ready():
+                # No deadline; or the announced length has all arrived, or the next step
+                # has, so it comes without another read from the network (a cancel scope
+                # less per chunk).
                 chunk = await body.__anext__()
             else:
                 with trio.move_on_after(read) as scope:
