@@ -51,6 +51,7 @@ from typing import Generic, Protocol, TypeVar
 import trio
 
 import trio_pool
+from trio_pool.http._dispatcher import StreamCall
 
 from ._httpx_flavour import Flavour
 from ._httpx_timeouts import HeadScope, Timeouts, Upload
@@ -346,12 +347,15 @@ class Exchange:
 
     async def close(self) -> None:
         """Leave the ``stream()`` block: the connection is kept if the body ended, else
-        closed. Idempotent; a checkpoint only the first time."""
+        closed. Idempotent; a checkpoint only the first time, and never over a ``Pool`` or
+        a ``Client`` (their ``stream()`` is left synchronously)."""
         if self._closed:
             return
         self._closed = True
         context, self._context = self._context, None
-        if context is not None:
+        if isinstance(context, StreamCall):
+            context.close()  # a Pool's or a Client's: synchronous
+        elif context is not None:
             # Shielded: closing is bookkeeping, it must finish even for a cancelled caller.
             with trio.CancelScope(shield=True):
                 await context.__aexit__(None, None, None)
