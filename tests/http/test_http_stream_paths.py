@@ -31,8 +31,7 @@ async def script(request: ServerRequest, conn: ServerConnection) -> None:
         await trio.sleep_forever()
     if request.target == "/chunks":
         await conn.send_raw(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
-            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
         )
         return
     if request.target == "/bad":
