@@ -177,7 +177,9 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     def _accept(self, options: RequestOptions, **special: str | None) -> Request:
         """Validate a new request; refuse it if the dispatcher does not take requests."""
         self._check_open()
-        request = prepare(options, self._origin, self._options, **special)
+        request = prepare(
+            options, self._origin, self._options, checked=self._prepared.checked, **special
+        )
         request.owner = self._scheduler
         if self._traced:
             request.trace = PhaseClock(self._origin.text, options.attempt, self._emit_trace)
