@@ -9,6 +9,7 @@ collects: every unreachable object lands in ``gc.garbage``, and none may come fr
 from __future__ import annotations
 
 import gc
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -206,19 +207,25 @@ async def test_errors_and_timeouts() -> None:
             assert (await short.request("GET", "/")).status == 200
 
 
-# Known, not fixed yet (issue #16): an error raised while a stream's body is read stays on
-# the request the StreamResponse holds (later reads raise it again), and the reader's frame
-# in its traceback holds the StreamResponse; a dispatch()'s error stays on the request its
-# Controller reads (``aborted``), and the frames of its traceback hold the Controller.
-@pytest.mark.xfail(strict=True, reason="body-read and dispatch() errors keep their request")
+# An error raised while a stream's body is read, or given to a dispatch() handler, leaves
+# with a traceback through frames that hold the request (and the handler): the request keeps
+# a traceback-free twin, and a handler's error has those finished frames cleared.
 async def test_body_and_dispatch_errors(pool: Pool) -> None:
     async def failures() -> None:
-        with pytest.raises(trio_pool.TrioPoolError):
-            async with pool.stream("GET", "/cut") as response:
+        async with pool.stream("GET", "/cut") as response:
+            with pytest.raises(trio_pool.ResponseContentLengthMismatchError) as first:
                 await response.read()
+            # Read again after the failure: the same kind of error, again.
+            with pytest.raises(trio_pool.ResponseContentLengthMismatchError) as again:
+                await response.read()
+            assert str(again.value) == str(first.value)
+            del first, again
         handler = _Collect()
         await pool.dispatch(RequestOptions("GET", "/cut"), handler)
-        assert handler.errors
+        [error] = handler.errors
+        assert isinstance(error, trio_pool.ResponseContentLengthMismatchError)
+        # Cleared frames still print: the handler sees where the read failed.
+        assert "receive_data" in "".join(traceback.format_exception(error))
 
     with no_garbage():
         await _repeat(failures, 3)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -478,10 +479,11 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
                     _nothing,
                 )
         except trio.Cancelled:
-            await tell_cancelled(handler, controller, request.error)
+            error = _for_handler(request) if request.error is not None else None
+            await tell_cancelled(handler, controller, error)
             raise
         if request.error is not None:
-            await call(handler.on_response_error, controller, request.error)
+            await call(handler.on_response_error, controller, _for_handler(request))
 
 
 class StreamCall:
@@ -547,6 +549,20 @@ def _raise_error(request: Request) -> NoReturn:
         raise error
     finally:
         del error
+
+
+def _for_handler(request: Request) -> BaseException:
+    """The error of ``request`` (which has ended) for its handler's ``on_response_error``.
+
+    Its traceback runs through the exchange's frames (``_run``, ``_drive``, the reader's),
+    all finished by now, and ``_drive``'s holds the handler: a handler keeping the error (the
+    usual thing to do) would make a reference cycle per failed request (issue #16). So those
+    frames are cleared of their locals (``traceback.clear_frames``; the traceback still
+    prints in full) and the request keeps a traceback-free twin (``hand_out_error``).
+    """
+    error = request.hand_out_error()
+    traceback.clear_frames(error.__traceback__)
+    return error
 
 
 def _nothing(request: Request, exchange: Exchange | None) -> None:

@@ -266,3 +266,31 @@ class Request:
         if self.trace is not None:
             self.trace.ended(self)
         self.wake()
+
+    def hand_out_error(self) -> BaseException:
+        """The error the request ended with, to raise to its caller or give its handler; the
+        request keeps a traceback-free twin of it. Not a checkpoint.
+
+        Why: the error leaves with a traceback through frames that hold this request (the
+        reader's, the runner's), so a request keeping the error itself would be a reference
+        cycle per failed request (issue #16). The twin (same type, ``args``, attributes and
+        cause) is what a later look sees: ``Controller.aborted``, a read of a body that
+        failed before (which hands out the twin, keeping another), statistics.
+        """
+        error = self.error
+        assert error is not None
+        self.error = _twin(error)
+        return error
+
+
+def _twin(error: BaseException) -> BaseException:
+    """A copy of ``error`` without its traceback: built by ``__new__`` (a subclass's
+    ``__init__`` may want other arguments than its ``args``), then given the original's
+    attributes, and a twin of its cause (whose own traceback may hold the parser's
+    frames)."""
+    twin = type(error).__new__(type(error), *error.args)
+    twin.__dict__.update(error.__dict__)
+    cause = error.__cause__
+    twin.__cause__ = None if cause is None else _twin(cause)
+    twin.__suppress_context__ = True
+    return twin

@@ -125,7 +125,7 @@ class StreamBody:
         request = exchange.request
         if request.state is State.DONE:
             if request.error is not None:
-                raise request.error
+                raise request.hand_out_error()
             return None
         got, self._next = self._next, NEED_DATA
         if got is NEED_DATA:
@@ -147,7 +147,7 @@ class StreamBody:
             self._end()
         if request.error is not None:
             exchange.close(request.error)
-            raise request.error
+            raise request.hand_out_error()
         return chunk
 
     def _end(self) -> None:
