@@ -69,6 +69,11 @@ _BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
 _BAD_URL = re.compile(r"[\x00-\x20\x7f]")
 # An absolute URL given in place of the path (any scheme: parse_origin says which it takes).
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_AUTHORITY_END = re.compile(r"[/?#]")
+# The origins named by the "scheme://authority" of absolute URLs (parse_origin is a pure
+# function of it): most requests name the origin of the one before. Bounded.
+_NAMED: dict[str, Origin] = {}
+_NAMED_MAX = 64
 # host[:port]: a reg-name or IPv4 (RFC 3986 3.2.2, no percent-escapes) or [IPv6].
 _AUTHORITY = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|[A-Za-z0-9\-._~!$&'()*+,;=]+)(?::(?P<port>[0-9]{1,5}))?"
@@ -211,22 +216,38 @@ def origin_form(path: object, origins: Sequence[Origin]) -> object:
     fragment dropped: it is never sent); an absolute URL of another origin is an
     ``InvalidArgumentError`` naming both. Anything else is left for :func:`prepare` to
     judge. Not a checkpoint."""
-    if not isinstance(path, str) or not _ABSOLUTE.match(path):
+    if not isinstance(path, str):
+        return path
+    absolute = _ABSOLUTE.match(path)
+    if absolute is None:
         return path
     # urlsplit silently deletes tabs, CR and LF (bpo-43882): refuse them first.
     if not path.isascii() or _BAD_URL.search(path):
         raise InvalidArgumentError(f"invalid path {path!r}: ASCII, no spaces or controls")
-    try:
-        parts = urlsplit(path)
-        named = parse_origin(f"{parts.scheme}://{parts.netloc}")
-    except (ValueError, InvalidArgumentError):
-        raise InvalidArgumentError(f"invalid path {path!r}: not a valid absolute URL") from None
+    # The authority ends where urlsplit ends it: at the first "/", "?" or "#".
+    after = _AUTHORITY_END.search(path, absolute.end())
+    end = after.start() if after is not None else len(path)
+    prefix = path[:end]
+    named = _NAMED.get(prefix)
+    if named is None:
+        try:
+            parts = urlsplit(prefix)
+            named = parse_origin(f"{parts.scheme}://{parts.netloc}")
+        except (ValueError, InvalidArgumentError):
+            raise InvalidArgumentError(f"invalid path {path!r}: not a valid absolute URL") from None
+        if len(_NAMED) >= _NAMED_MAX:
+            _NAMED.clear()
+        _NAMED[prefix] = named
     if named not in origins:
         own = ", ".join(origin.text for origin in origins) or "none"
         raise InvalidArgumentError(
             f"invalid path {path!r}: its origin {named.text} is not this dispatcher's ({own})"
         )
-    return f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+    # The rest as urlsplit reads it: the fragment from the first "#", the query from the
+    # first "?" before it.
+    rest, _, _ = path[end:].partition("#")
+    target, _, query = rest.partition("?")
+    return f"{target or '/'}?{query}" if query else target or "/"
 
 
 def _target(path: object, query: object, origin: Origin) -> bytes:
