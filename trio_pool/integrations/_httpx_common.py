@@ -244,7 +244,9 @@ class Outgoing:
 
 
 def _raw_headers(headers: trio_pool.Headers) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    # As received (names as the server sent them, as httpx's own transport gives them),
+    # never decoded and encoded again.
+    return headers._raw_pairs()
 
 
 def _authority_of(url: URLLike) -> str:
@@ -310,7 +312,7 @@ class Exchange:
         response = await head.enter(context, flavour)
         self._context = context
         self._response = response
-        length = response.headers.get("content-length")
+        length = response.headers._raw_get(b"content-length")  # not decoding the others
         if length is not None and length.isdigit():
             self._left = int(length)
         return response
