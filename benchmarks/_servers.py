@@ -17,7 +17,9 @@ machine it is usually the limit, which the CPU columns of the report show.
 
 Either way the server offers two upstreams (ports) per scheme, ``/`` answered with a 12-byte
 body and ``/64k`` with a 64 KiB one, and HTTPS with a certificate from a throwaway ``trustme``
-CA. Every child process dies with this one: nginx's master gets ``SIGTERM`` from the kernel
+CA. nginx also serves ``/64k.gz``: :func:`gzip_body` (64 KiB of text), gzip-compressed, with
+``content-encoding: gzip`` (the decoding benchmark; the embedded server has no such path).
+Every child process dies with this one: nginx's master gets ``SIGTERM`` from the kernel
 when its parent dies (``PR_SET_PDEATHSIG``, Linux), the embedded server exits when its stdin
 closes.
 """
@@ -25,7 +27,9 @@ closes.
 from __future__ import annotations
 
 import ctypes
+import gzip
 import os
+import random
 import resource
 import select
 import shutil
@@ -45,6 +49,7 @@ SMALL_PATH = "/"
 LARGE_PATH = "/64k"
 SMALL_SIZE = 12
 LARGE_SIZE = 65536
+GZIP_PATH = "/64k.gz"
 START_TIMEOUT = 10.0
 STOP_GRACE = 5.0
 PORT_ATTEMPTS = 5
@@ -85,9 +90,34 @@ http {{
         }}
         location = /64k {{
         }}
+        location = /64k.gz {{
+            add_header Content-Encoding gzip;
+        }}
     }}
 }}
 """
+
+
+def gzip_body() -> bytes:
+    """What ``/64k.gz`` decodes to: 64 KiB of words in lines, the same every run (10 KiB
+    gzipped)."""
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "lazy",
+        "dog",
+        "pool",
+        "request",
+        "trio",
+        "nursery",
+    ]
+    rng = random.Random(14)
+    lines = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(1200)]
+    return "\n".join(lines).encode()[:LARGE_SIZE]
 
 
 @dataclass(frozen=True)
@@ -208,10 +238,12 @@ def nginx(directory: Path, cafile: str) -> Iterator[Server]:
     www = directory / "www"
     www.mkdir()
     (www / "64k").write_bytes(bytes(range(256)) * (LARGE_SIZE // 256))
+    (www / "64k.gz").write_bytes(gzip.compress(gzip_body(), mtime=0))
     # nginx's workers run as an unprivileged user when started by root: let them read.
     for path in (directory, www):
         path.chmod(0o755)
     (www / "64k").chmod(0o644)
+    (www / "64k.gz").chmod(0o644)
     error_log = ["-e", str(directory / "error.log")]
     for attempt in range(PORT_ATTEMPTS):
         http0, http1, https0, https1 = _free_ports(4)

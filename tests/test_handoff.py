@@ -159,3 +159,27 @@ async def test_front_insertion_before_a_predicate_keeps_the_order_of_requeued_ke
         assert list(queue) == [1, 2, 3, 10, 11]
         for _ in range(5):
             queue.hand(None)
+
+
+async def test_park_waits_like_wait_parks_at_the_call_and_leaves_on_cancel() -> None:
+    queue: HandoffQueue[str, int] = HandoffQueue()
+    got: list[int] = []
+
+    async def waiter(name: str) -> None:
+        got.append(await queue.park(name))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter, "a")
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            sleep = queue.park("b")  # parked by the call itself, before any await
+            assert list(queue) == ["a", "b"]
+            with pytest.raises(ValueError, match="already waits"):
+                queue.park("b")
+            scope.cancel()
+            await sleep
+        assert scope.cancelled_caught
+        assert list(queue) == ["a"]  # the cancelled waiter left at once
+        assert queue.hand(3) == "a"
+    assert got == [3]
+    assert not queue

@@ -22,6 +22,7 @@ from trio_pool import (
     Pool,
     RequestOptions,
 )
+from trio_pool.interceptors import Controller
 from trio_pool.testing import ServerConnection, ServerRequest, serve_h11
 
 
@@ -223,9 +224,10 @@ async def test_stream_pipeline_and_dispatch_go_through_the_rotation() -> None:
         class Collect:
             def __init__(self) -> None:
                 self.chunks: list[bytes] = []
+                self.origins: list[str | None] = []
 
-            def on_request_start(self, controller: object) -> None:
-                pass
+            def on_request_start(self, controller: Controller) -> None:
+                self.origins.append(controller.origin)
 
             def on_response_start(
                 self, controller: object, status: int, headers: Headers, reason: str
@@ -235,8 +237,8 @@ async def test_stream_pipeline_and_dispatch_go_through_the_rotation() -> None:
             def on_response_data(self, controller: object, chunk: bytes) -> None:
                 self.chunks.append(chunk)
 
-            def on_response_end(self, controller: object, trailers: Headers) -> None:
-                pass
+            def on_response_end(self, controller: Controller, trailers: Headers) -> None:
+                self.origins.append(controller.origin)
 
             def on_response_error(self, controller: object, error: BaseException) -> None:
                 raise AssertionError(error)  # pragma: no cover
@@ -244,7 +246,15 @@ async def test_stream_pipeline_and_dispatch_go_through_the_rotation() -> None:
         handler = Collect()
         await pool.dispatch(RequestOptions("GET", "/"), handler)
         assert handler.chunks == [b"A"]
+        # The controller names the upstream that ran the request (the CLI's per-upstream
+        # report relies on it); its own Pool's dispatch names the same origin.
+        assert handler.origins == [a.origin, a.origin]
         assert pool.statistics().size == 0
+        upstream = pool.get_upstream(b.origin)
+        assert upstream is not None
+        direct = Collect()
+        await upstream.dispatch(RequestOptions("GET", "/"), direct)
+        assert (direct.chunks, direct.origins) == ([b"B"], [b.origin, b.origin])
 
 
 async def switching(request: ServerRequest, conn: ServerConnection) -> None:

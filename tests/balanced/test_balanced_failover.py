@@ -18,6 +18,7 @@ from trio_pool import (
     compose,
     interceptors,
 )
+from trio_pool.interceptors import Controller
 from trio_pool.testing import ServerConnection, ServerRequest
 
 
@@ -172,6 +173,7 @@ class _Recorder:
         self.body = b""
         self.error: BaseException | None = None
         self.controllers: set[int] = set()
+        self.origin: str | None = None  # controller.origin when the request ended
 
     def on_request_start(self, controller: object) -> None:
         self.controllers.add(id(controller))
@@ -186,11 +188,13 @@ class _Recorder:
     def on_response_data(self, controller: object, chunk: bytes) -> None:
         self.body += chunk
 
-    def on_response_end(self, controller: object, trailers: object) -> None:
+    def on_response_end(self, controller: Controller, trailers: object) -> None:
+        self.origin = controller.origin
         self.events.append("end")
 
-    def on_response_error(self, controller: object, error: BaseException) -> None:
+    def on_response_error(self, controller: Controller, error: BaseException) -> None:
         self.controllers.add(id(controller))
+        self.origin = controller.origin
         self.error = error
         self.events.append("error")
 
@@ -205,6 +209,7 @@ async def test_dispatch_fails_over_and_its_handler_sees_one_request() -> None:
                 assert handler.events == ["start", "response 200", "end"]
                 assert handler.body == b"B"
                 assert len(handler.controllers) == 1  # one controller across the attempts
+                assert handler.origin == live.origin  # it names the attempt that answered
             assert live.served == 4
             idle(pool)
 
@@ -219,6 +224,9 @@ async def test_dispatch_with_every_upstream_down_reports_the_last_error_once() -
             assert handler.events == ["start", "error"]
             assert isinstance(handler.error, ConnectError)
             assert any("2 upstreams tried" in n for n in getattr(handler.error, "__notes__", []))
+            # The controller names the upstream of the last attempt, the one the error is of.
+            assert handler.origin is not None
+            assert handler.origin in getattr(handler.error, "__notes__", [""])[-1]
             idle(pool)
 
 

@@ -25,6 +25,7 @@ from trio_pool import (
     RequestOptions,
     TrioPoolError,
 )
+from trio_pool.interceptors import Controller
 from trio_pool.testing import H11Server, Script, ServerConnection, ServerRequest, serve_h11
 
 
@@ -266,6 +267,7 @@ class Calls:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.error: BaseException | None = None
+        self.origin: str | None = None  # what the last controller said ran the request
 
     def on_request_start(self, controller: object) -> None:
         self.calls.append("start")
@@ -279,9 +281,10 @@ class Calls:
     def on_response_end(self, controller: object, trailers: object) -> None:
         self.calls.append("end")
 
-    def on_response_error(self, controller: object, error: BaseException) -> None:
+    def on_response_error(self, controller: Controller, error: BaseException) -> None:
         self.calls.append("error")
         self.error = error
+        self.origin = controller.origin
 
 
 async def test_dispatch_cancelled_while_queued_here_tells_its_handler() -> None:
@@ -309,6 +312,7 @@ async def test_dispatch_cancelled_while_queued_here_tells_its_handler() -> None:
                 await settle()
                 assert handler.calls == ["start", "error"]
                 assert isinstance(handler.error, RequestAbortedError)
+                assert handler.origin is None  # it never reached an upstream
                 gate.open()
             assert_idle(pool)
             await pool.dispatch(RequestOptions("GET", "/"), handler := Calls())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
@@ -336,6 +337,26 @@ async def test_upstreams_are_reported_one_by_one_and_match_the_schema() -> None:
     assert [line.split()[1] for line in lines] == urls
     assert sum(int(line.split()[2]) for line in lines) == 20  # "N requests"
     assert all(", 0 errors, " in line and " ms p50 " in line for line in lines)
+
+
+async def test_a_request_failed_over_is_reported_on_the_upstream_that_answered(
+    server: tuple[App, str],
+) -> None:
+    """The bench reads the upstream from the dispatch's controller (``controller.origin``),
+    which names the attempt that answered: the requests the refusing upstream passed on
+    (BalancedPool's failover) are all on the live upstream's line, none on its own."""
+    app, live = server
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        urls = [f"{live}/lb", f"{dead}/lb"]
+        result = _json(await run(command(*urls, "-n", "60", "-c", "1", "--json")))
+    live_line, dead_line = result["upstreams"]
+    assert [live_line["url"], dead_line["url"]] == urls
+    assert (result["requests"], result["errors"]) == (60, 0)
+    assert (live_line["requests"], live_line["errors"]) == (60, 0)
+    assert (dead_line["requests"], dead_line["errors"]) == (0, 0)
+    assert len(app.seen) == 60
 
 
 async def test_the_schema_holds_for_errors_and_the_embedded_server(

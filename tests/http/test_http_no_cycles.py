@@ -9,6 +9,7 @@ collects: every unreachable object lands in ``gc.garbage``, and none may come fr
 from __future__ import annotations
 
 import gc
+import socket
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,11 @@ async def script(request: ServerRequest, conn: ServerConnection) -> None:
         script.flaky += 1  # type: ignore[attr-defined]
         status = 503 if script.flaky % 2 else 200  # type: ignore[attr-defined]
         await conn.respond(status, headers=[("retry-after", "0")])
+    elif request.target == "/close":
+        await conn.close()
+    elif request.target == "/garbage":
+        await conn.send_raw(b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n")
+        await conn.close()
     elif request.target == "/cut":
         await conn.send_head(200, [("content-length", "100")])
         await conn.send_data(b"x" * 10)
@@ -184,10 +190,21 @@ async def test_pipeline(pool: Pool) -> None:
     assert_idle(pool)
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 async def test_errors_and_timeouts() -> None:
     # headers_timeout is a pool option: a second pool with a short one.
     async with serve_h11(script) as server:
-        async with Pool(server.origin, headers_timeout=0.05) as short:
+        async with (
+            Pool(server.origin, headers_timeout=0.05) as short,
+            Pool(f"http://127.0.0.1:{_closed_port()}") as refused,
+        ):
             await short.request("GET", "/")
 
             async def failures() -> None:
@@ -195,6 +212,12 @@ async def test_errors_and_timeouts() -> None:
                     await short.request("GET", "/stall")
                 with pytest.raises(trio_pool.TrioPoolError):
                     await short.request("GET", "/cut")
+                with pytest.raises(trio_pool.SocketError):  # closed without an answer
+                    await short.request("GET", "/close")
+                with pytest.raises(trio_pool.HTTPParserError):
+                    await short.request("GET", "/garbage")
+                with pytest.raises(trio_pool.ConnectError):
+                    await refused.request("GET", "/")
                 with pytest.raises(trio_pool.HeadersTimeoutError):
                     async with short.stream("GET", "/stall"):
                         pass
@@ -204,6 +227,7 @@ async def test_errors_and_timeouts() -> None:
             with no_garbage():
                 await _repeat(failures, 3)
             assert_idle(short)
+            assert_idle(refused)
             assert (await short.request("GET", "/")).status == 200
 
 

@@ -245,3 +245,36 @@ async def test_upgrade_and_connect_are_the_bases() -> None:
             assert tunnel.headers["x-tunnel"] == "example.com:443"
         assert log == []  # interceptors see requests, not handed-over connections
         assert_idle(client)
+
+
+async def test_the_controller_says_which_origin_runs_the_request(pool: Pool) -> None:
+    # The built-in interceptors' relay passes on the origin the controller below knows.
+    client = trio_pool.compose(
+        pool, trio_pool.interceptors.redirect(), trio_pool.interceptors.retry()
+    )
+
+    class Origin:
+        def __init__(self) -> None:
+            self.seen: list[str | None] = []
+
+        def on_request_start(self, controller: Controller) -> None:
+            pass
+
+        def on_response_start(
+            self, controller: Controller, status: int, headers: Headers, reason: str
+        ) -> None:
+            self.seen.append(controller.origin)
+
+        def on_response_data(self, controller: Controller, chunk: bytes) -> None:
+            pass
+
+        def on_response_end(self, controller: Controller, trailers: Headers) -> None:
+            self.seen.append(controller.origin)
+
+        def on_response_error(self, controller: Controller, error: BaseException) -> None:
+            raise AssertionError(error)
+
+    handler = Origin()
+    await client.dispatch(RequestOptions("GET", "/d"), handler)
+    assert handler.seen == ["http://testserver", "http://testserver"]
+    assert_idle(client)

@@ -27,10 +27,12 @@ ENCODE = {"gzip": gzip.compress, "br": brotli.compress, "zstd": zstandard.ZstdCo
 class Script:
     """Routes: ``/r/<status>/<n>`` redirects ``n`` times with ``status`` (a body each time),
     then ``/done``; ``/busy`` answers 503 with ``Retry-After: 7`` ``busy`` times first;
-    ``/enc/<coding>`` a compressed body; ``/stall`` never answers."""
+    ``/cut`` closes the connection unanswered ``cuts`` times first; ``/enc/<coding>`` a
+    compressed body; ``/stall`` never answers."""
 
     def __init__(self) -> None:
         self.busy = 0
+        self.cuts = 0
         self.seen: list[str] = []
 
     async def __call__(self, request: ServerRequest, conn: ServerConnection) -> None:
@@ -45,6 +47,9 @@ class Script:
         elif target == "/busy" and self.busy:
             self.busy -= 1
             await conn.respond(503, [("retry-after", "7")], b"later")
+        elif target == "/cut" and self.cuts:
+            self.cuts -= 1
+            await conn.close()  # a SocketError (on a fresh connection: not re-sent by the pool)
         elif target.startswith("/enc/"):
             coding = parts[2]
             await conn.respond(200, [("content-encoding", coding)], ENCODE[coding](TEXT))
@@ -222,3 +227,69 @@ async def test_cancelled_in_the_backoff_sleep(
         assert_idle(pool, what=name)
         script.busy = 0
         assert (await client.request("GET", "/busy")).status == 200
+
+
+# The folded levels (trio_pool/http/_chain.py): a plain request is sent once, and the levels
+# run over its answer only when it concerns one of them.
+
+
+async def test_a_plain_answer_is_the_same(
+    pool: Pool, script: Script, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, general = await both(pool, monkeypatch, "GET", "/plain")
+    assert fast == general
+    assert fast[0] == 200
+    assert script.seen == ["GET /plain", "GET /plain"]  # once each
+
+
+async def test_a_cut_answer_is_retried_the_same(
+    autojump_clock: trio.testing.MockClock,
+    pool: Pool,
+    script: Script,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spy = Spy(pool, monkeypatch)
+    for name, client in clients(pool).items():
+        script.cuts = 1
+        response = await client.request("GET", "/cut", reset=True)  # fresh connections
+        assert (response.status, response.body) == (200, b"done "), name
+    assert script.seen == ["GET /cut"] * 4  # twice each: the folded send is not sent again
+    assert (spy.requested, spy.dispatched) == (2, 2)
+    assert_idle(pool)
+
+
+async def test_an_error_not_retried_is_the_same(pool: Pool, script: Script) -> None:
+    errors = []
+    for client in clients(pool).values():
+        with pytest.raises(trio_pool.InvalidArgumentError) as caught:
+            await client.request("GET", "no-slash")
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+    script.cuts = 9
+    client = trio_pool.compose(pool, redirect(), retry(max_retries=0))
+    with pytest.raises(trio_pool.SocketError):  # its last error (no retries left)
+        await client.request("GET", "/cut", reset=True)
+    assert script.seen == ["GET /cut"]
+    assert_idle(pool)
+
+
+async def test_cancelled_while_the_folded_request_waits(
+    autojump_clock: trio.testing.MockClock, pool: Pool
+) -> None:
+    client = clients(pool)["fast"]
+    with trio.move_on_after(5) as scope:
+        await client.request("GET", "/stall")
+    assert scope.cancelled_caught
+    assert_idle(pool)
+    assert (await client.request("GET", "/")).status == 200
+    assert_idle(pool)
+
+
+async def test_two_levels_that_add_headers(pool: Pool, script: Script) -> None:
+    # The second decompress() sees the first one's accept-encoding: no fold, the levels.
+    client = trio_pool.compose(pool, decompress(), redirect(), decompress())
+    response = await client.request("GET", "/r/302/0")
+    assert (response.status, response.body) == (200, b"done ")
+    response = await client.request("GET", "/enc/gzip")
+    assert response.body == TEXT
+    assert_idle(pool)

@@ -16,23 +16,25 @@ response (any status), else the :class:`~trio_pool.TrioPoolError` the request fa
 * One origin: ``Pool.request()``, the pool's fastest path (with no ``-H`` or body it needs no
   options object). ``upstream`` is always 0.
 * Several origins: ``BalancedPool.dispatch()`` with a small handler per request, because the
-  per-upstream report needs to know which upstream served each request, and the balanced pool
-  hands ``dispatch()`` to the chosen upstream ``Pool``'s own ``dispatch()``: each upstream is a
-  :class:`_UpstreamPool` (made by the balanced pool's public ``factory``) that stamps its index
-  on the handler there. A request that fails before reaching an upstream keeps ``upstream``
-  -1 (reported in the totals only).
+  per-upstream report needs to know which upstream served each request: every handler method
+  gets a controller whose public ``origin`` names the upstream running the request (with
+  failover, the current attempt's), which the handler maps to the upstream's index when the
+  request ends. A request that fails before reaching an upstream keeps ``upstream`` -1
+  (reported in the totals only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio_pool
-from trio_pool.http._failover import Relay
 
 from ._args import BenchConfig
+
+if TYPE_CHECKING:
+    from trio_pool.interceptors import Controller
 
 __all__ = ["Outcome", "Sender", "open_dispatcher", "sender"]
 
@@ -51,26 +53,6 @@ def _options(config: BenchConfig) -> dict[str, Any]:
     }
 
 
-# Pool is final for applications (typing.final, not enforced at run time); the CLI, part of
-# the library, subclasses it only to tag its handlers with the upstream.
-class _UpstreamPool(trio_pool.Pool):  # type: ignore[misc]
-    """One upstream of the balanced pool: a ``Pool`` that says which upstream it is to the
-    handlers of the requests it serves."""
-
-    def __init__(self, origin: str, index: int, **options: Any) -> None:
-        super().__init__(origin, **options)
-        self._index = index
-
-    async def dispatch(self, options: trio_pool.RequestOptions, handler: Any) -> None:
-        """``Pool.dispatch``, after stamping this upstream's index on ``handler``. A
-        checkpoint."""
-        # With failover the balanced pool hands each attempt a relay of the caller's handler.
-        caller = handler.inner if isinstance(handler, Relay) else handler
-        if isinstance(caller, _Exchange):
-            caller.upstream = self._index
-        await super().dispatch(options, handler)
-
-
 def open_dispatcher(
     origins: Sequence[str], config: BenchConfig
 ) -> AbstractAsyncContextManager[trio_pool.Pool | trio_pool.BalancedPool]:
@@ -78,20 +60,17 @@ def open_dispatcher(
     options = _options(config)
     if len(origins) == 1:
         return trio_pool.Pool(origins[0], **options)
-    index = {origin: number for number, origin in enumerate(origins)}
-
-    def factory(origin: str, **pool_options: Any) -> trio_pool.Pool:
-        return _UpstreamPool(origin, index[origin], **pool_options)
-
-    return trio_pool.BalancedPool(list(origins), factory=factory, **options)
+    return trio_pool.BalancedPool(list(origins), **options)
 
 
 class _Exchange:
-    """The handler of one balanced request: what came back, and from which upstream."""
+    """The handler of one balanced request: what came back, and from which upstream (its
+    index in ``upstreams``, an origin → index map; -1 until the request ends on one)."""
 
-    __slots__ = ("error", "received", "status", "upstream")
+    __slots__ = ("error", "received", "status", "upstream", "upstreams")
 
-    def __init__(self) -> None:
+    def __init__(self, upstreams: dict[str, int]) -> None:
+        self.upstreams = upstreams
         self.status = 0
         self.received = 0
         self.upstream = -1
@@ -108,13 +87,21 @@ class _Exchange:
     def on_response_data(self, controller: object, chunk: bytes) -> None:
         self.received += len(chunk)
 
-    def on_response_end(self, controller: object, trailers: object) -> None:
-        pass
+    def on_response_end(self, controller: Controller, trailers: object) -> None:
+        self._ended_on(controller)
 
-    def on_response_error(self, controller: object, error: BaseException) -> None:
+    def on_response_error(self, controller: Controller, error: BaseException) -> None:
         if not isinstance(error, trio_pool.TrioPoolError):  # pragma: no cover - API.md 1.7
             error = trio_pool.SocketError(f"{type(error).__name__}: {error}")
         self.error = error
+        self._ended_on(controller)
+
+    def _ended_on(self, controller: Controller) -> None:
+        # Read at the end: with failover, the upstream of the last attempt is the one that
+        # answered (or failed last).
+        origin = controller.origin
+        if origin is not None:
+            self.upstream = self.upstreams.get(origin, -1)
 
 
 def sender(
@@ -128,9 +115,12 @@ def sender(
     if balanced:
         options = trio_pool.RequestOptions(method, target, headers=headers, body=body)
         dispatch = dispatcher.dispatch
+        # Upstreams are named by their origin in its canonical form, as controllers name it.
+        assert isinstance(dispatcher, trio_pool.BalancedPool)
+        upstreams = {origin: number for number, origin in enumerate(dispatcher.upstreams)}
 
         async def send_balanced() -> Outcome:
-            exchange = _Exchange()
+            exchange = _Exchange(upstreams)
             try:
                 await dispatch(options, exchange)
             except trio_pool.InvalidArgumentError as exc:  # raised, not handed to the handler

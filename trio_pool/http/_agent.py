@@ -191,6 +191,11 @@ class AgentBase(Lifecycle, Emitter, Dispatcher):
         origins = {text: entry.pool.statistics() for text, entry in self._pools.items()}
         return AgentStats(**totals, origins=origins)
 
+    def _origin_statistics(self) -> list[tuple[str, PoolStats]]:
+        """Each live pool's origin and statistics (``statistics().origins``, without the
+        sum). Not a checkpoint."""
+        return [(text, entry.pool.statistics()) for text, entry in self._pools.items()]
+
     # ------------------------------------------------------------------ lifetime
 
     async def __aenter__(self) -> Self:

@@ -325,6 +325,11 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         Pools of upstreams removed since. O(number of upstreams), not a checkpoint."""
         return _sum_statistics(self._held, self._retired, len(self._waiting))
 
+    def _origin_statistics(self) -> list[tuple[str, PoolStats]]:
+        """Each upstream's origin and its Pool's statistics, removed upstreams still
+        finishing their requests included. Not a checkpoint."""
+        return [(upstream.origin, upstream.pool.statistics()) for upstream in self._held]
+
     def _on_pool_event(
         self, upstream: Upstream, event: str, origin: str, targets: list[Emitter], *extra: object
     ) -> None:
@@ -395,7 +400,7 @@ class BalancedPool(Lifecycle, Emitter, Dispatcher):
         try:
             # A cancelled waiter leaves the queue before anything can be handed to it; one
             # that was handed an upstream returns it (no checkpoint until _routed's try).
-            upstream = await self._waiting.wait(Waiter(capability))
+            upstream = await self._waiting.park(Waiter(capability))
         except BaseException:
             self._check_shutdown()
             raise

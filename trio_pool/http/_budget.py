@@ -23,14 +23,35 @@ that task's (the hand-off is cancellation-safe: a waiter cancelled while parked 
 before anything is handed to it). A waiter that nobody needs any more (its request was
 cancelled: :meth:`Budget.prune`) is woken with :class:`Unneeded` and holds no slot.
 
-:class:`ConnectionGate` is the interface a pool needs from the budget; the core's own hook
-for opening connections can take it in place of the connector wrapper.
+Why not the scheduler's ``ConnectionGate``
+------------------------------------------
+The scheduler has its own hook for an outside budget (``_scheduler.ConnectionGate``, a
+Pool's internal ``_gate``: ``try_acquire(wake)`` before it opens a connection, ``release()``
+when that connection's task ends). The budget does not use it, because it would change what
+the Agent does, not only how:
+
+* Where a request waits. Behind the connector, the Pool has already opened a connection for
+  a request waiting for a slot (that connection's task is what waits): the request is
+  usually ``ASSIGNED`` (``pending`` but not ``queued`` in ``statistics()``) and the attempt
+  holds one of its Pool's ``connections``. Behind the gate the Pool would open nothing and
+  the request would stay ``queued``, which the Agent's ``statistics()`` (API.md 1.4, 5)
+  would show.
+* Fairness. The budget serves one FIFO of attempts across every origin and hands a freed
+  slot to its head. The gate only wakes refused pools "when a slot may have freed", and the
+  first pool to ask again wins; a FIFO would need reservations the gate has no place for.
+* Eviction and pruning. A waiter asks its owner to close an idle connection of another
+  origin once (``make_room``, counted by ``_evicting``), and attempts whose requests were
+  cancelled give up (:meth:`Budget.prune`, :class:`Unneeded`). The gate's ``wake`` carries
+  neither who waits nor how many.
+
+Making the gate carry all of that is a change to the scheduler's hot path for the Agent
+alone; until that is wanted, the budget stays a connector wrapper, and this module defines
+no gate protocol of its own (an earlier, unused twin of the scheduler's was removed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Protocol
 
 import attrs
 import trio
@@ -41,20 +62,7 @@ from ._options import ClientOptions
 from ._origin import Origin
 from ._transport import Connector, open_stream
 
-__all__ = ["Budget", "ConnectionGate", "Unneeded", "budgeted_connector"]
-
-
-class ConnectionGate(Protocol):
-    """What a pool needs to open connections within a shared budget."""
-
-    def try_acquire(self) -> bool:
-        """Take a slot now if one is free and nobody waits. Not a checkpoint."""
-
-    async def acquire(self, owner: Hashable) -> None:
-        """Take a slot, waiting in FIFO order (``owner`` names the pool). A checkpoint."""
-
-    def release(self) -> None:
-        """Give a slot back (a connection closed, or its connect failed). Not a checkpoint."""
+__all__ = ["Budget", "Unneeded", "budgeted_connector"]
 
 
 class Unneeded(ConnectError):
@@ -94,6 +102,7 @@ class Budget:
         return self._waiting.get(owner, 0)
 
     def try_acquire(self) -> bool:
+        """Take a slot now if one is free and nobody waits. Not a checkpoint."""
         if self._used < self._limit and not self._waiters:
             self._used += 1
             return True
@@ -115,7 +124,7 @@ class Budget:
             # Room for this waiter too, unless closings under way cover it already.
             if self._evicting <= len(self._waiters) and self._make_room(owner):
                 self._evicting += 1
-            await self._waiters.wait(ticket)  # handed: the slot is ours (counted by _serve)
+            await self._waiters.park(ticket)  # handed: the slot is ours (counted by _serve)
         finally:
             left = self._waiting[owner] - 1
             if left:
@@ -124,6 +133,8 @@ class Budget:
                 del self._waiting[owner]
 
     def release(self) -> None:
+        """Give a slot back (a connection closed, or its connect failed), to the head waiter
+        if any. Not a checkpoint."""
         self._used -= 1
         if self._evicting:
             self._evicting -= 1

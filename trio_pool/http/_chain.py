@@ -56,8 +56,24 @@ What keeps it cheap: a level that has nothing to do costs one call and one compa
 level adds to every request are a :class:`ConstantHeaders` (one object), which the bottom
 of the path hands to the base's ``_request_headed`` so a ``Pool`` prepares that request once
 (``Prepared``), as it does a request with no headers; options are copied with
-:func:`with_headers` (``attrs.evolve`` costs three times as much). Measured by
-``benchmarks/interceptors_overhead.py`` (target: 1.10x a bare ``request()``).
+:func:`with_headers` (``attrs.evolve`` costs three times as much).
+
+The folded levels (the plain request's shortcut)
+------------------------------------------------
+Even so, each level is a coroutine frame and a copy of the options, which on a plain 200
+cost as much as the request itself. So a level may also say, when it is offered, *when it
+acts* (a :class:`Settles`): the statuses it may act on, whether a ``content-encoding`` may
+concern it, and the constant headers it adds to a request that has none; on its first send
+it passes the request on otherwise unchanged, and a response outside those cases (not an
+error) it returns untouched. When every level of a chain says so (:func:`fold`), a request
+with only a method and a path (``Composed._request_plain``) is sent *once*, straight to the
+base's ``_request_headed`` with the headers of the whole chain, in one coroutine; if the
+answer is one no level acts on, it is the answer (what the levels would have returned).
+Otherwise — an error, or a status or a coding some level acts on — the levels run as usual,
+over a send that hands back that first answer for their first send (:func:`unfold`), and
+the real one after: every decision is still the levels' own code, and a request is never
+sent twice for it. Measured by ``benchmarks/interceptors_overhead.py`` (target: 1.10x a
+bare ``request()``).
 """
 
 from __future__ import annotations
@@ -81,16 +97,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConstantHeaders",
+    "Fold",
     "RequestLevel",
-    "absolute",
     "Send",
+    "Settles",
+    "absolute",
     "collect",
     "fast_eligible",
     "final_url",
     "finish",
+    "fold",
     "offer_request_level",
     "request_levels",
     "stream",
+    "unfold",
     "with_headers",
 ]
 
@@ -142,22 +162,122 @@ assert tuple(attrs.fields_dict(RequestOptions)) == (
 )
 
 
-def offer_request_level(interceptor: Interceptor, level: RequestLevel) -> Interceptor:
-    """``interceptor``, offering ``level`` as its request level. Not a checkpoint."""
-    setattr(interceptor, _LEVEL, level)
+@attrs.frozen
+class Settles:
+    """When a request level acts, for :func:`fold` (see the module docstring): it adds
+    ``headers`` (None: none) to a request that has none and passes it on otherwise
+    unchanged, and returns untouched any response whose status is not in ``statuses`` and,
+    unless ``encoded``, whatever its ``content-encoding``."""
+
+    statuses: frozenset[int] = frozenset()
+    encoded: bool = False
+    headers: ConstantHeaders | None = None
+
+
+@attrs.frozen
+class _Offer:
+    level: RequestLevel
+    settles: Settles | None
+
+
+@attrs.frozen
+class Fold:
+    """What a chain of levels that all said when they act (:func:`fold`) makes of a request
+    with only a method and a path: it is sent with ``headers``, and its answer is the
+    levels' (untouched) unless its status is in ``statuses`` or, if ``encoded``, it has a
+    ``content-encoding``. ``levels`` are the levels themselves, outermost first."""
+
+    headers: ConstantHeaders
+    statuses: frozenset[int]
+    encoded: bool
+    levels: tuple[RequestLevel, ...]
+
+
+def offer_request_level(
+    interceptor: Interceptor, level: RequestLevel, settles: Settles | None = None
+) -> Interceptor:
+    """``interceptor``, offering ``level`` as its request level, and if ``settles`` is
+    given, saying when that level acts (see :class:`Settles`). Not a checkpoint."""
+    setattr(interceptor, _LEVEL, _Offer(level, settles))
     return interceptor
+
+
+def _offers(interceptors: Sequence[object]) -> list[_Offer] | None:
+    offers = []
+    for interceptor in interceptors:
+        offer = getattr(interceptor, _LEVEL, None)
+        if not isinstance(offer, _Offer):
+            return None
+        offers.append(offer)
+    return offers
 
 
 def request_levels(interceptors: Sequence[object]) -> tuple[RequestLevel, ...] | None:
     """The request levels of ``interceptors`` (outermost first) if each one has one, else
     None. Not a checkpoint."""
-    levels = []
-    for interceptor in interceptors:
-        level = getattr(interceptor, _LEVEL, None)
-        if level is None:
+    offers = _offers(interceptors)
+    return None if offers is None else tuple(offer.level for offer in offers)
+
+
+def fold(interceptors: Sequence[object]) -> Fold | None:
+    """The :class:`Fold` of ``interceptors`` if each one offers a request level and says
+    when it acts, and at most one adds headers (a second would see the first's: a request
+    that has some); else None. Not a checkpoint."""
+    offers = _offers(interceptors)
+    if offers is None:
+        return None
+    headers: ConstantHeaders | None = None
+    statuses: frozenset[int] = frozenset()
+    encoded = False
+    for offer in offers:
+        settles = offer.settles
+        if settles is None:
             return None
-        levels.append(level)
-    return tuple(levels)
+        if settles.headers is not None:
+            if headers is not None:
+                return None
+            headers = settles.headers
+        statuses |= settles.statuses
+        encoded = encoded or settles.encoded
+    levels = tuple(offer.level for offer in offers)
+    return Fold(headers or ConstantHeaders(), statuses, encoded, levels)
+
+
+class _Primed:
+    """The send under the levels of :func:`unfold`: its first call hands back the answer
+    the request already had, the next ones send."""
+
+    __slots__ = ("_first", "_send")
+
+    def __init__(self, send: Send, first: Response | Exception) -> None:
+        self._send = send
+        self._first: Response | Exception | None = first
+
+    def __call__(self, options: RequestOptions) -> Awaitable[Response]:
+        first = self._first
+        if first is None:
+            return self._send(options)
+        self._first = None
+        return _given(first)
+
+
+async def _given(first: Response | Exception) -> Response:
+    if isinstance(first, Exception):
+        try:
+            raise first
+        finally:
+            del first  # not kept by this frame, which its traceback holds (no cycle)
+    return first
+
+
+def unfold(levels: Sequence[RequestLevel], send: Send, first: Response | Exception) -> Send:
+    """The request levels ``levels`` over ``send``, the first send answered by ``first``
+    (the response, or the error, of the request as :class:`Fold` sent it). Not a
+    checkpoint."""
+    composed: Send = _Primed(send, first)
+    for level in reversed(levels):
+        composed = level(composed)
+    return composed
 
 
 def fast_eligible(options: RequestOptions) -> bool:
@@ -175,12 +295,12 @@ def absolute(options: RequestOptions, response: Response) -> RequestOptions:
     return attrs.evolve(options, path=f"{parts.scheme}://{parts.netloc}{path}")
 
 
-def finish(response: Response, options: RequestOptions) -> Response:
-    """``response`` (from the request levels, for ``options``) as :func:`collect` makes it:
-    the request's own method, HTTP/1.1. Not a checkpoint."""
-    if response._method == options.method and response.http_version == "1.1":
+def finish(response: Response, method: str) -> Response:
+    """``response`` (from the request levels, for a request of ``method``) as
+    :func:`collect` makes it: the request's own method, HTTP/1.1. Not a checkpoint."""
+    if response._method == method and response.http_version == "1.1":
         return response
-    return attrs.evolve(response, http_version="1.1", method=options.method)
+    return attrs.evolve(response, http_version="1.1", method=method)
 
 
 def request_url(options: RequestOptions) -> str:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import traceback
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -431,6 +432,11 @@ class Connection:
         try:
             return self._parser.next_event()
         except h11.RemoteProtocolError as exc:
+            # h11 turns a LocalProtocolError into this one by raising it from a frame that
+            # holds it: a cycle (the error, its traceback, that frame) that would keep this
+            # connection's frames and request alive until a collection (issue #16). The
+            # frames below this one have finished: their locals can go (they still print).
+            traceback.clear_frames(exc.__traceback__)
             raise _protocol_error(
                 exc, self._options.max_header_size, self._received_eof, self._response_head
             ) from exc

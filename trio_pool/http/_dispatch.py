@@ -141,13 +141,31 @@ async def tell_unrouted(handler: Handler) -> None:
 
 
 class Controller:
-    """Passed to every handler method: lets the handler abort its request."""
+    """Passed to every handler method: lets the handler abort its request, and says which
+    origin runs it (:attr:`origin`)."""
 
-    __slots__ = ("_abort", "_request")
+    __slots__ = ("_abort", "_origin", "_request")
 
-    def __init__(self, request: Request, abort: Callable[[Request, BaseException], None]) -> None:
+    def __init__(
+        self,
+        request: Request,
+        abort: Callable[[Request, BaseException], None],
+        origin: str | None = None,
+    ) -> None:
         self._request = request
         self._abort = abort
+        self._origin = origin
+
+    @property
+    def origin(self) -> str | None:
+        """The origin (``scheme://host[:port]``) of the ``Client`` or ``Pool`` running the
+        request: for a ``BalancedPool`` or an ``Agent``, the upstream it was routed to (with
+        failover, the current attempt's). None for a request that never reached one (a
+        ``BalancedPool`` request cancelled while it waited for an upstream), or when a
+        controller in between does not know it."""
+        # getattr: a subclass that does not call __init__ (an interceptor's relay) has no
+        # _origin of its own; it may override this property to pass on the one below.
+        return getattr(self, "_origin", None)
 
     @property
     def aborted(self) -> bool:

@@ -463,7 +463,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         """
         check_dispatch_args(options, handler)
         request = self._accept(options)
-        controller = Controller(request, self._abort)
+        controller = Controller(request, self._abort, self._origin.text)
         try:
             # Inside the outer try: a caller cancelled while an async on_request_start
             # runs still gets its on_response_error.

@@ -150,6 +150,10 @@ class _RelayController(Controller):
     def aborted(self) -> bool:
         return self.current is not None and self.current.aborted
 
+    @property
+    def origin(self) -> str | None:
+        return None if self.current is None else self.current.origin
+
     def abort(self, reason: object = None) -> None:
         if self.current is not None:
             self.current.abort(reason)

@@ -24,6 +24,13 @@ builds it: a ``Dispatcher`` whose hooks run a request through a chain of interce
 (``request()`` collects the response the chain delivers, ``stream()`` relays it from a helper
 task: ``_chain.py``), and whose every other member is its base's. It holds no state of its
 own but the chain, so it needs no ``async with``: the base's block is its lifetime.
+
+Two documented-internal hooks are the one seam through which the library's add-ons
+(``trio_pool.opentelemetry``) learn what the public API does not say, instead of reading
+each class's private state: :meth:`Dispatcher._root` (whose events and statistics these
+are: a composed dispatcher's base) and :meth:`Dispatcher._origin_statistics` (the
+statistics of each origin it holds connections to). Each class that knows better
+overrides them; they read state, never change it.
 """
 
 from __future__ import annotations
@@ -37,7 +44,17 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._errors import InvalidArgumentError
-from ._chain import ConstantHeaders, collect, fast_eligible, finish, request_levels, stream
+from ._chain import (
+    ConstantHeaders,
+    Fold,
+    collect,
+    fast_eligible,
+    finish,
+    fold,
+    request_levels,
+    stream,
+    unfold,
+)
 from ._dispatch import check_dispatch_args
 from ._models import RequestOptions
 from ._origin import parse_origin
@@ -332,6 +349,20 @@ class Dispatcher(ABC):
         per request; an ``Agent`` takes absolute URLs)."""
         return None
 
+    # ------------------------------------------------------------------ introspection
+
+    def _root(self) -> Dispatcher:
+        """The dispatcher whose events and statistics these are: this one (a composed
+        dispatcher's base, see the module docstring). Not a checkpoint."""
+        return self
+
+    def _origin_statistics(self) -> list[tuple[str, PoolStats]]:
+        """``(origin, statistics)`` for each origin this dispatcher holds connections to: a
+        one-origin dispatcher's own, none where there is no single one (classes with
+        several override it). Not a checkpoint."""
+        origin = self._path_origin()
+        return [] if origin is None else [(origin, self.statistics())]
+
 
 class Composed(Dispatcher):
     """A dispatcher with interceptors around another's ``dispatch`` (:meth:`Dispatcher.compose`).
@@ -344,7 +375,7 @@ class Composed(Dispatcher):
     origin cannot follow a hop to another; an ``Agent`` takes any).
     """
 
-    __slots__ = ("_base", "_chain", "_fast", "_origin", "_prefix")
+    __slots__ = ("_base", "_chain", "_fast", "_fold", "_origin", "_prefix")
 
     def __init__(self, base: Dispatcher, interceptors: tuple[Interceptor, ...]) -> None:
         self._base = base
@@ -374,12 +405,20 @@ class Composed(Dispatcher):
             for level in reversed(levels):
                 send = level(send)
             self._fast = send
+        # ... and the plain request's shortcut through them, when they all allow it.
+        self._fold: Fold | None = fold(interceptors) if levels is not None else None
 
     def __repr__(self) -> str:
         return f"<composed {self._base!r}>"
 
     def _path_origin(self) -> str | None:
         return self._origin
+
+    def _root(self) -> Dispatcher:
+        return self._base._root()
+
+    def _origin_statistics(self) -> list[tuple[str, PoolStats]]:
+        return self._base._origin_statistics()
 
     # ------------------------------------------------------------------ the chain
 
@@ -438,6 +477,9 @@ class Composed(Dispatcher):
     def _request_plain(
         self, method: str, path: str, reset: bool, capability: str | None
     ) -> Awaitable[Response]:
+        folded = self._fold
+        if folded is not None and capability is None and type(path) is str and path[:1] == "/":
+            return self._request_folded(folded, method, path, reset)
         fast = self._fast
         options = RequestOptions(method, path, reset=reset, capability=capability)
         if fast is not None:  # no body: the fast path takes it (see _request_options)
@@ -454,7 +496,25 @@ class Composed(Dispatcher):
     async def _request_fast(
         fast: Callable[[RequestOptions], Awaitable[Response]], options: RequestOptions
     ) -> Response:
-        return finish(await fast(options), options)
+        return finish(await fast(options), options.method)
+
+    async def _request_folded(self, folded: Fold, method: str, path: str, reset: bool) -> Response:
+        """The request levels folded into one send (see trio_pool/http/_chain.py); they
+        run only if the answer concerns one of them. A checkpoint."""
+        try:
+            # Looked up per request, as the levels' bottom does (a test may wrap it).
+            response = await self._base._request_headed(method, path, reset, folded.headers, 1)
+        except Exception as exc:
+            first: Response | Exception = exc
+        else:
+            if response.status not in folded.statuses and not (
+                folded.encoded and response.headers._raw_get(b"content-encoding") is not None
+            ):
+                return finish(response, method)
+            first = response
+        send = unfold(folded.levels, self._innermost_request, first)
+        del first  # an error's traceback holds this frame: no cycle through it
+        return finish(await send(RequestOptions(method, path, reset=reset)), method)
 
     def _stream(
         self, options: RequestOptions, *, duplex: bool

@@ -382,8 +382,9 @@ class PooledConnection:
             self.state = ConnState.CLOSED
             self._owner.on_closed(self, reason)
             # The reason may be an error whose traceback holds frames that hold this
-            # connection: once told, it is let go (no reference cycle, issue #16).
-            self._reason = None
+            # connection (a connect error's holds this very frame): once told, it is let go,
+            # here and in this frame's local (no reference cycle, issue #16).
+            self._reason = reason = None
             if self._conn is not None and not handed_over:
                 await self._conn.aclose()
 

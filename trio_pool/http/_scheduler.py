@@ -56,6 +56,12 @@ _log = logging.getLogger("trio_pool.pool")
 _OPEN = ConnState.OPEN  # a module constant: cheaper than the enum's class attribute
 
 
+def _accepted_after(seq: int) -> Callable[[Request], bool]:
+    """Which waiters a re-send with acceptance number ``seq`` goes ahead of (``before`` of
+    ``HandoffQueue.park``): those accepted after it, so re-sent requests keep their order."""
+    return lambda other: other.seq > seq
+
+
 class ConnectionGate(Protocol):
     """An outside budget of connections (the coming ``Agent``'s): a scheduler opens a
     connection only after :meth:`try_acquire` succeeded, and releases it when that
@@ -224,11 +230,12 @@ class Scheduler:
         else:  # a failing factory: its error is on it
             return None
         try:
+            # park(), not wait(): no coroutine frame of its own, and no closure is made here
+            # (a cell would be, on every call): a queue of thousands stays lean (issue #16).
             if front:
-                seq = request.seq
-                conn = await queue.wait(request, front=True, before=lambda r: r.seq > seq)
+                conn = await queue.park(request, front=True, before=_accepted_after(request.seq))
             else:
-                conn = await queue.wait(request)
+                conn = await queue.park(request)
             # Handed a lease, but cancelled in the same instant: give it to the next waiter
             # rather than start (and spoil) an exchange. Not a checkpoint otherwise.
             await trio.lowlevel.checkpoint_if_cancelled()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from .._errors import InvalidArgumentError, ResponseDecodeError, ResponseExceededMaxSizeError
-from ..http._chain import ConstantHeaders, _Collect, offer_request_level, with_headers
+from ..http._chain import ConstantHeaders, Settles, _Collect, offer_request_level, with_headers
 from ..http._dispatch import call, start_call
 from ..http._headers import Headers
 from ._relay import Relay
@@ -256,7 +256,8 @@ def decompress(*, max_response_size: int | None = None) -> Interceptor:
 
         return decompressing
 
-    return offer_request_level(interceptor, level)
+    # It adds accept-encoding, and acts on a response with a content-encoding only.
+    return offer_request_level(interceptor, level, Settles(encoded=True, headers=_ACCEPTING))
 
 
 async def _decoded(response: Response, limit: int | None) -> Response:

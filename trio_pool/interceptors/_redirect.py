@@ -36,7 +36,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 import attrs
 
 from .._errors import InvalidArgumentError, TooManyRedirectsError, TrioPoolError
-from ..http._chain import absolute, offer_request_level
+from ..http._chain import Settles, absolute, offer_request_level
 from ..http._dispatch import call, start_call
 from ..http._models import RequestOptions
 from ._relay import DRAIN_LIMIT, Relay, between
@@ -103,7 +103,9 @@ def redirect(max_redirections: int = 5) -> Interceptor:
 
         return redirecting
 
-    return offer_request_level(interceptor, level)
+    # It acts on a redirect only (none if max_redirections is 0: the level is the send).
+    statuses = REDIRECT_STATUSES if max_redirections else frozenset()
+    return offer_request_level(interceptor, level, Settles(statuses=statuses))
 
 
 async def _follow_level(send: Send, options: RequestOptions, limit: int) -> Response:

@@ -61,6 +61,11 @@ class Relay(Controller):
         self._url = value
 
     @property
+    def origin(self) -> str | None:
+        """The origin running the current request: what the controller below says."""
+        return None if self.inner is None else self.inner.origin
+
+    @property
     def aborted(self) -> bool:
         """True once the outer handler aborted, or the current request ended with an error."""
         return self._aborted or (self.inner is not None and self.inner.aborted)

@@ -49,7 +49,7 @@ from .._errors import (
     SocketError,
     TrioPoolError,
 )
-from ..http._chain import offer_request_level
+from ..http._chain import Settles, offer_request_level
 from ..http._dispatch import call, start_call
 from ._relay import Discard, Relay, between
 from ._replay import readable_again, replay_of
@@ -131,7 +131,8 @@ def retry(
 
         return retrying
 
-    return offer_request_level(interceptor, level)
+    # A response it may retry has one of status_codes (an error always concerns it).
+    return offer_request_level(interceptor, level, Settles(statuses=policy.status_codes))
 
 
 @attrs.frozen

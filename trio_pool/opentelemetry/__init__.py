@@ -41,7 +41,7 @@ from typing import Any
 
 from .._errors import InvalidArgumentError
 from .._version import __version__
-from ..http._interface import Composed, Dispatcher
+from ..http._interface import Dispatcher
 from ..resources._pool import ResourcePool
 from ._db import PoolMetrics
 from ._http import HttpMetrics
@@ -56,9 +56,7 @@ _instrumented: dict[int, Instrumentation] = {}  # id(root object) -> its live in
 
 def _root(obj: object) -> object:
     """What ``obj``'s events come from: a composed dispatcher's base, else ``obj``."""
-    while isinstance(obj, Composed):
-        obj = obj._base
-    return obj
+    return obj._root() if isinstance(obj, Dispatcher) else obj  # the seam of _interface.py
 
 
 class Instrumentation:

@@ -11,9 +11,10 @@ that to its base, an ``Agent`` or ``BalancedPool`` hears its pools):
 * ``"connect"`` notes when each connection (the innermost of the event's ``targets``: one
   ``Client`` per connection) opened; its ``"disconnect"`` records
   ``http.client.connection.duration``.
-* ``http.client.open_connections`` is observed from ``statistics()`` (per origin: an
-  ``Agent``'s ``origins``, a ``BalancedPool``'s upstream pools): ``idle`` = ``free``,
-  ``active`` = ``connected - free``.
+* ``http.client.open_connections`` is observed per origin from the statistics the
+  dispatcher's ``_origin_statistics()`` gives (the documented-internal seam of
+  ``trio_pool/http/_interface.py``: an ``Agent``'s pools, a ``BalancedPool``'s upstream
+  pools): ``idle`` = ``free``, ``active`` = ``connected - free``.
 
 Only :meth:`HttpMetrics.start` and :meth:`HttpMetrics.stop` register and remove the
 listeners and the observation source; the listeners themselves only record (they run in
@@ -29,8 +30,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from opentelemetry.metrics import Meter, Observation
 
-from ..http._balanced import BalancedPool
-from ..http._interface import Composed, Dispatcher
+from ..http._interface import Dispatcher
 from ._observers import Hub
 from ._semconv import (
     ERROR_TYPE,
@@ -56,16 +56,7 @@ __all__ = ["HttpMetrics", "origin_statistics"]
 def origin_statistics(dispatcher: Dispatcher) -> Iterable[tuple[str, PoolStats]]:
     """``(origin, statistics)`` for each origin ``dispatcher`` holds connections to. Not a
     checkpoint."""
-    while isinstance(dispatcher, Composed):
-        dispatcher = dispatcher._base
-    if isinstance(dispatcher, BalancedPool):
-        return [(upstream.origin, upstream.pool.statistics()) for upstream in dispatcher._held]
-    stats = dispatcher.statistics()
-    origins = getattr(stats, "origins", None)  # an Agent's
-    if isinstance(origins, dict):
-        return list(origins.items())
-    origin = dispatcher._path_origin()
-    return [] if origin is None else [(origin, stats)]
+    return dispatcher._origin_statistics()  # the documented-internal seam (_interface.py)
 
 
 class HttpMetrics:

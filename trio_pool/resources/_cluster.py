@@ -172,7 +172,7 @@ class Cluster(Generic[T]):
         handed: tuple[ResourcePool[Any], Slot] | None = None
         with trio.CancelScope(deadline=deadline):
             # Once handed, the slot is this waiter's even if the deadline passes meanwhile.
-            handed = await self._waiters.wait(waiter)
+            handed = await self._waiters.park(waiter)
         if handed is None:  # the deadline's scope caught its cancellation while parked
             assert strictest is not None
             raise strictest._checkout.timed_out()
