@@ -14,18 +14,21 @@ at the head and read in the caller's block) and gives the lease back. ``request(
 
 The runner has two *read modes*:
 
-* **general** — the exchange runs in one cancel scope per request (``_RequestScope``): a read
-  timeout or an abort cancels it, and a caller cancelled from outside aborts the request.
-* **fast** (``request()``, ``request.reads_whole``) — no cancel scope at all: entering and
-  leaving one cost as much as the rest of the bookkeeping of a small request. Its reads
-  enter a scope only while they wait for the socket, and on plain TCP not even that: the
-  wait is interrupted through the socket (``_transport.py``). An abort at any other moment is
-  noticed at the next wait (``Interrupted``); nothing of it runs user code an abort would
-  have to interrupt. Worth 10-18 % against nginx.
+* **general** — the exchange runs in one cancel scope per request
+  (``_streambody.RequestScope``): a read timeout or an abort cancels it, and a caller
+  cancelled from outside aborts the request.
+* **fast** (``request()``, ``request.reads_whole``; and the head of a ``stream()`` without
+  a streaming request body, whose response body is then read in the general mode, see
+  ``_streambody.py``) — no cancel scope at all: entering and leaving one cost as much as
+  the rest of the bookkeeping of a small request. Its reads enter a scope only while they
+  wait for the socket, and on plain TCP not even that: the wait is interrupted through the
+  socket (``_transport.py``). An abort at any other moment is noticed at the next wait
+  (``Interrupted``); nothing of it runs user code an abort would have to interrupt. Worth
+  10-18 % against nginx.
 
 ``FAST_READS`` (a module flag, read when a dispatcher is made; the environment variable
-``TRIO_POOL_GENERAL_READS=1`` clears it) lets the test suite run ``request()`` in the general
-mode too, so both modes stay tested.
+``TRIO_POOL_GENERAL_READS=1`` clears it) lets the test suite run ``request()`` and stream
+heads in the general mode too, so both modes stay tested.
 
 A request is *traced* only when someone listens to ``"request_end"`` (the emitter's
 ``_traced``, one attribute test when it is accepted): it then carries a
@@ -44,7 +47,7 @@ import os
 import traceback
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -62,6 +65,7 @@ from ._origin import parse_origin
 from ._prepare import Prepared, identified, prepare
 from ._request import Interrupted, Request, State
 from ._scheduler import Scheduler
+from ._streambody import RequestScope, StreamBody, ended
 from ._trace import PhaseClock
 from ._watch import current_watcher
 
@@ -70,7 +74,6 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-    from ._headers import Headers
     from ._models import HeadersType
     from ._options import ClientOptions
     from ._pooled import PooledConnection
@@ -78,11 +81,12 @@ if TYPE_CHECKING:
     from ._spec import ConnectionSpec
     from ._trace import RequestTrace
 
-__all__ = ["FAST_READS", "OriginDispatcher"]
+__all__ = ["FAST_READS", "OriginDispatcher", "StreamCall"]
 
 FAST_READS = os.environ.get("TRIO_POOL_GENERAL_READS") != "1"
 """Whether ``request()`` runs in the fast read mode (see the module docstring)."""
 
+_PLAIN_BODY = (bytes, type(None))  # a request body that is no producer
 Consumer = Callable[[Exchange, "trio.CancelScope | None"], Awaitable[None]]
 T = TypeVar("T")
 
@@ -174,7 +178,9 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
     def _accept(self, options: RequestOptions, **special: str | None) -> Request:
         """Validate a new request; refuse it if the dispatcher does not take requests."""
         self._check_open()
-        request = prepare(options, self._origin, self._options, **special)
+        request = prepare(
+            options, self._origin, self._options, checked=self._prepared.checked, **special
+        )
         request.owner = self._scheduler
         if self._traced:
             request.trace = PhaseClock(self._origin.text, options.attempt, self._emit_trace)
@@ -216,7 +222,12 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
                 return finish(request, None)
         if watcher is not None:
             watcher.leased()
-        if request.reads_whole:
+        # request(); or the head of a stream() (not duplex) with no body to produce meanwhile
+        # (a producer could wait on anything: an abort must cancel it, hence a scope).
+        body = request.body
+        if request.reads_whole or (
+            consume is None and writers is None and self._fast and type(body) in _PLAIN_BODY
+        ):
             exchange = None
             try:
                 exchange = await self._begin(request, conn, None, None)
@@ -235,7 +246,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             return finish(request, exchange)
         exchange = None  # stays None if the scope's deadline cancels _begin
         try:
-            with _RequestScope(self, request) as scope:
+            with RequestScope(self._abort, request) as scope:
                 exchange = await self._begin(request, conn, scope, writers)
                 if exchange is not None and consume is not None:
                     try:
@@ -248,7 +259,7 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
                         exchange.close(request.error)
         except Interrupted:
             return finish(request, None)  # aborted waiting for its turn: its error is on it
-        self._ended(request, scope)
+        ended(request, scope)
         return finish(request, exchange)
 
     async def _begin(
@@ -305,12 +316,6 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             if watcher is not None:
                 watcher.leased()
             conn = next_conn
-
-    def _ended(self, request: Request, scope: trio.CancelScope) -> None:
-        """After an exchange's scope: a deadline that expired is the request's error."""
-        if scope.cancelled_caught and not request.ended:
-            assert request.attempt is not None
-            request.finish(request.attempt.timeout_error())
 
     # ------------------------------------------------------------------ the public methods
 
@@ -375,21 +380,24 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
         )
         return identified(response, self._origin, request)
 
-    @asynccontextmanager
-    async def _stream(
+    def _stream(
         self, options: RequestOptions, *, duplex: bool
-    ) -> AsyncIterator[StreamResponse]:
+    ) -> AbstractAsyncContextManager[StreamResponse]:
         """Run the request up to its head and hand out the response (of :meth:`stream`, or
         duplex for :meth:`pipeline`, its body written from a nursery of the block); leaving
         frees the connection."""
+        if duplex:
+            return self._duplex_stream(options)
+        return StreamCall(self, options)
+
+    @asynccontextmanager
+    async def _duplex_stream(self, options: RequestOptions) -> AsyncIterator[StreamResponse]:
         request = self._accept(options)
-        writing: AbstractAsyncContextManager[trio.Nursery | None]
-        writing = open_helpers() if duplex else nullcontext()
-        async with writing as writers:
+        async with open_helpers() as writers:
             exchange, (status, response_headers, reason) = await self._run(
                 request, None, writers, _head
             )
-            source = _BodySource(self, exchange)
+            source = StreamBody(self._abort, exchange)
             try:
                 response = StreamResponse(
                     status, reason, exchange.http_version, response_headers, source=source
@@ -478,38 +486,43 @@ class OriginDispatcher(Lifecycle, Emitter, Dispatcher):
             await call(handler.on_response_error, controller, _for_handler(request))
 
 
-class _RequestScope:
-    """The cancel scope a request runs its exchange in, in the general read mode; a caller
-    cancelled from outside (or any unexpected error) ends the request at once. (A plain
-    class: it runs once per request.)"""
+class StreamCall:
+    """``stream()``'s ``async with`` (not duplex): entering validates the request and runs
+    it to its head (a checkpoint; the head is read in the fast read mode, see the module
+    docstring), leaving gives the body up (the connection kept if the rest had arrived).
 
-    __slots__ = ("_dispatcher", "_request", "_scope")
+    Leaving is :meth:`close`, synchronous and never a checkpoint: a caller that leaves
+    outside the block (the httpx transport, when httpx closes the response) calls it
+    directly, needing no shielded scope. Changed only by its own methods."""
 
-    def __init__(self, dispatcher: OriginDispatcher, request: Request) -> None:
+    __slots__ = ("_dispatcher", "_options", "_source")
+
+    def __init__(self, dispatcher: OriginDispatcher, options: RequestOptions) -> None:
         self._dispatcher = dispatcher
-        self._request = request
-        self._scope = request.scope = trio.CancelScope()
+        self._options = options
+        self._source: StreamBody | None = None
 
-    def __enter__(self) -> trio.CancelScope:
-        return self._scope.__enter__()
+    async def __aenter__(self) -> StreamResponse:
+        dispatcher = self._dispatcher
+        request = dispatcher._accept(self._options)
+        exchange, (status, headers, reason) = await dispatcher._run(request, None, None, _head)
+        source = self._source = StreamBody(dispatcher._abort, exchange)
+        response = StreamResponse(status, reason, exchange.http_version, headers, source=source)
+        return identified(response, dispatcher._origin, request)
 
-    def __exit__(
+    async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
-        request = self._request
-        try:
-            handled = self._scope.__exit__(exc_type, exc, tb)  # its own deadline or cancel
-        except BaseException:
-            self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
-            raise
-        finally:
-            request.scope = None
-        if exc is not None and not handled:
-            self._dispatcher._abort(request, RequestAbortedError("the caller was cancelled"))
-        return handled
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the body up if it was not read to its end. Idempotent; not a checkpoint."""
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()
 
 
 def _head(request: Request, exchange: Exchange | None) -> tuple[Exchange, Head]:
@@ -603,48 +616,3 @@ async def _drive(
             request.finish(None)
             return
         await _handle(handler.on_response_data, controller, chunk)
-
-
-class _BodySource:
-    """The body of a ``StreamResponse``, read in the reader's task."""
-
-    __slots__ = ("_dispatcher", "_exchange")
-
-    def __init__(self, dispatcher: OriginDispatcher, exchange: Exchange) -> None:
-        self._dispatcher = dispatcher
-        self._exchange = exchange
-
-    async def receive(self) -> bytes | None:
-        exchange = self._exchange
-        request = exchange.request
-        if request.state is State.DONE:
-            if request.error is not None:
-                raise request.hand_out_error()
-            return None
-        chunk = None
-        with _RequestScope(self._dispatcher, request) as scope:
-            try:
-                chunk = await exchange.receive_data(scope)
-            except TrioPoolError as exc:
-                request.finish(exc)
-            finally:
-                if chunk is None:
-                    if request.error is None and exchange.complete:
-                        request.finish(None)
-                    exchange.close(request.error)
-        self._dispatcher._ended(request, scope)
-        if request.error is not None:
-            exchange.close(request.error)
-            raise request.hand_out_error()
-        return chunk
-
-    def trailers(self) -> Headers:
-        return self._exchange.trailers
-
-    def close(self) -> None:
-        exchange = self._exchange
-        if exchange.request.state is not State.DONE:
-            # Unread: keep the connection if the rest is already here, else close it.
-            exchange.drain_buffered()
-            exchange.request.finish(RequestAbortedError("the stream was closed before its end"))
-        exchange.close()

@@ -43,6 +43,14 @@ class Headers:
             ]
         return items
 
+    def _raw_pairs(self) -> list[tuple[bytes, bytes]]:
+        """The pairs as bytes, names as sent when they were received (the httpx transport
+        hands them on without decoding them); else encoded, names lower-case."""
+        raw = self._raw
+        if raw or self._items is None:
+            return list(raw)
+        return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in self._items]
+
     def _raw_get(self, name: bytes) -> bytes | None:
         """The first value of ``name`` (lower-case), looked up without decoding."""
         if self._items is not None:

@@ -327,6 +327,15 @@ class StreamResponse(_ResponseFields):
         self._source.close()
         await trio.lowlevel.checkpoint()
 
+    def _ready(self) -> bool:
+        """Whether the next step of :attr:`body` reads no socket (the next chunk, the end or
+        an error has already arrived). Internal: the httpx transport then enters no read
+        deadline. False for a source that cannot tell. Not a checkpoint."""
+        if self._content is not None:
+            return True
+        ready = getattr(self._source, "ready", None)  # BodySource's optional method
+        return ready is not None and bool(ready())
+
 
 class _Body:
     """The async iterator behind :attr:`StreamResponse.body` (a class, not an async

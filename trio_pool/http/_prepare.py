@@ -20,8 +20,11 @@ prepared once per ``(method, path, reset)`` by :class:`Prepared`: later ones cop
 validated wire form, h11 event and bytes included, so they skip validation and h11's own
 checks, and a pipelined one is written without a side serialiser.
 
-Pure functions of their arguments: nothing here holds state but :class:`Prepared`'s cache,
-which only its owner (one dispatcher) uses.
+A header pair (name, value) checked once is remembered by its dispatcher (``Prepared.checked``,
+bounded; never a credential's): a later request repeating it skips its checks.
+
+Pure functions of their arguments: nothing here holds state but :class:`Prepared`'s caches,
+which only their owner (one dispatcher) uses.
 """
 
 from __future__ import annotations
@@ -66,10 +69,20 @@ _BAD_TARGET = re.compile(r"[\x00-\x20\x7f#]")
 _BAD_URL = re.compile(r"[\x00-\x20\x7f]")
 # An absolute URL given in place of the path (any scheme: parse_origin says which it takes).
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_AUTHORITY_END = re.compile(r"[/?#]")
+# The origins named by the "scheme://authority" of absolute URLs (parse_origin is a pure
+# function of it): most requests name the origin of the one before. Bounded.
+_NAMED: dict[str, Origin] = {}
+_NAMED_MAX = 64
 # host[:port]: a reg-name or IPv4 (RFC 3986 3.2.2, no percent-escapes) or [IPv6].
 _AUTHORITY = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|[A-Za-z0-9\-._~!$&'()*+,;=]+)(?::(?P<port>[0-9]{1,5}))?"
 )
+# The header names prepare() asks about (in one pass over the caller's).
+_NOTED = frozenset({b"host", b"content-length", b"connection", b"user-agent", b"content-type"})
+_CHECKED_MAX = 256  # header pairs remembered per dispatcher (see _header_pairs)
+_TEXT = (str, bytes)
+_SECRET_HEADERS = frozenset({b"authorization", b"proxy-authorization", b"cookie"})
 _R = TypeVar("_R", Response, StreamResponse)
 _PREPARED_MAX = 64  # shapes remembered per dispatcher; a full cache starts over
 
@@ -102,24 +115,53 @@ def _pairs(items: Iterable[Any], what: str) -> Iterator[tuple[Any, Any]]:
         yield name, value
 
 
-def _header_pairs(headers: object) -> list[tuple[bytes, bytes]]:
+def _header_pair(item: object) -> tuple[bytes, bytes]:
+    """One caller's header ``item``, checked: its lower-case name and stripped value."""
+    ((name, value),) = _pairs((item,), "headers")
+    raw_name = _bytes(name, "header name").lower()
+    if not _TOKEN.fullmatch(raw_name):
+        raise InvalidArgumentError(f"invalid header name {name!r}")
+    raw_value = _bytes(value, f"value of header {name!r}")
+    if _BAD_VALUE.search(raw_value):
+        raise InvalidArgumentError(f"invalid value of header {name!r}: control characters")
+    raw_value = raw_value.strip(b" \t")
+    if raw_name in _FORBIDDEN_HEADERS:
+        raise InvalidArgumentError(f"invalid header {name!r}: set by the client, not by you")
+    return raw_name, raw_value
+
+
+def _header_pairs(
+    headers: object, checked: dict[object, tuple[bytes, bytes]] | None = None
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` checked, as sent. ``checked`` (a dispatcher's) maps the pairs checked
+    before to their wire form: most requests repeat the headers of the ones before them (a
+    client's defaults: httpx's accept, user-agent...), so each is checked once. Only exact
+    str/bytes pairs go in (an equal key is then the same text), never a credential's;
+    cleared when full."""
     if headers is None:
         return []
     items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers  # type: ignore[assignment]
     if isinstance(items, str | bytes):
         raise InvalidArgumentError("invalid headers: expected a mapping or (name, value) pairs")
     pairs = []
-    for name, value in _pairs(items, "headers"):
-        raw_name = _bytes(name, "header name").lower()
-        if not _TOKEN.fullmatch(raw_name):
-            raise InvalidArgumentError(f"invalid header name {name!r}")
-        raw_value = _bytes(value, f"value of header {name!r}")
-        if _BAD_VALUE.search(raw_value):
-            raise InvalidArgumentError(f"invalid value of header {name!r}: control characters")
-        raw_value = raw_value.strip(b" \t")
-        if raw_name in _FORBIDDEN_HEADERS:
-            raise InvalidArgumentError(f"invalid header {name!r}: set by the client, not by you")
-        pairs.append((raw_name, raw_value))
+    for item in items:
+        try:
+            pair = checked.get(item) if checked is not None else None
+        except TypeError:  # unhashable: not a pair of str or bytes, _header_pair says why
+            pair = None
+        if pair is None:
+            pair = _header_pair(item)
+            if (
+                checked is not None
+                and type(item) is tuple
+                and type(item[0]) in _TEXT
+                and type(item[1]) in _TEXT
+                and pair[0] not in _SECRET_HEADERS
+            ):
+                if len(checked) >= _CHECKED_MAX:
+                    checked.clear()
+                checked[item] = pair
+        pairs.append(pair)
     return pairs
 
 
@@ -174,22 +216,38 @@ def origin_form(path: object, origins: Sequence[Origin]) -> object:
     fragment dropped: it is never sent); an absolute URL of another origin is an
     ``InvalidArgumentError`` naming both. Anything else is left for :func:`prepare` to
     judge. Not a checkpoint."""
-    if not isinstance(path, str) or not _ABSOLUTE.match(path):
+    if not isinstance(path, str):
+        return path
+    absolute = _ABSOLUTE.match(path)
+    if absolute is None:
         return path
     # urlsplit silently deletes tabs, CR and LF (bpo-43882): refuse them first.
     if not path.isascii() or _BAD_URL.search(path):
         raise InvalidArgumentError(f"invalid path {path!r}: ASCII, no spaces or controls")
-    try:
-        parts = urlsplit(path)
-        named = parse_origin(f"{parts.scheme}://{parts.netloc}")
-    except (ValueError, InvalidArgumentError):
-        raise InvalidArgumentError(f"invalid path {path!r}: not a valid absolute URL") from None
+    # The authority ends where urlsplit ends it: at the first "/", "?" or "#".
+    after = _AUTHORITY_END.search(path, absolute.end())
+    end = after.start() if after is not None else len(path)
+    prefix = path[:end]
+    named = _NAMED.get(prefix)
+    if named is None:
+        try:
+            parts = urlsplit(prefix)
+            named = parse_origin(f"{parts.scheme}://{parts.netloc}")
+        except (ValueError, InvalidArgumentError):
+            raise InvalidArgumentError(f"invalid path {path!r}: not a valid absolute URL") from None
+        if len(_NAMED) >= _NAMED_MAX:
+            _NAMED.clear()
+        _NAMED[prefix] = named
     if named not in origins:
         own = ", ".join(origin.text for origin in origins) or "none"
         raise InvalidArgumentError(
             f"invalid path {path!r}: its origin {named.text} is not this dispatcher's ({own})"
         )
-    return f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/"
+    # The rest as urlsplit reads it: the fragment from the first "#", the query from the
+    # first "?" before it.
+    rest, _, _ = path[end:].partition("#")
+    target, _, query = rest.partition("?")
+    return f"{target or '/'}?{query}" if query else target or "/"
 
 
 def _target(path: object, query: object, origin: Origin) -> bytes:
@@ -249,11 +307,13 @@ def prepare(
     *,
     protocol: str | None = None,
     authority: str | None = None,
+    checked: dict[object, tuple[bytes, bytes]] | None = None,
 ) -> Request:
     """Validate ``options`` and build the :class:`Request`. Raises ``InvalidArgumentError``.
 
     ``protocol`` makes it an upgrade request (``upgrade: protocol``); ``authority`` a
     ``CONNECT authority`` request. Either way the connection is handed over afterwards.
+    ``checked``: the header pairs a dispatcher checked before (see :func:`_header_pairs`).
     """
     method = options.method
     if not _is_token(method):
@@ -261,12 +321,26 @@ def prepare(
     attempt = options.attempt
     if type(attempt) is not int or attempt < 1:
         raise InvalidArgumentError(f"invalid attempt {attempt!r}: expected an int >= 1")
-    headers = _header_pairs(options.headers)
+    headers = _header_pairs(options.headers, checked)
+    # One pass over the caller's headers for what the rules below ask of them.
+    hosts: list[bytes] = []
+    lengths: list[bytes] = []
+    given: set[bytes] = set()
+    closing = False
+    for name, value in headers:
+        if name in _NOTED:
+            given.add(name)
+            if name == b"host":
+                hosts.append(value)
+            elif name == b"content-length":
+                lengths.append(value)
+            elif name == b"connection" and value.lower() == b"close":
+                closing = True
     if options.json is not None:
         if options.body is not None:
             raise InvalidArgumentError("invalid json: give json= or body=, not both")
         body: bytes | BodyChunks | None = _json_body(options.json)
-        if not any(name == b"content-type" for name, _ in headers):
+        if b"content-type" not in given:
             headers.append((b"content-type", b"application/json"))
     else:
         body = adapt_body(options.body)
@@ -280,23 +354,24 @@ def prepare(
         target = _check_authority(authority, "authority", port_required=True).encode("ascii")
     # A caller's Host names a virtual host of the same server (the connection still goes to
     # this dispatcher's origin): one, and a well-formed authority, so it frames no request.
-    hosts = [value for name, value in headers if name == b"host"]
     if not hosts:
         headers.insert(0, (b"host", origin.authority.encode("ascii")))
     elif len(hosts) > 1:
         raise InvalidArgumentError("invalid host header: at most one")
     else:
         _check_authority(hosts[0], "host header", port_required=False)
-    if client_options.user_agent is not None and not any(n == b"user-agent" for n, _ in headers):
+    if client_options.user_agent is not None and b"user-agent" not in given:
         headers.append((b"user-agent", client_options.user_agent))
     proxy_form = client_options.proxy_form
     if proxy_form is not None and authority is None:
         # Through a forward proxy (ProxyAgent, http targets): the absolute URL, and the
         # proxy's own headers unless the caller set them.
         target = origin.text.encode("ascii") + target
-        given = {name for name, _ in headers}
-        headers += [(name, value) for name, value in proxy_form if name not in given]
-    lengths = [value for name, value in headers if name == b"content-length"]
+        names = {name for name, _ in headers}
+        added = [(name, value) for name, value in proxy_form if name not in names]
+        headers += added
+        lengths += [value for name, value in added if name == b"content-length"]
+        closing = closing or any(n == b"connection" and v.lower() == b"close" for n, v in added)
     if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
         raise InvalidArgumentError("invalid content-length header")
     declared = int(lengths[0]) if lengths else None
@@ -319,7 +394,6 @@ def prepare(
         if not _is_token(protocol):
             raise InvalidArgumentError(f"invalid protocol {protocol!r}")
         headers += [(b"connection", b"upgrade"), (b"upgrade", protocol.encode("ascii"))]
-    closing = any(n == b"connection" and v.lower() == b"close" for n, v in headers)
     if (client_options.pipelining == 0 or options.reset) and not closing:
         headers.append((b"connection", b"close"))
     idempotent = (
@@ -348,12 +422,14 @@ class Prepared:
     reset)`` of one dispatcher: :func:`prepare` is a pure function of those and of the
     dispatcher's origin and options, so a copy of the first is the same request."""
 
-    __slots__ = ("_cache", "_client_options", "_origin")
+    __slots__ = ("_cache", "_client_options", "_origin", "checked")
 
     def __init__(self, origin: Origin, client_options: ClientOptions) -> None:
         self._origin = origin
         self._client_options = client_options
         self._cache: dict[tuple[str, str, bool, tuple[tuple[str, str], ...]], Request] = {}
+        # The header pairs this dispatcher checked before (prepare's ``checked``).
+        self.checked: dict[object, tuple[bytes, bytes]] = {}
 
     def request(
         self, method: str, path: str, reset: bool, headers: tuple[tuple[str, str], ...] = ()

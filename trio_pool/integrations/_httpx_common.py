@@ -51,6 +51,7 @@ from typing import Generic, Protocol, TypeVar
 import trio
 
 import trio_pool
+from trio_pool.http._dispatcher import StreamCall
 
 from ._httpx_flavour import Flavour
 from ._httpx_timeouts import HeadScope, Timeouts, Upload
@@ -243,7 +244,9 @@ class Outgoing:
 
 
 def _raw_headers(headers: trio_pool.Headers) -> list[tuple[bytes, bytes]]:
-    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    # As received (names as the server sent them, as httpx's own transport gives them),
+    # never decoded and encoded again.
+    return headers._raw_pairs()
 
 
 def _authority_of(url: URLLike) -> str:
@@ -309,7 +312,7 @@ class Exchange:
         response = await head.enter(context, flavour)
         self._context = context
         self._response = response
-        length = response.headers.get("content-length")
+        length = response.headers._raw_get(b"content-length")  # not decoding the others
         if length is not None and length.isdigit():
             self._left = int(length)
         return response
@@ -318,16 +321,18 @@ class Exchange:
 
     async def receive(self) -> bytes | None:
         """The next response body chunk, or None at its end. A checkpoint."""
+        response = self._response
+        assert response is not None
         body = self._body_it
         if body is None:
-            assert self._response is not None
-            body = self._body_it = self._response.body
+            body = self._body_it = response.body
         read = self.timeouts.read
         left = self._left
         try:
-            if read is None or left == 0:
-                # No deadline; or the announced length has all arrived, so the end comes
-                # without another read from the network (a cancel scope less per response).
+            if read is None or left == 0 or response._ready():
+                # No deadline; or the announced length has all arrived, or the next step
+                # has, so it comes without another read from the network (a cancel scope
+                # less per chunk).
                 chunk = await body.__anext__()
             else:
                 with trio.move_on_after(read) as scope:
@@ -344,12 +349,15 @@ class Exchange:
 
     async def close(self) -> None:
         """Leave the ``stream()`` block: the connection is kept if the body ended, else
-        closed. Idempotent; a checkpoint only the first time."""
+        closed. Idempotent; a checkpoint only the first time, and never over a ``Pool`` or
+        a ``Client`` (their ``stream()`` is left synchronously)."""
         if self._closed:
             return
         self._closed = True
         context, self._context = self._context, None
-        if context is not None:
+        if isinstance(context, StreamCall):
+            context.close()  # a Pool's or a Client's: synchronous
+        elif context is not None:
             # Shielded: closing is bookkeeping, it must finish even for a cancelled caller.
             with trio.CancelScope(shield=True):
                 await context.__aexit__(None, None, None)
