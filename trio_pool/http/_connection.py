@@ -438,11 +438,6 @@ class Connection:
         try:
             return self._parser.next_event()
         except h11.RemoteProtocolError as exc:
-            # h11 turns a LocalProtocolError into this one by raising it from a frame that
-            # holds it: a cycle (the error, its traceback, that frame) that would keep this
-            # connection's frames and request alive until a collection (issue #16). The
-            # frames below this one have finished: their locals can go (they still print).
-            traceback.clear_frames(exc.__traceback__)
             raise _protocol_error(
                 exc, self._options.max_header_size, self._received_eof, self._response_head
             ) from exc
@@ -526,6 +521,11 @@ def _protocol_error(
 ) -> TrioPoolError:
     """The error a response that h11 refused is reported as (``eof``: the server closed
     the connection; ``head``: the response's, if it got that far)."""
+    # h11 turns a LocalProtocolError into ``exc`` by raising it from a frame that holds it:
+    # a cycle (the error, its traceback, that frame) that would keep the connection's
+    # frames and request alive until a collection (issue #16). The frames below the
+    # catcher have finished: their locals can go (the traceback still prints).
+    traceback.clear_frames(exc.__traceback__)
     if exc.error_status_hint == 431:
         return HeadersOverflowError(
             f"response headers exceed max_header_size ({max_header_size} bytes)"
