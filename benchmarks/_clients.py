@@ -52,7 +52,6 @@ import gc
 import json
 import math
 import os
-import resource
 import select
 import ssl
 import subprocess
@@ -64,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import trio
-from _common import now
+from _common import now, own_cpu_seconds
 from _loops import LOOPS
 from _servers import cpu_seconds
 
@@ -206,7 +205,7 @@ class _Load:
 
     def start(self) -> None:
         """Open the timed window (CPU counters too)."""
-        self._cpu0 = (self.target.server_cpu(), _own_cpu_seconds())
+        self._cpu0 = (self.target.server_cpu(), own_cpu_seconds())
         self.t0 = now()
         self.deadline = self.t0 + self.window
 
@@ -216,7 +215,7 @@ class _Load:
         self.cut = self.finished < self.concurrency
         server0, client0 = self._cpu0
         server1 = self.target.server_cpu()
-        self.client_cpu = _own_cpu_seconds() - client0
+        self.client_cpu = own_cpu_seconds() - client0
         if server0 is not None and server1 is not None:
             self.server_cpu = server1 - server0
         sample = self._sample(sorted(self.latencies))
@@ -255,13 +254,6 @@ class _Load:
 
 def _ignore_sample(sample: Sample) -> None:
     pass
-
-
-def _own_cpu_seconds() -> float:
-    """User + system CPU seconds of this process, all threads (``getrusage``: microsecond
-    resolution, where ``os.times()`` counts clock ticks)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _percentile(ordered: list[float], fraction: float) -> float:

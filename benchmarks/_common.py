@@ -14,6 +14,7 @@ print, a JSON-serialisable ``data`` dict, and the list of targets it missed.
 from __future__ import annotations
 
 import gc
+import resource
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -81,6 +82,23 @@ def quiet_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process, all threads (``getrusage``: microsecond
+    resolution, where ``os.times()`` counts clock ticks)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def print_rounds(rps: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+    """One line per variant: median req/s and CPU µs per request, and each round's req/s."""
+    for name in rps:
+        print(
+            f"{name:>9}: {statistics.median(rps[name]):8.0f} req/s,"
+            f" {statistics.median(cpu[name]):6.1f} us CPU/request"
+            f"  (rounds: {', '.join(f'{r:.0f}' for r in rps[name])})"
+        )
 
 
 def median(samples: Sequence[float]) -> float:

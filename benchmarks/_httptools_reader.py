@@ -29,14 +29,20 @@ from typing import Final
 
 import httptools
 
-from trio_pool.http._fastparse import _CHUNK_SIZE, _LENGTH, FastHead, FastReader, _Sentinel
+from trio_pool.http._fastparse import (
+    _CHUNK_SIZE,
+    _LENGTH,
+    FastHead,
+    FastReader,
+    _Sentinel,
+    response_framing,
+)
 
 __all__ = ["HttptoolsReader"]
 
 # The bytes of a head h11 and llhttp read alike: printable ASCII and CRLFs (no tab, no
 # obs-text, no control character); one C scan of the head instead of a check per field.
 _PLAIN: Final = re.compile(rb"[\x20-\x7e\r\n]*")
-_MAX_LENGTH_DIGITS: Final = 18
 
 
 class _Collector:
@@ -73,43 +79,16 @@ class HttptoolsReader(FastReader):
         parser = httptools.HttpResponseParser(found)
         try:
             parser.feed_data(memoryview(buf)[: end + 4])
-        except httptools.HttpParserError:
-            return self._defer()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            return self._defer()  # (llhttp reports an upgrade as an error of its own)
         status = parser.get_status_code()
         raw = found.fields
         if not found.complete or not 200 <= status <= 599 or not self._plain(end, len(raw)):
             return self._defer()
-        # The fast reader's framing rules, repeated rather than factored out of the library
-        # for a prototype it does not ship; test_parser_choice.py holds both to h11.
-        length: int | None = None
-        chunked = False
-        keep_alive = True
-        hint = None
-        for name, value in raw:
-            size = len(name)
-            if size == 14 and name.lower() == b"content-length":
-                if length is not None or chunked:
-                    return self._defer()
-                if not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
-                    return self._defer()
-                length = int(value)
-            elif size == 17 and name.lower() == b"transfer-encoding":
-                if chunked or length is not None or value != b"chunked":
-                    return self._defer()
-                chunked = True
-            elif size == 10:
-                lower = name.lower()
-                if lower == b"connection":
-                    if b"close" in [token.strip() for token in value.lower().split(b",")]:
-                        keep_alive = False
-                elif lower == b"keep-alive" and hint is None:
-                    hint = value
-        if status == 204 or status == 304:
-            if length is not None or chunked:
-                return self._defer()
-            length = 0
-        elif length is None and not chunked:
+        framing = response_framing(status, raw)  # the fast reader's own rules
+        if framing is None:
             return self._defer()
+        length, chunked, keep_alive, hint = framing
         return self._start_body(
             end + 4, status, found.reason, raw, length, chunked, keep_alive, hint
         )

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 
 import trio
+from _common import own_cpu_seconds, print_rounds
 from _servers import GZIP_PATH, gzip_body, start
 
 import trio_pool
@@ -39,11 +40,6 @@ from trio_pool import interceptors
 WARM = 200
 LIMIT = 120.0  # seconds per timed run: a stuck run fails rather than hangs
 EXPECTED = gzip_body()
-
-
-def _cpu() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 class _Count:
@@ -125,17 +121,12 @@ def _measure(origin: str, requests: int, concurrency: int, rounds: int) -> None:
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, run in variants.items():
-            cpu_before = _cpu()
+            cpu_before = own_cpu_seconds()
             wall = run()
             # (CPU includes the client's set-up and warm-up: the same for every variant.)
-            cpu[name].append((_cpu() - cpu_before) / (requests + WARM) * 1e6)
+            cpu[name].append((own_cpu_seconds() - cpu_before) / (requests + WARM) * 1e6)
             rps[name].append(requests / wall)
-    for name in variants:
-        print(
-            f"{name:>9}: {statistics.median(rps[name]):8.0f} req/s,"
-            f" {statistics.median(cpu[name]):6.1f} us CPU/request"
-            f"  (rounds: {', '.join(f'{r:.0f}' for r in rps[name])})"
-        )
+    print_rounds(rps, cpu)
     versus_aiohttp = [t / a for t, a in zip(rps["trio_pool"], rps["aiohttp"], strict=True)]
     decoding = [u / t for t, u in zip(rps["trio_pool"], rps["undecoded"], strict=True)]
     print(

@@ -20,15 +20,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import trio
+from _common import own_cpu_seconds, print_rounds
 from _servers import start
 
 import trio_pool
 from trio_pool import interceptors
-
-
-def _cpu() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 async def _run(get: Callable[[], Awaitable[trio_pool.Response]], total: int, tasks: int) -> float:
@@ -65,16 +61,11 @@ async def _measure(origin: str, requests: int, concurrency: int, rounds: int) ->
         cpu: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):
             for name, get in variants.items():
-                cpu_before = _cpu()
+                cpu_before = own_cpu_seconds()
                 wall = await _run(get, requests, concurrency)
-                cpu[name].append((_cpu() - cpu_before) / requests * 1e6)
+                cpu[name].append((own_cpu_seconds() - cpu_before) / requests * 1e6)
                 rps[name].append(requests / wall)
-        for name in variants:
-            print(
-                f"{name:>9}: {statistics.median(rps[name]):8.0f} req/s,"
-                f" {statistics.median(cpu[name]):6.1f} us CPU/request"
-                f"  (rounds: {', '.join(f'{r:.0f}' for r in rps[name])})"
-            )
+        print_rounds(rps, cpu)
         paired = [b / c for b, c in zip(rps["bare"], rps["composed"], strict=True)]
         cpu_paired = [c / b for b, c in zip(cpu["bare"], cpu["composed"], strict=True)]
         print(

@@ -232,36 +232,10 @@ class FastReader:
         if len(raw) != buf.count(b"\n", start, block_end):
             return self._defer()
         status = int(match[1])
-        length: int | None = None
-        chunked = False
-        keep_alive = True
-        hint = None
-        for name, value in raw:
-            size = len(name)  # compare lengths first: most fields are none of these
-            if size == 14 and name.lower() == b"content-length":
-                if length is not None or chunked:
-                    return self._defer()
-                if not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
-                    return self._defer()
-                length = int(value)
-            elif size == 17 and name.lower() == b"transfer-encoding":
-                if chunked or length is not None or value != b"chunked":
-                    return self._defer()
-                chunked = True
-            elif size == 10:
-                lower = name.lower()
-                if lower == b"connection":
-                    # As h11's get_comma_header (the grammar allows no tab here).
-                    if b"close" in [token.strip() for token in value.lower().split(b",")]:
-                        keep_alive = False
-                elif lower == b"keep-alive" and hint is None:
-                    hint = value
-        if status == 204 or status == 304:
-            if length is not None or chunked:
-                return self._defer()
-            length = 0
-        elif length is None and not chunked:
-            return self._defer()  # read until close: h11's
+        framing = response_framing(status, raw)
+        if framing is None:
+            return self._defer()
+        length, chunked, keep_alive, hint = framing
         reason = match[2] or b""
         self._buf = buf[end + 4 :]
         head = self._head = FastHead(
@@ -348,3 +322,44 @@ def _hex_prefix(buf: bytes) -> bool:
     """``buf`` (no CRLF in it yet) may still become a plain chunk-size line."""
     digits = buf[:-1] if buf.endswith(b"\r") else buf
     return _CHUNK.fullmatch(digits) is not None if digits else not buf
+
+
+def response_framing(
+    status: int, raw: list[tuple[bytes, bytes]]
+) -> tuple[int | None, bool, bool, bytes | None] | None:
+    """How a response of ``status`` with the header fields ``raw`` is framed: its
+    content-length (None: chunked), whether it is chunked, whether it keeps the connection
+    alive and its ``keep-alive`` hint; None if the fast path defers it to h11 (repeated or
+    conflicting framing, another transfer-encoding, a 204/304 with a body, read-to-close).
+    """
+    length: int | None = None
+    chunked = False
+    keep_alive = True
+    hint = None
+    for name, value in raw:
+        size = len(name)  # compare lengths first: most fields are none of these
+        if size == 14 and name.lower() == b"content-length":
+            if length is not None or chunked:
+                return None
+            if not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
+                return None
+            length = int(value)
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            if chunked or length is not None or value != b"chunked":
+                return None
+            chunked = True
+        elif size == 10:
+            lower = name.lower()
+            if lower == b"connection":
+                # As h11's get_comma_header (the grammar allows no tab here).
+                if b"close" in [token.strip() for token in value.lower().split(b",")]:
+                    keep_alive = False
+            elif lower == b"keep-alive" and hint is None:
+                hint = value
+    if status == 204 or status == 304:
+        if length is not None or chunked:
+            return None
+        length = 0
+    elif length is None and not chunked:
+        return None  # read until close: h11's
+    return length, chunked, keep_alive, hint
