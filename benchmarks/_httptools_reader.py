@@ -30,8 +30,6 @@ from typing import Final
 import httptools
 
 from trio_pool.http._fastparse import (
-    _CHUNK_SIZE,
-    _LENGTH,
     FastHead,
     FastReader,
     _Sentinel,
@@ -88,10 +86,7 @@ class HttptoolsReader(FastReader):
         framing = response_framing(status, raw)  # the fast reader's own rules
         if framing is None:
             return self._defer()
-        length, chunked, keep_alive, hint = framing
-        return self._start_body(
-            end + 4, status, found.reason, raw, length, chunked, keep_alive, hint
-        )
+        return self._start_body(end + 4, status, found.reason, raw, framing)
 
     def _plain(self, end: int, fields: int) -> bool:
         """The head (``end``: where its blank line starts; ``fields``: how many llhttp
@@ -105,25 +100,3 @@ class HttptoolsReader(FastReader):
             and b"\r\n " not in buf[:end]
             and b" \r\n" not in buf[: end + 2]
         )
-
-    def _start_body(
-        self,
-        head_end: int,
-        status: int,
-        reason: bytes,
-        raw: list[tuple[bytes, bytes]],
-        length: int | None,
-        chunked: bool,
-        keep_alive: bool,
-        hint: bytes | None,
-    ) -> FastHead:
-        self._buf = self._buf[head_end:]
-        head = self._head = FastHead(
-            status, reason, raw, length, chunked=chunked, keep_alive=keep_alive, hint=hint
-        )
-        if chunked:
-            self._state = _CHUNK_SIZE
-        else:
-            self._state = _LENGTH
-            self._remaining = length  # type: ignore[assignment]
-        return head

@@ -235,9 +235,19 @@ class FastReader:
         framing = response_framing(status, raw)
         if framing is None:
             return self._defer()
+        return self._start_body(end + 4, status, match[2] or b"", raw, framing)
+
+    def _start_body(
+        self,
+        body_start: int,
+        status: int,
+        reason: bytes,
+        raw: list[tuple[bytes, bytes]],
+        framing: tuple[int | None, bool, bool, bytes | None],
+    ) -> FastHead:
+        """Take the head that ends before ``body_start`` and get ready for its body."""
         length, chunked, keep_alive, hint = framing
-        reason = match[2] or b""
-        self._buf = buf[end + 4 :]
+        self._buf = self._buf[body_start:]
         head = self._head = FastHead(
             status, reason, raw, length, chunked=chunked, keep_alive=keep_alive, hint=hint
         )
