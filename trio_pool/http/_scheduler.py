@@ -198,11 +198,20 @@ class Scheduler:
             request.seq = self._seq
         if not self._queue.parked or front:
             fresh = request.retried
-            conn = None if fresh else self._pick(request)
+            conn = None
+            spare = self._spare
+            if not fresh:
+                if self._idle:
+                    conn = self._pick_idle()
+                # A spare connection, looked up inline: the per-request case pipelining.
+                if conn is None and spare and request.pipelineable:
+                    conn = next(reversed(spare))
+                    if not conn.room():  # FULL: a stale entry (it began to retire)
+                        self._refile(conn)  # drops it
+                        conn = None
             if conn is not None:
-                # _pick took it out of _idle; if it was spare it is the last spare one, and
-                # stays so while it has room (no move: the per-request case pipelining).
-                spare = self._spare
+                # Not idle any more; if it was spare it is the last spare one, and stays
+                # so while it has room, with no move (issue #16).
                 if conn.lease(request):
                     if conn not in spare:
                         spare[conn] = None
@@ -248,19 +257,15 @@ class Scheduler:
             raise
         return None if request.ended else conn
 
-    def _pick(self, request: Request) -> PooledConnection | None:
+    def _pick_idle(self) -> PooledConnection | None:
+        """The most recently used idle connection that is still alive (it leaves ``_idle``);
+        dead ones met on the way are retired."""
         idle = self._idle
         while idle:
             conn, _ = idle.popitem()
             if conn.is_usable_idle():
                 return conn
             conn.retire(SocketError("the server closed the idle connection (or sent bytes)"))
-        spare = self._spare
-        if spare and request.pipelineable:
-            conn = next(reversed(spare))
-            if conn.room():  # not FULL (so it takes ``request``, a pipelineable one)
-                return conn
-            self._refile(conn)  # a stale entry (it began to retire): drop it
         return None
 
     def _may_open(self) -> bool:
