@@ -221,8 +221,9 @@ async def test_pipelined_requests_fill_a_connection_then_open_another() -> None:
         await conn.respond(200, body=request.target.encode())
 
     async with serve_memory(script) as server:
-        options = {"connections": 2, "pipelining": 2}
-        async with Pool(server.origin, connector=server.connector, **options) as client:
+        async with Pool(
+            server.origin, connector=server.connector, connections=2, pipelining=2
+        ) as client:
             results: list[bytes] = []
 
             async def run(path: str) -> None:
