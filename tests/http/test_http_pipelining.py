@@ -209,3 +209,34 @@ async def _resend_round() -> list[str]:
             pool._check_invariants()
             assert pool.statistics().size == 0
     return [r.target for r in server.requests if r.connection == 1]
+
+
+async def test_pipelined_requests_fill_a_connection_then_open_another() -> None:
+    # Each lease tells the pool whether its connection has room left: a full one takes no
+    # third request, and past the limit the fifth queues (it gets a lease when one frees).
+    release = trio.Event()
+
+    async def script(request: ServerRequest, conn: ServerConnection) -> None:
+        await release.wait()
+        await conn.respond(200, body=request.target.encode())
+
+    async with serve_memory(script) as server:
+        async with Pool(
+            server.origin, connector=server.connector, connections=2, pipelining=2
+        ) as client:
+            results: list[bytes] = []
+
+            async def run(path: str) -> None:
+                results.append((await client.request("GET", path)).body)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(5):
+                    nursery.start_soon(run, f"/{i}")
+                    await trio.testing.wait_all_tasks_blocked()
+                stats = client.statistics()
+                assert (stats.running, stats.queued, stats.free) == (4, 1, 0)
+                release.set()
+            assert sorted(results) == [f"/{i}".encode() for i in range(5)]
+            assert server.connections == 2
+            stats = client.statistics()
+            assert (stats.size, stats.free, stats.connected) == (0, 2, 2)

@@ -90,7 +90,16 @@ class ConnState(enum.Enum):
 _OPEN = ConnState.OPEN
 _GONE = (ConnState.BROKEN, ConnState.HANDED_OVER)
 _ASSIGNED = State.ASSIGNED
+_DONE = State.DONE
 _NOT_PIPELINED = (False, False)
+
+# What :meth:`PooledConnection.room` answers: how the scheduler files the connection.
+FULL = 0
+"""It takes no lease now (not ``OPEN``, at a limit, or holding an unpipelineable lease)."""
+IDLE = 1
+"""It holds no lease and takes one."""
+SPARE = 2
+"""It holds leases and has room for a pipelined request."""
 
 
 def _abort_sleep(_: object) -> trio.lowlevel.Abort:
@@ -123,7 +132,9 @@ class PooledConnection:
         "_destroyed",
         "_expiry",
         "_first",
+        "_max_requests",
         "_owner",
+        "_pipelining",
         "_reason",
         "_scope",
         "_targets",
@@ -153,6 +164,10 @@ class PooledConnection:
         self._owner = owner
         self.spec = spec
         self.options: ClientOptions = spec.options  # read-only
+        # The two options the per-request checks read, copied once: each request's
+        # is_available/room() would otherwise look them up through the spec (issue #16).
+        self._pipelining = spec.options.pipelining
+        self._max_requests = spec.options.max_requests_per_client
         self.state = ConnState.CONNECTING
         self._ttl = ttl  # client_ttl: retired this long after connecting
         self._first = first  # the request this connection is opened for (None: the queue)
@@ -186,20 +201,33 @@ class PooledConnection:
         (below ``pipelining``, no unpipelineable lease, ``request`` pipelineable)."""
         if self.state is not _OPEN:
             return False
-        conn = self._conn
-        assert conn is not None
-        options = self.spec.options
-        limit = options.max_requests_per_client
-        if limit is not None and conn.requests_started + len(self._to_write) >= limit:
+        to_write = self._to_write
+        limit = self._max_requests
+        if limit is not None and self.connection.requests_started + len(to_write) >= limit:
             return False
-        load = len(self._to_write) + len(self._to_read)
-        if load == 0:
+        load = len(to_write) + len(self._to_read)
+        if not load:
             return True
         return (
-            load < options.pipelining
-            and self._unpipelineable == 0
+            load < self._pipelining
+            and not self._unpipelineable
             and (request is None or request.pipelineable)
         )
+
+    def room(self) -> int:
+        """How the scheduler files it: :data:`IDLE`, :data:`SPARE` (room for a pipelined
+        request) or :data:`FULL` — :meth:`is_available` for any request and :meth:`is_idle`
+        in one call, as each lease and release asks (issue #16). Not a checkpoint."""
+        if self.state is not _OPEN:
+            return FULL
+        to_write = self._to_write
+        limit = self._max_requests
+        if limit is not None and self.connection.requests_started + len(to_write) >= limit:
+            return FULL
+        load = len(to_write) + len(self._to_read)
+        if not load:
+            return IDLE
+        return SPARE if load < self._pipelining and not self._unpipelineable else FULL
 
     def is_idle(self) -> bool:
         """No lease is held."""
@@ -246,16 +274,28 @@ class PooledConnection:
         first, self._first = self._first, None
         return first
 
-    def lease(self, request: Request) -> None:
+    def lease(self, request: Request) -> bool:
         """Give ``request`` a lease (it writes after the leases before it). Rule 1: only
-        while ``OPEN`` (the caller checked :meth:`is_available`)."""
+        while ``OPEN`` (the caller checked :meth:`is_available`). Not a checkpoint.
+
+        Returns:
+            Whether it still has room for a pipelined request (:meth:`room` is ``SPARE``),
+            answered here, where the lease's own numbers are at hand, so the scheduler
+            files it without asking again (issue #16).
+        """
         request.seat = self
         request.move(_ASSIGNED)
-        self._to_write.append(request)
+        to_write = self._to_write
+        to_write.append(request)
         if not request.pipelineable:
             self._unpipelineable += 1
+            return False
         # The idle deadline stays armed: should it fire during the lease, the task wakes
         # once, sees the lease and sleeps on (cheaper than re-arming twice per request).
+        if len(to_write) + len(self._to_read) >= self._pipelining or self._unpipelineable:
+            return False
+        limit = self._max_requests
+        return limit is None or self.connection.requests_started + len(to_write) < limit
 
     def give_up(self, request: Request) -> None:
         """``request`` (``ASSIGNED``) ended before using its place (``Seat``)."""
@@ -353,20 +393,23 @@ class PooledConnection:
         if not request.pipelineable:
             self._unpipelineable -= 1
         to_read = self._to_read
-        if request in self._to_write:
-            # Never written: nothing of it is on the wire.
-            head = self._to_write[0] is request
-            self._to_write.remove(request)
-            if head and self._to_write:
-                self._to_write[0].wake()
-        elif to_read and to_read[0] is request:
-            to_read.pop(0)
+        # The usual case first: the response just read was the head of the line.
+        if to_read and to_read[0] is request:
+            del to_read[0]
             if to_read:
                 # The next response is due; one whose caller gave up cannot be skipped.
-                if to_read[0].state is State.DONE:
+                following = to_read[0]
+                if following.state is _DONE:
                     reusable = False
                 else:
-                    to_read[0].wake()
+                    following.wake()
+        elif request in self._to_write:
+            # Never written: nothing of it is on the wire.
+            to_write = self._to_write
+            head = to_write[0] is request
+            to_write.remove(request)
+            if head and to_write:
+                to_write[0].wake()
         elif request in to_read:
             if self.state not in _GONE:
                 # Its caller gave up while it waited for its turn to read: its response

@@ -41,7 +41,7 @@ from .._errors import ConnectError, InformationalError, RequestAbortedError, Soc
 from .._handoff import HandoffQueue
 from ._budget import Unneeded
 from ._models import PoolStats
-from ._pooled import ConnState, PooledConnection
+from ._pooled import IDLE, SPARE, ConnState, PooledConnection
 from ._request import State
 
 if TYPE_CHECKING:
@@ -196,13 +196,27 @@ class Scheduler:
         if not front:
             self._seq += 1
             request.seq = self._seq
-        if not self._queue or front:
+        if not self._queue.parked or front:
             fresh = request.retried
-            conn = None if fresh else self._pick(request)
+            conn = None
+            spare = self._spare
+            if not fresh:
+                if self._idle:
+                    conn = self._pick_idle()
+                # A spare connection, looked up inline: the per-request case pipelining.
+                if conn is None and spare and request.pipelineable:
+                    conn = next(reversed(spare))
+                    if not conn.room():  # FULL: a stale entry (it began to retire)
+                        self._refile(conn)  # drops it
+                        conn = None
             if conn is not None:
-                conn.lease(request)
-                if conn.options.pipelining > 1:  # else it has no room left
-                    self._refile(conn)
+                # Not idle any more; if it was spare it is the last spare one, and stays
+                # so while it has room, with no move (issue #16).
+                if conn.lease(request):
+                    if conn not in spare:
+                        spare[conn] = None
+                elif spare:
+                    spare.pop(conn, None)
                 return conn
             if fresh and self._idle and self._limit is not None and len(self._conns) >= self._limit:
                 # When its task has ended, _pump opens the fresh one for the queue's head,
@@ -243,18 +257,15 @@ class Scheduler:
             raise
         return None if request.ended else conn
 
-    def _pick(self, request: Request) -> PooledConnection | None:
+    def _pick_idle(self) -> PooledConnection | None:
+        """The most recently used idle connection that is still alive (it leaves ``_idle``);
+        dead ones met on the way are retired."""
         idle = self._idle
         while idle:
             conn, _ = idle.popitem()
             if conn.is_usable_idle():
                 return conn
             conn.retire(SocketError("the server closed the idle connection (or sent bytes)"))
-        if request.pipelineable and self._spare:
-            conn = next(reversed(self._spare))
-            if conn.is_available(request):
-                return conn
-            self._refile(conn)  # a stale entry (it began to retire): drop it
         return None
 
     def _may_open(self) -> bool:
@@ -291,13 +302,16 @@ class Scheduler:
         self._start_soon(conn.run, name=f"trio_pool: {self._origin.text}")
 
     def _refile(self, conn: PooledConnection) -> None:
-        """File ``conn`` as idle, spare or neither after its leases or state changed."""
+        """File ``conn`` as idle, spare or neither after its leases or state changed (last
+        in its container: the most recently used)."""
         self._idle.pop(conn, None)
-        self._spare.pop(conn, None)
-        if not conn.is_available(None):
+        spare = self._spare
+        spare.pop(conn, None)
+        room = conn.room()
+        if room == SPARE:
+            spare[conn] = None
+        elif room != IDLE:
             return
-        if not conn.is_idle():
-            self._spare[conn] = None
         elif self._closing and not self._queue:
             conn.retire()
         else:
@@ -307,7 +321,7 @@ class Scheduler:
     def _feed(self, conn: PooledConnection) -> None:
         """Hand queued requests to ``conn`` while it can take them (FIFO)."""
         queue = self._queue
-        while queue:
+        while queue.parked:  # a truth test with no call (see HandoffQueue.parked)
             request = queue.head()
             if not conn.is_available(request):
                 break
@@ -357,6 +371,11 @@ class Scheduler:
         self.on_released(conn)
 
     def on_released(self, conn: PooledConnection) -> None:
+        if conn.state is _OPEN and not self._queue.parked and not self._need_drain:
+            self._refile(conn)  # the usual case, in one call: nobody waits
+            if self._closing:
+                self._check_shutdown()
+            return
         if conn.state is not _OPEN:
             self._idle.pop(conn, None)
             self._spare.pop(conn, None)
@@ -365,10 +384,11 @@ class Scheduler:
             self._pump()
         else:
             self._feed(conn)
-            if self._need_drain and not self._queue:
+            if self._need_drain and not self._queue.parked:
                 self._need_drain = False
                 conn.emit("drain", self._origin.text)
-        self._check_shutdown()
+        if self._closing:
+            self._check_shutdown()
 
     def on_unavailable(self, conn: PooledConnection) -> None:
         self._idle.pop(conn, None)
