@@ -278,7 +278,7 @@ class Connection:
         outbox, a request written joins it too (one sender at a time).
         """
         self._requests_started += 1
-        if self._close_at is None and _asks_to_close(request):
+        if self._close_at is None and request.closes:
             self._close_at = self._requests_started - 1
         writer = None
         try:
@@ -553,18 +553,6 @@ def keep_alive_hint(raw: bytes | None) -> int | None:
             digits = len(value) - len(value.lstrip("0123456789"))
             return int(value[:digits]) if digits else None
     return None
-
-
-def _asks_to_close(request: Request) -> bool:
-    """The request carries ``connection: close`` (h11's reading: a comma list, any case)."""
-    for name, value in request.headers:
-        if (
-            len(name) == 10
-            and name.lower() == b"connection"
-            and b"close" in [token.strip() for token in value.lower().split(b",")]
-        ):
-            return True
-    return False
 
 
 def _write_failed(writer: h11.Connection | None, exc: BaseException) -> None:

@@ -144,7 +144,16 @@ class Transport:
         await trio.lowlevel.checkpoint_if_cancelled()
         tls = self._tls
         if tls is None:  # plain TCP: no reader ever sends
-            await self._send_raw(raw, data)
+            # The first try here, not in a coroutine of its own: a small request's bytes
+            # fit the socket's buffer and leave in this one call.
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            if sent < len(data):
+                await self._send_raw(raw, data, sent, blocked=True)
             return
         answering = self._sending
         if isinstance(answering, trio.Event):  # pragma: no cover - see _answer
@@ -156,10 +165,16 @@ class Transport:
         finally:
             self._sending = False
 
-    async def _send_raw(self, raw: socket.socket, data: bytes) -> None:
+    async def _send_raw(
+        self, raw: socket.socket, data: bytes, sent: int = 0, *, blocked: bool = False
+    ) -> None:
+        """Write ``data`` from offset ``sent`` (the bytes before it have left), waiting for
+        the socket as needed (first, if the caller's try just found it ``blocked``). A
+        checkpoint when it waits."""
         total = len(data)
-        sent = 0
         try:
+            if blocked:
+                await trio.lowlevel.wait_writable(raw)
             while True:
                 try:
                     sent += raw.send(memoryview(data)[sent:] if sent else data)
