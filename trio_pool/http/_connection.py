@@ -405,10 +405,6 @@ class Connection:
         """The error of the read whose deadline expired."""
         return self._waiting_for(f"no response data within {self._waiting_timeout} s")
 
-    def expect(self, request: Request) -> None:
-        """The next response answers ``request`` (tell the parser its method)."""
-        self._parser.expect(request)
-
     # ------------------------------------------------------------------ reading
 
     def progress(self) -> tuple[bool, int, bool]:
@@ -417,12 +413,23 @@ class Connection:
         for the retry rule (API.md 1.6), read in one call."""
         return self._responses > 0, self._received_bytes, self._leftover
 
-    def response_started(self) -> tuple[bool, int, int]:
-        """A response head is about to be read: forget the previous one's framing. Returns
+    def response_started(self, request: Request) -> tuple[bool, int, int, bool]:
+        """The head of the response to ``request`` is about to be read: tell the parser its
+        method (who parses it), forget the previous one's framing. Returns
         :meth:`progress`, with the bytes already buffered (those that arrived behind the
-        last response) counted rather than told."""
+        last response) counted rather than told, and whether the parser may have an event
+        without a read (bytes buffered, or the peer's EOF): if not, :meth:`buffered_event`
+        would say ``NEED_DATA``."""
+        parser = self._parser
+        parser.expect(request)
         self._response_head = None
-        return self._responses > 0, self._received_bytes, len(self._parser.leftover())
+        buffered = len(parser.leftover())
+        return (
+            self._responses > 0,
+            self._received_bytes,
+            buffered,
+            buffered > 0 or self._received_eof,
+        )
 
     def response_framing(self, head: FastHead) -> None:
         """The head of the response being read (whether a content-length frames it, for

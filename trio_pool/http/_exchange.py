@@ -246,19 +246,19 @@ class Exchange:
         lease = self.lease
         if not lease.may_read(request):  # pipelined: wait for it
             await lease.wait_to_read(request)
-        conn.expect(request)
         # For the 1.6 retry: nothing of this response yet, nothing left over before it. A
         # pipelined request was written before any response, but if a response before it
         # completed, its own is due on a reused connection: unanswered, it is retried like
         # one written on an idle kept-alive connection (RFC 9112 9.3.2).
-        self._reused, self._mark, buffered = conn.response_started()
+        self._reused, self._mark, buffered, pending = conn.response_started(request)
         self._fresh = not buffered
         options = self._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
         # A pipelined head has often arrived with the response before it: parsed here, it
-        # needs no read (and no coroutine); only a read awaits, as in read_rest.
-        event = conn.buffered_event()
+        # needs no read (and no coroutine); only a read awaits, as in read_rest. With
+        # nothing buffered (the usual unpipelined case) the parser is not even asked.
+        event = conn.buffered_event() if pending else NEED_DATA
         if event is NEED_DATA:
             event = await conn.next_event(
                 scope,
