@@ -301,16 +301,18 @@ class Exchange:
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
             self._parsed = event
-            self._check_announced_size(event, options.max_response_size)
+            most = options.max_response_size
+            if most is not None:
+                self._check_announced_size(event, most)
             conn.response_framing(event)
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status, headers, event.reason.decode("latin-1"))
         return self.head
 
-    def _check_announced_size(self, head: FastHead, limit: int | None) -> None:
+    def _check_announced_size(self, head: FastHead, limit: int) -> None:
         """A body announced larger than ``max_response_size`` fails at its head, before a
         byte of it is read (HEAD, 204 and 304 announce a size but carry no body)."""
-        if limit is None or self.request.method == b"HEAD" or head.status in (204, 304):
+        if self.request.method == b"HEAD" or head.status in (204, 304):
             return
         length = head.length  # the parser's framing: no header is scanned again
         if length is not None and length > limit:
