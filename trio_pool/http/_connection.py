@@ -414,22 +414,14 @@ class Connection:
         return self._responses > 0, self._received_bytes, self._leftover
 
     def response_started(self, request: Request) -> tuple[bool, int, int, bool]:
-        """The head of the response to ``request`` is about to be read: tell the parser its
-        method (who parses it), forget the previous one's framing. Returns
-        :meth:`progress`, with the bytes already buffered (those that arrived behind the
-        last response) counted rather than told, and whether the parser may have an event
-        without a read (bytes buffered, or the peer's EOF): if not, :meth:`buffered_event`
-        would say ``NEED_DATA``."""
-        parser = self._parser
-        parser.expect(request)
+        """The response to ``request`` is next: tell the parser, forget the last one's
+        framing. Returns :meth:`progress` with the buffered bytes counted, and whether
+        :meth:`buffered_event` may find an event (bytes buffered, or the peer's EOF)."""
+        self._parser.expect(request)
         self._response_head = None
-        buffered = len(parser.leftover())
-        return (
-            self._responses > 0,
-            self._received_bytes,
-            buffered,
-            buffered > 0 or self._received_eof,
-        )
+        buffered = len(self._parser.leftover())
+        pending = buffered > 0 or self._received_eof
+        return self._responses > 0, self._received_bytes, buffered, pending
 
     def response_framing(self, head: FastHead) -> None:
         """The head of the response being read (whether a content-length frames it, for
