@@ -237,3 +237,44 @@ async def test_a_64_kib_body_that_arrived_whole_is_read_whole() -> None:
         assert [len(chunk) for chunk in chunks] == [len(body)]
         assert chunks[0] == body
         assert_idle(pool)
+
+
+async def test_cancel_while_the_write_waits_for_room() -> None:
+    # The first connection's server never reads: the 4 MiB body fills both socket buffers
+    # and the write waits for room (request()'s first send leaves only part of it).
+    accepted: list[trio.SocketStream] = []
+    blocked = trio.Event()
+    response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+    async def handler(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        if len(accepted) == 1:
+            blocked.set()
+            await trio.sleep_forever()
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += await stream.receive_some(65536)
+        await stream.send_all(response)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as server:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        server.start_soon(trio.serve_listeners, handler, listeners)
+        port = listeners[0].socket.getsockname()[1]
+        async with Pool(f"http://127.0.0.1:{port}") as pool:
+
+            async def post() -> None:
+                await pool.request("POST", "/", body=b"x" * BIG)
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(post)
+                    await blocked.wait()
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert pool.statistics().running == 1
+                    nursery.cancel_scope.cancel()
+                assert_idle(pool)
+                got = await pool.request("GET", "/")
+                assert (got.status, got.body) == (200, b"ok")
+            assert len(accepted) == 2  # the cut connection was closed, not reused
+        server.cancel_scope.cancel()

@@ -278,7 +278,7 @@ class Connection:
         outbox, a request written joins it too (one sender at a time).
         """
         self._requests_started += 1
-        if self._close_at is None and _asks_to_close(request):
+        if self._close_at is None and request.closes:
             self._close_at = self._requests_started - 1
         writer = None
         try:
@@ -405,10 +405,6 @@ class Connection:
         """The error of the read whose deadline expired."""
         return self._waiting_for(f"no response data within {self._waiting_timeout} s")
 
-    def expect(self, request: Request) -> None:
-        """The next response answers ``request`` (tell the parser its method)."""
-        self._parser.expect(request)
-
     # ------------------------------------------------------------------ reading
 
     def progress(self) -> tuple[bool, int, bool]:
@@ -417,12 +413,15 @@ class Connection:
         for the retry rule (API.md 1.6), read in one call."""
         return self._responses > 0, self._received_bytes, self._leftover
 
-    def response_started(self) -> tuple[bool, int, int]:
-        """A response head is about to be read: forget the previous one's framing. Returns
-        :meth:`progress`, with the bytes already buffered (those that arrived behind the
-        last response) counted rather than told."""
+    def response_started(self, request: Request) -> tuple[bool, int, int, bool]:
+        """The response to ``request`` is next: tell the parser, forget the last one's
+        framing. Returns :meth:`progress` with the buffered bytes counted, and whether
+        :meth:`buffered_event` may find an event (bytes buffered, or the peer's EOF)."""
+        self._parser.expect(request)
         self._response_head = None
-        return self._responses > 0, self._received_bytes, len(self._parser.leftover())
+        buffered = len(self._parser.leftover())
+        pending = buffered > 0 or self._received_eof
+        return self._responses > 0, self._received_bytes, buffered, pending
 
     def response_framing(self, head: FastHead) -> None:
         """The head of the response being read (whether a content-length frames it, for
@@ -553,18 +552,6 @@ def keep_alive_hint(raw: bytes | None) -> int | None:
             digits = len(value) - len(value.lstrip("0123456789"))
             return int(value[:digits]) if digits else None
     return None
-
-
-def _asks_to_close(request: Request) -> bool:
-    """The request carries ``connection: close`` (h11's reading: a comma list, any case)."""
-    for name, value in request.headers:
-        if (
-            len(name) == 10
-            and name.lower() == b"connection"
-            and b"close" in [token.strip() for token in value.lower().split(b",")]
-        ):
-            return True
-    return False
 
 
 def _write_failed(writer: h11.Connection | None, exc: BaseException) -> None:

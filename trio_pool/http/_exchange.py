@@ -246,19 +246,19 @@ class Exchange:
         lease = self.lease
         if not lease.may_read(request):  # pipelined: wait for it
             await lease.wait_to_read(request)
-        conn.expect(request)
         # For the 1.6 retry: nothing of this response yet, nothing left over before it. A
         # pipelined request was written before any response, but if a response before it
         # completed, its own is due on a reused connection: unanswered, it is retried like
         # one written on an idle kept-alive connection (RFC 9112 9.3.2).
-        self._reused, self._mark, buffered = conn.response_started()
+        self._reused, self._mark, buffered, pending = conn.response_started(request)
         self._fresh = not buffered
         options = self._options
         timeout = options.headers_timeout
         deadline = math.inf if timeout is None else request.written_at + timeout
         # A pipelined head has often arrived with the response before it: parsed here, it
-        # needs no read (and no coroutine); only a read awaits, as in read_rest.
-        event = conn.buffered_event()
+        # needs no read (and no coroutine); only a read awaits, as in read_rest. With
+        # nothing buffered (the usual unpipelined case) the parser is not even asked.
+        event = conn.buffered_event() if pending else NEED_DATA
         if event is NEED_DATA:
             event = await conn.next_event(
                 scope,
@@ -301,16 +301,18 @@ class Exchange:
                 # (request smuggling, response splitting), as undici's parser does.
                 raise HTTPParserError("the response has both content-length and transfer-encoding")
             self._parsed = event
-            self._check_announced_size(event, options.max_response_size)
+            most = options.max_response_size
+            if most is not None:
+                self._check_announced_size(event, most)
             conn.response_framing(event)
         self.http_version = event.http_version.decode("ascii")
         self.head = (event.status, headers, event.reason.decode("latin-1"))
         return self.head
 
-    def _check_announced_size(self, head: FastHead, limit: int | None) -> None:
+    def _check_announced_size(self, head: FastHead, limit: int) -> None:
         """A body announced larger than ``max_response_size`` fails at its head, before a
         byte of it is read (HEAD, 204 and 304 announce a size but carry no body)."""
-        if limit is None or self.request.method == b"HEAD" or head.status in (204, 304):
+        if self.request.method == b"HEAD" or head.status in (204, 304):
             return
         length = head.length  # the parser's framing: no header is scanned again
         if length is not None and length > limit:

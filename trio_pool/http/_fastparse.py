@@ -361,8 +361,11 @@ def response_framing(
         elif size == 10:
             lower = name.lower()
             if lower == b"connection":
-                # As h11's get_comma_header (the grammar allows no tab here).
-                if b"close" in [token.strip() for token in value.lower().split(b",")]:
+                # As h11's get_comma_header (the grammar allows no tab here); the usual
+                # value needs no split.
+                if value != b"keep-alive" and b"close" in [
+                    token.strip() for token in value.lower().split(b",")
+                ]:
                     keep_alive = False
             elif lower == b"keep-alive" and hint is None:
                 hint = value

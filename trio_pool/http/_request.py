@@ -131,6 +131,7 @@ class Request:
     __slots__ = (
         "attempt",
         "body",
+        "closes",
         "error",
         "head",
         "headers",
@@ -171,6 +172,8 @@ class Request:
         # Streaming bodies and non-idempotent requests are never written behind others.
         self.pipelineable = idempotent and not upgrade and (body is None or isinstance(body, bytes))
         self.upgrade = upgrade
+        # It carries ``connection: close``: computed once, shared by its copies.
+        self.closes = asks_to_close(headers)
         self.state = _NEW
         self.owner: Owner | None = None
         # ASSIGNED: the connection it holds an unused lease on, or waits for while it
@@ -207,17 +210,36 @@ class Request:
         return head
 
     def copy(self) -> Request:
-        """A new request with the same wire form (sharing its immutable parts)."""
-        request = Request(
-            self.method,
-            self.target,
-            self.headers,
-            self.body,
-            idempotent=self.idempotent,
-            upgrade=self.upgrade,
-        )
+        """A new request with the same wire form (sharing its immutable parts). Not a
+        checkpoint.
+
+        Built without ``__init__``: what it derives from the wire form (``pipelineable``,
+        ``closes``) is copied rather than worked out again (a prepared request's copy is
+        made per ``request()``)."""
+        request = _new_request(Request)
+        request.method = self.method
+        request.target = self.target
+        request.headers = self.headers
+        request.body = self.body
+        request.idempotent = self.idempotent
+        request.pipelineable = self.pipelineable
+        request.upgrade = self.upgrade
+        request.closes = self.closes
+        request.state = _NEW
+        request.owner = None
+        request.seat = None
+        request.seq = 0
+        request.scope = None
+        request.error = None
+        request.attempt = None
+        request.waiter = None
+        request.retried = False
+        request.replay = False
+        request.written_at = 0.0
+        request.reads_whole = False
         request.head = self.head
         request.wire = self.wire
+        request.trace = None
         return request
 
     def move(self, new: State) -> None:
@@ -281,6 +303,22 @@ class Request:
         assert error is not None
         self.error = _twin(error)
         return error
+
+
+_new_request = object.__new__
+
+
+def asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    """The header fields carry ``connection: close`` (h11's reading: a comma list, any
+    case)."""
+    for name, value in headers:
+        if (
+            len(name) == 10
+            and name.lower() == b"connection"
+            and b"close" in [token.strip() for token in value.lower().split(b",")]
+        ):
+            return True
+    return False
 
 
 def _twin(error: BaseException) -> BaseException:

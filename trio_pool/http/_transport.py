@@ -16,7 +16,10 @@ knows nothing of sockets.
   fraction of their per-call Python overhead, which dominates a small request's cost. TLS
   runs on that socket through a :class:`~._tls.TLSSession` (bytes in, bytes out). Other
   streams (in-memory, TLS inside TLS) are used as streams.
-* **Liveness** (:meth:`Transport.alive`): a non-blocking ``MSG_PEEK`` on the socket; with
+* **Liveness** (:meth:`Transport.alive`): on plain TCP a zero-timeout ``poll`` of the
+  socket (readable means a FIN, an error or unsolicited bytes: dead either way; what a
+  ``MSG_PEEK`` would tell, without the exception of its usual ``EAGAIN``), through one poll
+  object per thread (none per connection: idle connections stay small); with
   TLS a non-blocking read instead, so a post-handshake message (a TLS 1.3 session ticket
   that arrived while the connection was idle) is consumed rather than taken for a sign of
   death.
@@ -38,8 +41,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import select
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -53,6 +58,11 @@ if TYPE_CHECKING:
     from ._origin import Origin
 
 __all__ = ["Connector", "PrefixedStream", "Transport", "default_ssl_context", "open_stream"]
+
+_POLL: Callable[[], select.poll] | None = getattr(select, "poll", None)
+_PROBE = threading.local()
+"""Its ``poll``: this thread's ``select.poll`` object for :meth:`Transport.alive` (an
+object may not be polled by two threads at once, and Trio runs may live in several)."""
 
 SOCKET_RECEIVE_SIZE = 126976
 """Bytes asked for per read of the socket (124 KiB). Big enough that a 64 KiB body arrives
@@ -102,7 +112,7 @@ class Transport:
 
     def alive(self) -> bool:
         """False if the peer closed the connection or sent bytes nobody asked for. Not a
-        checkpoint: one non-blocking system call on the socket (a ``MSG_PEEK``; with TLS a
+        checkpoint: one non-blocking system call on the socket (a ``poll``; with TLS a
         read, whose post-handshake messages are consumed, see the module docstring).
 
         Streams that are not adopted — e.g. in-memory test streams — cannot be probed and
@@ -113,10 +123,9 @@ class Transport:
         if sock is None:
             return True
         tls = self._tls
+        if tls is None:
+            return _quiet(sock)
         try:
-            if tls is None:
-                sock.recv(1, socket.MSG_PEEK)
-                return False  # b"" is a FIN; anything else is unsolicited
             data = sock.recv(SOCKET_RECEIVE_SIZE)
         except BlockingIOError:
             return True
@@ -144,7 +153,16 @@ class Transport:
         await trio.lowlevel.checkpoint_if_cancelled()
         tls = self._tls
         if tls is None:  # plain TCP: no reader ever sends
-            await self._send_raw(raw, data)
+            # The first try here, not in a coroutine of its own: a small request's bytes
+            # fit the socket's buffer and leave in this one call.
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            if sent < len(data):
+                await self._send_raw(raw, data, sent, blocked=True)
             return
         answering = self._sending
         if isinstance(answering, trio.Event):  # pragma: no cover - see _answer
@@ -156,10 +174,16 @@ class Transport:
         finally:
             self._sending = False
 
-    async def _send_raw(self, raw: socket.socket, data: bytes) -> None:
+    async def _send_raw(
+        self, raw: socket.socket, data: bytes, sent: int = 0, *, blocked: bool = False
+    ) -> None:
+        """Write ``data`` from offset ``sent`` (the bytes before it have left), waiting for
+        the socket as needed (first, if the caller's try just found it ``blocked``). A
+        checkpoint when it waits."""
         total = len(data)
-        sent = 0
         try:
+            if blocked:
+                await trio.lowlevel.wait_writable(raw)
             while True:
                 try:
                     sent += raw.send(memoryview(data)[sent:] if sent else data)
@@ -433,3 +457,28 @@ def _adopt(stream: trio.SocketStream) -> socket.socket:
     sock = socket.socket(inner.family, inner.type, inner.proto, fileno=inner.detach())
     sock.setblocking(False)
     return sock
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Nothing to read on ``sock``: no byte, no FIN, no error (an idle connection the peer
+    has not given up on). Not a checkpoint: one system call, no wait."""
+    fd = sock.fileno()
+    if fd < 0:
+        return False  # closed under us
+    if _POLL is None:  # pragma: no cover - no poll() (Windows): peek instead
+        try:
+            sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # b"" is a FIN; anything else is unsolicited
+    try:
+        probe: select.poll = _PROBE.poll
+    except AttributeError:
+        probe = _PROBE.poll = _POLL()
+    probe.register(fd, select.POLLIN)
+    try:
+        return not probe.poll(0)
+    finally:
+        probe.unregister(fd)
